@@ -1,0 +1,253 @@
+//! `rota ingest`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use rota_core::format::DecodeOptions;
+use rota_core::{BatchPolicy, NewJob, OnError, PayloadEncoding, RetryPolicy, Store};
+use rota_ingest::{IngestRequest, IngestSummary, Progress};
+use serde_json::json;
+
+use crate::print_out;
+use crate::units::{human_bytes, parse_duration, parse_key_value, parse_size};
+
+/// Arguments of `rota ingest`.
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// A file, a directory, or a `file://` URL.
+    path: String,
+    /// The spec (kind of work) the job runs, e.g. `import-orders`.
+    #[arg(long)]
+    spec: String,
+    /// The format; by default each file's extension decides (see `rota formats`).
+    #[arg(long)]
+    format: Option<String>,
+    /// A format option, `key=value` (e.g. `header=false`, `delimiter=;`); repeatable.
+    #[arg(long = "format-opt", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    format_opts: Vec<(String, String)>,
+    /// Most records per task.
+    #[arg(long, value_name = "N", default_value = "1000")]
+    batch_rows: Option<u64>,
+    /// Most payload bytes per task (e.g. `256KiB`); a single larger record still
+    /// becomes a task of its own.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    batch_bytes: Option<u64>,
+    /// The queue workers claim the tasks from.
+    #[arg(long, default_value = "default")]
+    queue: String,
+    /// A job parameter handed to every task, `key=value` (the value is parsed
+    /// as JSON when it can be, else kept as a string); repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    params: Vec<(String, String)>,
+    /// How each task's records are encoded.
+    #[arg(long, default_value = "json", value_parser = parse_payload)]
+    payload: PayloadEncoding,
+    /// What to do with a record that does not decode: `fail` stops and fails
+    /// the job; `skip` drops it, counts it and keeps a sample on the job.
+    #[arg(long, default_value = "fail", value_parser = parse_on_error)]
+    on_error: OnError,
+    /// Idempotency key: ingesting again with the same key adds nothing.
+    #[arg(long)]
+    job_key: Option<String>,
+    /// Descend into subdirectories.
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// Only files whose path relative to PATH matches this glob (e.g. `**/*.csv`).
+    #[arg(long)]
+    glob: Option<String>,
+    /// The schema, `name:type,…` (types: utf8, int64, int32, float64, float32,
+    /// bool, date32, timestamp); by default inferred from a sample.
+    #[arg(long)]
+    schema: Option<String>,
+    /// Records read to infer the schema.
+    #[arg(long, value_name = "N", default_value = "10000")]
+    infer_rows: usize,
+    /// Attempts per task before it is dead.
+    #[arg(long, value_name = "N", default_value = "5")]
+    max_attempts: u32,
+    /// Delay before the first retry; it doubles per attempt, with jitter.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    retry_backoff: Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn parse_payload(s: &str) -> Result<PayloadEncoding, String> {
+    s.parse()
+}
+
+fn parse_on_error(s: &str) -> Result<OnError, String> {
+    s.parse()
+}
+
+fn param_value(v: &str) -> serde_json::Value {
+    serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()))
+}
+
+impl IngestArgs {
+    fn request(&self) -> anyhow::Result<IngestRequest> {
+        let schema = match &self.schema {
+            Some(s) => Some(rota_formats::parse_schema(s).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let params: serde_json::Map<String, serde_json::Value> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), param_value(v)))
+            .collect();
+        let options: BTreeMap<String, String> = self.format_opts.iter().cloned().collect();
+        let retry = RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            backoff_base_ms: u64::try_from(self.retry_backoff.as_millis()).unwrap_or(u64::MAX),
+            ..RetryPolicy::default()
+        };
+        Ok(IngestRequest {
+            location: self.path.clone(),
+            recursive: self.recursive,
+            glob: self.glob.clone(),
+            format: self.format.clone(),
+            decode: DecodeOptions {
+                schema,
+                infer_records: self.infer_rows.max(1),
+                on_error: self.on_error,
+                options,
+                ..DecodeOptions::default()
+            },
+            batch: BatchPolicy {
+                max_rows: self.batch_rows,
+                max_bytes: self.batch_bytes,
+            },
+            payload: self.payload,
+            job: NewJob {
+                key: self.job_key.clone(),
+                spec: self.spec.clone(),
+                queue: self.queue.clone(),
+                params: serde_json::Value::Object(params),
+                retry,
+                hold: true,
+                ingest: None,
+            },
+        })
+    }
+}
+
+fn progress_bar(progress: &Arc<Progress>) -> Option<tokio::task::JoinHandle<()>> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let progress = progress.clone();
+    Some(tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        loop {
+            let rows = Progress::get(&progress.rows);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            #[allow(clippy::cast_precision_loss)] // display only
+            let rate = rows as f64 / secs;
+            bar.set_message(format!(
+                "files {}, read {}, rows {rows}, tasks {}, skipped {}, {rate:.0} rows/s",
+                Progress::get(&progress.files),
+                human_bytes(Progress::get(&progress.bytes)),
+                Progress::get(&progress.tasks),
+                Progress::get(&progress.skipped),
+            ));
+            bar.tick();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }))
+}
+
+fn summary_json(s: &IngestSummary) -> serde_json::Value {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    #[allow(clippy::cast_precision_loss)] // rates for display
+    let (rows_per_sec, bytes_per_sec) = (s.report.rows as f64 / secs, s.report.bytes as f64 / secs);
+    json!({
+        "job_id": s.job.id,
+        "job_key": s.job.key,
+        "state": s.job.state,
+        "created": s.created,
+        "already_ingested": s.already_ingested,
+        "tasks_added": s.added,
+        "files": s.report.files,
+        "bytes": s.report.bytes,
+        "rows": s.report.rows,
+        "tasks": s.report.tasks,
+        "skipped": s.report.skipped,
+        "skipped_sample": s.report.skipped_sample,
+        "format": s.report.format,
+        "payload": s.report.payload,
+        "elapsed_ms": u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX),
+        "rows_per_sec": rows_per_sec,
+        "bytes_per_sec": bytes_per_sec,
+    })
+}
+
+fn summary_text(s: &IngestSummary) -> String {
+    let mut out = String::new();
+    if s.already_ingested {
+        out.push_str(&format!(
+            "job {} (key '{}') was already ingested: nothing added\n",
+            s.job.id,
+            s.job.key.as_deref().unwrap_or_default()
+        ));
+    } else {
+        out.push_str(&format!("job {} {}\n", s.job.id, if s.created { "created" } else { "resumed" }));
+    }
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    #[allow(clippy::cast_precision_loss)] // display only
+    let rate = s.report.rows as f64 / secs;
+    out.push_str(&format!(
+        "  {} file(s), {} read, {} rows, {} tasks ({} added), {} skipped, {:.2}s, {rate:.0} rows/s\n",
+        s.report.files,
+        human_bytes(s.report.bytes),
+        s.report.rows,
+        s.report.tasks,
+        s.added,
+        s.report.skipped,
+        s.elapsed.as_secs_f64(),
+    ));
+    if s.report.skipped > 0 {
+        out.push_str(&format!(
+            "  skipped records (first {} of {}):\n",
+            s.report.skipped_sample.len(),
+            s.report.skipped
+        ));
+        for r in &s.report.skipped_sample {
+            out.push_str(&format!("    {}\n", r.error));
+            if let Some(x) = &r.excerpt {
+                out.push_str(&format!("      | {}\n", x.replace('\n', "\\n")));
+            }
+        }
+    }
+    out.push_str(&format!("  state: {}\n", s.job.state));
+    out
+}
+
+pub(crate) async fn run(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let req = args.request()?;
+    let progress = Arc::new(Progress::default());
+    let bar = (!args.quiet && !args.json && std::io::stderr().is_terminal())
+        .then(|| progress_bar(&progress))
+        .flatten();
+    let result = rota_ingest::ingest(store, req, progress).await;
+    if let Some(bar) = bar {
+        bar.abort();
+        eprint!("\r\x1b[2K");
+    }
+    let summary = result?;
+    if args.json {
+        print_out(&format!("{}\n", summary_json(&summary)));
+    } else {
+        print_out(&summary_text(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}

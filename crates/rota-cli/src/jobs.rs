@@ -1,0 +1,243 @@
+//! `rota jobs …` and `rota tasks …`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Subcommand;
+use rota_core::{Job, JobFilter, JobId, JobState, Store, Task, TaskFilter, TaskState};
+use serde_json::json;
+
+use crate::print_out;
+use crate::units::human_bytes;
+
+/// `rota jobs …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Jobs, newest first.
+    List {
+        /// Only jobs in this state (pending, running, succeeded, failed, cancelled).
+        #[arg(long, value_parser = |s: &str| s.parse::<JobState>())]
+        state: Option<JobState>,
+        /// Only jobs of this spec.
+        #[arg(long)]
+        spec: Option<String>,
+        /// Only jobs on this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only jobs older than this job id (the next page).
+        #[arg(long)]
+        before: Option<JobId>,
+        /// Most jobs shown.
+        #[arg(long, default_value = "50")]
+        limit: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: state, task counts, ingest report, errors.
+    Show {
+        /// The job id.
+        id: JobId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: tasks not yet running are cancelled; running ones are told
+    /// at their next heartbeat.
+    Cancel {
+        /// The job id.
+        id: JobId,
+    },
+}
+
+/// `rota tasks …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// A job's tasks in key order.
+    List {
+        /// The job id.
+        job: JobId,
+        /// Only tasks in this state (scheduled, queued, running, retrying,
+        /// succeeded, dead, cancelled).
+        #[arg(long, value_parser = |s: &str| s.parse::<TaskState>())]
+        state: Option<TaskState>,
+        /// Only tasks whose key sorts after this one (the next page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Most tasks shown.
+        #[arg(long, default_value = "100")]
+        limit: u32,
+        /// Include each task's result (the worker's output).
+        #[arg(long)]
+        results: bool,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn job_line(j: &Job) -> String {
+    let c = &j.counts;
+    format!(
+        "{}  {:<9}  {:<20}  {:<10}  tasks {}/{} done, {} dead  {}\n",
+        j.id,
+        j.state.as_str(),
+        j.spec,
+        j.queue,
+        c.succeeded,
+        c.total,
+        c.dead,
+        j.created_at.format("%Y-%m-%d %H:%M:%S"),
+    )
+}
+
+fn job_text(j: &Job) -> String {
+    let mut out = format!("job       {}\n", j.id);
+    if let Some(k) = &j.key {
+        out.push_str(&format!("key       {k}\n"));
+    }
+    out.push_str(&format!("spec      {}\nqueue     {}\nstate     {}\n", j.spec, j.queue, j.state));
+    out.push_str(&format!("params    {}\n", j.params));
+    out.push_str(&format!(
+        "retry     {} attempts, backoff from {} ms\n",
+        j.retry.max_attempts, j.retry.backoff_base_ms
+    ));
+    let c = &j.counts;
+    out.push_str(&format!(
+        "tasks     {} total: {} scheduled, {} queued, {} running, {} retrying, {} succeeded, {} dead, {} cancelled\n",
+        c.total, c.scheduled, c.queued, c.running, c.retrying, c.succeeded, c.dead, c.cancelled
+    ));
+    if let Some(i) = &j.ingest {
+        out.push_str(&format!(
+            "ingest    {} ({}) → {} payloads: {} file(s), {}, {} rows, {} tasks, {} skipped\n",
+            i.source,
+            i.format,
+            i.payload,
+            i.files,
+            human_bytes(i.bytes),
+            i.rows,
+            i.tasks,
+            i.skipped
+        ));
+        for r in &i.skipped_sample {
+            out.push_str(&format!("  skipped {}\n", r.error));
+        }
+    }
+    if let Some(e) = &j.error {
+        out.push_str(&format!("error     {e}\n"));
+    }
+    out.push_str(&format!("created   {}\n", j.created_at.to_rfc3339()));
+    if let Some(f) = j.finished_at {
+        out.push_str(&format!("finished  {}\n", f.to_rfc3339()));
+    }
+    out
+}
+
+fn task_json(t: &Task) -> serde_json::Value {
+    json!({
+        "id": t.id,
+        "job_id": t.job_id,
+        "key": t.key,
+        "state": t.state,
+        "attempt": t.attempt,
+        "max_attempts": t.max_attempts,
+        "rows": t.rows,
+        "payload_bytes": t.payload_bytes,
+        "encoding": t.encoding,
+        "available_at": t.available_at,
+        "lease_expires_at": t.lease_expires_at,
+        "worker": t.worker,
+        "result": t.result.as_ref().map(|r| String::from_utf8_lossy(r).into_owned()),
+        "error": t.error,
+        "finished_at": t.finished_at,
+    })
+}
+
+fn task_line(t: &Task, results: bool) -> String {
+    let mut line = format!(
+        "{:<28} {:<9} attempt {}/{}  rows {:<6} {}",
+        t.key,
+        t.state.as_str(),
+        t.attempt,
+        t.max_attempts,
+        t.rows,
+        human_bytes(t.payload_bytes)
+    );
+    if let Some(e) = &t.error {
+        line.push_str(&format!("  error: {}", e.lines().next().unwrap_or_default()));
+    }
+    if results {
+        if let Some(r) = &t.result {
+            line.push_str(&format!("  result: {}", String::from_utf8_lossy(r).trim_end()));
+        }
+    }
+    line.push('\n');
+    line
+}
+
+async fn get_job(store: &Arc<dyn Store>, id: JobId) -> anyhow::Result<Job> {
+    store
+        .get_job(id)
+        .await
+        .context("cannot read the job")?
+        .with_context(|| format!("no job {id} in this store"))
+}
+
+pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobsCommand::List { state, spec, queue, before, limit, json } => {
+            let jobs = store
+                .list_jobs(JobFilter { state, spec, queue, before, limit })
+                .await
+                .context("cannot list jobs")?;
+            let mut out = String::new();
+            for j in &jobs {
+                if json {
+                    out.push_str(&serde_json::to_string(j)?);
+                    out.push('\n');
+                } else {
+                    out.push_str(&job_line(j));
+                }
+            }
+            print_out(&out);
+        }
+        JobsCommand::Show { id, json } => {
+            let job = get_job(&store, id).await?;
+            if json {
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&job)?));
+            } else {
+                print_out(&job_text(&job));
+            }
+        }
+        JobsCommand::Cancel { id } => {
+            get_job(&store, id).await?;
+            let job = store.cancel_job(id).await.context("cannot cancel the job")?;
+            print_out(&format!("job {} {}\n", job.id, job.state));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn run_tasks(store: Arc<dyn Store>, cmd: TasksCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TasksCommand::List { job, state, after, limit, results, json } => {
+            get_job(&store, job).await?;
+            let tasks = store
+                .list_tasks(job, TaskFilter { state, after_key: after, limit, with_results: results || json })
+                .await
+                .context("cannot list tasks")?;
+            let mut out = String::new();
+            for t in &tasks {
+                if json {
+                    out.push_str(&task_json(t).to_string());
+                    out.push('\n');
+                } else {
+                    out.push_str(&task_line(t, results));
+                }
+            }
+            print_out(&out);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,110 @@
+//! `rota`: ingest data into batched jobs, run workers, inspect jobs and tasks.
+
+mod ingest;
+mod jobs;
+mod units;
+mod worker;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rota_core::Store;
+
+/// Rota: turn data files into batched jobs that workers in any language process.
+#[derive(Debug, Parser)]
+#[command(name = "rota", version, about, long_about = None)]
+struct Cli {
+    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`.
+    #[arg(long, global = true, env = "ROTA_STORE", default_value = "./rota.db")]
+    store: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode a file or directory into records, cut them into batches and store
+    /// every batch as a task of one job.
+    Ingest(ingest::IngestArgs),
+    /// List, show and cancel jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
+    /// List a job's tasks.
+    Tasks {
+        #[command(subcommand)]
+        command: jobs::TasksCommand,
+    },
+    /// Claim tasks and run a command for each: the payload on its stdin, its
+    /// stdout stored as the result, exit status 0 for success.
+    Worker(worker::WorkerArgs),
+    /// List the formats `rota ingest` reads and their options.
+    Formats,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROTA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    rota_store::open_store(url).with_context(|| format!("cannot open the store {url}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Formats => {
+            let mut out = String::new();
+            for f in rota_formats::builtin() {
+                out.push_str(&format!(
+                    "{:<8} .{:<14} {}\n",
+                    f.name(),
+                    f.extensions().join(" ."),
+                    f.describe()
+                ));
+            }
+            print_out(&out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(args) => ingest::run(open_store(&cli.store).await?, args).await,
+        Command::Jobs { command } => jobs::run_jobs(open_store(&cli.store).await?, command).await,
+        Command::Tasks { command } => jobs::run_tasks(open_store(&cli.store).await?, command).await,
+        Command::Worker(args) => worker::run(open_store(&cli.store).await?, args).await,
+    }
+}
+
+/// Writes to stdout; a closed pipe (`rota jobs list | head`) is not an error.
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

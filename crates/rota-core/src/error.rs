@@ -1,0 +1,157 @@
+//! Errors at the three seams. Variants say what the caller can do about them;
+//! backend detail rides along as the `source`.
+
+use std::fmt;
+
+/// A boxed error from a backend, kept as the cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from a [`crate::Store`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The job, task or spec does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// What was looked for: `job`, `task`, `spec`.
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// The lease named is no longer held: the attempt is stale (its lease
+    /// expired and the task was reclaimed), or the task ended or was cancelled.
+    /// The worker must stop working on it.
+    #[error("lease lost: task {task} attempt {attempt} is no longer held by this lease")]
+    LeaseLost {
+        /// The task.
+        task: crate::TaskId,
+        /// The attempt the caller thought it held.
+        attempt: u32,
+    },
+    /// The request conflicts with what is stored.
+    #[error("conflict: {message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
+    /// The request itself is invalid.
+    #[error("invalid request: {message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+    },
+    /// A failure that may go away when retried (busy database, lost connection).
+    #[error("store temporarily unavailable")]
+    Transient(#[source] BoxError),
+    /// Any other failure of the backend.
+    #[error("store failure")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Whether retrying the same call may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// An error from a [`crate::source::Source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Nothing exists at the location.
+    #[error("{location}: not found")]
+    NotFound {
+        /// The location, secrets redacted.
+        location: String,
+    },
+    /// The location exists but may not be read with the credentials given.
+    #[error("{location}: permission denied")]
+    PermissionDenied {
+        /// The location, secrets redacted.
+        location: String,
+    },
+    /// The location is not one this source understands.
+    #[error("{location}: invalid location: {reason}")]
+    InvalidLocation {
+        /// The location, secrets redacted.
+        location: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// Reading or listing failed.
+    #[error("{location}: read failed")]
+    Io {
+        /// The location, secrets redacted.
+        location: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where in the input something happened. The byte offset is always known;
+/// line, record and column are filled where the format has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Offset of the record (or the offending byte) from the start of the
+    /// decoded input, in bytes.
+    pub byte_offset: u64,
+    /// 1-based line number, for text formats.
+    pub line: Option<u64>,
+    /// 1-based record number (data records, not counting a header).
+    pub record: Option<u64>,
+    /// The column, by name where known.
+    pub column: Option<String>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}, ")?;
+        }
+        if let Some(record) = self.record {
+            write!(f, "record {record}, ")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, "column '{column}', ")?;
+        }
+        write!(f, "byte {}", self.byte_offset)
+    }
+}
+
+/// What kind of decode failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// The bytes are not valid in this format.
+    Syntax,
+    /// A record has a different number of fields than the header or schema.
+    FieldCount,
+    /// A value does not fit the schema's type.
+    Type,
+    /// Text that is not valid in the expected encoding.
+    Encoding,
+    /// A record exceeds the size limit.
+    TooLarge,
+    /// The input ended inside a record.
+    Truncated,
+    /// The options given to the decoder are invalid.
+    Options,
+}
+
+/// A decode failure, always with the location and position of the input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{location}: {position}: {message}")]
+pub struct DecodeError {
+    /// The input, as a path or URL with secrets redacted.
+    pub location: String,
+    /// Where in the input.
+    pub position: Position,
+    /// What kind of failure.
+    pub kind: DecodeErrorKind,
+    /// What is wrong, in lowercase words.
+    pub message: String,
+}

@@ -1,0 +1,103 @@
+//! Formats: how bytes become records.
+
+use std::collections::BTreeMap;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use crate::error::DecodeError;
+use crate::model::OnError;
+
+/// Options common to every decoder.
+#[derive(Clone, Debug)]
+pub struct DecodeOptions {
+    /// The input's location (path or URL, secrets redacted), for error messages.
+    pub location: String,
+    /// The schema to decode with; when `None` it is inferred from a sample.
+    pub schema: Option<SchemaRef>,
+    /// Records read to infer a schema.
+    pub infer_records: usize,
+    /// Most records per decoded batch (decoding granularity, not task size).
+    pub batch_records: usize,
+    /// Largest record accepted, in bytes; a larger one is an error.
+    pub max_record_bytes: usize,
+    /// What to do with a record that does not decode.
+    pub on_error: OnError,
+    /// Format-specific options (`key=value`), checked by the format.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            location: String::new(),
+            schema: None,
+            infer_records: 10_000,
+            batch_records: 8_192,
+            max_record_bytes: 64 << 20,
+            on_error: OnError::Fail,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a decoder hands back.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Records, in input order.
+    Batch(RecordBatch),
+    /// A record dropped under [`OnError::Skip`], in input order.
+    Skipped {
+        /// Why, and where.
+        error: DecodeError,
+        /// The start of the record's raw text, when it has text.
+        excerpt: Option<String>,
+    },
+}
+
+/// A push decoder: bytes in, in any split, record batches out.
+///
+/// # Contract
+///
+/// - The output (batches concatenated, and skips) is identical however the
+///   input is split across [`Decoder::push`] calls.
+/// - Memory is bounded by the options (sample, batch, record size), not by
+///   the input's size.
+/// - Errors carry the location and a [`crate::Position`]; bad input never
+///   panics. Under [`OnError::Skip`] a bad record becomes
+///   [`Decoded::Skipped`] and decoding goes on where the format can resync.
+pub trait Decoder: Send {
+    /// Feeds the next bytes of the input; appends whatever became decodable.
+    ///
+    /// # Errors
+    /// The first bad record under [`OnError::Fail`], or input the decoder
+    /// cannot resync after.
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) -> Result<(), DecodeError>;
+
+    /// Signals the end of the input; appends the rest.
+    ///
+    /// # Errors
+    /// As [`Decoder::push`], and input that ends inside a record.
+    fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError>;
+
+    /// The schema, once known (after the sample was read or at the first batch).
+    fn schema(&self) -> Option<SchemaRef>;
+}
+
+/// A registered format.
+pub trait Format: Send + Sync {
+    /// Its registry key and option value, e.g. `csv`.
+    fn name(&self) -> &'static str;
+
+    /// File extensions it claims, without the dot.
+    fn extensions(&self) -> &'static [&'static str];
+
+    /// One line about the format and its options, for `--help` and listings.
+    fn describe(&self) -> &'static str;
+
+    /// A decoder for one input.
+    ///
+    /// # Errors
+    /// When the options are invalid for this format.
+    fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError>;
+}

@@ -1,0 +1,78 @@
+//! Sources: where bytes come from.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SourceError;
+
+/// One object a source can open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its full location (path or URL, secrets redacted), as it is opened.
+    pub location: String,
+    /// Its path relative to the listed root, with `/` separators; stable
+    /// across sources serving the same tree, so it is what task keys use.
+    pub relative: String,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+    /// Last modification, when known.
+    pub modified: Option<DateTime<Utc>>,
+    /// A version tag (ETag, mtime+size), when known.
+    pub etag: Option<String>,
+}
+
+/// What to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListRequest {
+    /// A file (listed as itself) or a directory.
+    pub location: String,
+    /// Descend into subdirectories.
+    pub recursive: bool,
+    /// Only entries whose relative path matches this glob.
+    pub glob: Option<String>,
+}
+
+/// A stream of entries.
+#[async_trait]
+pub trait EntryStream: Send {
+    /// The next entry, or `None` at the end.
+    async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError>;
+}
+
+/// A stream of bytes.
+#[async_trait]
+pub trait ByteStream: Send {
+    /// The next chunk, or `None` at the end. Chunks are never empty.
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, SourceError>;
+}
+
+/// A place bytes come from, addressed by URL scheme.
+///
+/// # Contract
+///
+/// - [`Source::list`] streams entries as it finds them, in a deterministic
+///   order (by relative path within each directory), without materialising the
+///   whole listing. A location naming a single object lists that object.
+/// - [`Source::open`] streams the object's bytes (or the given range); a stream
+///   ends with `None` only when every byte was delivered — a short read is an
+///   error, never a silent end.
+/// - Errors are typed ([`SourceError::NotFound`], [`SourceError::PermissionDenied`])
+///   and carry the location with any credential redacted.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The URL schemes this source serves, e.g. `["file"]`.
+    fn schemes(&self) -> &'static [&'static str];
+
+    /// Lists the entries at a location.
+    async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError>;
+
+    /// Opens an entry, whole or a byte range of it.
+    async fn open(
+        &self,
+        entry: &Entry,
+        range: Option<Range<u64>>,
+    ) -> Result<Box<dyn ByteStream>, SourceError>;
+}

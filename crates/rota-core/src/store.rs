@@ -1,0 +1,114 @@
+//! The job store: where jobs, tasks and leases live.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::StoreError;
+use crate::id::{JobId, TaskId};
+use crate::model::{
+    ClaimRequest, HeartbeatAck, IngestReport, Job, JobFilter, Lease, LeaseRef, NewJob, NewTask,
+    Report, Spec, Task, TaskFilter, TaskState,
+};
+
+/// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
+///
+/// # Contract
+///
+/// Every implementation passes the conformance suite in
+/// `rota_store::conformance`; the points below are what it checks.
+///
+/// - **Idempotent creation.** [`Store::create_job`] with a key that exists
+///   returns the existing job and `false`. [`Store::add_tasks`] ignores a task
+///   whose `(job, key)` exists and reports how many were new; so a replayed
+///   ingest adds nothing.
+/// - **Held jobs.** Tasks of a job created with `hold` are `scheduled` and
+///   never claimable until [`Store::release_job`]. [`Store::fail_job`] on an
+///   unreleased job cancels them: a half-made job is never worked on.
+/// - **Exclusive, fenced leases.** [`Store::claim`] hands each claimable task to
+///   at most one caller, however many claim concurrently (from one process or
+///   many), and increments its attempt. Heartbeats and reports take effect only
+///   if `(task, attempt, token)` still matches the running attempt; otherwise
+///   they fail with [`StoreError::LeaseLost`] and change nothing.
+/// - **Rescue by time.** A running task whose lease expired (by the store's
+///   clock) counts as a failed attempt: it is retried, or dead after its last
+///   attempt. Claims rescue expired leases themselves; nothing depends on a
+///   worker registry.
+/// - **Retry.** A retryable failure before the last attempt makes the task
+///   `retrying` until `now + backoff`; otherwise the task is `dead`.
+/// - **Job state.** A released job is `running` once a task was claimed; when
+///   no task is left unfinished it is `succeeded`, or `failed` if any task is
+///   dead. `cancelled` is final and set by [`Store::cancel_job`]; tasks not yet
+///   running are cancelled, running ones learn it at their next heartbeat.
+/// - **Batching.** Claims, heartbeats and reports take many items per call;
+///   per-item failures are returned per item and do not fail the others.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Registers or replaces a spec.
+    async fn put_spec(&self, spec: Spec) -> Result<(), StoreError>;
+
+    /// Looks a spec up by name.
+    async fn get_spec(&self, name: &str) -> Result<Option<Spec>, StoreError>;
+
+    /// All specs, by name.
+    async fn list_specs(&self) -> Result<Vec<Spec>, StoreError>;
+
+    /// Creates a job, or returns the job that already has `job.key` (then the
+    /// flag is `false` and nothing is changed).
+    async fn create_job(&self, job: NewJob) -> Result<(Job, bool), StoreError>;
+
+    /// Adds tasks to a job; tasks whose key exists in the job are ignored.
+    /// Returns how many were added.
+    async fn add_tasks(&self, job: JobId, tasks: Vec<NewTask>) -> Result<u64, StoreError>;
+
+    /// Records the final ingest report and makes every held task claimable.
+    /// Releasing a released job changes nothing.
+    async fn release_job(&self, job: JobId, ingest: Option<IngestReport>)
+    -> Result<Job, StoreError>;
+
+    /// Fails a job before its tasks ran (an ingest error): records `error`,
+    /// cancels its unfinished tasks.
+    async fn fail_job(
+        &self,
+        job: JobId,
+        error: String,
+        ingest: Option<IngestReport>,
+    ) -> Result<Job, StoreError>;
+
+    /// Cancels a job: tasks not yet running are cancelled; running ones are
+    /// told at their next heartbeat. Cancelling an ended job changes nothing.
+    async fn cancel_job(&self, job: JobId) -> Result<Job, StoreError>;
+
+    /// A job with its task counts.
+    async fn get_job(&self, job: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs matching `filter`, newest first.
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError>;
+
+    /// A job's tasks matching `filter`, in key order.
+    async fn list_tasks(&self, job: JobId, filter: TaskFilter) -> Result<Vec<Task>, StoreError>;
+
+    /// A task's payload.
+    async fn get_payload(&self, task: TaskId) -> Result<Vec<u8>, StoreError>;
+
+    /// Claims up to `req.limit` claimable tasks (oldest available first) under
+    /// new leases, after rescuing expired ones.
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Lease>, StoreError>;
+
+    /// Extends each lease by `extend` from now.
+    async fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> Result<Vec<Result<HeartbeatAck, StoreError>>, StoreError>;
+
+    /// Ends attempts; returns each task's new state.
+    async fn report(
+        &self,
+        reports: Vec<Report>,
+    ) -> Result<Vec<Result<TaskState, StoreError>>, StoreError>;
+
+    /// Treats every expired lease as a failed attempt. Returns how many were
+    /// rescued. [`Store::claim`] does this too; this is for a periodic sweeper.
+    async fn rescue_expired(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,291 @@
+//! Payload builders: how decoded rows become a task's bytes, and how many
+//! bytes each row adds (which is what `max_bytes` bounds).
+
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use rota_core::PayloadEncoding;
+
+use crate::error::IngestError;
+
+/// Accumulates rows into one payload at a time.
+pub(crate) trait PayloadBuilder: Send {
+    /// Takes the next decoded batch; returns the bytes each of its rows adds
+    /// to a payload. Replaces the previously loaded batch.
+    fn load(&mut self, batch: &RecordBatch) -> Result<Vec<u64>, IngestError>;
+    /// Appends rows `from..to` of the loaded batch to the current payload.
+    fn append(&mut self, from: usize, to: usize);
+    /// Bytes of a payload that holds no row (brackets, header, schema).
+    fn overhead(&self) -> u64;
+    /// Ends the current payload and returns it.
+    fn finish_payload(&mut self) -> Result<Vec<u8>, IngestError>;
+}
+
+/// The builder for `encoding`, for batches of `schema`.
+pub(crate) fn builder(
+    encoding: PayloadEncoding,
+    schema: &SchemaRef,
+) -> Result<Box<dyn PayloadBuilder>, IngestError> {
+    Ok(match encoding {
+        PayloadEncoding::Json => Box::new(TextRows::new(TextKind::JsonArray, schema)),
+        PayloadEncoding::Ndjson => Box::new(TextRows::new(TextKind::Ndjson, schema)),
+        PayloadEncoding::Csv => Box::new(TextRows::new(TextKind::Csv, schema)),
+        PayloadEncoding::Arrow => Box::new(ArrowRows::new(schema)?),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    JsonArray,
+    Ndjson,
+    Csv,
+}
+
+/// Row-per-line text encodings. A batch is encoded once with arrow's writer;
+/// rows are then copied into payloads by line.
+struct TextRows {
+    kind: TextKind,
+    /// The loaded batch, encoded.
+    text: Vec<u8>,
+    /// End of each row's line in `text`, terminator included.
+    ends: Vec<usize>,
+    /// The CSV header line (terminator included); empty otherwise.
+    header: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl TextRows {
+    fn new(kind: TextKind, schema: &SchemaRef) -> Self {
+        let header = if kind == TextKind::Csv {
+            let names: Vec<String> = schema.fields().iter().map(|f| csv_quote(f.name())).collect();
+            let mut h = names.join(",").into_bytes();
+            h.push(b'\n');
+            h
+        } else {
+            Vec::new()
+        };
+        let mut rows = Self {
+            kind,
+            text: Vec::new(),
+            ends: Vec::new(),
+            header,
+            payload: Vec::new(),
+        };
+        rows.start_payload();
+        rows
+    }
+
+    fn start_payload(&mut self) {
+        self.payload.clear();
+        match self.kind {
+            TextKind::JsonArray => self.payload.push(b'['),
+            TextKind::Ndjson => {}
+            TextKind::Csv => self.payload.extend_from_slice(&self.header),
+        }
+    }
+}
+
+fn csv_quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Ends of CSV rows as written by arrow's writer: a line break outside quotes.
+fn csv_row_ends(text: &[u8], ends: &mut Vec<usize>) {
+    let mut in_quotes = false;
+    let mut i = 0;
+    while let Some(k) = memchr::memchr2(b'\n', b'"', &text[i..]) {
+        let j = i + k;
+        if text[j] == b'"' {
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            ends.push(j + 1);
+        }
+        i = j + 1;
+    }
+}
+
+impl PayloadBuilder for TextRows {
+    fn load(&mut self, batch: &RecordBatch) -> Result<Vec<u64>, IngestError> {
+        self.text.clear();
+        self.ends.clear();
+        let encode_error = |e: arrow_schema::ArrowError| IngestError::Encode(e.to_string());
+        match self.kind {
+            TextKind::JsonArray | TextKind::Ndjson => {
+                let mut writer = arrow_json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow_json::writer::LineDelimited>(&mut self.text);
+                writer.write(batch).map_err(encode_error)?;
+                writer.finish().map_err(encode_error)?;
+                drop(writer);
+                // JSON escapes line breaks inside strings, so each `\n` ends a row.
+                self.ends.extend(memchr::memchr_iter(b'\n', &self.text).map(|i| i + 1));
+            }
+            TextKind::Csv => {
+                let mut writer = arrow_csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut self.text);
+                writer.write(batch).map_err(encode_error)?;
+                drop(writer);
+                csv_row_ends(&self.text, &mut self.ends);
+            }
+        }
+        if self.ends.len() != batch.num_rows() {
+            return Err(IngestError::Encode(format!(
+                "encoded {} rows as {} lines",
+                batch.num_rows(),
+                self.ends.len()
+            )));
+        }
+        let mut start = 0;
+        Ok(self
+            .ends
+            .iter()
+            .map(|&end| {
+                let n = (end - start) as u64;
+                start = end;
+                n
+            })
+            .collect())
+    }
+
+    fn append(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        let start = if from == 0 { 0 } else { self.ends[from - 1] };
+        let end = self.ends[to - 1];
+        let at = self.payload.len();
+        self.payload.extend_from_slice(&self.text[start..end]);
+        if self.kind == TextKind::JsonArray {
+            // Each row's line break becomes the separator (or the closing bracket).
+            for &e in &self.ends[from..to] {
+                self.payload[at + e - start - 1] = b',';
+            }
+        }
+    }
+
+    fn overhead(&self) -> u64 {
+        match self.kind {
+            TextKind::JsonArray => 1,
+            TextKind::Ndjson => 0,
+            TextKind::Csv => self.header.len() as u64,
+        }
+    }
+
+    fn finish_payload(&mut self) -> Result<Vec<u8>, IngestError> {
+        if self.kind == TextKind::JsonArray {
+            match self.payload.last_mut() {
+                Some(last @ b',') => *last = b']',
+                _ => self.payload.push(b']'),
+            }
+        }
+        let mut next = Vec::with_capacity(self.payload.capacity());
+        std::mem::swap(&mut next, &mut self.payload);
+        self.start_payload();
+        Ok(next)
+    }
+}
+
+/// Arrow IPC stream payloads: one schema message and one record batch.
+struct ArrowRows {
+    schema: SchemaRef,
+    loaded: Option<RecordBatch>,
+    parts: Vec<RecordBatch>,
+    overhead: u64,
+}
+
+impl ArrowRows {
+    fn new(schema: &SchemaRef) -> Result<Self, IngestError> {
+        let mut rows = Self {
+            schema: schema.clone(),
+            loaded: None,
+            parts: Vec::new(),
+            overhead: 0,
+        };
+        rows.overhead = rows.write(None)?.len() as u64;
+        Ok(rows)
+    }
+
+    fn write(&self, batch: Option<&RecordBatch>) -> Result<Vec<u8>, IngestError> {
+        let encode_error = |e: arrow_schema::ArrowError| IngestError::Encode(e.to_string());
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &self.schema)
+            .map_err(encode_error)?;
+        if let Some(batch) = batch {
+            writer.write(batch).map_err(encode_error)?;
+        }
+        writer.finish().map_err(encode_error)?;
+        drop(writer);
+        Ok(out)
+    }
+}
+
+/// Bytes each row occupies in Arrow buffers: the value width for fixed-width
+/// types, the value length plus its offset for strings and binaries, and an
+/// even share of the column's memory for anything else.
+fn arrow_row_sizes(batch: &RecordBatch) -> Vec<u64> {
+    let n = batch.num_rows();
+    let mut sizes = vec![0u64; n];
+    for column in batch.columns() {
+        match column.data_type() {
+            DataType::Utf8 => {
+                if let Some(a) = column.as_any().downcast_ref::<arrow_array::StringArray>() {
+                    for (i, w) in a.value_offsets().windows(2).enumerate() {
+                        sizes[i] += (w[1] - w[0]) as u64 + 4;
+                    }
+                }
+            }
+            DataType::Binary => {
+                if let Some(a) = column.as_any().downcast_ref::<arrow_array::BinaryArray>() {
+                    for (i, w) in a.value_offsets().windows(2).enumerate() {
+                        sizes[i] += (w[1] - w[0]) as u64 + 4;
+                    }
+                }
+            }
+            DataType::Boolean | DataType::Null => {
+                for s in &mut sizes {
+                    *s += 1;
+                }
+            }
+            t => {
+                let each = t.primitive_width().map_or_else(
+                    || (column.get_array_memory_size() / n.max(1)) as u64,
+                    |w| w as u64,
+                );
+                for s in &mut sizes {
+                    *s += each;
+                }
+            }
+        }
+    }
+    sizes
+}
+
+impl PayloadBuilder for ArrowRows {
+    fn load(&mut self, batch: &RecordBatch) -> Result<Vec<u64>, IngestError> {
+        self.loaded = Some(batch.clone());
+        Ok(arrow_row_sizes(batch))
+    }
+
+    fn append(&mut self, from: usize, to: usize) {
+        if let Some(batch) = &self.loaded {
+            if to > from {
+                self.parts.push(batch.slice(from, to - from));
+            }
+        }
+    }
+
+    fn overhead(&self) -> u64 {
+        self.overhead
+    }
+
+    fn finish_payload(&mut self) -> Result<Vec<u8>, IngestError> {
+        let batch = arrow_select::concat::concat_batches(&self.schema, &self.parts)
+            .map_err(|e| IngestError::Encode(e.to_string()))?;
+        self.parts.clear();
+        self.write(Some(&batch))
+    }
+}

@@ -1,0 +1,343 @@
+//! The ingest pipeline: list → read → decode → chunk/encode → store.
+//!
+//! Reading runs on the async runtime; decoding and encoding each run on a
+//! blocking thread of their own; bounded channels between the stages give
+//! backpressure, so memory stays flat whatever the file size. The job is
+//! created held: its tasks become claimable only when every file was ingested,
+//! and an ingest that fails leaves the job failed with nothing claimable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use rota_core::format::{DecodeOptions, Decoded, Format};
+use rota_core::source::{Entry, ListRequest};
+use rota_core::{
+    BatchPolicy, IngestReport, Job, JobState, NewJob, NewTask, PayloadEncoding, SkippedRecord,
+    Store,
+};
+use tokio::sync::mpsc;
+
+use crate::chunker::Chunker;
+use crate::error::IngestError;
+use crate::progress::Progress;
+
+/// Skipped records kept as a sample on the job.
+pub const SKIP_SAMPLE: usize = 20;
+/// Bytes of payload written to the store per call (or fewer, see `TASKS_PER_WRITE`).
+const BYTES_PER_WRITE: usize = 16 << 20;
+/// Tasks written to the store per call at most.
+const TASKS_PER_WRITE: usize = 256;
+
+/// What to ingest and how.
+#[derive(Clone, Debug)]
+pub struct IngestRequest {
+    /// A file, a directory, or a `file://` URL.
+    pub location: String,
+    /// Descend into subdirectories.
+    pub recursive: bool,
+    /// Only files whose relative path matches.
+    pub glob: Option<String>,
+    /// Format name; detected from each file's extension when `None`.
+    pub format: Option<String>,
+    /// Decoder options (the location is filled in per file).
+    pub decode: DecodeOptions,
+    /// How records are cut into tasks.
+    pub batch: BatchPolicy,
+    /// How a task's records are encoded.
+    pub payload: PayloadEncoding,
+    /// The job to create (its `hold` and `ingest` are set by the pipeline).
+    pub job: NewJob,
+}
+
+/// How an ingest ended.
+#[derive(Clone, Debug)]
+pub struct IngestSummary {
+    /// The job, as stored at the end.
+    pub job: Job,
+    /// Whether this call created the job (false when its key existed).
+    pub created: bool,
+    /// The job existed and was already fully ingested: nothing was read.
+    pub already_ingested: bool,
+    /// Tasks this call added (0 on a replay).
+    pub added: u64,
+    /// What was read and made.
+    pub report: IngestReport,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs an ingest into `store`. Counters in `progress` move as it goes.
+///
+/// # Errors
+/// On an invalid request, a source failure, a decode error under
+/// `on_error = fail`, or a store failure. In every case the job (if it was
+/// created) is failed with the error and none of its tasks is claimable.
+pub async fn ingest(
+    store: Arc<dyn Store>,
+    req: IngestRequest,
+    progress: Arc<Progress>,
+) -> Result<IngestSummary, IngestError> {
+    let started = Instant::now();
+    req.batch.validate().map_err(IngestError::Invalid)?;
+    let explicit = match &req.format {
+        Some(name) => Some(rota_formats::by_name(name).ok_or_else(|| {
+            IngestError::Invalid(format!(
+                "unknown format '{name}' (known: {})",
+                rota_formats::names().join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let source = rota_sources::for_location(&req.location)?;
+    // List first: a missing path fails before any job exists.
+    let mut listing = source
+        .list(&ListRequest {
+            location: req.location.clone(),
+            recursive: req.recursive,
+            glob: req.glob.clone(),
+        })
+        .await?;
+
+    let mut report = IngestReport {
+        source: req.location.clone(),
+        format: req.format.clone().unwrap_or_default(),
+        payload: req.payload,
+        batch: Some(req.batch),
+        ..IngestReport::default()
+    };
+    let mut new_job = req.job.clone();
+    new_job.hold = true;
+    new_job.ingest = Some(report.clone());
+    let (job, created) = store.create_job(new_job).await?;
+    if !created {
+        if job.released {
+            return Ok(IngestSummary {
+                report: job.ingest.clone().unwrap_or_default(),
+                job,
+                created,
+                already_ingested: true,
+                added: 0,
+                elapsed: started.elapsed(),
+            });
+        }
+        if job.state != JobState::Pending {
+            return Err(IngestError::Conflict(format!(
+                "job {} with key '{}' is {}; use another job key",
+                job.id,
+                job.key.as_deref().unwrap_or_default(),
+                job.state
+            )));
+        }
+        tracing::info!(job = %job.id, "resuming the unfinished ingest of an existing job");
+    }
+
+    let mut added = 0;
+    let mut formats_seen: Vec<&'static str> = Vec::new();
+    let result = async {
+        while let Some(entry) = listing.next_entry().await? {
+            let format = match &explicit {
+                Some(f) => f.clone(),
+                None => rota_formats::by_extension(&entry.relative).ok_or_else(|| {
+                    IngestError::Invalid(format!(
+                        "{}: cannot tell the format from the file name; pass --format (one of: {})",
+                        entry.location,
+                        rota_formats::names().join(", ")
+                    ))
+                })?,
+            };
+            if !formats_seen.contains(&format.name()) {
+                formats_seen.push(format.name());
+            }
+            added += ingest_file(&store, &req, &job, &entry, format, &mut report, &progress).await?;
+            report.files += 1;
+            Progress::add(&progress.files, 1);
+        }
+        Ok::<_, IngestError>(())
+    }
+    .await;
+    report.format = formats_seen.join(",");
+
+    match result {
+        Ok(()) => {
+            let job = store.release_job(job.id, Some(report.clone())).await?;
+            Ok(IngestSummary {
+                job,
+                created,
+                already_ingested: false,
+                added,
+                report,
+                elapsed: started.elapsed(),
+            })
+        }
+        Err(e) => {
+            if let Err(fail) = store.fail_job(job.id, e.to_string(), Some(report)).await {
+                tracing::error!(job = %job.id, error = %fail, "could not mark the job failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What the decode thread hands the encode thread.
+enum Piece {
+    Batch(RecordBatch),
+    Skipped(SkippedRecord),
+}
+
+/// Ingests one file; returns the tasks it added.
+async fn ingest_file(
+    store: &Arc<dyn Store>,
+    req: &IngestRequest,
+    job: &Job,
+    entry: &Entry,
+    format: Arc<dyn Format>,
+    report: &mut IngestReport,
+    progress: &Arc<Progress>,
+) -> Result<u64, IngestError> {
+    let source = rota_sources::for_location(&entry.location)?;
+    let mut stream = source.open(entry, None).await?;
+    let mut opts = req.decode.clone();
+    opts.location.clone_from(&entry.location);
+    let mut decoder = format.decoder(&opts)?;
+
+    let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(4);
+    let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(4);
+    let (task_tx, mut task_rx) = mpsc::channel::<Vec<NewTask>>(8);
+
+    // Decode: bytes in, batches and skips out.
+    let decode = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let forward = |out: &mut Vec<Decoded>| -> bool {
+            for d in out.drain(..) {
+                let piece = match d {
+                    Decoded::Batch(b) => Piece::Batch(b),
+                    Decoded::Skipped { error, excerpt } => Piece::Skipped(SkippedRecord {
+                        error: error.to_string(),
+                        excerpt,
+                    }),
+                };
+                if piece_tx.send(piece).is_err() {
+                    return false; // the encoder stopped; its error wins
+                }
+            }
+            true
+        };
+        while let Some(chunk) = bytes_rx.blocking_recv() {
+            decoder.push(&chunk, &mut out)?;
+            if !forward(&mut out) {
+                return Ok(decoder.schema());
+            }
+        }
+        decoder.finish(&mut out)?;
+        forward(&mut out);
+        Ok::<_, IngestError>(decoder.schema())
+    });
+
+    // Chunk and encode: batches in, tasks out.
+    let policy = req.batch;
+    let encoding = req.payload;
+    let prefix = entry.relative.clone();
+    let encode_progress = progress.clone();
+    let encode = tokio::task::spawn_blocking(move || {
+        let mut chunker: Option<Chunker> = None;
+        let mut skipped = 0u64;
+        let mut sample = Vec::new();
+        let mut tasks = Vec::new();
+        for piece in piece_rx {
+            match piece {
+                Piece::Batch(batch) => {
+                    let chunker = match &mut chunker {
+                        Some(c) => c,
+                        slot => slot.insert(Chunker::new(policy, encoding, &batch.schema(), prefix.clone())?),
+                    };
+                    chunker.push(&batch, &mut tasks)?;
+                }
+                Piece::Skipped(record) => {
+                    skipped += 1;
+                    Progress::add(&encode_progress.skipped, 1);
+                    if sample.len() < SKIP_SAMPLE {
+                        sample.push(record);
+                    }
+                }
+            }
+            if !tasks.is_empty() && task_tx.blocking_send(std::mem::take(&mut tasks)).is_err() {
+                break; // the writer stopped; its error wins
+            }
+        }
+        if let Some(chunker) = &mut chunker {
+            chunker.finish(&mut tasks)?;
+        }
+        if !tasks.is_empty() {
+            let _ = task_tx.blocking_send(tasks);
+        }
+        Ok::<_, IngestError>((skipped, sample))
+    });
+
+    // Read: source bytes to the decoder.
+    let read_progress = progress.clone();
+    let read = async move {
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next_chunk().await? {
+            bytes += chunk.len() as u64;
+            Progress::add(&read_progress.bytes, chunk.len() as u64);
+            if bytes_tx.send(chunk).await.is_err() {
+                break; // the decoder stopped; its error wins
+            }
+        }
+        Ok::<_, IngestError>(bytes)
+    };
+
+    // Store: tasks into the job, several per write.
+    let write = async {
+        let mut added = 0u64;
+        let mut rows = 0u64;
+        let mut made = 0u64;
+        let mut group: Vec<NewTask> = Vec::new();
+        let mut group_bytes = 0usize;
+        loop {
+            let next = task_rx.recv().await;
+            let done = next.is_none();
+            for task in next.into_iter().flatten() {
+                group_bytes += task.payload.len();
+                group.push(task);
+            }
+            if !group.is_empty()
+                && (done || group.len() >= TASKS_PER_WRITE || group_bytes >= BYTES_PER_WRITE)
+            {
+                let n = group.len() as u64;
+                let r: u64 = group.iter().map(|t| t.rows).sum();
+                added += store.add_tasks(job.id, std::mem::take(&mut group)).await?;
+                group_bytes = 0;
+                rows += r;
+                made += n;
+                Progress::add(&progress.rows, r);
+                Progress::add(&progress.tasks, n);
+            }
+            if done {
+                return Ok::<_, IngestError>((added, rows, made));
+            }
+        }
+    };
+
+    let (read_res, write_res) = tokio::join!(read, write);
+    let decode_res = decode
+        .await
+        .map_err(|e| IngestError::Encode(format!("decoder thread failed: {e}")))?;
+    let encode_res = encode
+        .await
+        .map_err(|e| IngestError::Encode(format!("encoder thread failed: {e}")))?;
+    // The first stage to fail explains the others' failures.
+    let bytes = read_res?;
+    decode_res?;
+    let (skipped, sample) = encode_res?;
+    let (added, rows, made) = write_res?;
+
+    report.bytes += bytes;
+    report.rows += rows;
+    report.tasks += made;
+    report.skipped += skipped;
+    let room = SKIP_SAMPLE.saturating_sub(report.skipped_sample.len());
+    report.skipped_sample.extend(sample.into_iter().take(room));
+    Ok(added)
+}

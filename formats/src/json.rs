@@ -1,0 +1,400 @@
+//! JSON records: NDJSON (one value per line) and a JSON document whose top
+//! level is an array of records (streamed element by element) or one object.
+//! Types are inferred from a sample; a field outside the schema is an error,
+//! never dropped silently.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_json::reader::{infer_json_schema_from_iterator, Decoder as ArrowJsonDecoder, ReaderBuilder};
+use arrow_schema::{Schema, SchemaRef};
+use rota_core::format::{DecodeOptions, Decoder, Format};
+use rota_core::{DecodeError, DecodeErrorKind};
+
+use crate::options::FormatOptions;
+use crate::text::{
+    clean_arrow_message, trim_cr, Batcher, Found, Frame, FrameError, Framer, RecordError,
+    TextDecoder,
+};
+
+/// Newline-delimited JSON: one object per line; blank lines are ignored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NdjsonFormat;
+
+/// A JSON document: an array of objects, or a single object.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonFormat;
+
+impl Format for NdjsonFormat {
+    fn name(&self) -> &'static str {
+        "ndjson"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["ndjson", "jsonl"]
+    }
+    fn describe(&self) -> &'static str {
+        "newline-delimited JSON, one object per line; no options"
+    }
+    fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
+        FormatOptions::new(options, &[]).finish()?;
+        let framer = LineFramer { resume: 0 };
+        Ok(Box::new(TextDecoder::new(framer, JsonBatcher::new(options), options)))
+    }
+}
+
+impl Format for JsonFormat {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+    fn extensions(&self) -> &'static [&'static str] {
+        &["json"]
+    }
+    fn describe(&self) -> &'static str {
+        "a JSON array of objects (streamed element by element) or one object; no options"
+    }
+    fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
+        FormatOptions::new(options, &[]).finish()?;
+        let framer = ArrayFramer {
+            phase: Phase::Start,
+            scan: Scan::default(),
+        };
+        Ok(Box::new(TextDecoder::new(framer, JsonBatcher::new(options), options)))
+    }
+}
+
+/// One record per line.
+struct LineFramer {
+    resume: usize,
+}
+
+impl Framer for LineFramer {
+    fn next(&mut self, buf: &[u8], pos: usize, eof: bool) -> Result<Found, FrameError> {
+        let from = pos + self.resume;
+        let (end, next, newlines) = match memchr::memchr(b'\n', &buf[from..]) {
+            Some(k) => (from + k, from + k + 1, 1),
+            None if !eof => {
+                self.resume = buf.len() - pos;
+                return Ok(Found::NeedMore);
+            }
+            None if pos >= buf.len() => return Ok(Found::End),
+            None => (buf.len(), buf.len(), 0),
+        };
+        self.resume = 0;
+        let end = trim_cr(buf, pos, end);
+        if buf[pos..end].iter().all(u8::is_ascii_whitespace) {
+            return Ok(Found::Gap { next, newlines });
+        }
+        Ok(Found::Record(Frame {
+            start: pos,
+            end,
+            next,
+            newlines,
+        }))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Before the top-level value.
+    Start,
+    /// Inside the top-level array, expecting a value or `]`.
+    Value,
+    /// After a value, expecting `,` or `]`.
+    Comma,
+    /// The top level was a single object.
+    Single,
+    /// After the top-level value: only whitespace may follow.
+    Done,
+}
+
+/// Resumable state of scanning one value.
+#[derive(Default, Debug)]
+struct Scan {
+    offset: usize,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    newlines: u64,
+}
+
+/// Splits a top-level array into its elements, tracking strings and nesting.
+struct ArrayFramer {
+    phase: Phase,
+    scan: Scan,
+}
+
+fn syntax(at: usize, message: String) -> FrameError {
+    FrameError {
+        at,
+        newlines: 0,
+        kind: DecodeErrorKind::Syntax,
+        message,
+    }
+}
+
+fn show(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("'{}'", b as char)
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
+impl ArrayFramer {
+    /// Scans a value starting at `pos`; returns its end when complete.
+    fn value_end(&mut self, buf: &[u8], pos: usize) -> Option<usize> {
+        let s = &mut self.scan;
+        let scalar = !matches!(buf[pos], b'{' | b'[' | b'"');
+        let mut i = pos + s.offset;
+        while i < buf.len() {
+            let b = buf[i];
+            if b == b'\n' {
+                s.newlines += 1;
+            }
+            if s.in_string {
+                if s.escaped {
+                    s.escaped = false;
+                } else if b == b'\\' {
+                    s.escaped = true;
+                } else if b == b'"' {
+                    s.in_string = false;
+                    if s.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+            } else if scalar {
+                if matches!(b, b',' | b']') || b.is_ascii_whitespace() {
+                    return Some(i);
+                }
+            } else {
+                match b {
+                    b'"' => s.in_string = true,
+                    b'{' | b'[' => s.depth += 1,
+                    b'}' | b']' => {
+                        s.depth = s.depth.saturating_sub(1);
+                        if s.depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        s.offset = i - pos;
+        None
+    }
+}
+
+impl Framer for ArrayFramer {
+    fn next(&mut self, buf: &[u8], pos: usize, eof: bool) -> Result<Found, FrameError> {
+        // Whitespace between tokens.
+        let mut i = pos;
+        let mut newlines = 0;
+        while i < buf.len() && buf[i].is_ascii_whitespace() {
+            newlines += u64::from(buf[i] == b'\n');
+            i += 1;
+        }
+        if i > pos {
+            return Ok(Found::Gap { next: i, newlines });
+        }
+        if i >= buf.len() {
+            return match (eof, self.phase) {
+                (false, _) => Ok(Found::NeedMore),
+                (true, Phase::Start | Phase::Done) => Ok(Found::End),
+                (true, _) => Err(FrameError {
+                    at: pos,
+                    newlines: 0,
+                    kind: DecodeErrorKind::Truncated,
+                    message: "input ends inside the top-level array (is a closing ']' missing?)"
+                        .into(),
+                }),
+            };
+        }
+        let b = buf[i];
+        match self.phase {
+            Phase::Start => match b {
+                b'[' => {
+                    self.phase = Phase::Value;
+                    Ok(Found::Gap { next: i + 1, newlines: 0 })
+                }
+                b'{' => {
+                    self.phase = Phase::Single;
+                    self.next(buf, pos, eof)
+                }
+                _ => Err(syntax(
+                    i,
+                    format!("expected a JSON array or object at the top level, found {}", show(b)),
+                )),
+            },
+            Phase::Comma => match b {
+                b',' => {
+                    self.phase = Phase::Value;
+                    Ok(Found::Gap { next: i + 1, newlines: 0 })
+                }
+                b']' => {
+                    self.phase = Phase::Done;
+                    Ok(Found::Gap { next: i + 1, newlines: 0 })
+                }
+                _ => Err(syntax(i, format!("expected ',' or ']' after an array element, found {}", show(b)))),
+            },
+            Phase::Value | Phase::Single => {
+                if b == b']' && self.phase == Phase::Value {
+                    self.phase = Phase::Done;
+                    return Ok(Found::Gap { next: i + 1, newlines: 0 });
+                }
+                if b == b',' {
+                    return Err(syntax(i, "expected an array element, found ','".into()));
+                }
+                match self.value_end(buf, pos) {
+                    Some(end) => {
+                        let newlines = self.scan.newlines;
+                        self.scan = Scan::default();
+                        self.phase = if self.phase == Phase::Single { Phase::Done } else { Phase::Comma };
+                        Ok(Found::Record(Frame { start: pos, end, next: end, newlines }))
+                    }
+                    None if eof && self.phase == Phase::Value && !matches!(b, b'{' | b'[' | b'"') => {
+                        Err(FrameError {
+                            at: pos,
+                            newlines: 0,
+                            kind: DecodeErrorKind::Truncated,
+                            message: "input ends inside the top-level array (is a closing ']' missing?)".into(),
+                        })
+                    }
+                    None if eof => Err(FrameError {
+                        at: pos,
+                        newlines: self.scan.newlines,
+                        kind: DecodeErrorKind::Truncated,
+                        message: "input ends inside a JSON value".into(),
+                    }),
+                    None => Ok(Found::NeedMore),
+                }
+            }
+            Phase::Done => Err(syntax(i, format!("unexpected {} after the top-level value", show(b)))),
+        }
+    }
+}
+
+struct JsonBatcher {
+    batch_size: usize,
+    decoder: Option<ArrowJsonDecoder>,
+}
+
+impl JsonBatcher {
+    fn new(options: &DecodeOptions) -> Self {
+        Self {
+            batch_size: options.batch_records.max(options.infer_records).max(1),
+            decoder: None,
+        }
+    }
+}
+
+fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
+    let raw = e.to_string();
+    let (message, column) = clean_arrow_message(&raw);
+    let kind = if raw.contains("whilst decoding field")
+        || raw.contains("not present in schema")
+        || raw.contains("missing from schema")
+    {
+        DecodeErrorKind::Type
+    } else {
+        DecodeErrorKind::Syntax
+    };
+    RecordError { kind, message, column }
+}
+
+impl Batcher for JsonBatcher {
+    fn schema(
+        &mut self,
+        _header: Option<&[u8]>,
+        sample: &[&[u8]],
+        given: Option<SchemaRef>,
+    ) -> Result<SchemaRef, RecordError> {
+        if let Some(schema) = given {
+            return Ok(schema);
+        }
+        // Records that do not parse are left out of the sample; decoding
+        // reports them with their position.
+        let values: Vec<serde_json::Value> = sample
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+            .filter(serde_json::Value::is_object)
+            .collect();
+        if values.is_empty() {
+            return Ok(Arc::new(Schema::empty()));
+        }
+        let schema = infer_json_schema_from_iterator(values.iter().map(Ok)).map_err(|e| {
+            let (message, column) = clean_arrow_message(&e.to_string());
+            RecordError {
+                kind: DecodeErrorKind::Type,
+                message: format!("cannot infer a schema from the sample: {message}"),
+                column,
+            }
+        })?;
+        Ok(Arc::new(schema))
+    }
+
+    fn decode(
+        &mut self,
+        schema: &SchemaRef,
+        records: &[&[u8]],
+        contiguous: Option<&[u8]>,
+    ) -> Result<RecordBatch, RecordError> {
+        let decoder = match &mut self.decoder {
+            Some(d) => d,
+            slot => {
+                let built = ReaderBuilder::new(schema.clone())
+                    .with_batch_size(self.batch_size)
+                    .with_strict_mode(true)
+                    .build_decoder()
+                    .map_err(|e| record_error(&e))?;
+                slot.insert(built)
+            }
+        };
+        let mut batches = Vec::with_capacity(1);
+        let result = (|| {
+            let mut feed = |mut bytes: &[u8]| -> Result<(), arrow_schema::ArrowError> {
+                while !bytes.is_empty() {
+                    let n = decoder.decode(bytes)?;
+                    bytes = &bytes[n..];
+                    if !bytes.is_empty() {
+                        if let Some(batch) = decoder.flush()? {
+                            batches.push(batch);
+                        }
+                    }
+                }
+                Ok(())
+            };
+            match contiguous {
+                Some(bytes) => feed(bytes)?,
+                None => {
+                    for record in records {
+                        feed(record)?;
+                        feed(b"\n")?;
+                    }
+                }
+            }
+            if let Some(batch) = decoder.flush()? {
+                batches.push(batch);
+            }
+            Ok::<_, arrow_schema::ArrowError>(())
+        })();
+        if let Err(e) = result {
+            self.decoder = None;
+            return Err(record_error(&e));
+        }
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != records.len() {
+            self.decoder = None;
+            return Err(RecordError {
+                kind: DecodeErrorKind::Syntax,
+                message: format!("expected one JSON value per record, found {rows} in {}", records.len()),
+                column: None,
+            });
+        }
+        match batches.len() {
+            1 => Ok(batches.pop().unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
+            _ => arrow_select::concat::concat_batches(schema, &batches).map_err(|e| record_error(&e)),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Rota's formats: how bytes become records.
+//!
+//! Every format yields Arrow record batches through the push
+//! [`Decoder`](rota_core::format::Decoder) of `rota-core`, so a local file, a
+//! network stream and an upload share one path. Adding a format is one module
+//! plus one line in [`builtin`], plus fixtures under `fixtures/<name>/` (a test
+//! fails when a registered format has none).
+
+use std::sync::Arc;
+
+use rota_core::format::Format;
+
+pub mod csv;
+pub mod json;
+mod options;
+pub mod schema;
+mod text;
+
+pub use csv::{CsvFormat, TsvFormat};
+pub use json::{JsonFormat, NdjsonFormat};
+pub use schema::parse_schema;
+
+/// Every built-in format, in the order detection tries them.
+#[must_use]
+pub fn builtin() -> Vec<Arc<dyn Format>> {
+    vec![
+        Arc::new(CsvFormat),
+        Arc::new(TsvFormat),
+        Arc::new(NdjsonFormat),
+        Arc::new(JsonFormat),
+    ]
+}
+
+/// The format registered under `name`.
+#[must_use]
+pub fn by_name(name: &str) -> Option<Arc<dyn Format>> {
+    builtin().into_iter().find(|f| f.name() == name)
+}
+
+/// The format a path's extension names (case-insensitive), if any.
+#[must_use]
+pub fn by_extension(path: &str) -> Option<Arc<dyn Format>> {
+    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let (_, ext) = file.rsplit_once('.')?;
+    let ext = ext.to_ascii_lowercase();
+    builtin().into_iter().find(|f| f.extensions().contains(&ext.as_str()))
+}
+
+/// Names of every built-in format.
+#[must_use]
+pub fn names() -> Vec<&'static str> {
+    builtin().iter().map(|f| f.name()).collect()
+}

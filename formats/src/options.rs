@@ -1,0 +1,63 @@
+//! Reading a format's `key=value` options, refusing unknown keys.
+
+use std::collections::BTreeMap;
+
+use rota_core::format::DecodeOptions;
+use rota_core::{DecodeError, DecodeErrorKind, Position};
+
+/// A format's view of its options: typed getters, and an error for any key
+/// it does not know (a typo must not be ignored silently).
+pub(crate) struct FormatOptions<'a> {
+    location: &'a str,
+    known: &'static [&'static str],
+    left: BTreeMap<String, String>,
+}
+
+impl<'a> FormatOptions<'a> {
+    pub(crate) fn new(options: &'a DecodeOptions, known: &'static [&'static str]) -> Self {
+        Self {
+            location: &options.location,
+            known,
+            left: options.options.clone(),
+        }
+    }
+
+    fn error(&self, message: String) -> DecodeError {
+        DecodeError {
+            location: self.location.to_owned(),
+            position: Position::default(),
+            kind: DecodeErrorKind::Options,
+            message,
+        }
+    }
+
+    pub(crate) fn bool(&mut self, key: &str, default: bool) -> Result<bool, DecodeError> {
+        match self.left.remove(key).as_deref() {
+            None => Ok(default),
+            Some("true" | "yes" | "1") => Ok(true),
+            Some("false" | "no" | "0") => Ok(false),
+            Some(other) => Err(self.error(format!("option {key}: expected true or false, got '{other}'"))),
+        }
+    }
+
+    pub(crate) fn byte(&mut self, key: &str, default: u8) -> Result<u8, DecodeError> {
+        match self.left.remove(key).as_deref() {
+            None => Ok(default),
+            Some("\\t" | "tab") => Ok(b'\t'),
+            Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
+            Some(other) => Err(self.error(format!(
+                "option {key}: expected a single ASCII character, got '{other}'"
+            ))),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+        match self.left.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(self.error(format!(
+                "unknown option '{key}' (this format takes: {})",
+                if self.known.is_empty() { "no options".to_owned() } else { self.known.join(", ") }
+            ))),
+        }
+    }
+}
