@@ -262,6 +262,16 @@ impl Batcher for CsvBatcher {
                 column,
             }
         };
+        if let Some(h) = header {
+            if h.contains(&0) || std::str::from_utf8(h).is_err() {
+                return Err(RecordError {
+                    kind: DecodeErrorKind::Encoding,
+                    message: "the header line is not UTF-8 text (binary data, or another encoding?)"
+                        .into(),
+                    column: None,
+                });
+            }
+        }
         let mut text = Vec::new();
         if let Some(h) = header {
             text.extend_from_slice(h);
@@ -294,10 +304,30 @@ impl Batcher for CsvBatcher {
         if text.is_empty() {
             return Ok(Arc::new(Schema::empty()));
         }
-        let (inferred, _) = self
-            .arrow_format(header.is_some())
-            .infer_schema(Cursor::new(&text), None)
-            .map_err(fail)?;
+        let format = self.arrow_format(header.is_some());
+        let inferred = match format.infer_schema(Cursor::new(&text), None) {
+            Ok((schema, _)) => schema,
+            Err(_) => {
+                // Leave out the sample records that do not parse with the
+                // header (decoding reports each with its position).
+                let mut text = Vec::new();
+                if let Some(h) = header {
+                    text.extend_from_slice(h);
+                    text.push(b'\n');
+                }
+                let head = text.len();
+                for record in sample {
+                    let mut one = text[..head].to_vec();
+                    one.extend_from_slice(record);
+                    one.push(b'\n');
+                    if format.infer_schema(Cursor::new(&one), None).is_ok() {
+                        text.extend_from_slice(record);
+                        text.push(b'\n');
+                    }
+                }
+                format.infer_schema(Cursor::new(&text), None).map_err(fail)?.0
+            }
+        };
         // Dates and times stay as written: inference from a sample must not
         // reformat a user's values. A given schema can ask for temporal types.
         let fields: Vec<Field> = inferred

@@ -123,6 +123,8 @@ pub(crate) struct TextDecoder<F, B> {
     adjacent: bool,
     records_seen: u64,
     header: Option<Vec<u8>>,
+    /// Absolute offset where the data (header or first record) starts.
+    data_start: u64,
     header_done: bool,
     bom_checked: bool,
     schema: Option<SchemaRef>,
@@ -144,6 +146,7 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             adjacent: true,
             records_seen: 0,
             header: None,
+            data_start: 0,
             bom_checked: false,
         }
     }
@@ -173,6 +176,7 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             }
             if self.buf.starts_with(b"\xEF\xBB\xBF") {
                 self.pos = 3;
+                self.data_start = 3;
             }
             self.bom_checked = true;
         }
@@ -274,7 +278,7 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             .schema(self.header.as_deref(), &sample, self.opts.schema.clone())
             .map_err(|e| {
                 let position = Position {
-                    byte_offset: self.base,
+                    byte_offset: self.data_start,
                     line: Some(1),
                     record: None,
                     column: None,
