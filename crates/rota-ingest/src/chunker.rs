@@ -104,3 +104,173 @@ impl Chunker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A deterministic pseudo-random generator (no dependency needed).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            self.0 >> 33
+        }
+    }
+
+    fn rows(n: usize, seed: u64) -> RecordBatch {
+        let mut rng = Lcg(seed);
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let texts: Vec<Option<String>> = (0..n)
+            .map(|i| {
+                let len = match rng.next() % 20 {
+                    0 => 2_000, // now and then a large row
+                    1 => return None,
+                    k => k as usize * 3,
+                };
+                Some(format!("r{i},\"q\"\n").repeat(len / 8 + 1))
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(texts))],
+        )
+        .expect("batch")
+    }
+
+    fn chunk(batch: &RecordBatch, split: usize, policy: BatchPolicy, enc: PayloadEncoding) -> Vec<NewTask> {
+        let mut c = Chunker::new(policy, enc, &batch.schema(), "f.csv".into()).expect("chunker");
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let len = split.min(batch.num_rows() - at);
+            c.push(&batch.slice(at, len), &mut out).expect("push");
+            at += len;
+        }
+        c.finish(&mut out).expect("finish");
+        out
+    }
+
+    /// The ids of a payload's rows, decoded with a reader of its encoding.
+    fn ids(task: &NewTask) -> Vec<i64> {
+        match task.encoding {
+            PayloadEncoding::Json => {
+                let v: serde_json::Value = serde_json::from_slice(&task.payload).expect("json array");
+                v.as_array().expect("array").iter().map(|r| r["id"].as_i64().expect("id")).collect()
+            }
+            PayloadEncoding::Ndjson => task
+                .payload
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("line")["id"].as_i64().expect("id"))
+                .collect(),
+            PayloadEncoding::Csv => {
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("id", DataType::Int64, false),
+                    Field::new("text", DataType::Utf8, true),
+                ]));
+                let reader = arrow_csv::ReaderBuilder::new(schema)
+                    .with_header(true)
+                    .build(std::io::Cursor::new(task.payload.clone()))
+                    .expect("csv");
+                let mut out = Vec::new();
+                for b in reader {
+                    let b = b.expect("csv batch");
+                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().expect("ids");
+                    out.extend(a.values().iter().copied());
+                }
+                out
+            }
+            PayloadEncoding::Arrow => {
+                let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(task.payload.clone()), None)
+                    .expect("ipc");
+                let mut out = Vec::new();
+                for b in reader {
+                    let b = b.expect("ipc batch");
+                    assert_eq!(b.column(1).null_count() <= b.num_rows(), true);
+                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().expect("ids");
+                    out.extend(a.values().iter().copied());
+                }
+                out
+            }
+        }
+    }
+
+    #[test]
+    fn rows_are_conserved_in_order_within_limits_whatever_the_split() {
+        let policies = [
+            BatchPolicy { max_rows: Some(7), max_bytes: None },
+            BatchPolicy { max_rows: None, max_bytes: Some(3_000) },
+            BatchPolicy { max_rows: Some(50), max_bytes: Some(1_500) },
+            BatchPolicy { max_rows: Some(1), max_bytes: None },
+        ];
+        for seed in [1, 2, 3] {
+            let batch = rows(301, seed);
+            for enc in PayloadEncoding::ALL.iter().copied() {
+                for policy in policies {
+                    let reference = chunk(&batch, batch.num_rows(), policy, enc);
+                    let mut next_id = 0;
+                    for (seq, task) in reference.iter().enumerate() {
+                        assert_eq!(task.key, Chunker::key("f.csv", seq as u64));
+                        let got = ids(task);
+                        assert_eq!(got.len() as u64, task.rows, "{enc} {policy:?}");
+                        for id in got {
+                            assert_eq!(id, next_id, "rows out of order ({enc}, {policy:?})");
+                            next_id += 1;
+                        }
+                        if let Some(m) = policy.max_rows {
+                            assert!(task.rows <= m);
+                        }
+                        if let (Some(m), true) = (policy.max_bytes, enc != PayloadEncoding::Arrow) {
+                            assert!(
+                                task.rows == 1 || task.payload.len() as u64 <= m,
+                                "{enc} {policy:?}: {} bytes in {} rows",
+                                task.payload.len(),
+                                task.rows
+                            );
+                        }
+                    }
+                    assert_eq!(next_id, 301, "rows lost ({enc}, {policy:?})");
+                    for split in [1, 7, 64] {
+                        let other = chunk(&batch, split, policy, enc);
+                        let summary = |ts: &[NewTask]| -> Vec<(String, u64, usize)> {
+                            ts.iter().map(|t| (t.key.clone(), t.rows, t.payload.len())).collect()
+                        };
+                        assert_eq!(summary(&other), summary(&reference), "split {split} changed the tasks ({enc}, {policy:?})");
+                        let same = other.iter().zip(&reference).all(|(a, b)| a.payload == b.payload);
+                        assert!(same, "split {split} changed payload bytes ({enc}, {policy:?})");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn byte_limit_is_filled_exactly_for_text_payloads() {
+        // Rows of a known size: a JSON array payload of n rows is 1 + n * row bytes.
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1; 10]))]).expect("batch");
+        // Each row is `{"id":1}` plus a separator: 9 bytes.
+        let policy = BatchPolicy { max_rows: None, max_bytes: Some(1 + 9 * 4) };
+        let tasks = chunk(&batch, 10, policy, PayloadEncoding::Json);
+        let sizes: Vec<u64> = tasks.iter().map(|t| t.rows).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        assert_eq!(tasks[0].payload, br#"[{"id":1},{"id":1},{"id":1},{"id":1}]"#);
+    }
+
+    #[test]
+    fn a_policy_without_bounds_is_refused() {
+        let batch = rows(1, 1);
+        let policy = BatchPolicy { max_rows: None, max_bytes: None };
+        assert!(Chunker::new(policy, PayloadEncoding::Json, &batch.schema(), String::new()).is_err());
+    }
+}

@@ -283,8 +283,18 @@ impl PayloadBuilder for ArrowRows {
     }
 
     fn finish_payload(&mut self) -> Result<Vec<u8>, IngestError> {
-        let batch = arrow_select::concat::concat_batches(&self.schema, &self.parts)
-            .map_err(|e| IngestError::Encode(e.to_string()))?;
+        let encode_error = |e: arrow_schema::ArrowError| IngestError::Encode(e.to_string());
+        // Always build fresh arrays: the IPC writer copies a byte-aligned
+        // slice's validity bitmap as it is, stray bits of neighbouring rows
+        // included, which would make payload bytes depend on input batching.
+        let batch = match self.parts.as_slice() {
+            [one] => {
+                let n = u32::try_from(one.num_rows()).map_err(|e| IngestError::Encode(e.to_string()))?;
+                let indices = arrow_array::UInt32Array::from_iter_values(0..n);
+                arrow_select::take::take_record_batch(one, &indices).map_err(encode_error)?
+            }
+            parts => arrow_select::concat::concat_batches(&self.schema, parts).map_err(encode_error)?,
+        };
         self.parts.clear();
         self.write(Some(&batch))
     }

@@ -1,0 +1,1564 @@
+//! The conformance suite: scenarios every [`Store`] implementation must pass.
+//!
+//! Each scenario is a `pub async fn` that takes a [`Harness`], makes fresh
+//! stores on a [`ManualClock`] and panics with a message naming the broken
+//! rule. A store's tests run them all with [`conformance_tests!`](crate::conformance_tests),
+//! which expands to one `#[tokio::test]` per scenario (the calling crate needs
+//! `tokio` with the `macros` and `rt-multi-thread` features):
+//!
+//! ```ignore
+//! use std::sync::Arc;
+//! use rota_core::{ManualClock, Store};
+//! use rota_store::SqliteStore;
+//!
+//! fn harness() -> impl rota_store::conformance::Harness {
+//!     |clock: Arc<ManualClock>| -> Arc<dyn Store> {
+//!         Arc::new(SqliteStore::in_memory(clock).expect("open store"))
+//!     }
+//! }
+//! rota_store::conformance_tests!(harness());
+//! ```
+//!
+//! Or call [`run_all`] from one test.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rota_core::{
+    ClaimRequest, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease, LeaseRef,
+    LeaseToken, ManualClock, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec,
+    Store, StoreError, TaskFilter, TaskState,
+};
+
+/// Makes stores for the scenarios.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A store over an empty database whose notion of time is `clock`.
+    async fn fresh(&self, clock: Arc<ManualClock>) -> Arc<dyn Store>;
+}
+
+#[async_trait]
+impl<F> Harness for F
+where
+    F: Fn(Arc<ManualClock>) -> Arc<dyn Store> + Send + Sync,
+{
+    async fn fresh(&self, clock: Arc<ManualClock>) -> Arc<dyn Store> {
+        self(clock)
+    }
+}
+
+/// Declares one `#[tokio::test]` per conformance scenario, each calling it
+/// with the harness made by evaluating `$harness` (once per test).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@each $harness;
+            idempotent_job_key,
+            idempotent_task_insert,
+            held_tasks_wait_for_release,
+            fail_job_cancels_held_tasks,
+            claim_is_exclusive_under_concurrency,
+            expired_lease_is_reclaimed,
+            heartbeat_extends_lease,
+            stale_completion_is_rejected,
+            retry_backs_off_then_dies,
+            non_retryable_failure_is_dead,
+            cancel_stops_work,
+            job_state_follows_tasks,
+            list_jobs_filters_and_pages,
+            list_tasks_orders_and_pages,
+            batched_calls_answer_per_item,
+            queues_are_isolated,
+            payload_round_trips,
+            specs_round_trip,
+            model_based_random_ops,
+        );
+    };
+    (@each $harness:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let harness = $harness;
+                $crate::conformance::$name(&harness).await;
+            }
+        )+
+    };
+}
+
+/// Runs every scenario in turn.
+pub async fn run_all(h: &dyn Harness) {
+    idempotent_job_key(h).await;
+    idempotent_task_insert(h).await;
+    held_tasks_wait_for_release(h).await;
+    fail_job_cancels_held_tasks(h).await;
+    claim_is_exclusive_under_concurrency(h).await;
+    expired_lease_is_reclaimed(h).await;
+    heartbeat_extends_lease(h).await;
+    stale_completion_is_rejected(h).await;
+    retry_backs_off_then_dies(h).await;
+    non_retryable_failure_is_dead(h).await;
+    cancel_stops_work(h).await;
+    job_state_follows_tasks(h).await;
+    list_jobs_filters_and_pages(h).await;
+    list_tasks_orders_and_pages(h).await;
+    batched_calls_answer_per_item(h).await;
+    queues_are_isolated(h).await;
+    payload_round_trips(h).await;
+    specs_round_trip(h).await;
+    model_based_random_ops(h).await;
+}
+
+// ---- helpers -------------------------------------------------------------
+
+/// The lease used by scenarios unless they say otherwise.
+const LEASE: Duration = Duration::from_secs(30);
+
+fn start_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_750_000_000, 0).unwrap_or_default()
+}
+
+async fn setup(h: &dyn Harness) -> (Arc<ManualClock>, Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let store = h.fresh(Arc::clone(&clock)).await;
+    (clock, store)
+}
+
+fn policy(max_attempts: u32, backoff_base_ms: u64) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        backoff_base_ms,
+        backoff_max_ms: 60_000,
+    }
+}
+
+fn new_job(queue: &str, hold: bool, retry: RetryPolicy) -> NewJob {
+    NewJob {
+        key: None,
+        spec: "conformance".into(),
+        queue: queue.into(),
+        params: serde_json::json!({ "target": "db", "n": 1 }),
+        retry,
+        hold,
+        ingest: None,
+    }
+}
+
+fn tasks(prefix: &str, n: usize) -> Vec<NewTask> {
+    (0..n)
+        .map(|i| NewTask {
+            key: format!("{prefix}{i:05}"),
+            payload: format!("payload of {prefix}{i:05}").into_bytes(),
+            encoding: PayloadEncoding::Ndjson,
+            rows: 1,
+        })
+        .collect()
+}
+
+async fn create(store: &dyn Store, job: NewJob) -> Job {
+    store.create_job(job).await.expect("create_job failed").0
+}
+
+async fn job_with_tasks(store: &dyn Store, queue: &str, retry: RetryPolicy, n: usize) -> Job {
+    let job = create(store, new_job(queue, false, retry)).await;
+    let added = store
+        .add_tasks(job.id, tasks("t", n))
+        .await
+        .expect("add_tasks failed");
+    assert_eq!(added, n as u64, "add_tasks must report every new task");
+    job
+}
+
+async fn get(store: &dyn Store, id: JobId) -> Job {
+    store
+        .get_job(id)
+        .await
+        .expect("get_job failed")
+        .unwrap_or_else(|| panic!("job {id} not found"))
+}
+
+async fn claim_on(
+    store: &dyn Store,
+    queues: &[&str],
+    worker: &str,
+    limit: u32,
+    lease: Duration,
+) -> Vec<Lease> {
+    store
+        .claim(ClaimRequest {
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            worker: worker.into(),
+            limit,
+            lease,
+        })
+        .await
+        .expect("claim failed")
+}
+
+async fn claim(store: &dyn Store, queue: &str, limit: u32) -> Vec<Lease> {
+    claim_on(store, &[queue], "worker-1", limit, LEASE).await
+}
+
+async fn report1(
+    store: &dyn Store,
+    lease: LeaseRef,
+    outcome: Outcome,
+) -> Result<TaskState, StoreError> {
+    let mut out = store
+        .report(vec![Report { lease, outcome }])
+        .await
+        .expect("report failed as a whole");
+    assert_eq!(out.len(), 1, "report must answer each item");
+    out.remove(0)
+}
+
+async fn complete(store: &dyn Store, lease: LeaseRef) -> Result<TaskState, StoreError> {
+    report1(store, lease, Outcome::Success(b"done".to_vec())).await
+}
+
+async fn fail(
+    store: &dyn Store,
+    lease: LeaseRef,
+    retryable: bool,
+) -> Result<TaskState, StoreError> {
+    report1(
+        store,
+        lease,
+        Outcome::Failure {
+            error: "boom".into(),
+            retryable,
+        },
+    )
+    .await
+}
+
+async fn beat(
+    store: &dyn Store,
+    lease: LeaseRef,
+    extend: Duration,
+) -> Result<HeartbeatAck, StoreError> {
+    let mut out = store
+        .heartbeat(vec![lease], extend)
+        .await
+        .expect("heartbeat failed as a whole");
+    assert_eq!(out.len(), 1, "heartbeat must answer each item");
+    out.remove(0)
+}
+
+#[track_caller]
+fn assert_lost<T: std::fmt::Debug>(result: Result<T, StoreError>, lease: LeaseRef, what: &str) {
+    match result {
+        Err(StoreError::LeaseLost { task, attempt }) => {
+            assert_eq!(task, lease.task, "{what}: lease lost names the wrong task");
+            assert_eq!(
+                attempt, lease.attempt,
+                "{what}: lease lost names the wrong attempt"
+            );
+        }
+        other => panic!("{what}: expected lease lost, got {other:?}"),
+    }
+}
+
+async fn task_state(store: &dyn Store, job: JobId, key: &str) -> rota_core::Task {
+    store
+        .list_tasks(job, TaskFilter::default())
+        .await
+        .expect("list_tasks failed")
+        .into_iter()
+        .find(|t| t.key == key)
+        .unwrap_or_else(|| panic!("task {key} of job {job} not found"))
+}
+
+// ---- scenarios -----------------------------------------------------------
+
+/// Creating a job with an existing key returns that job and `false`; jobs
+/// without keys are always new.
+pub async fn idempotent_job_key(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let mut nj = new_job("q", false, RetryPolicy::default());
+    nj.key = Some("import-2025-01-01".into());
+    let (first, created) = store.create_job(nj.clone()).await.expect("create_job");
+    assert!(created, "first create with a key must create");
+    assert_eq!(first.state, JobState::Pending, "a new job is pending");
+    assert_eq!(first.key.as_deref(), Some("import-2025-01-01"));
+    assert_eq!(first.params, nj.params, "params must round-trip");
+    assert_eq!(first.retry, nj.retry, "retry policy must round-trip");
+
+    nj.spec = "other".into();
+    let (again, created) = store.create_job(nj).await.expect("create_job");
+    assert!(!created, "create with an existing key must not create");
+    assert_eq!(
+        again.id, first.id,
+        "create with an existing key must return that job"
+    );
+    assert_eq!(again.spec, first.spec, "the existing job must be unchanged");
+
+    let a = create(&*store, new_job("q", false, RetryPolicy::default())).await;
+    let b = create(&*store, new_job("q", false, RetryPolicy::default())).await;
+    assert_ne!(a.id, b.id, "jobs without keys are distinct");
+    let all = store
+        .list_jobs(JobFilter::default())
+        .await
+        .expect("list_jobs");
+    assert_eq!(all.len(), 3, "expected exactly three jobs");
+}
+
+/// Adding tasks whose keys exist adds nothing; counts stay right.
+pub async fn idempotent_task_insert(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = create(&*store, new_job("q", true, RetryPolicy::default())).await;
+    let first = store
+        .add_tasks(job.id, tasks("t", 10))
+        .await
+        .expect("add_tasks");
+    assert_eq!(first, 10);
+    let replay = store
+        .add_tasks(job.id, tasks("t", 10))
+        .await
+        .expect("add_tasks");
+    assert_eq!(replay, 0, "replaying the same task keys must add nothing");
+    let mut mixed = tasks("t", 5);
+    mixed.extend(tasks("u", 5));
+    // A duplicate within one call is also ignored.
+    mixed.extend(tasks("u", 1));
+    let added = store.add_tasks(job.id, mixed).await.expect("add_tasks");
+    assert_eq!(added, 5, "only the new keys must be added");
+    let job = get(&*store, job.id).await;
+    assert_eq!(
+        job.counts.total, 15,
+        "counts after replay: {:?}",
+        job.counts
+    );
+    assert_eq!(
+        job.counts.scheduled, 15,
+        "held tasks are scheduled: {:?}",
+        job.counts
+    );
+
+    let missing = store.add_tasks(JobId::new(), tasks("t", 1)).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "adding tasks to a missing job must be not found, got {missing:?}"
+    );
+}
+
+/// Held tasks are not claimable until release; releasing twice changes
+/// nothing; a released empty job succeeds.
+pub async fn held_tasks_wait_for_release(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = create(&*store, new_job("q", true, RetryPolicy::default())).await;
+    assert!(!job.released, "a held job is not released");
+    store
+        .add_tasks(job.id, tasks("t", 5))
+        .await
+        .expect("add_tasks");
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        claim(&*store, "q", 10).await.is_empty(),
+        "held tasks must not be claimable"
+    );
+
+    let report = IngestReport {
+        source: "file:///data/in.csv".into(),
+        format: "csv".into(),
+        rows: 5,
+        tasks: 5,
+        ..IngestReport::default()
+    };
+    let released = store
+        .release_job(job.id, Some(report.clone()))
+        .await
+        .expect("release_job");
+    assert!(released.released, "released job must say so");
+    assert_eq!(
+        released.ingest.as_ref(),
+        Some(&report),
+        "ingest report must be stored"
+    );
+    assert_eq!(
+        released.counts.queued, 5,
+        "released tasks are queued: {:?}",
+        released.counts
+    );
+    assert_eq!(released.state, JobState::Pending);
+
+    let again = store.release_job(job.id, None).await.expect("release_job");
+    assert_eq!(
+        again, released,
+        "releasing a released job must change nothing"
+    );
+
+    let leases = claim(&*store, "q", 10).await;
+    assert_eq!(leases.len(), 5, "all released tasks must be claimable");
+
+    let empty = create(&*store, new_job("q", true, RetryPolicy::default())).await;
+    let empty = store
+        .release_job(empty.id, None)
+        .await
+        .expect("release_job");
+    assert_eq!(
+        empty.state,
+        JobState::Succeeded,
+        "a released empty job has succeeded"
+    );
+    assert!(
+        empty.finished_at.is_some(),
+        "a succeeded job has finished_at"
+    );
+}
+
+/// Failing an unreleased job cancels its tasks; none is ever claimable, and
+/// no task can be added to it afterwards.
+pub async fn fail_job_cancels_held_tasks(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = create(&*store, new_job("q", true, RetryPolicy::default())).await;
+    store
+        .add_tasks(job.id, tasks("t", 4))
+        .await
+        .expect("add_tasks");
+    let failed = store
+        .fail_job(job.id, "line 3: bad quote".into(), None)
+        .await
+        .expect("fail_job");
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("line 3: bad quote"),
+        "error must be stored"
+    );
+    assert_eq!(
+        failed.counts.cancelled, 4,
+        "its tasks must be cancelled: {:?}",
+        failed.counts
+    );
+    assert!(failed.finished_at.is_some());
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        claim(&*store, "q", 10).await.is_empty(),
+        "a failed job's tasks are not claimable"
+    );
+
+    let late = store.add_tasks(job.id, tasks("late", 1)).await;
+    assert!(
+        matches!(late, Err(StoreError::Conflict { .. })),
+        "adding tasks to a failed job must conflict, got {late:?}"
+    );
+    let released = store.release_job(job.id, None).await.expect("release_job");
+    assert_eq!(
+        released.state,
+        JobState::Failed,
+        "release must not revive a failed job"
+    );
+    assert!(
+        claim(&*store, "q", 10).await.is_empty(),
+        "still nothing claimable"
+    );
+}
+
+/// Many concurrent claimers: every task is claimed exactly once.
+pub async fn claim_is_exclusive_under_concurrency(h: &dyn Harness) {
+    const TASKS: usize = 200;
+    const CLAIMERS: usize = 8;
+    let (_, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", RetryPolicy::default(), TASKS).await;
+    let mut handles = Vec::new();
+    for c in 0..CLAIMERS {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            // Bounded: even claiming one at a time, a claimer needs at most
+            // TASKS rounds.
+            for round in 0..=TASKS {
+                let limit = u32::try_from((c + round) % 7 + 1).unwrap_or(1);
+                let leases = claim_on(&*store, &["q"], &format!("w{c}"), limit, LEASE).await;
+                if leases.is_empty() {
+                    break;
+                }
+                assert!(
+                    leases.len() <= limit as usize,
+                    "claim returned more than its limit"
+                );
+                got.extend(leases.into_iter().map(|l| (l.lease.task, l.lease.attempt)));
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    for handle in handles {
+        for (task, attempt) in handle.await.expect("claimer panicked") {
+            assert_eq!(attempt, 1, "first claims must be attempt 1");
+            assert!(seen.insert(task), "task {task} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), TASKS, "every task must be claimed once");
+    let job = get(&*store, job.id).await;
+    assert_eq!(job.counts.running, TASKS as u64, "{:?}", job.counts);
+    assert_eq!(job.state, JobState::Running);
+}
+
+/// An expired lease is rescued by the next claim: the task comes back as the
+/// next attempt, and the old lease is dead for heartbeats and reports.
+pub async fn expired_lease_is_reclaimed(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(3, 0), 1).await;
+    let lease = Duration::from_secs(10);
+    let first = claim_on(&*store, &["q"], "w1", 1, lease).await;
+    assert_eq!(first.len(), 1);
+    let old = first[0].lease;
+    assert_eq!(old.attempt, 1);
+    assert_eq!(
+        first[0].expires_at,
+        start_time() + chrono::Duration::seconds(10),
+        "lease must expire at claim time + lease"
+    );
+
+    clock.advance(Duration::from_secs(5));
+    assert!(
+        claim_on(&*store, &["q"], "w2", 1, lease).await.is_empty(),
+        "a live lease must not be reclaimed"
+    );
+    clock.advance(Duration::from_secs(6));
+    // Expired but not yet rescued: the lease is no longer valid.
+    assert_lost(
+        beat(&*store, old, lease).await,
+        old,
+        "heartbeat on an expired lease",
+    );
+    assert_lost(
+        complete(&*store, old).await,
+        old,
+        "completion on an expired lease",
+    );
+
+    let second = claim_on(&*store, &["q"], "w2", 1, lease).await;
+    assert_eq!(second.len(), 1, "an expired lease must be reclaimable");
+    let new = second[0].lease;
+    assert_eq!(new.task, old.task, "the same task must come back");
+    assert_eq!(new.attempt, 2, "reclaiming must count an attempt");
+    assert_ne!(new.token, old.token, "a new claim gets a new token");
+
+    assert_lost(
+        beat(&*store, old, lease).await,
+        old,
+        "old heartbeat after reclaim",
+    );
+    assert_lost(
+        complete(&*store, old).await,
+        old,
+        "old completion after reclaim",
+    );
+    let task = task_state(&*store, job.id, "t00000").await;
+    assert_eq!(
+        task.state,
+        TaskState::Running,
+        "a stale report must change nothing"
+    );
+    assert_eq!(task.attempt, 2);
+    assert!(
+        task.error
+            .as_deref()
+            .is_some_and(|e| e.contains("lease expired")),
+        "a rescued attempt records why: {:?}",
+        task.error
+    );
+
+    assert_eq!(
+        complete(&*store, new).await.expect("valid completion"),
+        TaskState::Succeeded
+    );
+    let job = get(&*store, job.id).await;
+    assert_eq!(job.state, JobState::Succeeded);
+
+    // A lease that expires on its last attempt makes the task dead.
+    let job = job_with_tasks(&*store, "last", policy(1, 0), 1).await;
+    let leases = claim_on(&*store, &["last"], "w1", 1, lease).await;
+    assert_eq!(leases.len(), 1);
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(store.rescue_expired().await.expect("rescue_expired"), 1);
+    assert_eq!(store.rescue_expired().await.expect("rescue_expired"), 0);
+    let task = task_state(&*store, job.id, "t00000").await;
+    assert_eq!(
+        task.state,
+        TaskState::Dead,
+        "expiry on the last attempt is dead"
+    );
+    assert_eq!(get(&*store, job.id).await.state, JobState::Failed);
+}
+
+/// Heartbeats keep a lease alive past its original expiry.
+pub async fn heartbeat_extends_lease(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    job_with_tasks(&*store, "q", policy(3, 0), 1).await;
+    let lease = Duration::from_secs(10);
+    let leases = claim_on(&*store, &["q"], "w1", 1, lease).await;
+    let held = leases[0].lease;
+    for i in 0..5 {
+        clock.advance(Duration::from_secs(6));
+        let ack = beat(&*store, held, lease)
+            .await
+            .unwrap_or_else(|e| panic!("heartbeat {i} of a live lease failed: {e}"));
+        assert!(!ack.cancel_requested, "nobody cancelled the job");
+        assert_eq!(
+            ack.expires_at,
+            start_time() + chrono::Duration::seconds(6 * (i + 1) + 10),
+            "a heartbeat extends the lease from now"
+        );
+        assert!(
+            claim_on(&*store, &["q"], "w2", 1, lease).await.is_empty(),
+            "a heartbeated lease must not be reclaimed (after {}s)",
+            6 * (i + 1)
+        );
+    }
+    clock.advance(Duration::from_secs(11));
+    let again = claim_on(&*store, &["q"], "w2", 1, lease).await;
+    assert_eq!(again.len(), 1, "once heartbeats stop the lease expires");
+    assert_eq!(again[0].lease.attempt, 2);
+}
+
+/// Reports with a wrong token, a wrong attempt or after the task ended are
+/// rejected and change nothing.
+pub async fn stale_completion_is_rejected(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", RetryPolicy::default(), 1).await;
+    let lease = claim(&*store, "q", 1).await[0].lease;
+    let wrong_token = LeaseRef {
+        token: LeaseToken::random(),
+        ..lease
+    };
+    let wrong_attempt = LeaseRef {
+        attempt: lease.attempt + 1,
+        ..lease
+    };
+    assert_lost(
+        complete(&*store, wrong_token).await,
+        wrong_token,
+        "wrong token",
+    );
+    assert_lost(
+        complete(&*store, wrong_attempt).await,
+        wrong_attempt,
+        "wrong attempt",
+    );
+    assert_lost(
+        fail(&*store, wrong_token, true).await,
+        wrong_token,
+        "failure with wrong token",
+    );
+    assert_lost(
+        beat(&*store, wrong_token, LEASE).await,
+        wrong_token,
+        "heartbeat with wrong token",
+    );
+    assert_eq!(
+        task_state(&*store, job.id, "t00000").await.state,
+        TaskState::Running
+    );
+
+    assert_eq!(
+        complete(&*store, lease).await.expect("valid"),
+        TaskState::Succeeded
+    );
+    assert_lost(complete(&*store, lease).await, lease, "second completion");
+    assert_lost(
+        fail(&*store, lease, false).await,
+        lease,
+        "failure after completion",
+    );
+    assert_lost(
+        beat(&*store, lease, LEASE).await,
+        lease,
+        "heartbeat after completion",
+    );
+    let task = task_state(&*store, job.id, "t00000").await;
+    assert_eq!(
+        task.state,
+        TaskState::Succeeded,
+        "a stale report must change nothing"
+    );
+    assert_eq!(task.attempt, 1);
+}
+
+/// A retryable failure waits out its backoff, counts attempts, and is dead
+/// after the last; the job fails once its other tasks end.
+pub async fn retry_backs_off_then_dies(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(3, 1_000), 2).await;
+    let leases = claim(&*store, "q", 1).await;
+    let first = leases[0].lease;
+    assert_eq!(
+        leases[0].key, "t00000",
+        "oldest available first, then by id"
+    );
+
+    assert_eq!(
+        fail(&*store, first, true).await.expect("fail"),
+        TaskState::Retrying
+    );
+    let task = task_state(&*store, job.id, "t00000").await;
+    assert_eq!(task.state, TaskState::Retrying);
+    assert_eq!(
+        task.error.as_deref(),
+        Some("boom"),
+        "the error must be stored"
+    );
+    // Backoff after attempt 1 lies in [500ms, 1000ms].
+    let other = claim(&*store, "q", 10).await;
+    assert_eq!(other.len(), 1, "only the other task is claimable");
+    assert_eq!(other[0].key, "t00001");
+    clock.advance(Duration::from_millis(400));
+    assert!(
+        claim(&*store, "q", 10).await.is_empty(),
+        "claimable before its backoff"
+    );
+    clock.advance(Duration::from_millis(700));
+    let second = claim(&*store, "q", 10).await;
+    assert_eq!(second.len(), 1, "claimable after its backoff");
+    assert_eq!(second[0].lease.task, first.task);
+    assert_eq!(second[0].lease.attempt, 2, "attempt increments");
+
+    assert_eq!(
+        fail(&*store, second[0].lease, true).await.expect("fail"),
+        TaskState::Retrying
+    );
+    // Backoff after attempt 2 lies in [1000ms, 2000ms].
+    clock.advance(Duration::from_millis(900));
+    assert!(claim(&*store, "q", 10).await.is_empty(), "backoff doubles");
+    clock.advance(Duration::from_millis(1_200));
+    let third = claim(&*store, "q", 10).await;
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].lease.attempt, 3);
+    assert_eq!(
+        fail(&*store, third[0].lease, true).await.expect("fail"),
+        TaskState::Dead,
+        "a failure on the last attempt is dead"
+    );
+    let job_now = get(&*store, job.id).await;
+    assert_eq!(
+        job_now.state,
+        JobState::Running,
+        "the other task is still running"
+    );
+    assert_eq!(job_now.counts.dead, 1);
+
+    assert_eq!(
+        complete(&*store, other[0].lease).await.expect("complete"),
+        TaskState::Succeeded
+    );
+    let job_now = get(&*store, job.id).await;
+    assert_eq!(
+        job_now.state,
+        JobState::Failed,
+        "a job with a dead task fails"
+    );
+    assert!(job_now.finished_at.is_some());
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        claim(&*store, "q", 10).await.is_empty(),
+        "dead tasks are never claimed"
+    );
+}
+
+/// A non-retryable failure makes the task dead on its first attempt.
+pub async fn non_retryable_failure_is_dead(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(5, 0), 1).await;
+    let lease = claim(&*store, "q", 1).await[0].lease;
+    assert_eq!(
+        fail(&*store, lease, false).await.expect("fail"),
+        TaskState::Dead
+    );
+    let task = task_state(&*store, job.id, "t00000").await;
+    assert_eq!(task.state, TaskState::Dead);
+    assert_eq!(task.attempt, 1);
+    assert_eq!(task.error.as_deref(), Some("boom"));
+    assert!(task.finished_at.is_some());
+    assert!(claim(&*store, "q", 1).await.is_empty());
+    assert_eq!(get(&*store, job.id).await.state, JobState::Failed);
+}
+
+/// Cancelling stops unstarted tasks, tells running ones, and is final.
+pub async fn cancel_stops_work(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(3, 0), 3).await;
+    let running = claim(&*store, "q", 1).await[0].lease;
+    let cancelled = store.cancel_job(job.id).await.expect("cancel_job");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(cancelled.finished_at.is_some());
+    assert_eq!(cancelled.counts.cancelled, 2, "{:?}", cancelled.counts);
+    assert_eq!(cancelled.counts.running, 1, "{:?}", cancelled.counts);
+    assert!(
+        claim(&*store, "q", 10).await.is_empty(),
+        "nothing of a cancelled job is claimable"
+    );
+
+    let ack = beat(&*store, running, LEASE)
+        .await
+        .expect("heartbeat of a live lease");
+    assert!(
+        ack.cancel_requested,
+        "a running task must learn of the cancel"
+    );
+
+    let late = complete(&*store, running)
+        .await
+        .expect("a late completion is accepted");
+    assert_eq!(late, TaskState::Succeeded);
+    let after = get(&*store, job.id).await;
+    assert_eq!(
+        after.state,
+        JobState::Cancelled,
+        "a cancelled job stays cancelled"
+    );
+    assert_eq!(after.counts.succeeded, 1);
+
+    let again = store.cancel_job(job.id).await.expect("cancel_job");
+    assert_eq!(
+        again.finished_at, cancelled.finished_at,
+        "cancelling twice changes nothing"
+    );
+
+    // A running task of a cancelled job whose lease expires is not retried.
+    let job = job_with_tasks(&*store, "q2", policy(3, 0), 1).await;
+    claim(&*store, "q2", 1).await;
+    store.cancel_job(job.id).await.expect("cancel_job");
+    clock.advance(Duration::from_secs(31));
+    store.rescue_expired().await.expect("rescue_expired");
+    assert!(
+        claim(&*store, "q2", 10).await.is_empty(),
+        "cancelled work is not retried"
+    );
+    let task = task_state(&*store, job.id, "t00000").await;
+    assert!(
+        task.state.is_terminal(),
+        "expired task of a cancelled job ends: {:?}",
+        task.state
+    );
+    assert_eq!(get(&*store, job.id).await.state, JobState::Cancelled);
+
+    // Cancelling an ended job changes nothing.
+    let done = job_with_tasks(&*store, "q3", policy(3, 0), 1).await;
+    let l = claim(&*store, "q3", 1).await[0].lease;
+    complete(&*store, l).await.expect("complete");
+    let done = store.cancel_job(done.id).await.expect("cancel_job");
+    assert_eq!(
+        done.state,
+        JobState::Succeeded,
+        "an ended job cannot be cancelled"
+    );
+}
+
+/// A job goes pending → running → succeeded, with counts along the way.
+pub async fn job_state_follows_tasks(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", RetryPolicy::default(), 3).await;
+    assert!(job.released, "a job created without hold is released");
+    let job = get(&*store, job.id).await;
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(job.counts.queued, 3, "{:?}", job.counts);
+    assert_eq!(job.counts.total, 3);
+
+    let first = claim(&*store, "q", 1).await;
+    let job = get(&*store, job.id).await;
+    assert_eq!(job.state, JobState::Running, "a claim starts the job");
+    assert_eq!(
+        (job.counts.running, job.counts.queued),
+        (1, 2),
+        "{:?}",
+        job.counts
+    );
+    assert_eq!(first[0].job_id, job.id);
+    assert_eq!(first[0].spec, "conformance", "a lease carries the spec");
+    assert_eq!(first[0].params, job.params, "a lease carries the params");
+    assert_eq!(first[0].queue, "q");
+
+    let rest = claim(&*store, "q", 10).await;
+    assert_eq!(rest.len(), 2);
+    for lease in first.iter().chain(&rest) {
+        assert_eq!(
+            complete(&*store, lease.lease).await.expect("complete"),
+            TaskState::Succeeded
+        );
+    }
+    let job = get(&*store, job.id).await;
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.counts.succeeded, 3, "{:?}", job.counts);
+    assert_eq!(job.counts.unfinished(), 0);
+    assert!(job.finished_at.is_some());
+}
+
+/// Jobs list newest first, filter by state, spec and queue, and page by id.
+pub async fn list_jobs_filters_and_pages(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let mut nj = new_job(
+            if i < 5 { "q1" } else { "q2" },
+            false,
+            RetryPolicy::default(),
+        );
+        nj.spec = if i % 2 == 0 { "even" } else { "odd" }.into();
+        ids.push(create(&*store, nj).await.id);
+    }
+    store.cancel_job(ids[3]).await.expect("cancel_job");
+    let mut newest_first = ids.clone();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+
+    let all = store
+        .list_jobs(JobFilter::default())
+        .await
+        .expect("list_jobs");
+    let got: Vec<JobId> = all.iter().map(|j| j.id).collect();
+    assert_eq!(
+        got, newest_first,
+        "jobs must list newest (largest id) first"
+    );
+
+    let by = |f: JobFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_jobs(f)
+                .await
+                .expect("list_jobs")
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    let q2 = by(JobFilter {
+        queue: Some("q2".into()),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(q2, ids[5..].iter().copied().collect(), "queue filter");
+    let odd = by(JobFilter {
+        spec: Some("odd".into()),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(
+        odd,
+        [ids[1], ids[3], ids[5], ids[7]].into_iter().collect(),
+        "spec filter"
+    );
+    let cancelled = by(JobFilter {
+        state: Some(JobState::Cancelled),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(cancelled, [ids[3]].into_iter().collect(), "state filter");
+    let both = by(JobFilter {
+        queue: Some("q1".into()),
+        spec: Some("even".into()),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(
+        both,
+        [ids[0], ids[2], ids[4]].into_iter().collect(),
+        "combined filters"
+    );
+
+    let mut paged = Vec::new();
+    let mut before = None;
+    for _ in 0..10 {
+        let page = store
+            .list_jobs(JobFilter {
+                before,
+                limit: 3,
+                ..JobFilter::default()
+            })
+            .await
+            .expect("list_jobs");
+        assert!(page.len() <= 3, "a page must respect its limit");
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        paged.extend(page.iter().map(|j| j.id));
+    }
+    assert_eq!(
+        paged, newest_first,
+        "paging with `before` must visit every job once, in order"
+    );
+}
+
+/// Tasks list in key order, filter by state, page by key, and carry results
+/// only when asked.
+pub async fn list_tasks_orders_and_pages(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = create(&*store, new_job("q", false, RetryPolicy::default())).await;
+    // Insert in an order unlike key order.
+    let mut all = tasks("k", 25);
+    all.reverse();
+    all.swap(3, 17);
+    store.add_tasks(job.id, all).await.expect("add_tasks");
+
+    let listed = store
+        .list_tasks(job.id, TaskFilter::default())
+        .await
+        .expect("list_tasks");
+    let keys: Vec<&str> = listed.iter().map(|t| t.key.as_str()).collect();
+    let expected: Vec<String> = (0..25).map(|i| format!("k{i:05}")).collect();
+    assert_eq!(keys, expected, "tasks must list in key order");
+    let first = &listed[0];
+    assert_eq!(first.state, TaskState::Queued);
+    assert_eq!(first.attempt, 0);
+    assert_eq!(first.max_attempts, RetryPolicy::default().max_attempts);
+    assert_eq!(first.rows, 1);
+    assert_eq!(first.payload_bytes, "payload of k00000".len() as u64);
+    assert_eq!(first.encoding, PayloadEncoding::Ndjson);
+    assert!(first.available_at.is_some());
+
+    let mut paged = Vec::new();
+    let mut after_key = None;
+    for _ in 0..10 {
+        let page = store
+            .list_tasks(
+                job.id,
+                TaskFilter {
+                    after_key: after_key.clone(),
+                    limit: 10,
+                    ..TaskFilter::default()
+                },
+            )
+            .await
+            .expect("list_tasks");
+        assert!(page.len() <= 10, "a page must respect its limit");
+        let Some(last) = page.last() else { break };
+        after_key = Some(last.key.clone());
+        paged.extend(page.into_iter().map(|t| t.key));
+    }
+    assert_eq!(
+        paged, expected,
+        "paging with `after_key` must visit every task once, in order"
+    );
+
+    let leases = claim(&*store, "q", 2).await;
+    for lease in &leases {
+        report1(
+            &*store,
+            lease.lease,
+            Outcome::Success(format!("ok {}", lease.key).into_bytes()),
+        )
+        .await
+        .expect("complete");
+    }
+    let done = store
+        .list_tasks(
+            job.id,
+            TaskFilter {
+                state: Some(TaskState::Succeeded),
+                ..TaskFilter::default()
+            },
+        )
+        .await
+        .expect("list_tasks");
+    assert_eq!(done.len(), 2, "state filter");
+    assert!(
+        done.iter().all(|t| t.result.is_none()),
+        "results only when asked"
+    );
+    let with = store
+        .list_tasks(
+            job.id,
+            TaskFilter {
+                state: Some(TaskState::Succeeded),
+                with_results: true,
+                ..TaskFilter::default()
+            },
+        )
+        .await
+        .expect("list_tasks");
+    for t in &with {
+        assert_eq!(
+            t.result.as_deref(),
+            Some(format!("ok {}", t.key).as_bytes()),
+            "result round-trip"
+        );
+        assert!(t.finished_at.is_some());
+        assert_eq!(t.worker.as_deref(), Some("worker-1"));
+    }
+
+    let missing = store.list_tasks(JobId::new(), TaskFilter::default()).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "listing tasks of a missing job must be not found, got {missing:?}"
+    );
+}
+
+/// Batched heartbeats and reports answer per item: a stale item fails alone.
+pub async fn batched_calls_answer_per_item(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", RetryPolicy::default(), 2).await;
+    let leases = claim(&*store, "q", 2).await;
+    assert_eq!(leases.len(), 2);
+    let stale = LeaseRef {
+        token: LeaseToken::random(),
+        ..leases[0].lease
+    };
+    let valid = leases[1].lease;
+
+    let acks = store
+        .heartbeat(vec![stale, valid], LEASE)
+        .await
+        .expect("heartbeat");
+    assert_eq!(acks.len(), 2);
+    assert!(
+        matches!(acks[0], Err(StoreError::LeaseLost { .. })),
+        "stale item: {:?}",
+        acks[0]
+    );
+    assert!(acks[1].is_ok(), "valid item: {:?}", acks[1]);
+
+    let out = store
+        .report(vec![
+            Report {
+                lease: stale,
+                outcome: Outcome::Success(b"x".to_vec()),
+            },
+            Report {
+                lease: valid,
+                outcome: Outcome::Success(b"y".to_vec()),
+            },
+        ])
+        .await
+        .expect("report");
+    assert_eq!(out.len(), 2);
+    assert!(
+        matches!(out[0], Err(StoreError::LeaseLost { .. })),
+        "stale item: {:?}",
+        out[0]
+    );
+    assert!(
+        matches!(out[1], Ok(TaskState::Succeeded)),
+        "valid item: {:?}",
+        out[1]
+    );
+    let job = get(&*store, job.id).await;
+    assert_eq!(
+        (job.counts.running, job.counts.succeeded),
+        (1, 1),
+        "{:?}",
+        job.counts
+    );
+
+    let none = store.report(Vec::new()).await.expect("empty report");
+    assert!(none.is_empty());
+    let none = store
+        .heartbeat(Vec::new(), LEASE)
+        .await
+        .expect("empty heartbeat");
+    assert!(none.is_empty());
+}
+
+/// A claim only returns tasks of the queues it names.
+pub async fn queues_are_isolated(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let a = job_with_tasks(&*store, "a", RetryPolicy::default(), 3).await;
+    let b = job_with_tasks(&*store, "b", RetryPolicy::default(), 3).await;
+    let from_a = claim(&*store, "a", 10).await;
+    assert_eq!(from_a.len(), 3);
+    assert!(
+        from_a.iter().all(|l| l.job_id == a.id && l.queue == "a"),
+        "claim on a returned b's task"
+    );
+    assert!(claim(&*store, "a", 10).await.is_empty());
+    assert!(
+        claim(&*store, "c", 10).await.is_empty(),
+        "an unknown queue has nothing"
+    );
+    let c = job_with_tasks(&*store, "c", RetryPolicy::default(), 2).await;
+    let both = claim_on(&*store, &["b", "c"], "w", 10, LEASE).await;
+    assert_eq!(both.len(), 5, "a claim may name several queues");
+    let jobs: BTreeSet<JobId> = both.iter().map(|l| l.job_id).collect();
+    assert_eq!(jobs, [b.id, c.id].into_iter().collect());
+    assert!(
+        claim_on(&*store, &[], "w", 10, LEASE).await.is_empty(),
+        "no queues, no tasks"
+    );
+}
+
+/// Payloads come back byte for byte, from leases and from `get_payload`.
+pub async fn payload_round_trips(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = create(&*store, new_job("q", false, RetryPolicy::default())).await;
+    let mut big = Vec::with_capacity(300_000);
+    let mut x: u32 = 0x9e37_79b9;
+    while big.len() < 300_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    let payloads: Vec<(Vec<u8>, PayloadEncoding, u64)> = vec![
+        (Vec::new(), PayloadEncoding::Json, 0),
+        ((0..=255u8).collect(), PayloadEncoding::Arrow, 7),
+        (b"a,b\n1,\"x\0y\"\n".to_vec(), PayloadEncoding::Csv, 1),
+        (big, PayloadEncoding::Ndjson, 12_345),
+    ];
+    let new: Vec<NewTask> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, (p, e, r))| NewTask {
+            key: format!("p{i}"),
+            payload: p.clone(),
+            encoding: *e,
+            rows: *r,
+        })
+        .collect();
+    store.add_tasks(job.id, new).await.expect("add_tasks");
+    let leases = claim(&*store, "q", 10).await;
+    assert_eq!(leases.len(), payloads.len());
+    for lease in &leases {
+        let i: usize = lease.key[1..].parse().expect("key index");
+        let (payload, encoding, rows) = &payloads[i];
+        assert!(
+            lease.payload == *payload,
+            "lease payload of {} differs",
+            lease.key
+        );
+        assert_eq!(lease.encoding, *encoding, "encoding of {}", lease.key);
+        assert_eq!(lease.rows, *rows, "rows of {}", lease.key);
+        let stored = store
+            .get_payload(lease.lease.task)
+            .await
+            .expect("get_payload");
+        assert!(
+            stored == *payload,
+            "stored payload of {} differs",
+            lease.key
+        );
+        let task = task_state(&*store, job.id, &lease.key).await;
+        assert_eq!(task.payload_bytes, payload.len() as u64);
+    }
+    let missing = store.get_payload(rota_core::TaskId(i64::MAX)).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "payload of a missing task must be not found, got {missing:?}"
+    );
+}
+
+/// Specs are stored, replaced and listed by name.
+pub async fn specs_round_trip(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    assert!(store.get_spec("b").await.expect("get_spec").is_none());
+    let spec = |name: &str, description: &str| Spec {
+        name: name.into(),
+        description: description.into(),
+        queue: "q".into(),
+        retry: policy(2, 10),
+        lease_ms: 5_000,
+    };
+    store.put_spec(spec("b", "first")).await.expect("put_spec");
+    store.put_spec(spec("a", "other")).await.expect("put_spec");
+    store.put_spec(spec("b", "second")).await.expect("put_spec");
+    assert_eq!(
+        store.get_spec("b").await.expect("get_spec"),
+        Some(spec("b", "second")),
+        "put replaces"
+    );
+    let names: Vec<String> = store
+        .list_specs()
+        .await
+        .expect("list_specs")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["a", "b"], "specs list by name");
+}
+
+// ---- model-based ---------------------------------------------------------
+
+/// A task as the model sees it.
+#[derive(Clone, Debug)]
+struct ModelTask {
+    seq: usize,
+    state: TaskState,
+    attempt: u32,
+    available_at: i64,
+    lease: Option<(LeaseToken, i64)>,
+}
+
+/// A job with no backoff, so that every time is known to the model.
+struct Model {
+    now: i64,
+    job: JobState,
+    tasks: std::collections::BTreeMap<String, ModelTask>,
+    max_attempts: u32,
+}
+
+impl Model {
+    fn unfinished(&self) -> bool {
+        self.tasks.values().any(|t| !t.state.is_terminal())
+    }
+
+    fn derive(&mut self) {
+        if !self.job.is_terminal() && !self.tasks.is_empty() && !self.unfinished() {
+            let dead = self.tasks.values().any(|t| t.state == TaskState::Dead);
+            self.job = if dead {
+                JobState::Failed
+            } else {
+                JobState::Succeeded
+            };
+        }
+    }
+
+    fn after_failure(&self, attempt: u32, retryable: bool) -> TaskState {
+        if !retryable || attempt >= self.max_attempts {
+            TaskState::Dead
+        } else if self.job.is_terminal() {
+            TaskState::Cancelled
+        } else {
+            TaskState::Retrying
+        }
+    }
+
+    /// The current, unexpired lease of `key`, if `lease` is it.
+    fn holds(&self, key: &str, lease: LeaseRef) -> bool {
+        self.tasks.get(key).is_some_and(|t| {
+            t.state == TaskState::Running
+                && t.attempt == lease.attempt
+                && t.lease
+                    .is_some_and(|(token, exp)| token == lease.token && exp > self.now)
+        })
+    }
+
+    fn counts(&self) -> rota_core::TaskCounts {
+        let mut c = rota_core::TaskCounts::default();
+        for t in self.tasks.values() {
+            c.add(t.state, 1);
+        }
+        c
+    }
+}
+
+/// Random sequences of adds, claims, reports, heartbeats, clock moves and a
+/// cancel, checked step by step against a simple in-memory model.
+pub async fn model_based_random_ops(h: &dyn Harness) {
+    use rand::{Rng, SeedableRng};
+    const LEASE_MS: i64 = 1_000;
+    for seed in 0..4u64 {
+        let (clock, store) = setup(h).await;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let job = create(&*store, new_job("q", false, policy(3, 0))).await;
+        let mut m = Model {
+            now: 0,
+            job: JobState::Pending,
+            tasks: std::collections::BTreeMap::new(),
+            max_attempts: 3,
+        };
+        // Every lease ever granted, with its task key; most go stale.
+        let mut leases: Vec<(String, LeaseRef)> = Vec::new();
+        let mut seq = 0;
+        for step in 0..250 {
+            let ctx = format!("seed {seed} step {step}");
+            let op = rng.random_range(0..100);
+            match op {
+                0..=14 => {
+                    let n = rng.random_range(1..=4);
+                    let keys: Vec<String> = (0..n)
+                        .map(|_| format!("k{:02}", rng.random_range(0..24)))
+                        .collect();
+                    let new: Vec<NewTask> = keys
+                        .iter()
+                        .map(|k| NewTask {
+                            key: k.clone(),
+                            payload: k.as_bytes().to_vec(),
+                            encoding: PayloadEncoding::Json,
+                            rows: 1,
+                        })
+                        .collect();
+                    let got = store.add_tasks(job.id, new).await;
+                    if matches!(m.job, JobState::Failed | JobState::Cancelled) {
+                        assert!(
+                            matches!(got, Err(StoreError::Conflict { .. })),
+                            "{ctx}: add to an ended job must conflict, got {got:?}"
+                        );
+                        continue;
+                    }
+                    let mut added = 0;
+                    for k in keys {
+                        if !m.tasks.contains_key(&k) {
+                            m.tasks.insert(
+                                k,
+                                ModelTask {
+                                    seq,
+                                    state: TaskState::Queued,
+                                    attempt: 0,
+                                    available_at: m.now,
+                                    lease: None,
+                                },
+                            );
+                            seq += 1;
+                            added += 1;
+                        }
+                    }
+                    assert_eq!(got.expect("add_tasks"), added, "{ctx}: tasks added");
+                    if added > 0 && m.job == JobState::Succeeded {
+                        m.job = JobState::Running;
+                    }
+                }
+                15..=44 => {
+                    let limit = rng.random_range(1..=4u32);
+                    // Rescue, as the claim does.
+                    let mut rescued = false;
+                    let (now, job_state) = (m.now, m.job);
+                    let expired: Vec<String> = m
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| {
+                            t.state == TaskState::Running && t.lease.is_some_and(|(_, e)| e <= now)
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in expired {
+                        let attempt = m.tasks[&k].attempt;
+                        let state = m.after_failure(attempt, true);
+                        let t = m.tasks.get_mut(&k).expect("model task");
+                        t.state = state;
+                        t.lease = None;
+                        t.available_at = now;
+                        rescued = true;
+                    }
+                    if rescued {
+                        m.derive();
+                    }
+                    let mut claimable: Vec<(i64, usize, String)> =
+                        if matches!(job_state, JobState::Cancelled | JobState::Failed) {
+                            Vec::new()
+                        } else {
+                            m.tasks
+                                .iter()
+                                .filter(|(_, t)| {
+                                    matches!(t.state, TaskState::Queued | TaskState::Retrying)
+                                        && t.available_at <= now
+                                })
+                                .map(|(k, t)| (t.available_at, t.seq, k.clone()))
+                                .collect()
+                        };
+                    claimable.sort();
+                    claimable.truncate(limit as usize);
+                    let got =
+                        claim_on(&*store, &["q"], "w", limit, Duration::from_millis(1_000)).await;
+                    let got_keys: BTreeSet<&str> = got.iter().map(|l| l.key.as_str()).collect();
+                    let want_keys: BTreeSet<&str> =
+                        claimable.iter().map(|(_, _, k)| k.as_str()).collect();
+                    assert_eq!(
+                        got_keys, want_keys,
+                        "{ctx}: claimed tasks (oldest available first)"
+                    );
+                    for l in got {
+                        let t = m.tasks.get_mut(&l.key).expect("model task");
+                        t.attempt += 1;
+                        assert_eq!(l.lease.attempt, t.attempt, "{ctx}: attempt of {}", l.key);
+                        assert_eq!(l.payload, l.key.as_bytes(), "{ctx}: payload of {}", l.key);
+                        t.state = TaskState::Running;
+                        t.lease = Some((l.lease.token, now + LEASE_MS));
+                        leases.push((l.key.clone(), l.lease));
+                        if m.job == JobState::Pending {
+                            m.job = JobState::Running;
+                        }
+                    }
+                }
+                45..=79 if !leases.is_empty() => {
+                    // Prefer recent leases, which are more often still held.
+                    let back = rng.random_range(0..leases.len().min(6));
+                    let (key, lease) = leases[leases.len() - 1 - back].clone();
+                    let outcome = match rng.random_range(0..4) {
+                        0 | 1 => Outcome::Success(Vec::new()),
+                        2 => Outcome::Failure {
+                            error: "e".into(),
+                            retryable: true,
+                        },
+                        _ => Outcome::Failure {
+                            error: "e".into(),
+                            retryable: false,
+                        },
+                    };
+                    let held = m.holds(&key, lease);
+                    let got = report1(&*store, lease, outcome.clone()).await;
+                    if !held {
+                        assert_lost(got, lease, &format!("{ctx}: stale report of {key}"));
+                        continue;
+                    }
+                    let state = match outcome {
+                        Outcome::Success(_) => TaskState::Succeeded,
+                        Outcome::Failure { retryable, .. } => {
+                            m.after_failure(lease.attempt, retryable)
+                        }
+                    };
+                    let now = m.now;
+                    let t = m.tasks.get_mut(&key).expect("model task");
+                    t.state = state;
+                    t.lease = None;
+                    t.available_at = now;
+                    assert_eq!(
+                        got.expect("held report"),
+                        state,
+                        "{ctx}: new state of {key}"
+                    );
+                    m.derive();
+                }
+                80..=89 if !leases.is_empty() => {
+                    let back = rng.random_range(0..leases.len().min(6));
+                    let (key, lease) = leases[leases.len() - 1 - back].clone();
+                    let held = m.holds(&key, lease);
+                    let got = beat(&*store, lease, Duration::from_millis(1_000)).await;
+                    if held {
+                        let ack = got.unwrap_or_else(|e| panic!("{ctx}: heartbeat of {key}: {e}"));
+                        assert_eq!(
+                            ack.cancel_requested,
+                            m.job == JobState::Cancelled,
+                            "{ctx}: cancel flag"
+                        );
+                        let now = m.now;
+                        if let Some(t) = m.tasks.get_mut(&key) {
+                            t.lease = t.lease.map(|(tok, _)| (tok, now + LEASE_MS));
+                        }
+                    } else {
+                        assert_lost(got, lease, &format!("{ctx}: stale heartbeat of {key}"));
+                    }
+                }
+                98 | 99 if step > 150 => {
+                    let got = store.cancel_job(job.id).await.expect("cancel_job");
+                    if !m.job.is_terminal() {
+                        m.job = JobState::Cancelled;
+                        for t in m.tasks.values_mut() {
+                            if matches!(
+                                t.state,
+                                TaskState::Queued | TaskState::Retrying | TaskState::Scheduled
+                            ) {
+                                t.state = TaskState::Cancelled;
+                            }
+                        }
+                    }
+                    assert_eq!(got.state, m.job, "{ctx}: state after cancel");
+                }
+                _ => {
+                    let ms = rng.random_range(0..700u64);
+                    clock.advance(Duration::from_millis(ms));
+                    m.now += i64::try_from(ms).unwrap_or(0);
+                }
+            }
+            let got = get(&*store, job.id).await;
+            assert_eq!(got.state, m.job, "{ctx}: job state");
+            assert_eq!(got.counts, m.counts(), "{ctx}: task counts");
+            if step % 25 == 0 {
+                let tasks = store
+                    .list_tasks(job.id, TaskFilter::default())
+                    .await
+                    .expect("list_tasks");
+                assert_eq!(tasks.len(), m.tasks.len(), "{ctx}: task list");
+                for (t, (key, mt)) in tasks.iter().zip(&m.tasks) {
+                    assert_eq!(&t.key, key, "{ctx}: task order");
+                    assert_eq!(
+                        (t.state, t.attempt),
+                        (mt.state, mt.attempt),
+                        "{ctx}: task {key}"
+                    );
+                }
+            }
+        }
+    }
+}

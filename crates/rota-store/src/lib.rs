@@ -1,0 +1,100 @@
+//! Rota's job stores: implementations of [`rota_core::Store`], the trait
+//! through which the ingest pipeline, the workers and the CLI keep specs, jobs,
+//! tasks and leases. The default store is embedded SQLite ([`SqliteStore`]),
+//! which several processes on one machine can share through one file;
+//! [`open_store`] picks a store from a URL. [`conformance`] is the suite of
+//! scenarios every store implementation runs in its tests.
+
+pub mod conformance;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rota_core::{Store, StoreError, SystemClock};
+
+pub use sqlite::{
+    BUSY_TIMEOUT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT, SCHEMA_VERSION, SqliteStore,
+};
+
+/// The store URL used when none is given.
+pub const DEFAULT_STORE_URL: &str = "./rota.db";
+
+/// Opens the store named by `url`, on the system clock.
+///
+/// Accepted forms: `sqlite::memory:` (a private in-memory database),
+/// `sqlite://PATH`, `sqlite:PATH`, or a plain file path such as `./rota.db`.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for an unsupported scheme or an empty path; any
+/// error of [`SqliteStore::open`].
+pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let clock = Arc::new(SystemClock);
+    let path = if url == "sqlite::memory:" || url == ":memory:" {
+        return Ok(Arc::new(SqliteStore::in_memory(clock)?));
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        path
+    } else if let Some(path) = url.strip_prefix("sqlite:") {
+        path
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        return Err(StoreError::Invalid {
+            message: format!(
+                "unsupported store scheme '{scheme}' (supported: sqlite::memory:, \
+                 sqlite://PATH, sqlite:PATH, or a plain file path)"
+            ),
+        });
+    } else {
+        url
+    };
+    if path.is_empty() {
+        return Err(StoreError::Invalid {
+            message: format!("store url '{url}' names no database file"),
+        });
+    }
+    Ok(Arc::new(SqliteStore::open(Path::new(path), clock)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scheme_is_invalid() {
+        let Err(err) = open_store("postgres://localhost/rota") else {
+            panic!("postgres url was accepted");
+        };
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{text}");
+        assert!(
+            text.contains("postgres") && text.contains("sqlite"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_path_is_invalid() {
+        assert!(matches!(
+            open_store("sqlite://"),
+            Err(StoreError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn url_forms_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(open_store("sqlite::memory:").is_ok());
+        let a = dir.path().join("a.db");
+        let b = dir.path().join("b.db");
+        let c = dir.path().join("c.db");
+        for url in [
+            format!("sqlite://{}", a.display()),
+            format!("sqlite:{}", b.display()),
+            c.display().to_string(),
+        ] {
+            open_store(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert!(a.exists() && b.exists() && c.exists());
+        // Reopening an existing database keeps its schema.
+        open_store(&c.display().to_string()).expect("reopen");
+    }
+}

@@ -1,0 +1,1201 @@
+//! The embedded SQLite store.
+//!
+//! One database file holds specs, jobs, tasks and payloads. Several processes
+//! (an ingest, many workers) may open the same file: the database runs in WAL
+//! mode, every write is a `BEGIN IMMEDIATE` transaction, and a busy database is
+//! waited on for [`BUSY_TIMEOUT`] before the call fails with
+//! [`StoreError::Transient`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rota_core::{
+    ClaimRequest, Clock, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
+    LeaseRef, LeaseToken, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec,
+    Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
+};
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+/// How long a call waits for another connection's write lock before failing
+/// with [`StoreError::Transient`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema version this code writes, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
+pub const DEFAULT_JOB_LIMIT: u32 = 100;
+
+/// Tasks returned by [`Store::list_tasks`] when the filter's limit is 0.
+pub const DEFAULT_TASK_LIMIT: u32 = 1_000;
+
+const PAGE_SIZE: u32 = 16_384;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS specs (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          TEXT PRIMARY KEY,
+    key         TEXT UNIQUE,
+    spec        TEXT NOT NULL,
+    queue       TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    retry       TEXT NOT NULL,
+    released    INTEGER NOT NULL,
+    error       TEXT,
+    ingest      TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id               INTEGER PRIMARY KEY,
+    job_id           TEXT NOT NULL,
+    key              TEXT NOT NULL,
+    queue            TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    rows             INTEGER NOT NULL,
+    payload_bytes    INTEGER NOT NULL,
+    encoding         TEXT NOT NULL,
+    available_at     INTEGER,
+    lease_token      TEXT,
+    lease_expires_at INTEGER,
+    worker           TEXT,
+    result           BLOB,
+    error            TEXT,
+    created_at       INTEGER NOT NULL,
+    finished_at      INTEGER,
+    UNIQUE (job_id, key)
+);
+CREATE TABLE IF NOT EXISTS payloads (
+    task_id INTEGER PRIMARY KEY,
+    data    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (queue, available_at, id)
+    WHERE state IN ('queued', 'scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (state, lease_expires_at);
+CREATE INDEX IF NOT EXISTS tasks_job_state ON tasks (job_id, state);
+";
+
+const JOB_COLUMNS: &str = "id, key, spec, queue, params, state, retry, released, error, ingest, \
+                           created_at, updated_at, finished_at";
+
+/// A [`Store`] over one SQLite database, in a file or in memory.
+///
+/// Cheap to clone; clones share one connection. Open one per process; to
+/// share a database between processes, open the same file in each.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, in WAL mode,
+    /// and creates the schema if it is missing.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or created, or holds a newer schema.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).db()?;
+        conn.busy_timeout(BUSY_TIMEOUT).db()?;
+        // The page size only takes effect on a new, empty database, and must be
+        // set before the switch to WAL.
+        conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}"))
+            .db()?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .db()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Invalid {
+                message: format!(
+                    "sqlite database {} cannot use write-ahead logging (journal mode is {mode})",
+                    path.display()
+                ),
+            });
+        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL").db()?;
+        Self::init(conn, clock)
+    }
+
+    /// A fresh database in memory, private to this store (and its clones).
+    ///
+    /// # Errors
+    /// When SQLite cannot allocate the database.
+    pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().db()?;
+        Self::init(conn, clock)
+    }
+
+    fn init(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        conn.set_prepared_statement_cache_capacity(64);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).db()?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Invalid {
+                message: format!(
+                    "database schema version {version} is newer than this build supports \
+                     ({SCHEMA_VERSION}); upgrade rota"
+                ),
+            });
+        }
+        tx.execute_batch(SCHEMA).db()?;
+        if version < SCHEMA_VERSION {
+            tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .db()?;
+        }
+        tx.commit().db()?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            clock,
+        })
+    }
+
+    /// Runs `f` on the connection in a blocking thread, with the current time.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, DateTime<Utc>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let clock = Arc::clone(&self.clock);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = clock.now();
+            f(&mut conn, now)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Like [`Self::run`], inside one `BEGIN IMMEDIATE` transaction that is
+    /// committed when `f` succeeds and rolled back when it fails.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, i64) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn, now| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .db()?;
+            let out = f(&tx, now.timestamp_millis())?;
+            tx.commit().db()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Like [`Self::run`], inside one read transaction (a consistent snapshot).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn, _| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .db()?;
+            let out = f(&tx)?;
+            tx.commit().db()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Maps SQLite errors onto [`StoreError`]: a busy or locked database is
+/// transient, anything else a backend failure.
+trait Db<T> {
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T> Db<T> for Result<T, rusqlite::Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Transient(Box::new(e))
+            }
+            _ => StoreError::Backend(Box::new(e)),
+        })
+    }
+}
+
+fn corrupt(message: String) -> StoreError {
+    StoreError::Backend(message.into())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("stored {what} is not valid: {e}")))
+}
+
+fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| corrupt(format!("stored {what} '{text}' is not valid: {e}")))
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| corrupt(format!("stored timestamp {ms} is out of range")))
+}
+
+fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ms.map(time).transpose()
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn to_i64(n: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Invalid {
+        message: format!("{what} {n} is too large"),
+    })
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+fn job_not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "job",
+        id: id.to_owned(),
+    }
+}
+
+/// A job row before its JSON columns are parsed.
+struct JobRow {
+    id: String,
+    key: Option<String>,
+    spec: String,
+    queue: String,
+    params: String,
+    state: String,
+    retry: String,
+    released: bool,
+    error: Option<String>,
+    ingest: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl JobRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            spec: r.get(2)?,
+            queue: r.get(3)?,
+            params: r.get(4)?,
+            state: r.get(5)?,
+            retry: r.get(6)?,
+            released: r.get(7)?,
+            error: r.get(8)?,
+            ingest: r.get(9)?,
+            created_at: r.get(10)?,
+            updated_at: r.get(11)?,
+            finished_at: r.get(12)?,
+        })
+    }
+
+    fn into_job(self, counts: TaskCounts) -> Result<Job, StoreError> {
+        Ok(Job {
+            id: parse(&self.id, "job id")?,
+            key: self.key,
+            spec: self.spec,
+            queue: self.queue,
+            params: from_json(&self.params, "job params")?,
+            state: parse(&self.state, "job state")?,
+            retry: from_json(&self.retry, "retry policy")?,
+            released: self.released,
+            error: self.error,
+            ingest: self
+                .ingest
+                .as_deref()
+                .map(|s| from_json(s, "ingest report"))
+                .transpose()?,
+            counts,
+            created_at: time(self.created_at)?,
+            updated_at: time(self.updated_at)?,
+            finished_at: opt_time(self.finished_at)?,
+        })
+    }
+}
+
+fn counts(conn: &Connection, job: &str) -> Result<TaskCounts, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")
+        .db()?;
+    let rows = stmt
+        .query_map([job], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .db()?;
+    let mut counts = TaskCounts::default();
+    for row in rows {
+        let (state, n) = row.db()?;
+        counts.add(parse(&state, "task state")?, to_u64(n));
+    }
+    Ok(counts)
+}
+
+fn load_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
+    let row = conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .db()?
+        .query_row([id], JobRow::from_row)
+        .optional()
+        .db()?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some(row.into_job(counts(conn, id)?)?)),
+    }
+}
+
+fn require_job(conn: &Connection, id: &str) -> Result<Job, StoreError> {
+    load_job(conn, id)?.ok_or_else(|| job_not_found(id))
+}
+
+/// What the lease protocol needs to know about a task's job.
+struct JobInfo {
+    state: JobState,
+    retry: RetryPolicy,
+}
+
+fn job_info(conn: &Connection, id: &str) -> Result<JobInfo, StoreError> {
+    let (state, retry): (String, String) = conn
+        .prepare_cached("SELECT state, retry FROM jobs WHERE id = ?1")
+        .db()?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .db()?
+        .ok_or_else(|| job_not_found(id))?;
+    Ok(JobInfo {
+        state: parse(&state, "job state")?,
+        retry: from_json(&retry, "retry policy")?,
+    })
+}
+
+/// Settles a released, unended job whose tasks have all ended: `failed` if
+/// any is dead, else `succeeded`. Ended jobs are never touched.
+fn derive_job_state(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    let Some((state, released)) = conn
+        .prepare_cached("SELECT state, released FROM jobs WHERE id = ?1")
+        .db()?
+        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+        .optional()
+        .db()?
+    else {
+        return Ok(());
+    };
+    let state: JobState = parse(&state, "job state")?;
+    if !released || state.is_terminal() {
+        return Ok(());
+    }
+    let (unfinished, dead): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(state IN ('scheduled', 'queued', 'running', 'retrying')), 0),
+                    COALESCE(SUM(state = 'dead'), 0)
+             FROM tasks WHERE job_id = ?1",
+        )
+        .db()?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db()?;
+    if unfinished > 0 {
+        return Ok(());
+    }
+    let end = if dead > 0 {
+        JobState::Failed
+    } else {
+        JobState::Succeeded
+    };
+    conn.prepare_cached(
+        "UPDATE jobs SET state = ?2, updated_at = ?3, finished_at = ?3 WHERE id = ?1",
+    )
+    .db()?
+    .execute(rusqlite::params![id, end.as_str(), now])
+    .db()?;
+    Ok(())
+}
+
+/// Where a task goes after a failed attempt (or an expired lease).
+fn after_failure(
+    job: &JobInfo,
+    attempt: u32,
+    max_attempts: u32,
+    retryable: bool,
+    now: i64,
+) -> (TaskState, Option<i64>) {
+    if !retryable || attempt >= max_attempts {
+        (TaskState::Dead, None)
+    } else if job.state.is_terminal() {
+        // Nobody will claim it again: its job is cancelled or failed.
+        (TaskState::Cancelled, None)
+    } else {
+        let at = now.saturating_add(millis(job.retry.backoff(attempt)));
+        (TaskState::Retrying, Some(at))
+    }
+}
+
+/// Ends an attempt as failed: the task becomes retrying, dead or cancelled.
+/// Returns the new state.
+#[allow(clippy::too_many_arguments)]
+fn fail_attempt(
+    conn: &Connection,
+    jobs: &mut HashMap<String, JobInfo>,
+    task: i64,
+    job: &str,
+    attempt: u32,
+    max_attempts: u32,
+    retryable: bool,
+    error: &str,
+    now: i64,
+) -> Result<TaskState, StoreError> {
+    if !jobs.contains_key(job) {
+        let info = job_info(conn, job)?;
+        jobs.insert(job.to_owned(), info);
+    }
+    let info = jobs
+        .get(job)
+        .ok_or_else(|| corrupt(format!("job {job} vanished")))?;
+    let (state, available_at) = after_failure(info, attempt, max_attempts, retryable, now);
+    let finished_at = state.is_terminal().then_some(now);
+    conn.prepare_cached(
+        "UPDATE tasks SET state = ?2, available_at = COALESCE(?3, available_at),
+                lease_token = NULL, lease_expires_at = NULL, error = ?4, finished_at = ?5
+         WHERE id = ?1",
+    )
+    .db()?
+    .execute(rusqlite::params![
+        task,
+        state.as_str(),
+        available_at,
+        error,
+        finished_at
+    ])
+    .db()?;
+    Ok(state)
+}
+
+/// Treats every running task whose lease expired by `now` as a failed
+/// attempt. Returns how many were rescued.
+fn rescue(conn: &Connection, now: i64) -> Result<u64, StoreError> {
+    let expired: Vec<(i64, String, i64, i64, Option<String>)> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, job_id, attempt, max_attempts, worker FROM tasks
+                 WHERE state = 'running' AND lease_expires_at <= ?1",
+            )
+            .db()?;
+        let rows = stmt
+            .query_map([now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .db()?;
+        rows.collect::<Result<_, _>>().db()?
+    };
+    let mut jobs = HashMap::new();
+    let mut touched = HashSet::new();
+    for (task, job, attempt, max_attempts, worker) in &expired {
+        let error = format!(
+            "lease expired (worker {} stopped heartbeating)",
+            worker.as_deref().unwrap_or("unknown")
+        );
+        fail_attempt(
+            conn,
+            &mut jobs,
+            *task,
+            job,
+            to_u32(*attempt),
+            to_u32(*max_attempts),
+            true,
+            &error,
+            now,
+        )?;
+        touched.insert(job.as_str());
+    }
+    for job in touched {
+        derive_job_state(conn, job, now)?;
+    }
+    Ok(expired.len() as u64)
+}
+
+/// Cancels a job's tasks in the given states (a SQL list of quoted names).
+fn cancel_tasks(conn: &Connection, job: &str, states: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'cancelled', lease_token = NULL, lease_expires_at = NULL,
+                finished_at = ?2
+         WHERE job_id = ?1 AND state IN ({states})"
+    ))
+    .db()?
+    .execute(rusqlite::params![job, now])
+    .db()?;
+    Ok(())
+}
+
+fn task_from_row(r: &Row<'_>) -> Result<Task, StoreError> {
+    let state: String = r.get(3).db()?;
+    let encoding: String = r.get(8).db()?;
+    let job: String = r.get(1).db()?;
+    Ok(Task {
+        id: TaskId(r.get(0).db()?),
+        job_id: parse(&job, "job id")?,
+        key: r.get(2).db()?,
+        state: parse(&state, "task state")?,
+        attempt: to_u32(r.get(4).db()?),
+        max_attempts: to_u32(r.get(5).db()?),
+        rows: to_u64(r.get(6).db()?),
+        payload_bytes: to_u64(r.get(7).db()?),
+        encoding: parse(&encoding, "payload encoding")?,
+        available_at: opt_time(r.get(9).db()?)?,
+        lease_expires_at: opt_time(r.get(10).db()?)?,
+        worker: r.get(11).db()?,
+        result: r.get(12).db()?,
+        error: r.get(13).db()?,
+        finished_at: opt_time(r.get(14).db()?)?,
+    })
+}
+
+/// A claimable task picked for a claim.
+struct Candidate {
+    available_at: i64,
+    id: i64,
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_spec(&self, spec: Spec) -> Result<(), StoreError> {
+        let body = json(&spec)?;
+        self.write(move |tx, _| {
+            tx.prepare_cached(
+                "INSERT INTO specs (name, body) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+            )
+            .db()?
+            .execute([&spec.name, &body])
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_spec(&self, name: &str) -> Result<Option<Spec>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn, _| {
+            let body: Option<String> = conn
+                .prepare_cached("SELECT body FROM specs WHERE name = ?1")
+                .db()?
+                .query_row([&name], |r| r.get(0))
+                .optional()
+                .db()?;
+            body.map(|b| from_json(&b, "spec")).transpose()
+        })
+        .await
+    }
+
+    async fn list_specs(&self) -> Result<Vec<Spec>, StoreError> {
+        self.run(move |conn, _| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body FROM specs ORDER BY name")
+                .db()?;
+            let bodies = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .db()?
+                .collect::<Result<Vec<_>, _>>()
+                .db()?;
+            bodies.iter().map(|b| from_json(b, "spec")).collect()
+        })
+        .await
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<(Job, bool), StoreError> {
+        if job.retry.max_attempts == 0 {
+            return Err(StoreError::Invalid {
+                message: "retry policy needs max attempts of at least 1".into(),
+            });
+        }
+        if job.queue.is_empty() {
+            return Err(StoreError::Invalid {
+                message: "a job needs a queue name".into(),
+            });
+        }
+        let params = json(&job.params)?;
+        let retry = json(&job.retry)?;
+        let ingest = job.ingest.as_ref().map(json).transpose()?;
+        self.write(move |tx, now| {
+            if let Some(key) = &job.key {
+                let existing: Option<String> = tx
+                    .prepare_cached("SELECT id FROM jobs WHERE key = ?1")
+                    .db()?
+                    .query_row([key], |r| r.get(0))
+                    .optional()
+                    .db()?;
+                if let Some(id) = existing {
+                    return Ok((require_job(tx, &id)?, false));
+                }
+            }
+            let id = JobId::new().to_string();
+            tx.prepare_cached(
+                "INSERT INTO jobs (id, key, spec, queue, params, state, retry, released, ingest,
+                                   created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9)",
+            )
+            .db()?
+            .execute(rusqlite::params![
+                id, job.key, job.spec, job.queue, params, retry, !job.hold, ingest, now
+            ])
+            .db()?;
+            Ok((require_job(tx, &id)?, true))
+        })
+        .await
+    }
+
+    async fn add_tasks(&self, job: JobId, tasks: Vec<NewTask>) -> Result<u64, StoreError> {
+        if tasks.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |tx, now| {
+            let id = job.to_string();
+            let (state, queue, retry, released): (String, String, String, bool) = tx
+                .prepare_cached("SELECT state, queue, retry, released FROM jobs WHERE id = ?1")
+                .db()?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+                .db()?
+                .ok_or_else(|| job_not_found(&id))?;
+            let state: JobState = parse(&state, "job state")?;
+            if matches!(state, JobState::Failed | JobState::Cancelled) {
+                return Err(StoreError::Conflict {
+                    message: format!("job {id} is {state}; no tasks can be added to it"),
+                });
+            }
+            let retry: RetryPolicy = from_json(&retry, "retry policy")?;
+            let (task_state, available_at) = if released {
+                (TaskState::Queued, Some(now))
+            } else {
+                (TaskState::Scheduled, None)
+            };
+            let mut insert_task = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO tasks (job_id, key, queue, state, attempt, max_attempts,
+                            rows, payload_bytes, encoding, available_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .db()?;
+            let mut insert_payload = tx
+                .prepare_cached("INSERT INTO payloads (task_id, data) VALUES (?1, ?2)")
+                .db()?;
+            let mut added = 0u64;
+            for task in &tasks {
+                let changed = insert_task
+                    .execute(rusqlite::params![
+                        id,
+                        task.key,
+                        queue,
+                        task_state.as_str(),
+                        retry.max_attempts,
+                        to_i64(task.rows, "row count")?,
+                        to_i64(task.payload.len() as u64, "payload size")?,
+                        task.encoding.as_str(),
+                        available_at,
+                        now
+                    ])
+                    .db()?;
+                if changed == 1 {
+                    insert_payload
+                        .execute(rusqlite::params![tx.last_insert_rowid(), task.payload])
+                        .db()?;
+                    added += 1;
+                }
+            }
+            if added > 0 && state == JobState::Succeeded {
+                // A job released at creation got more work after finishing.
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
+                     WHERE id = ?1",
+                )
+                .db()?
+                .execute(rusqlite::params![id, now])
+                .db()?;
+            }
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn release_job(
+        &self,
+        job: JobId,
+        ingest: Option<IngestReport>,
+    ) -> Result<Job, StoreError> {
+        let ingest = ingest.as_ref().map(json).transpose()?;
+        self.write(move |tx, now| {
+            let id = job.to_string();
+            let current = require_job(tx, &id)?;
+            if current.released || current.state.is_terminal() {
+                return Ok(current);
+            }
+            tx.prepare_cached(
+                "UPDATE jobs SET released = 1, ingest = COALESCE(?2, ingest), updated_at = ?3
+                 WHERE id = ?1",
+            )
+            .db()?
+            .execute(rusqlite::params![id, ingest, now])
+            .db()?;
+            tx.prepare_cached(
+                "UPDATE tasks SET state = 'queued', available_at = ?2
+                 WHERE job_id = ?1 AND state = 'scheduled'",
+            )
+            .db()?
+            .execute(rusqlite::params![id, now])
+            .db()?;
+            derive_job_state(tx, &id, now)?;
+            require_job(tx, &id)
+        })
+        .await
+    }
+
+    async fn fail_job(
+        &self,
+        job: JobId,
+        error: String,
+        ingest: Option<IngestReport>,
+    ) -> Result<Job, StoreError> {
+        let ingest = ingest.as_ref().map(json).transpose()?;
+        self.write(move |tx, now| {
+            let id = job.to_string();
+            let current = require_job(tx, &id)?;
+            if current.state.is_terminal() {
+                return Ok(current);
+            }
+            tx.prepare_cached(
+                "UPDATE jobs SET state = 'failed', error = ?2, ingest = COALESCE(?3, ingest),
+                        updated_at = ?4, finished_at = ?4
+                 WHERE id = ?1",
+            )
+            .db()?
+            .execute(rusqlite::params![id, error, ingest, now])
+            .db()?;
+            cancel_tasks(tx, &id, "'scheduled', 'queued', 'running', 'retrying'", now)?;
+            require_job(tx, &id)
+        })
+        .await
+    }
+
+    async fn cancel_job(&self, job: JobId) -> Result<Job, StoreError> {
+        self.write(move |tx, now| {
+            let id = job.to_string();
+            let current = require_job(tx, &id)?;
+            if current.state.is_terminal() {
+                return Ok(current);
+            }
+            tx.prepare_cached(
+                "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2
+                 WHERE id = ?1",
+            )
+            .db()?
+            .execute(rusqlite::params![id, now])
+            .db()?;
+            cancel_tasks(tx, &id, "'scheduled', 'queued', 'retrying'", now)?;
+            require_job(tx, &id)
+        })
+        .await
+    }
+
+    async fn get_job(&self, job: JobId) -> Result<Option<Job>, StoreError> {
+        self.read(move |tx| load_job(tx, &job.to_string())).await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.read(move |tx| {
+            let limit = if filter.limit == 0 {
+                DEFAULT_JOB_LIMIT
+            } else {
+                filter.limit
+            };
+            let rows = {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs
+                         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR spec = ?2)
+                           AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR id < ?4)
+                         ORDER BY id DESC LIMIT ?5"
+                    ))
+                    .db()?;
+                stmt.query_map(
+                    rusqlite::params![
+                        filter.state.map(JobState::as_str),
+                        filter.spec,
+                        filter.queue,
+                        filter.before.map(|b| b.to_string()),
+                        limit
+                    ],
+                    JobRow::from_row,
+                )
+                .db()?
+                .collect::<Result<Vec<_>, _>>()
+                .db()?
+            };
+            rows.into_iter()
+                .map(|row| {
+                    let counts = counts(tx, &row.id)?;
+                    row.into_job(counts)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, job: JobId, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read(move |tx| {
+            let id = job.to_string();
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+                .db()?
+                .exists([&id])
+                .db()?;
+            if !exists {
+                return Err(job_not_found(&id));
+            }
+            let limit = if filter.limit == 0 {
+                DEFAULT_TASK_LIMIT
+            } else {
+                filter.limit
+            };
+            let mut sql = format!(
+                "SELECT id, job_id, key, state, attempt, max_attempts, rows, payload_bytes,
+                        encoding, available_at, lease_expires_at, worker, {}, error, finished_at
+                 FROM tasks WHERE job_id = ?1",
+                if filter.with_results {
+                    "result"
+                } else {
+                    "NULL"
+                }
+            );
+            let mut params = vec![Value::Text(id)];
+            if let Some(state) = filter.state {
+                params.push(Value::Text(state.as_str().to_owned()));
+                sql.push_str(&format!(" AND state = ?{}", params.len()));
+            }
+            if let Some(after) = filter.after_key {
+                params.push(Value::Text(after));
+                sql.push_str(&format!(" AND key > ?{}", params.len()));
+            }
+            params.push(Value::Integer(i64::from(limit)));
+            sql.push_str(&format!(" ORDER BY key LIMIT ?{}", params.len()));
+            let mut stmt = tx.prepare_cached(&sql).db()?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(params)).db()?;
+            let mut tasks = Vec::new();
+            while let Some(row) = rows.next().db()? {
+                tasks.push(task_from_row(row)?);
+            }
+            Ok(tasks)
+        })
+        .await
+    }
+
+    async fn get_payload(&self, task: TaskId) -> Result<Vec<u8>, StoreError> {
+        self.read(move |tx| {
+            tx.prepare_cached("SELECT data FROM payloads WHERE task_id = ?1")
+                .db()?
+                .query_row([task.0], |r| r.get(0))
+                .optional()
+                .db()?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "task",
+                    id: task.to_string(),
+                })
+        })
+        .await
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Lease>, StoreError> {
+        if req.limit == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx, now| {
+            rescue(tx, now)?;
+            let limit = i64::from(req.limit);
+            // Each queue is an ordered range of the claim index; take the
+            // oldest few of each and merge, so no claim sorts a whole queue.
+            let mut candidates = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT t.available_at, t.id FROM tasks t
+                         WHERE t.queue = ?1 AND t.state IN ('queued', 'scheduled', 'retrying')
+                           AND t.available_at <= ?2
+                           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id
+                                           AND j.state IN ('cancelled', 'failed'))
+                         ORDER BY t.available_at, t.id LIMIT ?3",
+                    )
+                    .db()?;
+                let queues: HashSet<&String> = req.queues.iter().collect();
+                for queue in queues {
+                    let rows = stmt
+                        .query_map(rusqlite::params![queue, now, limit], |r| {
+                            Ok(Candidate {
+                                available_at: r.get(0)?,
+                                id: r.get(1)?,
+                            })
+                        })
+                        .db()?;
+                    for row in rows {
+                        candidates.push(row.db()?);
+                    }
+                }
+            }
+            candidates.sort_by_key(|c| (c.available_at, c.id));
+            candidates.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
+
+            let expires = now.saturating_add(millis(req.lease));
+            let expires_at = time(expires)?;
+            let mut take = tx
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease_token = ?2,
+                            lease_expires_at = ?3, worker = ?4
+                     WHERE id = ?1
+                     RETURNING job_id, key, queue, attempt, max_attempts, rows, encoding",
+                )
+                .db()?;
+            let mut payload = tx
+                .prepare_cached("SELECT data FROM payloads WHERE task_id = ?1")
+                .db()?;
+            let mut job_of = tx
+                .prepare_cached("SELECT spec, params FROM jobs WHERE id = ?1")
+                .db()?;
+            let mut start = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', updated_at = ?2
+                     WHERE id = ?1 AND state = 'pending'",
+                )
+                .db()?;
+            let mut jobs: HashMap<String, (String, serde_json::Value)> = HashMap::new();
+            let mut leases = Vec::with_capacity(candidates.len());
+            for c in candidates {
+                let token = LeaseToken::random();
+                let (job, key, queue, attempt, max_attempts, rows, encoding): (
+                    String,
+                    String,
+                    String,
+                    i64,
+                    i64,
+                    i64,
+                    String,
+                ) = take
+                    .query_row(
+                        rusqlite::params![c.id, token.to_string(), expires, req.worker],
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                                r.get(6)?,
+                            ))
+                        },
+                    )
+                    .db()?;
+                let data: Vec<u8> = payload
+                    .query_row([c.id], |r| r.get(0))
+                    .optional()
+                    .db()?
+                    .unwrap_or_default();
+                if !jobs.contains_key(&job) {
+                    let (spec, params): (String, String) = job_of
+                        .query_row([&job], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .db()?;
+                    let params = from_json(&params, "job params")?;
+                    start.execute(rusqlite::params![job, now]).db()?;
+                    jobs.insert(job.clone(), (spec, params));
+                }
+                let (spec, params) = jobs
+                    .get(&job)
+                    .ok_or_else(|| corrupt(format!("job {job} vanished")))?;
+                let encoding: PayloadEncoding = parse(&encoding, "payload encoding")?;
+                leases.push(Lease {
+                    lease: LeaseRef {
+                        task: TaskId(c.id),
+                        attempt: to_u32(attempt),
+                        token,
+                    },
+                    job_id: parse(&job, "job id")?,
+                    key,
+                    spec: spec.clone(),
+                    queue,
+                    params: params.clone(),
+                    payload: data,
+                    encoding,
+                    rows: to_u64(rows),
+                    max_attempts: to_u32(max_attempts),
+                    expires_at,
+                });
+            }
+            Ok(leases)
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: Vec<LeaseRef>,
+        extend: Duration,
+    ) -> Result<Vec<Result<HeartbeatAck, StoreError>>, StoreError> {
+        self.write(move |tx, now| {
+            let expires = now.saturating_add(millis(extend));
+            let expires_at = time(expires)?;
+            let mut extend_lease = tx
+                .prepare_cached(
+                    "UPDATE tasks SET lease_expires_at = ?5
+                     WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'running'
+                       AND lease_expires_at > ?4
+                     RETURNING job_id",
+                )
+                .db()?;
+            let mut job_state = tx
+                .prepare_cached("SELECT state FROM jobs WHERE id = ?1")
+                .db()?;
+            let mut out = Vec::with_capacity(leases.len());
+            for lease in leases {
+                let job: Option<String> = extend_lease
+                    .query_row(
+                        rusqlite::params![
+                            lease.task.0,
+                            lease.attempt,
+                            lease.token.to_string(),
+                            now,
+                            expires
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db()?;
+                let Some(job) = job else {
+                    out.push(Err(StoreError::LeaseLost {
+                        task: lease.task,
+                        attempt: lease.attempt,
+                    }));
+                    continue;
+                };
+                let state: Option<String> =
+                    job_state.query_row([&job], |r| r.get(0)).optional().db()?;
+                out.push(Ok(HeartbeatAck {
+                    expires_at,
+                    cancel_requested: matches!(state.as_deref(), Some("cancelled" | "failed")),
+                }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn report(
+        &self,
+        reports: Vec<Report>,
+    ) -> Result<Vec<Result<TaskState, StoreError>>, StoreError> {
+        self.write(move |tx, now| {
+            let mut fenced = tx
+                .prepare_cached(
+                    "SELECT job_id, max_attempts FROM tasks
+                     WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'running'
+                       AND lease_expires_at > ?4",
+                )
+                .db()?;
+            let mut succeed = tx
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'succeeded', result = ?2, error = NULL,
+                            lease_token = NULL, lease_expires_at = NULL, finished_at = ?3
+                     WHERE id = ?1",
+                )
+                .db()?;
+            let mut jobs = HashMap::new();
+            let mut touched = HashSet::new();
+            let mut out = Vec::with_capacity(reports.len());
+            for report in reports {
+                let lease = report.lease;
+                let found: Option<(String, i64)> = fenced
+                    .query_row(
+                        rusqlite::params![
+                            lease.task.0,
+                            lease.attempt,
+                            lease.token.to_string(),
+                            now
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .db()?;
+                let Some((job, max_attempts)) = found else {
+                    out.push(Err(StoreError::LeaseLost {
+                        task: lease.task,
+                        attempt: lease.attempt,
+                    }));
+                    continue;
+                };
+                let state = match report.outcome {
+                    Outcome::Success(result) => {
+                        succeed
+                            .execute(rusqlite::params![lease.task.0, result, now])
+                            .db()?;
+                        TaskState::Succeeded
+                    }
+                    Outcome::Failure { error, retryable } => fail_attempt(
+                        tx,
+                        &mut jobs,
+                        lease.task.0,
+                        &job,
+                        lease.attempt,
+                        to_u32(max_attempts),
+                        retryable,
+                        &error,
+                        now,
+                    )?,
+                };
+                touched.insert(job);
+                out.push(Ok(state));
+            }
+            for job in &touched {
+                derive_job_state(tx, job, now)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rescue_expired(&self) -> Result<u64, StoreError> {
+        self.write(|tx, now| rescue(tx, now)).await
+    }
+}

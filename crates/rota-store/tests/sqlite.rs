@@ -1,0 +1,193 @@
+//! Runs the conformance suite against SQLite in memory and in a file, and
+//! checks that two stores on one file (two processes) never share a task.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rota_core::{ClaimRequest, ManualClock, NewJob, NewTask, PayloadEncoding, RetryPolicy, Store};
+use rota_store::SqliteStore;
+use rota_store::conformance::Harness;
+
+mod in_memory {
+    use super::*;
+
+    fn harness() -> impl Harness {
+        |clock: Arc<ManualClock>| -> Arc<dyn Store> {
+            Arc::new(SqliteStore::in_memory(clock).expect("open in-memory store"))
+        }
+    }
+
+    rota_store::conformance_tests!(harness());
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_all_passes() {
+        rota_store::conformance::run_all(&harness()).await;
+    }
+}
+
+/// Makes a new database file per store, in a directory removed on drop.
+struct FileHarness {
+    dir: tempfile::TempDir,
+    next: AtomicUsize,
+}
+
+impl FileHarness {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.dir.path().join(format!("rota-{n}.db"))
+    }
+}
+
+#[async_trait]
+impl Harness for FileHarness {
+    async fn fresh(&self, clock: Arc<ManualClock>) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&self.path(), clock).expect("open file store"))
+    }
+}
+
+mod file {
+    use super::*;
+
+    rota_store::conformance_tests!(FileHarness::new());
+}
+
+fn start() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_750_000_000, 0).expect("valid time")
+}
+
+/// Two stores on one file stand for two worker processes: each has its own
+/// connection, and SQLite's locks must keep their claims apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_connections_never_claim_the_same_task() {
+    const TASKS: usize = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let clock = Arc::new(ManualClock::new(start()));
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, clock.clone()).expect("open a"));
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, clock.clone()).expect("open b"));
+
+    let (job, _) = a
+        .create_job(NewJob {
+            key: Some("shared".into()),
+            spec: "s".into(),
+            queue: "q".into(),
+            params: serde_json::Value::Null,
+            retry: RetryPolicy::default(),
+            hold: true,
+            ingest: None,
+        })
+        .await
+        .expect("create_job");
+    let tasks: Vec<NewTask> = (0..TASKS)
+        .map(|i| NewTask {
+            key: format!("{i:05}"),
+            payload: vec![u8::try_from(i % 251).expect("small"); 64],
+            encoding: PayloadEncoding::Json,
+            rows: 1,
+        })
+        .collect();
+    assert_eq!(
+        a.add_tasks(job.id, tasks).await.expect("add_tasks"),
+        TASKS as u64
+    );
+    // The other connection sees the job, and the key keeps it unique.
+    let (same, created) = b
+        .create_job(NewJob {
+            key: Some("shared".into()),
+            spec: "s".into(),
+            queue: "q".into(),
+            params: serde_json::Value::Null,
+            retry: RetryPolicy::default(),
+            hold: true,
+            ingest: None,
+        })
+        .await
+        .expect("create_job on b");
+    assert!(!created);
+    assert_eq!(same.id, job.id);
+    b.release_job(job.id, None).await.expect("release_job");
+
+    let mut handles = Vec::new();
+    for (i, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for round in 0..=TASKS {
+                let leases = store
+                    .claim(ClaimRequest {
+                        queues: vec!["q".into()],
+                        worker: format!("w{i}"),
+                        limit: u32::try_from(round % 5 + 1).expect("small"),
+                        lease: Duration::from_secs(60),
+                    })
+                    .await
+                    .expect("claim");
+                if leases.is_empty() {
+                    break;
+                }
+                got.extend(leases.into_iter().map(|l| l.lease.task));
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    for h in handles {
+        for task in h.await.expect("claimer panicked") {
+            assert!(
+                seen.insert(task),
+                "task {task} claimed twice across connections"
+            );
+        }
+    }
+    assert_eq!(seen.len(), TASKS, "every task claimed once");
+    let job = b
+        .get_job(job.id)
+        .await
+        .expect("get_job")
+        .expect("job exists");
+    assert_eq!(job.counts.running, TASKS as u64);
+}
+
+/// A database file keeps its data across reopening.
+#[tokio::test]
+async fn file_store_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("persist.db");
+    let clock = Arc::new(ManualClock::new(start()));
+    let id = {
+        let store = SqliteStore::open(&path, clock.clone()).expect("open");
+        let (job, _) = store
+            .create_job(NewJob {
+                key: None,
+                spec: "s".into(),
+                queue: "q".into(),
+                params: serde_json::json!({"a": 1}),
+                retry: RetryPolicy::default(),
+                hold: false,
+                ingest: None,
+            })
+            .await
+            .expect("create_job");
+        job.id
+    };
+    let store = SqliteStore::open(&path, clock).expect("reopen");
+    let job = store
+        .get_job(id)
+        .await
+        .expect("get_job")
+        .expect("job survives reopen");
+    assert_eq!(job.params, serde_json::json!({"a": 1}));
+}
