@@ -15,8 +15,8 @@ use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
 use crate::text::{
-    clean_arrow_message, trim_cr, Batcher, Found, Frame, FrameError, Framer, RecordError,
-    TextDecoder,
+    Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message,
+    trim_cr,
 };
 
 /// Comma-separated values.
@@ -266,8 +266,9 @@ impl Batcher for CsvBatcher {
             if h.contains(&0) || std::str::from_utf8(h).is_err() {
                 return Err(RecordError {
                     kind: DecodeErrorKind::Encoding,
-                    message: "the header line is not UTF-8 text (binary data, or another encoding?)"
-                        .into(),
+                    message:
+                        "the header line is not UTF-8 text (binary data, or another encoding?)"
+                            .into(),
                     column: None,
                 });
             }
@@ -325,7 +326,10 @@ impl Batcher for CsvBatcher {
                         text.push(b'\n');
                     }
                 }
-                format.infer_schema(Cursor::new(&text), None).map_err(fail)?.0
+                format
+                    .infer_schema(Cursor::new(&text), None)
+                    .map_err(fail)?
+                    .0
             }
         };
         // Dates and times stay as written: inference from a sample must not
@@ -388,8 +392,12 @@ impl Batcher for CsvBatcher {
             return Err(record_error(&e));
         }
         match batches.len() {
-            1 => Ok(batches.pop().unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
-            _ => arrow_select::concat::concat_batches(schema, &batches).map_err(|e| record_error(&e)),
+            1 => Ok(batches
+                .pop()
+                .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
+            _ => {
+                arrow_select::concat::concat_batches(schema, &batches).map_err(|e| record_error(&e))
+            }
         }
     }
 }

@@ -6,15 +6,17 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_json::reader::{infer_json_schema_from_iterator, Decoder as ArrowJsonDecoder, ReaderBuilder};
+use arrow_json::reader::{
+    Decoder as ArrowJsonDecoder, ReaderBuilder, infer_json_schema_from_iterator,
+};
 use arrow_schema::{Schema, SchemaRef};
 use rota_core::format::{DecodeOptions, Decoder, Format};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
 use crate::text::{
-    clean_arrow_message, trim_cr, Batcher, Found, Frame, FrameError, Framer, RecordError,
-    TextDecoder,
+    Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message,
+    trim_cr,
 };
 
 /// Newline-delimited JSON: one object per line; blank lines are ignored.
@@ -38,7 +40,11 @@ impl Format for NdjsonFormat {
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         FormatOptions::new(options, &[]).finish()?;
         let framer = LineFramer { resume: 0 };
-        Ok(Box::new(TextDecoder::new(framer, JsonBatcher::new(options), options)))
+        Ok(Box::new(TextDecoder::new(
+            framer,
+            JsonBatcher::new(options),
+            options,
+        )))
     }
 }
 
@@ -58,7 +64,11 @@ impl Format for JsonFormat {
             phase: Phase::Start,
             scan: Scan::default(),
         };
-        Ok(Box::new(TextDecoder::new(framer, JsonBatcher::new(options), options)))
+        Ok(Box::new(TextDecoder::new(
+            framer,
+            JsonBatcher::new(options),
+            options,
+        )))
     }
 }
 
@@ -216,7 +226,10 @@ impl Framer for ArrayFramer {
             Phase::Start => match b {
                 b'[' => {
                     self.phase = Phase::Value;
-                    Ok(Found::Gap { next: i + 1, newlines: 0 })
+                    Ok(Found::Gap {
+                        next: i + 1,
+                        newlines: 0,
+                    })
                 }
                 b'{' => {
                     self.phase = Phase::Single;
@@ -224,24 +237,42 @@ impl Framer for ArrayFramer {
                 }
                 _ => Err(syntax(
                     i,
-                    format!("expected a JSON array or object at the top level, found {}", show(b)),
+                    format!(
+                        "expected a JSON array or object at the top level, found {}",
+                        show(b)
+                    ),
                 )),
             },
             Phase::Comma => match b {
                 b',' => {
                     self.phase = Phase::Value;
-                    Ok(Found::Gap { next: i + 1, newlines: 0 })
+                    Ok(Found::Gap {
+                        next: i + 1,
+                        newlines: 0,
+                    })
                 }
                 b']' => {
                     self.phase = Phase::Done;
-                    Ok(Found::Gap { next: i + 1, newlines: 0 })
+                    Ok(Found::Gap {
+                        next: i + 1,
+                        newlines: 0,
+                    })
                 }
-                _ => Err(syntax(i, format!("expected ',' or ']' after an array element, found {}", show(b)))),
+                _ => Err(syntax(
+                    i,
+                    format!(
+                        "expected ',' or ']' after an array element, found {}",
+                        show(b)
+                    ),
+                )),
             },
             Phase::Value | Phase::Single => {
                 if b == b']' && self.phase == Phase::Value {
                     self.phase = Phase::Done;
-                    return Ok(Found::Gap { next: i + 1, newlines: 0 });
+                    return Ok(Found::Gap {
+                        next: i + 1,
+                        newlines: 0,
+                    });
                 }
                 if b == b',' {
                     return Err(syntax(i, "expected an array element, found ','".into()));
@@ -250,15 +281,29 @@ impl Framer for ArrayFramer {
                     Some(end) => {
                         let newlines = self.scan.newlines;
                         self.scan = Scan::default();
-                        self.phase = if self.phase == Phase::Single { Phase::Done } else { Phase::Comma };
-                        Ok(Found::Record(Frame { start: pos, end, next: end, newlines }))
+                        self.phase = if self.phase == Phase::Single {
+                            Phase::Done
+                        } else {
+                            Phase::Comma
+                        };
+                        Ok(Found::Record(Frame {
+                            start: pos,
+                            end,
+                            next: end,
+                            newlines,
+                        }))
                     }
-                    None if eof && self.phase == Phase::Value && !matches!(b, b'{' | b'[' | b'"') => {
+                    None if eof
+                        && self.phase == Phase::Value
+                        && !matches!(b, b'{' | b'[' | b'"') =>
+                    {
                         Err(FrameError {
                             at: pos,
                             newlines: 0,
                             kind: DecodeErrorKind::Truncated,
-                            message: "input ends inside the top-level array (is a closing ']' missing?)".into(),
+                            message:
+                                "input ends inside the top-level array (is a closing ']' missing?)"
+                                    .into(),
                         })
                     }
                     None if eof => Err(FrameError {
@@ -270,7 +315,10 @@ impl Framer for ArrayFramer {
                     None => Ok(Found::NeedMore),
                 }
             }
-            Phase::Done => Err(syntax(i, format!("unexpected {} after the top-level value", show(b)))),
+            Phase::Done => Err(syntax(
+                i,
+                format!("unexpected {} after the top-level value", show(b)),
+            )),
         }
     }
 }
@@ -300,7 +348,11 @@ fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
     } else {
         DecodeErrorKind::Syntax
     };
-    RecordError { kind, message, column }
+    RecordError {
+        kind,
+        message,
+        column,
+    }
 }
 
 impl Batcher for JsonBatcher {
@@ -388,13 +440,20 @@ impl Batcher for JsonBatcher {
             self.decoder = None;
             return Err(RecordError {
                 kind: DecodeErrorKind::Syntax,
-                message: format!("expected one JSON value per record, found {rows} in {}", records.len()),
+                message: format!(
+                    "expected one JSON value per record, found {rows} in {}",
+                    records.len()
+                ),
                 column: None,
             });
         }
         match batches.len() {
-            1 => Ok(batches.pop().unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
-            _ => arrow_select::concat::concat_batches(schema, &batches).map_err(|e| record_error(&e)),
+            1 => Ok(batches
+                .pop()
+                .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
+            _ => {
+                arrow_select::concat::concat_batches(schema, &batches).map_err(|e| record_error(&e))
+            }
         }
     }
 }

@@ -43,7 +43,9 @@ pub fn by_extension(path: &str) -> Option<Arc<dyn Format>> {
     let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
     let (_, ext) = file.rsplit_once('.')?;
     let ext = ext.to_ascii_lowercase();
-    builtin().into_iter().find(|f| f.extensions().contains(&ext.as_str()))
+    builtin()
+        .into_iter()
+        .find(|f| f.extensions().contains(&ext.as_str()))
 }
 
 /// Names of every built-in format.

@@ -36,7 +36,9 @@ impl<'a> FormatOptions<'a> {
             None => Ok(default),
             Some("true" | "yes" | "1") => Ok(true),
             Some("false" | "no" | "0") => Ok(false),
-            Some(other) => Err(self.error(format!("option {key}: expected true or false, got '{other}'"))),
+            Some(other) => Err(self.error(format!(
+                "option {key}: expected true or false, got '{other}'"
+            ))),
         }
     }
 
@@ -56,7 +58,11 @@ impl<'a> FormatOptions<'a> {
             None => Ok(()),
             Some(key) => Err(self.error(format!(
                 "unknown option '{key}' (this format takes: {})",
-                if self.known.is_empty() { "no options".to_owned() } else { self.known.join(", ") }
+                if self.known.is_empty() {
+                    "no options".to_owned()
+                } else {
+                    self.known.join(", ")
+                }
             ))),
         }
     }

@@ -6,7 +6,16 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// The type names [`parse_schema`] accepts.
 pub const TYPE_NAMES: &[&str] = &[
-    "utf8", "string", "int64", "int32", "float64", "float32", "bool", "boolean", "date32", "date",
+    "utf8",
+    "string",
+    "int64",
+    "int32",
+    "float64",
+    "float32",
+    "bool",
+    "boolean",
+    "date32",
+    "date",
     "timestamp",
 ];
 
@@ -62,7 +71,15 @@ mod tests {
         assert_eq!(s.fields().len(), 3);
         assert_eq!(s.field(0).data_type(), &DataType::Int64);
         assert!(parse_schema("id").unwrap_err().contains("needs a type"));
-        assert!(parse_schema("id:money").unwrap_err().contains("unknown type 'money'"));
-        assert!(parse_schema("a:utf8,a:int64").unwrap_err().contains("twice"));
+        assert!(
+            parse_schema("id:money")
+                .unwrap_err()
+                .contains("unknown type 'money'")
+        );
+        assert!(
+            parse_schema("a:utf8,a:int64")
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 }

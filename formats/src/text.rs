@@ -300,9 +300,8 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             .iter()
             .map(|r| &self.buf[r.frame.start..r.frame.end])
             .collect();
-        let contiguous = adjacent.then(|| {
-            &self.buf[pending[0].frame.start..pending[pending.len() - 1].frame.next]
-        });
+        let contiguous = adjacent
+            .then(|| &self.buf[pending[0].frame.start..pending[pending.len() - 1].frame.next]);
         match self.batcher.decode(&schema, &records, contiguous) {
             Ok(batch) => {
                 out.push(Decoded::Batch(batch));
@@ -334,7 +333,10 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
         out: &mut Vec<Decoded>,
     ) -> Result<(), DecodeError> {
         let mut position = self.position(rec.frame.start, rec.line, Some(rec.number));
-        position.column = e.column.and_then(|i| schema.fields().get(i)).map(|f| f.name().clone());
+        position.column = e
+            .column
+            .and_then(|i| schema.fields().get(i))
+            .map(|f| f.name().clone());
         let error = self.error(position, e.kind, e.message);
         match self.opts.on_error {
             OnError::Fail => Err(error),
@@ -359,12 +361,13 @@ fn flush_good(
     if good.is_empty() {
         return Ok(());
     }
-    let batch = arrow_select::concat::concat_batches(schema, good.iter()).map_err(|e| DecodeError {
-        location: String::new(),
-        position: Position::default(),
-        kind: DecodeErrorKind::Type,
-        message: format!("cannot join decoded records: {e}"),
-    })?;
+    let batch =
+        arrow_select::concat::concat_batches(schema, good.iter()).map_err(|e| DecodeError {
+            location: String::new(),
+            position: Position::default(),
+            kind: DecodeErrorKind::Type,
+            message: format!("cannot join decoded records: {e}"),
+        })?;
     good.clear();
     out.push(Decoded::Batch(batch));
     Ok(())

@@ -26,7 +26,10 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 fn options(path: &Path, on_error: OnError) -> DecodeOptions {
     let mut opts = DecodeOptions {
-        location: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        location: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         on_error,
         batch_records: 3,
         ..DecodeOptions::default()
@@ -50,10 +53,19 @@ fn options(path: &Path, on_error: OnError) -> DecodeOptions {
 
 /// Decodes `bytes` pushed in pieces of `split` bytes (0 = whole) and renders
 /// the result as text: schema, rows as JSON lines, skips.
-fn render(format: &dyn Format, bytes: &[u8], split: usize, opts: &DecodeOptions) -> Result<String, String> {
+fn render(
+    format: &dyn Format,
+    bytes: &[u8],
+    split: usize,
+    opts: &DecodeOptions,
+) -> Result<String, String> {
     let mut decoder = format.decoder(opts).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let step = if split == 0 { bytes.len().max(1) } else { split };
+    let step = if split == 0 {
+        bytes.len().max(1)
+    } else {
+        split
+    };
     for piece in bytes.chunks(step) {
         decoder.push(piece, &mut out).map_err(|e| e.to_string())?;
     }
@@ -79,7 +91,11 @@ fn render(format: &dyn Format, bytes: &[u8], split: usize, opts: &DecodeOptions)
             }
             Decoded::Skipped { error, excerpt } => {
                 let _ = writeln!(skips, "  {error}");
-                let _ = writeln!(skips, "    | {}", excerpt.as_deref().unwrap_or("").replace('\n', "\\n"));
+                let _ = writeln!(
+                    skips,
+                    "    | {}",
+                    excerpt.as_deref().unwrap_or("").replace('\n', "\\n")
+                );
             }
         }
     }
@@ -96,7 +112,9 @@ fn render(format: &dyn Format, bytes: &[u8], split: usize, opts: &DecodeOptions)
 }
 
 fn check_snapshot(name: &str, actual: &str) -> Result<(), String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.snap"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.snap"));
     let expected = std::fs::read_to_string(&path).ok();
     if expected.as_deref() == Some(actual) {
         return Ok(());
@@ -116,7 +134,12 @@ fn check_snapshot(name: &str, actual: &str) -> Result<(), String> {
 fn every_registered_format_has_valid_and_invalid_fixtures() {
     for format in rota_formats::builtin() {
         let dir = fixtures_root().join(format.name());
-        assert!(!files(&dir).is_empty(), "format {} has no fixtures in {}", format.name(), dir.display());
+        assert!(
+            !files(&dir).is_empty(),
+            "format {} has no fixtures in {}",
+            format.name(),
+            dir.display()
+        );
         assert!(
             !files(&dir.join("invalid")).is_empty(),
             "format {} has no invalid fixtures in {}",
@@ -130,7 +153,10 @@ fn every_registered_format_has_valid_and_invalid_fixtures() {
         let entry = entry.expect("entry");
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.path().is_dir() && name != "tree" {
-            assert!(names.contains(&name.as_str()), "fixtures/{name} matches no registered format");
+            assert!(
+                names.contains(&name.as_str()),
+                "fixtures/{name} matches no registered format"
+            );
         }
     }
 }
@@ -152,10 +178,17 @@ fn valid_fixtures_decode_identically_in_any_split_and_match_snapshots() {
             for split in [1, 7, 4096] {
                 let split_out = render(format.as_ref(), &bytes, split, &opts);
                 if split_out.as_ref() != Ok(&whole) {
-                    failures.push(format!("{}: split {split} differs: {split_out:?}", path.display()));
+                    failures.push(format!(
+                        "{}: split {split} differs: {split_out:?}",
+                        path.display()
+                    ));
                 }
             }
-            let name = format!("{}__{}", format.name(), path.file_name().unwrap_or_default().to_string_lossy());
+            let name = format!(
+                "{}__{}",
+                format.name(),
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
             if let Err(e) = check_snapshot(&name, &whole) {
                 failures.push(e);
             }
@@ -170,19 +203,34 @@ fn invalid_fixtures_fail_with_a_position_and_skip_the_same_in_any_split() {
     for format in rota_formats::builtin() {
         for path in files(&fixtures_root().join(format.name()).join("invalid")) {
             let bytes = std::fs::read(&path).expect("read fixture");
-            let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let fail = render(format.as_ref(), &bytes, 0, &options(&path, OnError::Fail));
             let Err(error) = fail else {
                 failures.push(format!("{}: decoded without error", path.display()));
                 continue;
             };
             if !error.starts_with(&file) || !error.contains("byte ") {
-                failures.push(format!("{}: error does not name the file and byte offset: {error}", path.display()));
+                failures.push(format!(
+                    "{}: error does not name the file and byte offset: {error}",
+                    path.display()
+                ));
             }
             for split in [1, 7] {
-                let e = render(format.as_ref(), &bytes, split, &options(&path, OnError::Fail));
+                let e = render(
+                    format.as_ref(),
+                    &bytes,
+                    split,
+                    &options(&path, OnError::Fail),
+                );
                 if e.as_ref() != Err(&error) {
-                    failures.push(format!("{}: split {split} gives another error: {e:?}", path.display()));
+                    failures.push(format!(
+                        "{}: split {split} gives another error: {e:?}",
+                        path.display()
+                    ));
                 }
             }
             let skip_opts = options(&path, OnError::Skip);
@@ -190,7 +238,10 @@ fn invalid_fixtures_fail_with_a_position_and_skip_the_same_in_any_split() {
             for split in [1, 7] {
                 let s = render(format.as_ref(), &bytes, split, &skip_opts);
                 if s != skip {
-                    failures.push(format!("{}: skip output differs at split {split}: {s:?}", path.display()));
+                    failures.push(format!(
+                        "{}: skip output differs at split {split}: {s:?}",
+                        path.display()
+                    ));
                 }
             }
             let text = format!(

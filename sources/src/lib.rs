@@ -31,6 +31,9 @@ pub fn for_location(location: &str) -> Result<Arc<dyn Source>, SourceError> {
 #[must_use]
 pub fn scheme(location: &str) -> Option<&str> {
     let (scheme, _) = location.split_once("://")?;
-    (scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
-        .then_some(scheme)
+    (scheme.len() > 1
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+    .then_some(scheme)
 }

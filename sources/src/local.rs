@@ -248,23 +248,53 @@ mod tests {
     #[test]
     fn lists_sorted_recursive_and_globbed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for p in ["b.csv", "a.csv", "sub/c.csv", "sub/d.txt", "sub/deeper/e.csv"] {
+        for p in [
+            "b.csv",
+            "a.csv",
+            "sub/c.csv",
+            "sub/d.txt",
+            "sub/deeper/e.csv",
+        ] {
             let full = dir.path().join(p);
             fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
             fs::write(&full, p).expect("write");
         }
         let loc = dir.path().to_string_lossy().into_owned();
-        let flat = block(list_all(ListRequest { location: loc.clone(), recursive: false, glob: None }));
+        let flat = block(list_all(ListRequest {
+            location: loc.clone(),
+            recursive: false,
+            glob: None,
+        }));
         assert_eq!(flat, ["a.csv", "b.csv"]);
-        let all = block(list_all(ListRequest { location: loc.clone(), recursive: true, glob: None }));
-        assert_eq!(all, ["a.csv", "b.csv", "sub/c.csv", "sub/d.txt", "sub/deeper/e.csv"]);
-        let csv = block(list_all(ListRequest { location: loc, recursive: true, glob: Some("**/*.csv".into()) }));
+        let all = block(list_all(ListRequest {
+            location: loc.clone(),
+            recursive: true,
+            glob: None,
+        }));
+        assert_eq!(
+            all,
+            [
+                "a.csv",
+                "b.csv",
+                "sub/c.csv",
+                "sub/d.txt",
+                "sub/deeper/e.csv"
+            ]
+        );
+        let csv = block(list_all(ListRequest {
+            location: loc,
+            recursive: true,
+            glob: Some("**/*.csv".into()),
+        }));
         assert_eq!(csv, ["a.csv", "b.csv", "sub/c.csv", "sub/deeper/e.csv"]);
     }
 
     #[test]
     fn missing_path_is_not_found_and_ranges_read_exactly() {
-        let err = block(LocalSource.list(&ListRequest { location: "/no/such/path".into(), ..Default::default() }));
+        let err = block(LocalSource.list(&ListRequest {
+            location: "/no/such/path".into(),
+            ..Default::default()
+        }));
         assert!(matches!(err, Err(SourceError::NotFound { .. })));
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("f.bin");

@@ -200,7 +200,11 @@ fn summary_text(s: &IngestSummary) -> String {
             s.job.key.as_deref().unwrap_or_default()
         ));
     } else {
-        out.push_str(&format!("job {} {}\n", s.job.id, if s.created { "created" } else { "resumed" }));
+        out.push_str(&format!(
+            "job {} {}\n",
+            s.job.id,
+            if s.created { "created" } else { "resumed" }
+        ));
     }
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     #[allow(clippy::cast_precision_loss)] // display only

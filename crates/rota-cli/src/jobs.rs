@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use rota_core::{Job, JobFilter, JobId, JobState, Store, Task, TaskFilter, TaskState};
+use rota_core::{Job, JobFilter, JobId, JobState, Store, Task, TaskFilter, TaskId, TaskState};
 use serde_json::json;
 
 use crate::print_out;
@@ -75,6 +75,11 @@ pub(crate) enum TasksCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a task's payload, as stored, to stdout.
+    Payload {
+        /// The task id (see `rota tasks list`).
+        task: TaskId,
+    },
 }
 
 fn job_line(j: &Job) -> String {
@@ -97,7 +102,10 @@ fn job_text(j: &Job) -> String {
     if let Some(k) = &j.key {
         out.push_str(&format!("key       {k}\n"));
     }
-    out.push_str(&format!("spec      {}\nqueue     {}\nstate     {}\n", j.spec, j.queue, j.state));
+    out.push_str(&format!(
+        "spec      {}\nqueue     {}\nstate     {}\n",
+        j.spec, j.queue, j.state
+    ));
     out.push_str(&format!("params    {}\n", j.params));
     out.push_str(&format!(
         "retry     {} attempts, backoff from {} ms\n",
@@ -165,11 +173,17 @@ fn task_line(t: &Task, results: bool) -> String {
         human_bytes(t.payload_bytes)
     );
     if let Some(e) = &t.error {
-        line.push_str(&format!("  error: {}", e.lines().next().unwrap_or_default()));
+        line.push_str(&format!(
+            "  error: {}",
+            e.lines().next().unwrap_or_default()
+        ));
     }
     if results {
         if let Some(r) = &t.result {
-            line.push_str(&format!("  result: {}", String::from_utf8_lossy(r).trim_end()));
+            line.push_str(&format!(
+                "  result: {}",
+                String::from_utf8_lossy(r).trim_end()
+            ));
         }
     }
     line.push('\n');
@@ -186,9 +200,22 @@ async fn get_job(store: &Arc<dyn Store>, id: JobId) -> anyhow::Result<Job> {
 
 pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        JobsCommand::List { state, spec, queue, before, limit, json } => {
+        JobsCommand::List {
+            state,
+            spec,
+            queue,
+            before,
+            limit,
+            json,
+        } => {
             let jobs = store
-                .list_jobs(JobFilter { state, spec, queue, before, limit })
+                .list_jobs(JobFilter {
+                    state,
+                    spec,
+                    queue,
+                    before,
+                    limit,
+                })
                 .await
                 .context("cannot list jobs")?;
             let mut out = String::new();
@@ -212,19 +239,40 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
         }
         JobsCommand::Cancel { id } => {
             get_job(&store, id).await?;
-            let job = store.cancel_job(id).await.context("cannot cancel the job")?;
+            let job = store
+                .cancel_job(id)
+                .await
+                .context("cannot cancel the job")?;
             print_out(&format!("job {} {}\n", job.id, job.state));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn run_tasks(store: Arc<dyn Store>, cmd: TasksCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run_tasks(
+    store: Arc<dyn Store>,
+    cmd: TasksCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
-        TasksCommand::List { job, state, after, limit, results, json } => {
+        TasksCommand::List {
+            job,
+            state,
+            after,
+            limit,
+            results,
+            json,
+        } => {
             get_job(&store, job).await?;
             let tasks = store
-                .list_tasks(job, TaskFilter { state, after_key: after, limit, with_results: results || json })
+                .list_tasks(
+                    job,
+                    TaskFilter {
+                        state,
+                        after_key: after,
+                        limit,
+                        with_results: results || json,
+                    },
+                )
                 .await
                 .context("cannot list tasks")?;
             let mut out = String::new();
@@ -237,6 +285,16 @@ pub(crate) async fn run_tasks(store: Arc<dyn Store>, cmd: TasksCommand) -> anyho
                 }
             }
             print_out(&out);
+        }
+        TasksCommand::Payload { task } => {
+            let payload = store
+                .get_payload(task)
+                .await
+                .context("cannot read the payload")?;
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&payload);
+            let _ = stdout.flush();
         }
     }
     Ok(ExitCode::SUCCESS)

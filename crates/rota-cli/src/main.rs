@@ -34,7 +34,7 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
-    /// List a job's tasks.
+    /// List a job's tasks and read their payloads.
     Tasks {
         #[command(subcommand)]
         command: jobs::TasksCommand,
@@ -94,7 +94,10 @@ pub(crate) fn print_out(text: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -7,7 +7,9 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (try 262144, 256KiB or 64MB)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (try 262144, 256KiB or 64MB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -16,9 +18,14 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' in '{s}' (use B, KB, KiB, MB, MiB, GB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}' (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 /// Parses a duration: `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
@@ -26,13 +33,19 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (try 500ms, 30s or 2m)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (try 500ms, 30s or 2m)"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        other => return Err(format!("unknown duration unit '{other}' in '{s}' (use ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' in '{s}' (use ms, s, m, h)"
+            ));
+        }
     })
 }
 

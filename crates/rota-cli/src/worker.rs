@@ -166,7 +166,10 @@ async fn run_task(store: Arc<dyn Store>, args: Arc<WorkerArgs>, lease: Lease) {
         }
     };
     let ok = matches!(outcome, Outcome::Success(_));
-    let report = Report { lease: lease.lease, outcome };
+    let report = Report {
+        lease: lease.lease,
+        outcome,
+    };
     match store.report(vec![report]).await {
         Ok(results) => match results.into_iter().next() {
             Some(Ok(state)) => tracing::info!(%task, %state, succeeded = ok, "reported"),
@@ -176,11 +179,17 @@ async fn run_task(store: Arc<dyn Store>, args: Arc<WorkerArgs>, lease: Lease) {
             Some(Err(e)) => tracing::error!(%task, error = %e, "report failed"),
             None => tracing::error!(%task, "report returned nothing"),
         },
-        Err(e) => tracing::error!(%task, error = %e, "report failed; the lease will expire and the task be retried"),
+        Err(e) => {
+            tracing::error!(%task, error = %e, "report failed; the lease will expire and the task be retried")
+        }
     }
 }
 
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut r: R, cap: usize, keep_tail: bool) -> std::io::Result<(Vec<u8>, bool)> {
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    cap: usize,
+    keep_tail: bool,
+) -> std::io::Result<(Vec<u8>, bool)> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut over = false;
@@ -201,7 +210,11 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut r: R, cap: usize, keep
     }
 }
 
-async fn execute(store: &Arc<dyn Store>, args: &WorkerArgs, lease: &Lease) -> std::io::Result<Ended> {
+async fn execute(
+    store: &Arc<dyn Store>,
+    args: &WorkerArgs,
+    lease: &Lease,
+) -> std::io::Result<Ended> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(&args.exec)
@@ -293,7 +306,11 @@ async fn execute(store: &Arc<dyn Store>, args: &WorkerArgs, lease: &Lease) -> st
     let tail = String::from_utf8_lossy(&stderr);
     let tail = tail.trim();
     Ok(Ended::Done(Outcome::Failure {
-        error: if tail.is_empty() { format!("the command failed: {how}") } else { format!("the command failed: {how}: {tail}") },
+        error: if tail.is_empty() {
+            format!("the command failed: {how}")
+        } else {
+            format!("the command failed: {how}: {tail}")
+        },
         retryable: true,
     }))
 }

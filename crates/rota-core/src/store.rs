@@ -63,8 +63,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records the final ingest report and makes every held task claimable.
     /// Releasing a released job changes nothing.
-    async fn release_job(&self, job: JobId, ingest: Option<IngestReport>)
-    -> Result<Job, StoreError>;
+    async fn release_job(
+        &self,
+        job: JobId,
+        ingest: Option<IngestReport>,
+    ) -> Result<Job, StoreError>;
 
     /// Fails a job before its tasks ran (an ingest error): records `error`,
     /// cancels its unfinished tasks.

@@ -118,7 +118,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             self.0 >> 33
         }
     }
@@ -142,12 +145,20 @@ mod tests {
         ]));
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(texts))],
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(texts)),
+            ],
         )
         .expect("batch")
     }
 
-    fn chunk(batch: &RecordBatch, split: usize, policy: BatchPolicy, enc: PayloadEncoding) -> Vec<NewTask> {
+    fn chunk(
+        batch: &RecordBatch,
+        split: usize,
+        policy: BatchPolicy,
+        enc: PayloadEncoding,
+    ) -> Vec<NewTask> {
         let mut c = Chunker::new(policy, enc, &batch.schema(), "f.csv".into()).expect("chunker");
         let mut out = Vec::new();
         let mut at = 0;
@@ -164,14 +175,23 @@ mod tests {
     fn ids(task: &NewTask) -> Vec<i64> {
         match task.encoding {
             PayloadEncoding::Json => {
-                let v: serde_json::Value = serde_json::from_slice(&task.payload).expect("json array");
-                v.as_array().expect("array").iter().map(|r| r["id"].as_i64().expect("id")).collect()
+                let v: serde_json::Value =
+                    serde_json::from_slice(&task.payload).expect("json array");
+                v.as_array()
+                    .expect("array")
+                    .iter()
+                    .map(|r| r["id"].as_i64().expect("id"))
+                    .collect()
             }
             PayloadEncoding::Ndjson => task
                 .payload
                 .split(|&b| b == b'\n')
                 .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<serde_json::Value>(l).expect("line")["id"].as_i64().expect("id"))
+                .map(|l| {
+                    serde_json::from_slice::<serde_json::Value>(l).expect("line")["id"]
+                        .as_i64()
+                        .expect("id")
+                })
                 .collect(),
             PayloadEncoding::Csv => {
                 let schema = Arc::new(Schema::new(vec![
@@ -185,19 +205,30 @@ mod tests {
                 let mut out = Vec::new();
                 for b in reader {
                     let b = b.expect("csv batch");
-                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().expect("ids");
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("ids");
                     out.extend(a.values().iter().copied());
                 }
                 out
             }
             PayloadEncoding::Arrow => {
-                let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(task.payload.clone()), None)
-                    .expect("ipc");
+                let reader = arrow_ipc::reader::StreamReader::try_new(
+                    std::io::Cursor::new(task.payload.clone()),
+                    None,
+                )
+                .expect("ipc");
                 let mut out = Vec::new();
                 for b in reader {
                     let b = b.expect("ipc batch");
                     assert_eq!(b.column(1).null_count() <= b.num_rows(), true);
-                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().expect("ids");
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("ids");
                     out.extend(a.values().iter().copied());
                 }
                 out
@@ -208,10 +239,22 @@ mod tests {
     #[test]
     fn rows_are_conserved_in_order_within_limits_whatever_the_split() {
         let policies = [
-            BatchPolicy { max_rows: Some(7), max_bytes: None },
-            BatchPolicy { max_rows: None, max_bytes: Some(3_000) },
-            BatchPolicy { max_rows: Some(50), max_bytes: Some(1_500) },
-            BatchPolicy { max_rows: Some(1), max_bytes: None },
+            BatchPolicy {
+                max_rows: Some(7),
+                max_bytes: None,
+            },
+            BatchPolicy {
+                max_rows: None,
+                max_bytes: Some(3_000),
+            },
+            BatchPolicy {
+                max_rows: Some(50),
+                max_bytes: Some(1_500),
+            },
+            BatchPolicy {
+                max_rows: Some(1),
+                max_bytes: None,
+            },
         ];
         for seed in [1, 2, 3] {
             let batch = rows(301, seed);
@@ -243,11 +286,23 @@ mod tests {
                     for split in [1, 7, 64] {
                         let other = chunk(&batch, split, policy, enc);
                         let summary = |ts: &[NewTask]| -> Vec<(String, u64, usize)> {
-                            ts.iter().map(|t| (t.key.clone(), t.rows, t.payload.len())).collect()
+                            ts.iter()
+                                .map(|t| (t.key.clone(), t.rows, t.payload.len()))
+                                .collect()
                         };
-                        assert_eq!(summary(&other), summary(&reference), "split {split} changed the tasks ({enc}, {policy:?})");
-                        let same = other.iter().zip(&reference).all(|(a, b)| a.payload == b.payload);
-                        assert!(same, "split {split} changed payload bytes ({enc}, {policy:?})");
+                        assert_eq!(
+                            summary(&other),
+                            summary(&reference),
+                            "split {split} changed the tasks ({enc}, {policy:?})"
+                        );
+                        let same = other
+                            .iter()
+                            .zip(&reference)
+                            .all(|(a, b)| a.payload == b.payload);
+                        assert!(
+                            same,
+                            "split {split} changed payload bytes ({enc}, {policy:?})"
+                        );
                     }
                 }
             }
@@ -258,19 +313,37 @@ mod tests {
     fn byte_limit_is_filled_exactly_for_text_payloads() {
         // Rows of a known size: a JSON array payload of n rows is 1 + n * row bytes.
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1; 10]))]).expect("batch");
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1; 10]))])
+            .expect("batch");
         // Each row is `{"id":1}` plus a separator: 9 bytes.
-        let policy = BatchPolicy { max_rows: None, max_bytes: Some(1 + 9 * 4) };
+        let policy = BatchPolicy {
+            max_rows: None,
+            max_bytes: Some(1 + 9 * 4),
+        };
         let tasks = chunk(&batch, 10, policy, PayloadEncoding::Json);
         let sizes: Vec<u64> = tasks.iter().map(|t| t.rows).collect();
         assert_eq!(sizes, [4, 4, 2]);
-        assert_eq!(tasks[0].payload, br#"[{"id":1},{"id":1},{"id":1},{"id":1}]"#);
+        assert_eq!(
+            tasks[0].payload,
+            br#"[{"id":1},{"id":1},{"id":1},{"id":1}]"#
+        );
     }
 
     #[test]
     fn a_policy_without_bounds_is_refused() {
         let batch = rows(1, 1);
-        let policy = BatchPolicy { max_rows: None, max_bytes: None };
-        assert!(Chunker::new(policy, PayloadEncoding::Json, &batch.schema(), String::new()).is_err());
+        let policy = BatchPolicy {
+            max_rows: None,
+            max_bytes: None,
+        };
+        assert!(
+            Chunker::new(
+                policy,
+                PayloadEncoding::Json,
+                &batch.schema(),
+                String::new()
+            )
+            .is_err()
+        );
     }
 }

@@ -56,7 +56,11 @@ struct TextRows {
 impl TextRows {
     fn new(kind: TextKind, schema: &SchemaRef) -> Self {
         let header = if kind == TextKind::Csv {
-            let names: Vec<String> = schema.fields().iter().map(|f| csv_quote(f.name())).collect();
+            let names: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| csv_quote(f.name()))
+                .collect();
             let mut h = names.join(",").into_bytes();
             h.push(b'\n');
             h
@@ -121,7 +125,8 @@ impl PayloadBuilder for TextRows {
                 writer.finish().map_err(encode_error)?;
                 drop(writer);
                 // JSON escapes line breaks inside strings, so each `\n` ends a row.
-                self.ends.extend(memchr::memchr_iter(b'\n', &self.text).map(|i| i + 1));
+                self.ends
+                    .extend(memchr::memchr_iter(b'\n', &self.text).map(|i| i + 1));
             }
             TextKind::Csv => {
                 let mut writer = arrow_csv::WriterBuilder::new()
@@ -289,11 +294,14 @@ impl PayloadBuilder for ArrowRows {
         // included, which would make payload bytes depend on input batching.
         let batch = match self.parts.as_slice() {
             [one] => {
-                let n = u32::try_from(one.num_rows()).map_err(|e| IngestError::Encode(e.to_string()))?;
+                let n = u32::try_from(one.num_rows())
+                    .map_err(|e| IngestError::Encode(e.to_string()))?;
                 let indices = arrow_array::UInt32Array::from_iter_values(0..n);
                 arrow_select::take::take_record_batch(one, &indices).map_err(encode_error)?
             }
-            parts => arrow_select::concat::concat_batches(&self.schema, parts).map_err(encode_error)?,
+            parts => {
+                arrow_select::concat::concat_batches(&self.schema, parts).map_err(encode_error)?
+            }
         };
         self.parts.clear();
         self.write(Some(&batch))

@@ -149,7 +149,8 @@ pub async fn ingest(
             if !formats_seen.contains(&format.name()) {
                 formats_seen.push(format.name());
             }
-            added += ingest_file(&store, &req, &job, &entry, format, &mut report, &progress).await?;
+            added +=
+                ingest_file(&store, &req, &job, &entry, format, &mut report, &progress).await?;
             report.files += 1;
             Progress::add(&progress.files, 1);
         }
@@ -249,7 +250,12 @@ async fn ingest_file(
                 Piece::Batch(batch) => {
                     let chunker = match &mut chunker {
                         Some(c) => c,
-                        slot => slot.insert(Chunker::new(policy, encoding, &batch.schema(), prefix.clone())?),
+                        slot => slot.insert(Chunker::new(
+                            policy,
+                            encoding,
+                            &batch.schema(),
+                            prefix.clone(),
+                        )?),
                     };
                     chunker.push(&batch, &mut tasks)?;
                 }

@@ -1,0 +1,342 @@
+//! `rota ingest` end to end.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::{Array, Int64Array};
+use rota_core::{JobState, PayloadEncoding, TaskState};
+
+use crate::support::{Scratch, job, job_id, payload, tasks, write_csv};
+
+/// The `id` column of a payload, decoded with a reader of its encoding.
+fn ids(encoding: PayloadEncoding, bytes: &[u8]) -> Vec<i64> {
+    match encoding {
+        PayloadEncoding::Json => serde_json::from_slice::<Vec<serde_json::Value>>(bytes)
+            .expect("a JSON array")
+            .iter()
+            .map(|r| r["id"].as_i64().expect("id"))
+            .collect(),
+        PayloadEncoding::Ndjson => bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).expect("a JSON line")["id"]
+                    .as_i64()
+                    .expect("id")
+            })
+            .collect(),
+        PayloadEncoding::Csv => {
+            let (schema, _) = arrow_csv::reader::Format::default()
+                .with_header(true)
+                .infer_schema(std::io::Cursor::new(bytes), None)
+                .expect("csv header");
+            let reader = arrow_csv::ReaderBuilder::new(Arc::new(schema))
+                .with_header(true)
+                .build(std::io::Cursor::new(bytes))
+                .expect("csv reader");
+            reader
+                .flat_map(|b| {
+                    let b = b.expect("csv batch");
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("int ids")
+                        .clone();
+                    a.values().to_vec()
+                })
+                .collect()
+        }
+        PayloadEncoding::Arrow => {
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                .expect("arrow stream")
+                .flat_map(|b| {
+                    let b = b.expect("arrow batch");
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .expect("int ids")
+                        .clone();
+                    assert_eq!(a.null_count(), 0);
+                    a.values().to_vec()
+                })
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn a_million_rows_make_exactly_1000_tasks_in_order_and_a_replay_adds_nothing() {
+    let s = Scratch::new();
+    let file = s.path("orders.csv");
+    write_csv(&file, 1_000_000);
+    let summary = s.ingest(
+        &file,
+        &["--batch-rows", "1000", "--job-key", "orders-2026-11"],
+    );
+    assert_eq!(summary["rows"], 1_000_000);
+    assert_eq!(summary["tasks"], 1000);
+    assert_eq!(summary["tasks_added"], 1000);
+    assert_eq!(summary["skipped"], 0);
+    let id = job_id(&summary);
+
+    let all = tasks(&s, id);
+    assert_eq!(all.len(), 1000);
+    let mut next = 1;
+    for t in &all {
+        assert_eq!(t.state, TaskState::Queued);
+        assert_eq!(t.rows, 1000);
+        for got in ids(t.encoding, &payload(&s, t)) {
+            assert_eq!(got, next, "rows out of order in {}", t.key);
+            next += 1;
+        }
+    }
+    assert_eq!(next, 1_000_001, "payload rows do not add up to the file");
+
+    let again = s.ingest(
+        &file,
+        &["--batch-rows", "1000", "--job-key", "orders-2026-11"],
+    );
+    assert_eq!(again["job_id"], summary["job_id"]);
+    assert_eq!(again["tasks_added"], 0);
+    assert_eq!(again["already_ingested"], true);
+    assert_eq!(job(&s, id).counts.total, 1000);
+}
+
+#[test]
+fn every_payload_encoding_decodes_to_the_same_rows() {
+    let s = Scratch::new();
+    let file = s.path("rows.csv");
+    write_csv(&file, 10_000);
+    for (encoding, extra) in [
+        (PayloadEncoding::Json, vec!["--batch-rows", "999"]),
+        (
+            PayloadEncoding::Ndjson,
+            vec!["--batch-bytes", "64KiB", "--batch-rows", "100000"],
+        ),
+        (
+            PayloadEncoding::Csv,
+            vec!["--batch-rows", "1000", "--batch-bytes", "20KB"],
+        ),
+        (PayloadEncoding::Arrow, vec!["--batch-rows", "1500"]),
+    ] {
+        let mut args = vec!["--payload", encoding.as_str()];
+        args.extend(extra);
+        let summary = s.ingest(&file, &args);
+        let all = tasks(&s, job_id(&summary));
+        let mut next = 1;
+        for t in &all {
+            assert_eq!(t.encoding, encoding);
+            let bytes = payload(&s, t);
+            if encoding == PayloadEncoding::Csv || encoding == PayloadEncoding::Ndjson {
+                let limit = if encoding == PayloadEncoding::Csv {
+                    20_000
+                } else {
+                    65_536
+                };
+                assert!(
+                    bytes.len() <= limit,
+                    "{encoding}: payload of {} bytes over the limit",
+                    bytes.len()
+                );
+            }
+            let got = ids(encoding, &bytes);
+            assert_eq!(got.len() as u64, t.rows);
+            for id in got {
+                assert_eq!(id, next, "{encoding}: out of order in {}", t.key);
+                next += 1;
+            }
+        }
+        assert_eq!(next, 10_001, "{encoding}: rows lost");
+    }
+}
+
+/// Writes `good` rows, one malformed row, then `good` more; returns the bad
+/// row's line number and byte offset.
+fn csv_with_bad_row(path: &std::path::Path, good: u64, bad: &str) -> (u64, u64) {
+    write_csv(path, good);
+    let offset = std::fs::metadata(path).expect("meta").len();
+    // Rows with i % 50 == 0 hold a line break inside a quoted field.
+    let line = 1 + good + good / 50 + 1;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open");
+    writeln!(f, "{bad}").expect("write");
+    for i in good + 1..=2 * good {
+        writeln!(f, "{i},name-{i},1.00,more,true").expect("write");
+    }
+    (line, offset)
+}
+
+#[test]
+fn a_malformed_row_under_fail_names_file_line_and_offset_and_leaves_nothing_claimable() {
+    let s = Scratch::new();
+    let file = s.path("broken.csv");
+    let (line, offset) = csv_with_bad_row(&file, 20_000, "20001,too,few");
+    let out = s.run(&[
+        "ingest",
+        file.to_str().expect("path"),
+        "--spec",
+        "test",
+        "--batch-rows",
+        "1000",
+        "--job-key",
+        "k",
+    ]);
+    assert!(
+        !out.status.success(),
+        "ingest of a malformed file succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.csv"), "{err}");
+    assert!(
+        err.contains(&format!("line {line},")),
+        "no line {line} in: {err}"
+    );
+    assert!(
+        err.contains(&format!("byte {offset}")),
+        "no byte {offset} in: {err}"
+    );
+    assert!(err.contains("expected 5 fields, found 3"), "{err}");
+
+    let jobs = s.ok(&["jobs", "list", "--json"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(jobs.lines().next().expect("one job")).expect("json");
+    let id = listed["id"].as_str().expect("id").parse().expect("uuid");
+    let j = job(&s, id);
+    assert_eq!(j.state, JobState::Failed);
+    assert!(
+        j.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!("line {line}"))
+    );
+    assert_eq!(
+        j.counts.unfinished(),
+        0,
+        "tasks of a failed ingest are left claimable: {:?}",
+        j.counts
+    );
+
+    // No worker can pick anything up.
+    let w = s.run(&[
+        "worker",
+        "--exec",
+        "true",
+        "--idle-exit",
+        "300ms",
+        "--poll",
+        "50ms",
+    ]);
+    assert!(w.status.success());
+    assert!(
+        !String::from_utf8_lossy(&w.stderr).contains("claimed"),
+        "a worker claimed a task of a failed ingest"
+    );
+
+    // The same key cannot be reused for a failed job.
+    let again = s.run(&[
+        "ingest",
+        file.to_str().expect("path"),
+        "--spec",
+        "test",
+        "--job-key",
+        "k",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("use another job key"));
+}
+
+#[test]
+fn malformed_rows_under_skip_are_counted_and_sampled() {
+    let s = Scratch::new();
+    let file = s.path("dirty.csv");
+    let (line, offset) = csv_with_bad_row(&file, 3_000, "3001,not-a-number-row,abc,x,true,extra");
+    let summary = s.ingest(&file, &["--on-error", "skip", "--batch-rows", "500"]);
+    assert_eq!(summary["skipped"], 1);
+    assert_eq!(summary["rows"], 6_000);
+    let sample = summary["skipped_sample"][0]["error"]
+        .as_str()
+        .expect("sample");
+    assert!(
+        sample.contains("dirty.csv")
+            && sample.contains(&format!("line {line},"))
+            && sample.contains(&format!("byte {offset}")),
+        "{sample}"
+    );
+    assert_eq!(
+        summary["skipped_sample"][0]["excerpt"],
+        "3001,not-a-number-row,abc,x,true,extra"
+    );
+
+    // The human summary says so too, and the job keeps the sample.
+    let text = s.ok(&[
+        "ingest",
+        file.to_str().expect("path"),
+        "--spec",
+        "test",
+        "--on-error",
+        "skip",
+    ]);
+    assert!(
+        text.contains("1 skipped") && text.contains(&format!("line {line},")),
+        "{text}"
+    );
+    let shown = s.ok(&["jobs", "show", summary["job_id"].as_str().expect("id")]);
+    assert!(
+        shown.contains("1 skipped") && shown.contains(&format!("line {line},")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_directory_is_ingested_recursively_with_per_file_keys() {
+    let s = Scratch::new();
+    let root = s.path("data");
+    std::fs::create_dir_all(root.join("2026/11")).expect("mkdir");
+    std::fs::write(root.join("a.csv"), "id,v\n1,x\n2,y\n3,z\n").expect("write");
+    std::fs::write(root.join("2026/11/b.ndjson"), "{\"id\":4}\n{\"id\":5}\n").expect("write");
+    std::fs::write(root.join("2026/11/c.json"), "[{\"id\":6}]").expect("write");
+    std::fs::write(root.join("2026/notes.txt"), "not data").expect("write");
+    let summary = s.ingest(
+        &root,
+        &[
+            "--recursive",
+            "--glob",
+            "**/*.{csv,ndjson,json}",
+            "--batch-rows",
+            "2",
+        ],
+    );
+    assert_eq!(summary["files"], 3);
+    assert_eq!(summary["rows"], 6);
+    let keys: Vec<String> = tasks(&s, job_id(&summary))
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "2026/11/b.ndjson#00000000",
+            "2026/11/c.json#00000000",
+            "a.csv#00000000",
+            "a.csv#00000001"
+        ]
+    );
+
+    // Without a glob the text file has no format: a clear error, no job left claimable.
+    let out = s.run(&["ingest", root.to_str().expect("path"), "--spec", "t", "-r"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("notes.txt: cannot tell the format"));
+}
+
+#[test]
+fn a_missing_path_fails_before_any_job_is_made() {
+    let s = Scratch::new();
+    let out = s.run(&["ingest", "/no/such/file.csv", "--spec", "t"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.csv: not found"));
+    assert_eq!(s.ok(&["jobs", "list"]), "");
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `rota` binary against a real SQLite store file,
+//! with real worker processes (killed, stopped and resumed by signal).
+
+mod ingest;
+mod support;
+mod worker;

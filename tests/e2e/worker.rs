@@ -1,0 +1,283 @@
+//! `rota worker` end to end: real processes, real signals.
+
+use std::time::Duration;
+
+use rota_core::{JobState, TaskState};
+
+use crate::support::{
+    Scratch, finish, job, job_id, signal, signal_group, tasks, wait_until, write_csv,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn wc_processes_every_task_and_the_job_succeeds() {
+    let s = Scratch::new();
+    let file = s.path("rows.csv");
+    write_csv(&file, 5_000);
+    let summary = s.ingest(&file, &["--batch-rows", "500", "--payload", "ndjson"]);
+    let id = job_id(&summary);
+    let w = s.run(&[
+        "worker",
+        "--exec",
+        "wc -l",
+        "--concurrency",
+        "3",
+        "--idle-exit",
+        "500ms",
+        "--poll",
+        "50ms",
+    ]);
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let j = job(&s, id);
+    assert_eq!(j.state, JobState::Succeeded);
+    assert_eq!(j.counts.succeeded, 10);
+    for t in tasks(&s, id) {
+        assert_eq!(t.state, TaskState::Succeeded);
+        // wc -l counts the payload's lines: one per row.
+        let result = String::from_utf8(t.result.expect("a result")).expect("utf-8");
+        assert_eq!(result.trim(), t.rows.to_string());
+    }
+}
+
+#[test]
+fn the_command_sees_task_metadata_in_its_environment() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    let summary = s.ingest(
+        &file,
+        &[
+            "--param",
+            "region=eu",
+            "--param",
+            "limit=5",
+            "--queue",
+            "imports",
+        ],
+    );
+    let w = s.run(&[
+        "worker", "--queue", "imports", "--idle-exit", "300ms", "--poll", "50ms", "--exec",
+        "echo \"$ROTA_JOB_ID|$ROTA_TASK_KEY|$ROTA_ATTEMPT|$ROTA_SPEC|$ROTA_QUEUE|$ROTA_PARAMS|$ROTA_ROWS|$ROTA_PAYLOAD_ENCODING\"",
+    ]);
+    assert!(w.status.success());
+    let t = &tasks(&s, job_id(&summary))[0];
+    let result = String::from_utf8(t.result.clone().expect("result")).expect("utf-8");
+    assert_eq!(
+        result.trim(),
+        format!(
+            "{}|one.csv#00000000|1|test|imports|{{\"limit\":5,\"region\":\"eu\"}}|1|json",
+            summary["job_id"].as_str().expect("id")
+        )
+    );
+}
+
+#[test]
+fn a_command_that_fails_twice_is_retried_with_backoff_and_succeeds() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    let summary = s.ingest(&file, &["--max-attempts", "5", "--retry-backoff", "300ms"]);
+    let log = s.path("attempts.log");
+    let cmd = format!(
+        "date +%s%N >> {}; if [ \"$ROTA_ATTEMPT\" -lt 3 ]; then echo boom >&2; exit 7; fi; echo ok",
+        log.display()
+    );
+    let w = s.run(&[
+        "worker",
+        "--exec",
+        &cmd,
+        "--idle-exit",
+        "2s",
+        "--poll",
+        "20ms",
+    ]);
+    assert!(w.status.success());
+    let t = &tasks(&s, job_id(&summary))[0];
+    assert_eq!(t.state, TaskState::Succeeded);
+    assert_eq!(t.attempt, 3);
+    assert_eq!(job(&s, job_id(&summary)).state, JobState::Succeeded);
+    // Backoff: at least half the base before the first retry, half of twice
+    // the base before the second (jitter stays in the upper half).
+    let stamps: Vec<u128> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| l.trim().parse().expect("nanoseconds"))
+        .collect();
+    assert_eq!(stamps.len(), 3);
+    let gap = |i: usize| (stamps[i + 1] - stamps[i]) / 1_000_000;
+    assert!(gap(0) >= 150, "first retry after {} ms", gap(0));
+    assert!(gap(1) >= 300, "second retry after {} ms", gap(1));
+}
+
+#[test]
+fn a_command_that_always_fails_ends_dead_and_the_job_failed() {
+    let s = Scratch::new();
+    let file = s.path("two.csv");
+    std::fs::write(&file, "a\n1\n2\n").expect("write");
+    let summary = s.ingest(
+        &file,
+        &[
+            "--batch-rows",
+            "1",
+            "--max-attempts",
+            "3",
+            "--retry-backoff",
+            "10ms",
+        ],
+    );
+    let w = s.run(&[
+        "worker",
+        "--exec",
+        "echo 'cannot parse row' >&2; exit 1",
+        "--idle-exit",
+        "1s",
+        "--poll",
+        "20ms",
+    ]);
+    assert!(w.status.success());
+    let id = job_id(&summary);
+    for t in tasks(&s, id) {
+        assert_eq!(t.state, TaskState::Dead);
+        assert_eq!(t.attempt, 3);
+        assert!(
+            t.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("exit status 1: cannot parse row"),
+            "{:?}",
+            t.error
+        );
+    }
+    let j = job(&s, id);
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.counts.dead, 2);
+}
+
+#[test]
+fn a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_elsewhere() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    let summary = s.ingest(&file, &["--retry-backoff", "100ms"]);
+    let id = job_id(&summary);
+    let cmd = "if [ \"$ROTA_ATTEMPT\" = 1 ]; then sleep 60; fi; echo done-$ROTA_ATTEMPT";
+    let first = s.spawn(&["worker", "--exec", cmd, "--lease", "1s", "--name", "first"]);
+    wait_until(LIMIT, "the first worker runs the task", || {
+        tasks(&s, id)[0].state == TaskState::Running
+    });
+    signal_group(&first, "KILL"); // the worker and its command, as a crashed host would
+    let (status, _) = finish(first, LIMIT);
+    assert!(!status.success());
+
+    let second = s.spawn(&[
+        "worker",
+        "--exec",
+        cmd,
+        "--lease",
+        "1s",
+        "--name",
+        "second",
+        "--idle-exit",
+        "5s",
+        "--poll",
+        "50ms",
+    ]);
+    wait_until(LIMIT, "the task is reclaimed and completes", || {
+        tasks(&s, id)[0].state == TaskState::Succeeded
+    });
+    let (status, _) = finish(second, LIMIT);
+    assert!(status.success());
+    let t = &tasks(&s, id)[0];
+    assert_eq!(t.attempt, 2);
+    assert_eq!(t.worker.as_deref(), Some("second"));
+    assert_eq!(
+        String::from_utf8_lossy(t.result.as_deref().unwrap_or_default()).trim(),
+        "done-2"
+    );
+    assert_eq!(job(&s, id).state, JobState::Succeeded);
+}
+
+#[test]
+fn a_stale_attempt_cannot_complete_after_its_task_was_reclaimed() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    let summary = s.ingest(&file, &["--retry-backoff", "100ms"]);
+    let id = job_id(&summary);
+    let cmd = "if [ \"$ROTA_ATTEMPT\" = 1 ]; then sleep 2; fi; echo from-attempt-$ROTA_ATTEMPT";
+    let first = s.spawn(&[
+        "worker",
+        "--exec",
+        cmd,
+        "--lease",
+        "1s",
+        "--name",
+        "first",
+        "--idle-exit",
+        "1s",
+        "--poll",
+        "50ms",
+    ]);
+    wait_until(LIMIT, "the first worker runs the task", || {
+        tasks(&s, id)[0].state == TaskState::Running
+    });
+    // Freeze the worker (not its command): no heartbeats, the lease expires.
+    signal(&first, "STOP");
+    let second = s.spawn(&[
+        "worker",
+        "--exec",
+        cmd,
+        "--lease",
+        "1s",
+        "--name",
+        "second",
+        "--idle-exit",
+        "5s",
+        "--poll",
+        "50ms",
+    ]);
+    wait_until(LIMIT, "the second worker completes the task", || {
+        tasks(&s, id)[0].state == TaskState::Succeeded
+    });
+    let (status, _) = finish(second, LIMIT);
+    assert!(status.success());
+    // Thaw the first worker: its command has finished; its report must be refused.
+    signal(&first, "CONT");
+    let (status, stderr) = finish(first, LIMIT);
+    assert!(status.success());
+    assert!(
+        stderr.contains("completion rejected") || stderr.contains("lease lost"),
+        "the stale worker was not told: {stderr}"
+    );
+    let t = &tasks(&s, id)[0];
+    assert_eq!(t.attempt, 2);
+    assert_eq!(
+        String::from_utf8_lossy(t.result.as_deref().unwrap_or_default()).trim(),
+        "from-attempt-2"
+    );
+}
+
+#[test]
+fn cancelling_a_job_stops_its_work() {
+    let s = Scratch::new();
+    let file = s.path("rows.csv");
+    write_csv(&file, 100);
+    let summary = s.ingest(&file, &["--batch-rows", "10"]);
+    let id = summary["job_id"].as_str().expect("id");
+    let out = s.ok(&["jobs", "cancel", id]);
+    assert!(out.contains("cancelled"), "{out}");
+    let w = s.run(&[
+        "worker",
+        "--exec",
+        "true",
+        "--idle-exit",
+        "300ms",
+        "--poll",
+        "50ms",
+    ]);
+    assert!(!String::from_utf8_lossy(&w.stderr).contains("claimed"));
+    let j = job(&s, job_id(&summary));
+    assert_eq!(j.state, JobState::Cancelled);
+    assert_eq!(j.counts.cancelled, 10);
+}
