@@ -203,10 +203,10 @@ impl CsvBatcher {
         while !bytes.is_empty() {
             let n = decoder.decode(bytes)?;
             bytes = &bytes[n..];
-            if n == 0 || decoder.capacity() == 0 {
-                if let Some(batch) = decoder.flush()? {
-                    batches.push(batch);
-                }
+            if (n == 0 || decoder.capacity() == 0)
+                && let Some(batch) = decoder.flush()?
+            {
+                batches.push(batch);
             }
         }
         Ok(())
@@ -215,18 +215,18 @@ impl CsvBatcher {
 
 fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
     let raw = e.to_string();
-    if let Some(rest) = raw.find("expected ").map(|i| &raw[i..]) {
-        if raw.contains("incorrect number of fields") {
-            // "expected N got M" → "expected N fields, found M"
-            let mut words = rest.split_whitespace();
-            let expected = words.nth(1).unwrap_or("?");
-            let got = words.nth(1).unwrap_or("?");
-            return RecordError {
-                kind: DecodeErrorKind::FieldCount,
-                message: format!("expected {expected} fields, found {got}"),
-                column: None,
-            };
-        }
+    if let Some(rest) = raw.find("expected ").map(|i| &raw[i..])
+        && raw.contains("incorrect number of fields")
+    {
+        // "expected N got M" → "expected N fields, found M"
+        let mut words = rest.split_whitespace();
+        let expected = words.nth(1).unwrap_or("?");
+        let got = words.nth(1).unwrap_or("?");
+        return RecordError {
+            kind: DecodeErrorKind::FieldCount,
+            message: format!("expected {expected} fields, found {got}"),
+            column: None,
+        };
     }
     let (message, column) = clean_arrow_message(&raw);
     let kind = if raw.contains("as type") {
@@ -262,6 +262,7 @@ impl Batcher for CsvBatcher {
                 column,
             }
         };
+        let mut text = Vec::new();
         if let Some(h) = header {
             if h.contains(&0) || std::str::from_utf8(h).is_err() {
                 return Err(RecordError {
@@ -272,9 +273,6 @@ impl Batcher for CsvBatcher {
                     column: None,
                 });
             }
-        }
-        let mut text = Vec::new();
-        if let Some(h) = header {
             text.extend_from_slice(h);
             text.push(b'\n');
         }

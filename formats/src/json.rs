@@ -409,10 +409,10 @@ impl Batcher for JsonBatcher {
                 while !bytes.is_empty() {
                     let n = decoder.decode(bytes)?;
                     bytes = &bytes[n..];
-                    if !bytes.is_empty() {
-                        if let Some(batch) = decoder.flush()? {
-                            batches.push(batch);
-                        }
+                    if !bytes.is_empty()
+                        && let Some(batch) = decoder.flush()?
+                    {
+                        batches.push(batch);
                     }
                 }
                 Ok(())

@@ -178,13 +178,11 @@ fn task_line(t: &Task, results: bool) -> String {
             e.lines().next().unwrap_or_default()
         ));
     }
-    if results {
-        if let Some(r) = &t.result {
-            line.push_str(&format!(
-                "  result: {}",
-                String::from_utf8_lossy(r).trim_end()
-            ));
-        }
+    if results && let Some(r) = &t.result {
+        line.push_str(&format!(
+            "  result: {}",
+            String::from_utf8_lossy(r).trim_end()
+        ));
     }
     line.push('\n');
     line

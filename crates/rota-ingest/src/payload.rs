@@ -276,10 +276,10 @@ impl PayloadBuilder for ArrowRows {
     }
 
     fn append(&mut self, from: usize, to: usize) {
-        if let Some(batch) = &self.loaded {
-            if to > from {
-                self.parts.push(batch.slice(from, to - from));
-            }
+        if let Some(batch) = &self.loaded
+            && to > from
+        {
+            self.parts.push(batch.slice(from, to - from));
         }
     }
 

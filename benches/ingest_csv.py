@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""CSV ingest benchmark: rota ingest into SQLite, side by side with the
+arrow-csv decode-only floor, in one run.
+
+Usage:
+  python3 benches/ingest_csv.py DATA.csv [--runs N] [--keep]
+
+Make DATA.csv with the shared generator (10M rows, about 1.5 GB):
+  pip install numpy polars pyarrow xlsxwriter
+  python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
+  python3 benches/ingest_csv.py ./bench-data/data_10m.csv
+
+It builds the release binaries, then runs, for each of --runs rounds:
+  floor   arrow-csv decoding the file, nothing else (benches/csv_floor.rs)
+  json    rota ingest --batch-rows 1000 --payload json   into a fresh SQLite file
+  arrow   rota ingest --batch-rows 1000 --payload arrow  into a fresh SQLite file
+and prints rows/s, MB/s, peak RSS and each rate as a ratio of the floor's
+(the best round of each). The SQLite files live in a temporary directory on
+the same disk as the data unless --keep is given.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build(target_dir):
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "-p", "rota-cli", "-p", "rota-bench"],
+        cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target_dir},
+    )
+    rel = os.path.join(target_dir, "release")
+    return os.path.join(rel, "rota"), os.path.join(rel, "rota-bench-csv-floor")
+
+
+def measure(cmd, env=None):
+    """Runs cmd; returns (wall seconds, peak RSS bytes, stdout)."""
+    started = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = p.communicate()
+    wall = time.perf_counter() - started
+    # communicate() reaped the child; its rusage is in RUSAGE_CHILDREN only as
+    # a running max, so each command runs through /usr/bin/time instead.
+    if p.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({p.returncode}):\n{err.decode(errors='replace')}")
+    return wall, out, err
+
+
+def timed(cmd, env=None):
+    wall, out, err = measure(["/usr/bin/time", "-f", "ROTA_MAXRSS_KB=%M"] + cmd, env)
+    rss_kb = 0
+    for line in err.decode(errors="replace").splitlines():
+        if line.startswith("ROTA_MAXRSS_KB="):
+            rss_kb = int(line.split("=", 1)[1])
+    return wall, rss_kb * 1024, out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("csv")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--keep", action="store_true", help="keep the SQLite files")
+    ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
+    a = ap.parse_args()
+
+    rota, floor = build(a.target_dir)
+    size = os.path.getsize(a.csv)
+    work = tempfile.mkdtemp(prefix="rota-bench-", dir=os.path.dirname(os.path.abspath(a.csv)))
+    best = {}
+    try:
+        for run in range(a.runs):
+            wall, rss, out = timed([floor, a.csv])
+            rows = json.loads(out)["rows"]
+            results = [("floor (arrow-csv decode only)", wall, rss, rows, None)]
+            for payload in ("json", "arrow"):
+                db = os.path.join(work, f"{payload}-{run}.db")
+                wall, rss, out = timed([rota, "--store", db, "ingest", a.csv, "--spec", "bench",
+                                        "--batch-rows", "1000", "--payload", payload, "--json", "--quiet"],
+                                       env={**os.environ, "ROTA_LOG": "warn"})
+                summary = json.loads(out)
+                results.append((f"rota ingest -> sqlite, {payload} payloads", wall, rss,
+                                summary["rows"], summary["tasks"]))
+                if not a.keep:
+                    for suffix in ("", "-wal", "-shm"):
+                        if os.path.exists(db + suffix):
+                            os.remove(db + suffix)
+            for name, wall, rss, rows, tasks in results:
+                if name not in best or wall < best[name][0]:
+                    best[name] = (wall, rss, rows, tasks)
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    floor_rate = None
+    print(f"file: {a.csv} ({size / 1e6:.1f} MB), best of {a.runs} run(s), {os.cpu_count()} cores")
+    print(f"{'':42} {'rows':>10} {'tasks':>7} {'seconds':>8} {'rows/s':>11} {'MB/s':>7} {'peak RSS':>9} {'vs floor':>8}")
+    for name, (wall, rss, rows, tasks) in best.items():
+        rate = rows / wall
+        if floor_rate is None:
+            floor_rate = rate
+        print(f"{name:42} {rows:>10} {tasks if tasks is not None else '-':>7} {wall:>8.2f} {rate:>11,.0f} "
+              f"{size / wall / 1e6:>7.1f} {rss / 2**20:>6.0f} MiB {rate / floor_rate:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
