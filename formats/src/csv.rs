@@ -15,7 +15,7 @@ use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
 use crate::text::{
-    Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message,
+    Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
     trim_cr,
 };
 
@@ -389,13 +389,6 @@ impl Batcher for CsvBatcher {
             self.decoder = None; // its state is unknown after an error
             return Err(record_error(&e));
         }
-        match batches.len() {
-            1 => Ok(batches
-                .pop()
-                .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()))),
-            _ => {
-                arrow_select::concat::concat_batches(schema, &batches).map_err(|e| record_error(&e))
-            }
-        }
+        join(schema, batches).map_err(|e| record_error(&e))
     }
 }

@@ -317,12 +317,12 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             match self.batcher.decode(&schema, &[bytes], None) {
                 Ok(batch) => good.push(batch),
                 Err(e) => {
-                    flush_good(&schema, &mut good, out)?;
+                    flush_good(&self.opts.location, &schema, &mut good, out)?;
                     self.bad_record(&schema, rec, e, out)?;
                 }
             }
         }
-        flush_good(&schema, &mut good, out)
+        flush_good(&self.opts.location, &schema, &mut good, out)
     }
 
     fn bad_record(
@@ -354,6 +354,7 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
 }
 
 fn flush_good(
+    location: &str,
     schema: &SchemaRef,
     good: &mut Vec<RecordBatch>,
     out: &mut Vec<Decoded>,
@@ -361,16 +362,26 @@ fn flush_good(
     if good.is_empty() {
         return Ok(());
     }
-    let batch =
-        arrow_select::concat::concat_batches(schema, good.iter()).map_err(|e| DecodeError {
-            location: String::new(),
-            position: Position::default(),
-            kind: DecodeErrorKind::Type,
-            message: format!("cannot join decoded records: {e}"),
-        })?;
-    good.clear();
+    let batch = join(schema, std::mem::take(good)).map_err(|e| DecodeError {
+        location: location.to_owned(),
+        position: Position::default(),
+        kind: DecodeErrorKind::Type,
+        message: format!("cannot join decoded records: {e}"),
+    })?;
     out.push(Decoded::Batch(batch));
     Ok(())
+}
+
+/// One batch from several, copying only when there is more than one.
+pub(crate) fn join(
+    schema: &SchemaRef,
+    mut batches: Vec<RecordBatch>,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    match batches.len() {
+        0 => Ok(RecordBatch::new_empty(schema.clone())),
+        1 => Ok(batches.swap_remove(0)),
+        _ => arrow_select::concat::concat_batches(schema, &batches),
+    }
 }
 
 impl<F: Framer, B: Batcher> Decoder for TextDecoder<F, B> {

@@ -339,4 +339,15 @@ fn a_missing_path_fails_before_any_job_is_made() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.csv: not found"));
     assert_eq!(s.ok(&["jobs", "list"]), "");
+
+    let empty = s.path("empty-dir");
+    std::fs::create_dir_all(empty.join("sub")).expect("mkdir");
+    let out = s.run(&["ingest", empty.to_str().expect("path"), "--spec", "t"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no files to ingest (pass --recursive"),
+        "{err}"
+    );
+    assert_eq!(s.ok(&["jobs", "list"]), "", "a job was made for nothing");
 }

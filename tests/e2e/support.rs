@@ -65,6 +65,18 @@ impl Scratch {
             .expect("spawn rota")
     }
 
+    /// Starts a worker named `name` running `cmd`, with a 1 s lease, a 50 ms
+    /// poll and, when given, an idle exit.
+    pub(crate) fn worker(&self, cmd: &str, name: &str, idle_exit: Option<&str>) -> Child {
+        let mut args = vec![
+            "worker", "--exec", cmd, "--lease", "1s", "--name", name, "--poll", "50ms",
+        ];
+        if let Some(idle) = idle_exit {
+            args.extend(["--idle-exit", idle]);
+        }
+        self.spawn(&args)
+    }
+
     /// Ingests `file` with `--json` and extra args; returns the summary.
     pub(crate) fn ingest(&self, file: &Path, extra: &[&str]) -> serde_json::Value {
         let mut args = vec![

@@ -162,7 +162,7 @@ fn a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_elsewhere() {
     let summary = s.ingest(&file, &["--retry-backoff", "100ms"]);
     let id = job_id(&summary);
     let cmd = "if [ \"$ROTA_ATTEMPT\" = 1 ]; then sleep 60; fi; echo done-$ROTA_ATTEMPT";
-    let first = s.spawn(&["worker", "--exec", cmd, "--lease", "1s", "--name", "first"]);
+    let first = s.worker(cmd, "first", None);
     wait_until(LIMIT, "the first worker runs the task", || {
         tasks(&s, id)[0].state == TaskState::Running
     });
@@ -170,19 +170,7 @@ fn a_worker_killed_mid_task_loses_its_lease_and_the_task_completes_elsewhere() {
     let (status, _) = finish(first, LIMIT);
     assert!(!status.success());
 
-    let second = s.spawn(&[
-        "worker",
-        "--exec",
-        cmd,
-        "--lease",
-        "1s",
-        "--name",
-        "second",
-        "--idle-exit",
-        "5s",
-        "--poll",
-        "50ms",
-    ]);
+    let second = s.worker(cmd, "second", Some("5s"));
     wait_until(LIMIT, "the task is reclaimed and completes", || {
         tasks(&s, id)[0].state == TaskState::Succeeded
     });
@@ -206,37 +194,13 @@ fn a_stale_attempt_cannot_complete_after_its_task_was_reclaimed() {
     let summary = s.ingest(&file, &["--retry-backoff", "100ms"]);
     let id = job_id(&summary);
     let cmd = "if [ \"$ROTA_ATTEMPT\" = 1 ]; then sleep 2; fi; echo from-attempt-$ROTA_ATTEMPT";
-    let first = s.spawn(&[
-        "worker",
-        "--exec",
-        cmd,
-        "--lease",
-        "1s",
-        "--name",
-        "first",
-        "--idle-exit",
-        "1s",
-        "--poll",
-        "50ms",
-    ]);
+    let first = s.worker(cmd, "first", Some("1s"));
     wait_until(LIMIT, "the first worker runs the task", || {
         tasks(&s, id)[0].state == TaskState::Running
     });
     // Freeze the worker (not its command): no heartbeats, the lease expires.
     signal(&first, "STOP");
-    let second = s.spawn(&[
-        "worker",
-        "--exec",
-        cmd,
-        "--lease",
-        "1s",
-        "--name",
-        "second",
-        "--idle-exit",
-        "5s",
-        "--poll",
-        "50ms",
-    ]);
+    let second = s.worker(cmd, "second", Some("5s"));
     wait_until(LIMIT, "the second worker completes the task", || {
         tasks(&s, id)[0].state == TaskState::Succeeded
     });

@@ -90,7 +90,8 @@ pub async fn ingest(
         None => None,
     };
     let source = rota_sources::for_location(&req.location)?;
-    // List first: a missing path fails before any job exists.
+    // List first: a missing path, or one with nothing to ingest, fails before
+    // any job exists.
     let mut listing = source
         .list(&ListRequest {
             location: req.location.clone(),
@@ -98,6 +99,17 @@ pub async fn ingest(
             glob: req.glob.clone(),
         })
         .await?;
+    let Some(first) = listing.next_entry().await? else {
+        return Err(IngestError::Invalid(format!(
+            "{}: no files to ingest{}",
+            req.location,
+            match (&req.glob, req.recursive) {
+                (Some(g), _) => format!(" match '{g}'"),
+                (None, false) => " (pass --recursive to descend into subdirectories)".to_owned(),
+                (None, true) => String::new(),
+            }
+        )));
+    };
 
     let mut report = IngestReport {
         source: req.location.clone(),
@@ -135,7 +147,8 @@ pub async fn ingest(
     let mut added = 0;
     let mut formats_seen: Vec<&'static str> = Vec::new();
     let result = async {
-        while let Some(entry) = listing.next_entry().await? {
+        let mut next = Some(first);
+        while let Some(entry) = next.take() {
             let format = match &explicit {
                 Some(f) => f.clone(),
                 None => rota_formats::by_extension(&entry.relative).ok_or_else(|| {
@@ -153,6 +166,7 @@ pub async fn ingest(
                 ingest_file(&store, &req, &job, &entry, format, &mut report, &progress).await?;
             report.files += 1;
             Progress::add(&progress.files, 1);
+            next = listing.next_entry().await?;
         }
         Ok::<_, IngestError>(())
     }
