@@ -34,7 +34,9 @@ pub const DEFAULT_JOB_LIMIT: u32 = 100;
 /// Tasks returned by [`Store::list_tasks`] when the filter's limit is 0.
 pub const DEFAULT_TASK_LIMIT: u32 = 1_000;
 
-const PAGE_SIZE: u32 = 16_384;
+/// Large pages: payloads are blobs of tens to hundreds of kilobytes, and each
+/// page is a WAL frame with its own header and checksum.
+const PAGE_SIZE: u32 = 65_536;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS specs (
