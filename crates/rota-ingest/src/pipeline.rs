@@ -28,6 +28,14 @@ pub const SKIP_SAMPLE: usize = 20;
 const BYTES_PER_WRITE: usize = 16 << 20;
 /// Tasks written to the store per call at most.
 const TASKS_PER_WRITE: usize = 256;
+/// Source chunks (1 MiB each) queued for the decoder.
+const QUEUE_BYTES_CHUNKS: usize = 8;
+/// Decoded batches (up to 8192 rows each) queued for the encoder.
+const QUEUE_BATCHES: usize = 8;
+/// Groups of encoded tasks (one group per decoded batch) queued for the store.
+/// Deep enough that a store pausing for a checkpoint's fsync does not stall
+/// decoding, the pipeline's critical path; bounded so memory stays flat.
+const QUEUE_TASK_GROUPS: usize = 24;
 
 /// What to ingest and how.
 #[derive(Clone, Debug)]
@@ -216,9 +224,9 @@ async fn ingest_file(
     opts.location.clone_from(&entry.location);
     let mut decoder = format.decoder(&opts)?;
 
-    let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(4);
-    let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(4);
-    let (task_tx, mut task_rx) = mpsc::channel::<Vec<NewTask>>(8);
+    let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
+    let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(QUEUE_BATCHES);
+    let (task_tx, mut task_rx) = mpsc::channel::<Vec<NewTask>>(QUEUE_TASK_GROUPS);
 
     // Decode: bytes in, batches and skips out.
     let decode = tokio::task::spawn_blocking(move || {
