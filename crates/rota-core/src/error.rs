@@ -41,11 +41,11 @@ pub enum StoreError {
         message: String,
     },
     /// A failure that may go away when retried (busy database, lost connection).
-    #[error("store temporarily unavailable")]
-    Transient(#[source] BoxError),
+    #[error("store temporarily unavailable: {0}")]
+    Transient(BoxError),
     /// Any other failure of the backend.
-    #[error("store failure")]
-    Backend(#[source] BoxError),
+    #[error("store failure: {0}")]
+    Backend(BoxError),
 }
 
 impl StoreError {

@@ -6,6 +6,7 @@
 //! scenarios every store implementation runs in its tests.
 
 pub mod conformance;
+mod payload_files;
 mod sqlite;
 
 use std::path::Path;

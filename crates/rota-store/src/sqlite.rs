@@ -1,6 +1,8 @@
 //! The embedded SQLite store.
 //!
-//! One database file holds specs, jobs, tasks and payloads. Several processes
+//! One database file holds specs, jobs, tasks and small payloads; large
+//! payloads live beside it in `<database>-payloads/`, one append-only file per
+//! job (see [`crate::payload_files`]). Several processes
 //! (an ingest, many workers) may open the same file: the database runs in WAL
 //! mode, every write is a `BEGIN IMMEDIATE` transaction, and a busy database is
 //! waited on for [`BUSY_TIMEOUT`] before the call fails with
@@ -19,6 +21,8 @@ use rota_core::{
     Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
 };
 use rusqlite::types::Value;
+
+use crate::payload_files::{FILE_MIN_BYTES, PayloadFiles};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 /// How long a call waits for another connection's write lock before failing
@@ -26,7 +30,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, Trans
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
 pub const DEFAULT_JOB_LIMIT: u32 = 100;
@@ -80,8 +84,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (job_id, key)
 );
 CREATE TABLE IF NOT EXISTS payloads (
-    task_id INTEGER PRIMARY KEY,
-    data    BLOB NOT NULL
+    task_id    INTEGER PRIMARY KEY,
+    data       BLOB NOT NULL,
+    codec      INTEGER NOT NULL DEFAULT 0,
+    file_at    INTEGER,
+    file_bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (queue, available_at, id)
     WHERE state IN ('queued', 'scheduled', 'retrying');
@@ -100,6 +107,8 @@ const JOB_COLUMNS: &str = "id, key, spec, queue, params, state, retry, released,
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     clock: Arc<dyn Clock>,
+    /// Where large payloads go; `None` in memory, where all stay inline.
+    files: Option<Arc<PayloadFiles>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -135,7 +144,7 @@ impl SqliteStore {
             });
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL").db()?;
-        Self::init(conn, clock)
+        Self::init(conn, clock, Some(PayloadFiles::for_database(path)))
     }
 
     /// A fresh database in memory, private to this store (and its clones).
@@ -144,10 +153,14 @@ impl SqliteStore {
     /// When SQLite cannot allocate the database.
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().db()?;
-        Self::init(conn, clock)
+        Self::init(conn, clock, None)
     }
 
-    fn init(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    fn init(
+        mut conn: Connection,
+        clock: Arc<dyn Clock>,
+        files: Option<PayloadFiles>,
+    ) -> Result<Self, StoreError> {
         conn.set_prepared_statement_cache_capacity(64);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -162,6 +175,16 @@ impl SqliteStore {
             });
         }
         tx.execute_batch(SCHEMA).db()?;
+        if version == 1 {
+            // Version 2 compresses payloads and keeps large ones in files;
+            // older rows stay raw and inline.
+            tx.execute_batch(
+                "ALTER TABLE payloads ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE payloads ADD COLUMN file_at INTEGER;
+                 ALTER TABLE payloads ADD COLUMN file_bytes INTEGER;",
+            )
+            .db()?;
+        }
         if version < SCHEMA_VERSION {
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .db()?;
@@ -170,6 +193,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             clock,
+            files: files.map(Arc::new),
         })
     }
 
@@ -288,6 +312,78 @@ fn to_u64(n: i64) -> u64 {
 
 fn to_u32(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(0)
+}
+
+/// `codec` value of a payload stored as given.
+const CODEC_RAW: i64 = 0;
+/// `codec` value of a payload stored as an LZ4 block behind its length.
+const CODEC_LZ4: i64 = 1;
+/// Payloads shorter than this are stored as given.
+const PACK_MIN_BYTES: usize = 512;
+
+/// How a payload is stored: its codec, and the stored bytes when they differ
+/// from the payload's. Text payloads (JSON, NDJSON, CSV) repeat their keys and
+/// shapes row after row and shrink about three times under LZ4, which costs
+/// less CPU than moving the difference through the WAL and the checkpoint.
+/// Arrow IPC payloads barely shrink and are stored as they are.
+fn pack(encoding: PayloadEncoding, payload: &[u8]) -> (i64, Option<Vec<u8>>) {
+    if encoding == PayloadEncoding::Arrow || payload.len() < PACK_MIN_BYTES {
+        return (CODEC_RAW, None);
+    }
+    let packed = lz4_flex::block::compress_prepend_size(payload);
+    if packed.len() + payload.len() / 16 >= payload.len() {
+        (CODEC_RAW, None) // incompressible: not worth the decoding
+    } else {
+        (CODEC_LZ4, Some(packed))
+    }
+}
+
+/// Columns [`StoredPayload::from_row`] reads, from `payloads p JOIN tasks t`.
+const STORED_COLUMNS: &str = "t.job_id, p.codec, p.data, p.file_at, p.file_bytes";
+
+/// A payload as the database holds it.
+struct StoredPayload {
+    job: String,
+    codec: i64,
+    inline: Vec<u8>,
+    /// Offset and length in the job's payload file, when it lives there.
+    file: Option<(i64, i64)>,
+}
+
+impl StoredPayload {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        let at: Option<i64> = r.get(3)?;
+        let bytes: Option<i64> = r.get(4)?;
+        Ok(Self {
+            job: r.get(0)?,
+            codec: r.get(1)?,
+            inline: r.get(2)?,
+            file: at.zip(bytes),
+        })
+    }
+
+    /// The payload of `task` as its worker gets it.
+    fn load(self, task: TaskId, files: Option<&PayloadFiles>) -> Result<Vec<u8>, StoreError> {
+        let data = match (self.file, files) {
+            (None, _) => self.inline,
+            (Some((at, bytes)), Some(files)) => {
+                files.read(&self.job, task, to_u64(at), to_u64(bytes))?
+            }
+            (Some(_), None) => {
+                return Err(corrupt(format!(
+                    "payload of task {task} is in a file, but this store has none"
+                )));
+            }
+        };
+        match self.codec {
+            CODEC_RAW => Ok(data),
+            CODEC_LZ4 => lz4_flex::block::decompress_size_prepended(&data)
+                .map_err(|e| corrupt(format!("payload of task {task} does not decompress: {e}"))),
+            other => Err(corrupt(format!(
+                "payload of task {task} has unknown codec {other}"
+            ))),
+        }
+    }
 }
 
 fn job_not_found(id: &str) -> StoreError {
@@ -687,6 +783,19 @@ impl Store for SqliteStore {
         if tasks.is_empty() {
             return Ok(0);
         }
+        // Compress before taking the connection, so other calls need not wait.
+        let packed = tokio::task::spawn_blocking(move || {
+            tasks
+                .into_iter()
+                .map(|task| {
+                    let (codec, data) = pack(task.encoding, &task.payload);
+                    (task, codec, data)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let files = self.files.clone();
         self.write(move |tx, now| {
             let id = job.to_string();
             let (state, queue, retry, released): (String, String, String, bool) = tx
@@ -716,10 +825,14 @@ impl Store for SqliteStore {
                 )
                 .db()?;
             let mut insert_payload = tx
-                .prepare_cached("INSERT INTO payloads (task_id, data) VALUES (?1, ?2)")
+                .prepare_cached(
+                    "INSERT INTO payloads (task_id, data, codec, file_at, file_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
                 .db()?;
+            let mut appender = None;
             let mut added = 0u64;
-            for task in &tasks {
+            for (task, codec, data) in &packed {
                 let changed = insert_task
                     .execute(rusqlite::params![
                         id,
@@ -735,8 +848,27 @@ impl Store for SqliteStore {
                     ])
                     .db()?;
                 if changed == 1 {
+                    let task_id = tx.last_insert_rowid();
+                    let data = data.as_deref().unwrap_or(&task.payload);
+                    let (inline, file_at, file_bytes) = match &files {
+                        Some(files) if data.len() >= FILE_MIN_BYTES => {
+                            let to = match &mut appender {
+                                Some(to) => to,
+                                slot => slot.insert(files.appender(&id)?),
+                            };
+                            let at = to_i64(to.append(data)?, "payload offset")?;
+                            (
+                                &[][..],
+                                Some(at),
+                                Some(to_i64(data.len() as u64, "payload size")?),
+                            )
+                        }
+                        _ => (data, None, None),
+                    };
                     insert_payload
-                        .execute(rusqlite::params![tx.last_insert_rowid(), task.payload])
+                        .execute(rusqlite::params![
+                            task_id, inline, codec, file_at, file_bytes
+                        ])
                         .db()?;
                     added += 1;
                 }
@@ -750,6 +882,10 @@ impl Store for SqliteStore {
                 .db()?
                 .execute(rusqlite::params![id, now])
                 .db()?;
+            }
+            // The bytes reach the disk before the rows that point at them.
+            if let Some(appender) = appender {
+                appender.sync()?;
             }
             Ok(added)
         })
@@ -928,16 +1064,22 @@ impl Store for SqliteStore {
     }
 
     async fn get_payload(&self, task: TaskId) -> Result<Vec<u8>, StoreError> {
+        let files = self.files.clone();
         self.read(move |tx| {
-            tx.prepare_cached("SELECT data FROM payloads WHERE task_id = ?1")
+            let stored = tx
+                .prepare_cached(&format!(
+                    "SELECT {STORED_COLUMNS} FROM payloads p JOIN tasks t ON t.id = p.task_id
+                     WHERE p.task_id = ?1"
+                ))
                 .db()?
-                .query_row([task.0], |r| r.get(0))
+                .query_row([task.0], StoredPayload::from_row)
                 .optional()
                 .db()?
                 .ok_or_else(|| StoreError::NotFound {
                     what: "task",
                     id: task.to_string(),
-                })
+                })?;
+            stored.load(task, files.as_deref())
         })
         .await
     }
@@ -946,6 +1088,7 @@ impl Store for SqliteStore {
         if req.limit == 0 || req.queues.is_empty() {
             return Ok(Vec::new());
         }
+        let files = self.files.clone();
         self.write(move |tx, now| {
             rescue(tx, now)?;
             let limit = i64::from(req.limit);
@@ -992,7 +1135,10 @@ impl Store for SqliteStore {
                 )
                 .db()?;
             let mut payload = tx
-                .prepare_cached("SELECT data FROM payloads WHERE task_id = ?1")
+                .prepare_cached(&format!(
+                    "SELECT {STORED_COLUMNS} FROM payloads p JOIN tasks t ON t.id = p.task_id
+                     WHERE p.task_id = ?1"
+                ))
                 .db()?;
             let mut job_of = tx
                 .prepare_cached("SELECT spec, params FROM jobs WHERE id = ?1")
@@ -1031,11 +1177,14 @@ impl Store for SqliteStore {
                         },
                     )
                     .db()?;
-                let data: Vec<u8> = payload
-                    .query_row([c.id], |r| r.get(0))
+                let data = match payload
+                    .query_row([c.id], StoredPayload::from_row)
                     .optional()
                     .db()?
-                    .unwrap_or_default();
+                {
+                    Some(stored) => stored.load(TaskId(c.id), files.as_deref())?,
+                    None => Vec::new(),
+                };
                 if !jobs.contains_key(&job) {
                     let (spec, params): (String, String) = job_of
                         .query_row([&job], |r| Ok((r.get(0)?, r.get(1)?)))

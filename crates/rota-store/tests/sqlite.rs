@@ -191,3 +191,157 @@ async fn file_store_persists() {
         .expect("job survives reopen");
     assert_eq!(job.params, serde_json::json!({"a": 1}));
 }
+
+fn keyed_job(key: &str) -> NewJob {
+    NewJob {
+        key: Some(key.into()),
+        spec: "s".into(),
+        queue: "q".into(),
+        params: serde_json::Value::Null,
+        retry: RetryPolicy::default(),
+        hold: false,
+        ingest: None,
+    }
+}
+
+/// Repetitive JSON rows, at least `bytes` long.
+fn json_rows(bytes: usize) -> Vec<u8> {
+    let mut out = b"[".to_vec();
+    let mut i = 0;
+    while out.len() < bytes {
+        out.extend_from_slice(format!("{{\"id\":{i},\"v\":\"value {i}\"}},").as_bytes());
+        i += 1;
+    }
+    out.push(b']');
+    out
+}
+
+/// Large payloads live in one file per job beside the database, small ones
+/// inside it; both survive a reopen, and a replay writes no new bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_live_in_a_file_per_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let clock = Arc::new(ManualClock::new(start()));
+    let store = SqliteStore::open(&path, clock.clone()).expect("open");
+    let (job, _) = store
+        .create_job(keyed_job("files"))
+        .await
+        .expect("create_job");
+    let payloads = [json_rows(400_000), json_rows(100), json_rows(2_000)];
+    let tasks = |payloads: &[Vec<u8>]| -> Vec<NewTask> {
+        payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| NewTask {
+                key: format!("k{i}"),
+                payload: p.clone(),
+                encoding: PayloadEncoding::Json,
+                rows: 1,
+            })
+            .collect()
+    };
+    assert_eq!(
+        store
+            .add_tasks(job.id, tasks(&payloads))
+            .await
+            .expect("add"),
+        3
+    );
+
+    let seg = dir
+        .path()
+        .join("r.db-payloads")
+        .join(format!("{}.seg", job.id));
+    let written = std::fs::metadata(&seg).expect("payload file exists").len();
+    assert!(
+        written > 0 && written < 400_000,
+        "only the large payload goes to the file, compressed ({written} bytes)"
+    );
+    assert_eq!(
+        store
+            .add_tasks(job.id, tasks(&payloads))
+            .await
+            .expect("replay"),
+        0
+    );
+    assert_eq!(
+        std::fs::metadata(&seg).expect("payload file").len(),
+        written,
+        "a replay writes no payload bytes"
+    );
+    drop(store);
+
+    let store = SqliteStore::open(&path, clock).expect("reopen");
+    let listed = store
+        .list_tasks(job.id, rota_core::TaskFilter::default())
+        .await
+        .expect("list_tasks");
+    assert_eq!(listed.len(), 3);
+    for (task, payload) in listed.iter().zip(&payloads) {
+        let got = store.get_payload(task.id).await.expect("get_payload");
+        assert!(
+            got == *payload,
+            "payload of {} differs after reopen",
+            task.key
+        );
+    }
+
+    // A payload file that went missing is an error, never an empty payload.
+    std::fs::remove_file(&seg).expect("remove payload file");
+    let err = store
+        .get_payload(listed[0].id)
+        .await
+        .expect_err("the payload is gone");
+    let text = err.to_string();
+    assert!(
+        text.contains(&seg.display().to_string()) && text.contains("cannot be read"),
+        "the error names the file: {text}"
+    );
+    assert!(
+        store.get_payload(listed[1].id).await.is_ok(),
+        "inline payloads stay readable"
+    );
+}
+
+/// A database made by schema version 1 (payloads inline and raw) opens, and
+/// takes new payloads in the current layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_database_is_upgraded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open v1");
+        conn.execute_batch(
+            "CREATE TABLE payloads (task_id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .expect("v1 schema");
+    }
+    let store = SqliteStore::open(&path, Arc::new(ManualClock::new(start()))).expect("upgrade");
+    let (job, _) = store.create_job(keyed_job("v1")).await.expect("create_job");
+    let payload = json_rows(100_000);
+    store
+        .add_tasks(
+            job.id,
+            vec![NewTask {
+                key: "a".into(),
+                payload: payload.clone(),
+                encoding: PayloadEncoding::Ndjson,
+                rows: 1,
+            }],
+        )
+        .await
+        .expect("add_tasks");
+    let task = store
+        .list_tasks(job.id, rota_core::TaskFilter::default())
+        .await
+        .expect("list_tasks")[0]
+        .id;
+    assert!(store.get_payload(task).await.expect("get_payload") == payload);
+    let conn = rusqlite::Connection::open(&path).expect("open upgraded");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, rota_store::SCHEMA_VERSION);
+}

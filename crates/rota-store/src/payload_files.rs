@@ -1,0 +1,143 @@
+//! Large payloads of a file-backed SQLite store, kept outside the database.
+//!
+//! In WAL mode every byte written to SQLite is written twice (to the WAL, then
+//! to the database file at a checkpoint) and read back in between. Payloads
+//! are most of an ingest's bytes and are never updated, so large ones go to an
+//! append-only file per job instead, `<database>-payloads/<job id>.seg`, and
+//! the database keeps only their offset and length.
+//!
+//! Appends happen only inside a write transaction of the database, whose lock
+//! serialises them across processes. The bytes are flushed to disk before the
+//! transaction that references them commits, so a committed task never points
+//! at bytes that a crash lost; a crash between the two leaves unreferenced
+//! bytes at the end of the file, which later appends step over.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rota_core::{StoreError, TaskId};
+
+/// Payloads (as stored, after compression) at least this long go to a file.
+pub(crate) const FILE_MIN_BYTES: usize = 16 << 10;
+
+/// The directory of payload files that belongs to one database file.
+#[derive(Debug)]
+pub(crate) struct PayloadFiles {
+    dir: PathBuf,
+}
+
+impl PayloadFiles {
+    /// The payload directory of the database at `db` (created when first needed).
+    pub(crate) fn for_database(db: &Path) -> Self {
+        let mut name = db.file_name().unwrap_or_default().to_owned();
+        name.push("-payloads");
+        Self {
+            dir: db.with_file_name(name),
+        }
+    }
+
+    fn path(&self, job: &str) -> PathBuf {
+        self.dir.join(format!("{job}.seg"))
+    }
+
+    /// Opens `job`'s file for appending. Call only inside a write transaction.
+    pub(crate) fn appender(&self, job: &str) -> Result<Appender, StoreError> {
+        let io = |e: std::io::Error, what: &str| {
+            StoreError::Backend(format!("cannot {what} {}: {e}", self.dir.display()).into())
+        };
+        let new_dir = match std::fs::create_dir(&self.dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io(e, "create payload directory")),
+        };
+        let path = self.path(job);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io(e, "open a payload file in"))?;
+        let end = file
+            .metadata()
+            .map_err(|e| io(e, "read a payload file in"))?
+            .len();
+        Ok(Appender {
+            file,
+            path,
+            end,
+            // A new name is durable only once its directory is synced too.
+            sync_dirs: match (new_dir, existed) {
+                (true, _) => vec![
+                    self.dir.clone(),
+                    self.dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+                ],
+                (false, false) => vec![self.dir.clone()],
+                (false, true) => Vec::new(),
+            },
+        })
+    }
+
+    /// Reads the `len` bytes at `offset` of `job`'s file: `task`'s payload.
+    pub(crate) fn read(
+        &self,
+        job: &str,
+        task: TaskId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(job);
+        let missing = |e: std::io::Error| {
+            StoreError::Backend(
+                format!(
+                    "payload of task {task} ({len} bytes at offset {offset} of {}) cannot be read: {e}",
+                    path.display()
+                )
+                .into(),
+            )
+        };
+        let file = File::open(&path).map_err(missing)?;
+        let len = usize::try_from(len).map_err(|e| missing(std::io::Error::other(e)))?;
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, offset).map_err(missing)?;
+        Ok(buf)
+    }
+}
+
+/// Appends payloads to one job's file.
+#[derive(Debug)]
+pub(crate) struct Appender {
+    file: File,
+    path: PathBuf,
+    end: u64,
+    sync_dirs: Vec<PathBuf>,
+}
+
+impl Appender {
+    /// Writes `bytes` at the end of the file; returns their offset.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<u64, StoreError> {
+        let at = self.end;
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(|e| self.error(&e))?;
+        self.end += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Flushes what was appended (and any new directory entry) to disk.
+    pub(crate) fn sync(self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|e| self.error(&e))?;
+        for dir in &self.sync_dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.error(&e))?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, e: &std::io::Error) -> StoreError {
+        StoreError::Backend(format!("cannot write {}: {e}", self.path.display()).into())
+    }
+}
