@@ -144,7 +144,12 @@ impl SqliteStore {
             });
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL").db()?;
-        Self::init(conn, clock, Some(PayloadFiles::for_database(path)))
+        // Every process must find the same payload directory, whatever path
+        // (relative, through a link) it opened the database by.
+        let real = std::fs::canonicalize(path).map_err(|e| StoreError::Invalid {
+            message: format!("cannot resolve {}: {e}", path.display()),
+        })?;
+        Self::init(conn, clock, Some(PayloadFiles::for_database(&real)))
     }
 
     /// A fresh database in memory, private to this store (and its clones).

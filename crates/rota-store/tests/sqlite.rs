@@ -287,6 +287,17 @@ async fn large_payloads_live_in_a_file_per_job() {
         );
     }
 
+    // A process that opens the database through a link finds the same files.
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&path, &link).expect("symlink");
+    let linked = SqliteStore::open(&link, Arc::new(ManualClock::new(start()))).expect("open link");
+    let got = linked
+        .get_payload(listed[0].id)
+        .await
+        .expect("payload via link");
+    assert!(got == payloads[0], "payload via a link differs");
+    drop(linked);
+
     // A payload file that went missing is an error, never an empty payload.
     std::fs::remove_file(&seg).expect("remove payload file");
     let err = store
