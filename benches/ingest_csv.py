@@ -39,6 +39,17 @@ def build(target_dir):
     return os.path.join(rel, "rota"), os.path.join(rel, "rota-bench-csv-floor")
 
 
+def stored_bytes(db):
+    """Bytes of a store on disk: the database, its WAL and its payload files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            total += os.path.getsize(db + suffix)
+    for root, _, files in os.walk(db + "-payloads"):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
 def measure(cmd, env=None):
     """Runs cmd; returns (wall seconds, peak RSS bytes, stdout)."""
     started = time.perf_counter()
@@ -73,6 +84,7 @@ def main():
     size = os.path.getsize(a.csv)
     work = tempfile.mkdtemp(prefix="rota-bench-", dir=os.path.dirname(os.path.abspath(a.csv)))
     best = {}
+    stored = {}
     try:
         for run in range(a.runs):
             wall, rss, out = timed([floor, a.csv])
@@ -86,10 +98,12 @@ def main():
                 summary = json.loads(out)
                 results.append((f"rota ingest -> sqlite, {payload} payloads", wall, rss,
                                 summary["rows"], summary["tasks"]))
+                stored[payload] = stored_bytes(db)
                 if not a.keep:
                     for suffix in ("", "-wal", "-shm"):
                         if os.path.exists(db + suffix):
                             os.remove(db + suffix)
+                    shutil.rmtree(db + "-payloads", ignore_errors=True)
             for name, wall, rss, rows, tasks in results:
                 if name not in best or wall < best[name][0]:
                     best[name] = (wall, rss, rows, tasks)
@@ -106,6 +120,8 @@ def main():
             floor_rate = rate
         print(f"{name:42} {rows:>10} {tasks if tasks is not None else '-':>7} {wall:>8.2f} {rate:>11,.0f} "
               f"{size / wall / 1e6:>7.1f} {rss / 2**20:>6.0f} MiB {rate / floor_rate:>7.2f}x")
+    for payload, n in stored.items():
+        print(f"stored ({payload} payloads): {n / 1e6:,.0f} MB (database, WAL and payload files)")
 
 
 if __name__ == "__main__":
