@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use rota_core::format::Format;
 
+pub mod compression;
 pub mod csv;
 pub mod json;
 mod options;
 pub mod schema;
 mod text;
 
+pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
 pub use json::{JsonFormat, NdjsonFormat};
 pub use schema::parse_schema;
@@ -37,10 +39,12 @@ pub fn by_name(name: &str) -> Option<Arc<dyn Format>> {
     builtin().into_iter().find(|f| f.name() == name)
 }
 
-/// The format a path's extension names (case-insensitive), if any.
+/// The format a path's extension names (case-insensitive), if any, after
+/// a compression suffix (`data.csv.gz` is CSV).
 #[must_use]
 pub fn by_extension(path: &str) -> Option<Arc<dyn Format>> {
     let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let file = Compression::from_suffix(file).map_or(file, |(_, stem)| stem);
     let (_, ext) = file.rsplit_once('.')?;
     let ext = ext.to_ascii_lowercase();
     builtin()

@@ -351,3 +351,61 @@ fn a_missing_path_fails_before_any_job_is_made() {
     );
     assert_eq!(s.ok(&["jobs", "list"]), "", "a job was made for nothing");
 }
+
+fn fixture(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(path)
+}
+
+/// The payloads of the job an ingest summary describes, in key order.
+fn payloads(s: &Scratch, summary: &serde_json::Value) -> Vec<Vec<u8>> {
+    tasks(s, job_id(summary))
+        .iter()
+        .map(|t| payload(s, t))
+        .collect()
+}
+
+#[test]
+fn compressed_files_give_the_tasks_of_their_plain_originals() {
+    let s = Scratch::new();
+    for (packed, plain) in [
+        ("compressed/basic.csv.gz", "csv/basic.csv"),
+        ("compressed/basic.ndjson.zst", "ndjson/basic.ndjson"),
+        ("compressed/basic.tsv.bz2", "tsv/basic.tsv"),
+        ("compressed/array.json.xz", "json/array.json"),
+        // No suffix says so: the first bytes do.
+        ("compressed/gzipped-but-named.csv", "csv/basic.csv"),
+    ] {
+        let a = s.ingest(&fixture(packed), &["--batch-rows", "2"]);
+        let b = s.ingest(&fixture(plain), &["--batch-rows", "2"]);
+        assert_eq!(a["rows"], b["rows"], "{packed}");
+        assert!(a["rows"].as_u64().expect("rows") > 0, "{packed}");
+        assert_eq!(payloads(&s, &a), payloads(&s, &b), "{packed}");
+    }
+}
+
+#[test]
+fn broken_compressed_files_fail_with_the_file_and_offset() {
+    let s = Scratch::new();
+    for (file, says) in [
+        (
+            "compressed/truncated.csv.gz",
+            "byte 159: gzip: the compressed data is truncated",
+        ),
+        (
+            "compressed/plain-text.csv.gz",
+            "the name says gzip, but the data does not start like gzip data",
+        ),
+    ] {
+        let path = fixture(file);
+        let out = s.run(&["ingest", path.to_str().expect("path"), "--spec", "t"]);
+        assert!(!out.status.success(), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(file.rsplit('/').next().expect("name")),
+            "{file}: {err}"
+        );
+        assert!(err.contains(says), "{file}: {err}");
+    }
+}

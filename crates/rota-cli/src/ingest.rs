@@ -66,6 +66,14 @@ pub(crate) struct IngestArgs {
     /// Records read to infer the schema.
     #[arg(long, value_name = "N", default_value = "10000")]
     infer_rows: usize,
+    /// Most bytes a compressed file (gzip, zstd, bzip2, xz; found by its first
+    /// bytes, else its suffix) may decompress to.
+    #[arg(long, value_name = "SIZE", default_value = "1TiB", value_parser = parse_size)]
+    max_decompressed: u64,
+    /// Most decompressed bytes per compressed byte, checked once a file has
+    /// produced 64 MiB: more is refused as a likely decompression bomb.
+    #[arg(long, value_name = "N", default_value = "1000")]
+    max_expansion: u64,
     /// Attempts per task before it is dead.
     #[arg(long, value_name = "N", default_value = "5")]
     max_attempts: u32,
@@ -120,6 +128,11 @@ impl IngestArgs {
                 on_error: self.on_error,
                 options,
                 ..DecodeOptions::default()
+            },
+            decompression: rota_formats::Limits {
+                max_output: self.max_decompressed,
+                max_ratio: self.max_expansion.max(1),
+                ..rota_formats::Limits::default()
             },
             batch: BatchPolicy {
                 max_rows: self.batch_rows,

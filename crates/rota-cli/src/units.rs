@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Parses a byte size: `1048576`, `256KiB`, `64MB`, `1GiB`, `512k`.
+/// Parses a byte size: `1048576`, `256KiB`, `64MB`, `1GiB`, `512k`, `1TiB`.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -18,9 +18,11 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
         other => {
             return Err(format!(
-                "unknown size unit '{other}' in '{s}' (use B, KB, KiB, MB, MiB, GB, GiB)"
+                "unknown size unit '{other}' in '{s}' (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
             ));
         }
     };

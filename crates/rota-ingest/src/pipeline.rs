@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use rota_core::format::{DecodeOptions, Decoded, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::{Entry, ListRequest};
 use rota_core::{
     BatchPolicy, IngestReport, Job, JobState, NewJob, NewTask, PayloadEncoding, SkippedRecord,
@@ -50,6 +50,8 @@ pub struct IngestRequest {
     pub format: Option<String>,
     /// Decoder options (the location is filled in per file).
     pub decode: DecodeOptions,
+    /// Bounds on what a compressed file may expand to.
+    pub decompression: rota_formats::Limits,
     /// How records are cut into tasks.
     pub batch: BatchPolicy,
     /// How a task's records are encoded.
@@ -222,7 +224,13 @@ async fn ingest_file(
     let mut stream = source.open(entry, None).await?;
     let mut opts = req.decode.clone();
     opts.location.clone_from(&entry.location);
-    let mut decoder = format.decoder(&opts)?;
+    let suffix = rota_formats::Compression::from_suffix(&entry.relative).map(|(c, _)| c);
+    let mut decoder = rota_formats::Decompressing::new(
+        format.decoder(&opts)?,
+        &entry.location,
+        suffix,
+        req.decompression,
+    );
 
     let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
     let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(QUEUE_BATCHES);
