@@ -383,6 +383,10 @@ fn compressed_files_give_the_tasks_of_their_plain_originals() {
         assert!(a["rows"].as_u64().expect("rows") > 0, "{packed}");
         assert_eq!(payloads(&s, &a), payloads(&s, &b), "{packed}");
     }
+    let listed = s.ok(&["formats"]);
+    for c in ["gzip     .gz .gzip", "zstd     .zst", "bzip2    .bz2", "xz       .xz"] {
+        assert!(listed.contains(c), "rota formats lists {c}: {listed}");
+    }
 }
 
 #[test]

@@ -42,7 +42,7 @@ enum Command {
     /// Claim tasks and run a command for each: the payload on its stdin, its
     /// stdout stored as the result, exit status 0 for success.
     Worker(worker::WorkerArgs),
-    /// List the formats `rota ingest` reads and their options.
+    /// List the formats `rota ingest` reads, their options, and the compressions it undoes.
     Formats,
 }
 
@@ -72,6 +72,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     f.extensions().join(" ."),
                     f.describe()
                 ));
+            }
+            out.push_str("\ncompressions (found by their first bytes, else by suffix):\n");
+            for c in rota_formats::Compression::ALL {
+                out.push_str(&format!("{:<8} .{}\n", c.name(), c.suffixes().join(" .")));
             }
             print_out(&out);
             Ok(ExitCode::SUCCESS)
