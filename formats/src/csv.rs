@@ -34,6 +34,10 @@ impl Format for CsvFormat {
     fn extensions(&self) -> &'static [&'static str] {
         &["csv"]
     }
+    fn is_text(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> &'static str {
         "comma-separated values; options: header=true|false, delimiter=C, quote=C"
     }
@@ -49,6 +53,10 @@ impl Format for TsvFormat {
     fn extensions(&self) -> &'static [&'static str] {
         &["tsv", "tab"]
     }
+    fn is_text(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> &'static str {
         "tab-separated values; options: header=true|false, quote=C"
     }

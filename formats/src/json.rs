@@ -34,6 +34,10 @@ impl Format for NdjsonFormat {
     fn extensions(&self) -> &'static [&'static str] {
         &["ndjson", "jsonl"]
     }
+    fn is_text(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> &'static str {
         "newline-delimited JSON, one object per line; no options"
     }
@@ -55,6 +59,10 @@ impl Format for JsonFormat {
     fn extensions(&self) -> &'static [&'static str] {
         &["json"]
     }
+    fn is_text(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> &'static str {
         "a JSON array of objects (streamed element by element) or one object; no options"
     }

@@ -12,6 +12,7 @@ use rota_core::format::Format;
 
 pub mod compression;
 pub mod csv;
+pub mod encoding;
 pub mod json;
 mod options;
 pub mod schema;
@@ -19,6 +20,7 @@ mod text;
 
 pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
+pub use encoding::{Transcoding, text_encoding};
 pub use json::{JsonFormat, NdjsonFormat};
 pub use schema::parse_schema;
 

@@ -105,6 +105,10 @@ struct Rec {
     number: u64,
 }
 
+/// Bytes at the start of the input checked for signs that it is not UTF-8
+/// text before any record is read.
+const SNIFF_BYTES: usize = 4096;
+
 /// The push decoder for framed text formats.
 pub(crate) struct TextDecoder<F, B> {
     framer: F,
@@ -169,11 +173,47 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
         }
     }
 
+    /// Refuses input that is plainly not UTF-8 text: a UTF-16 byte order
+    /// mark, or a NUL byte near the start (binary data, or UTF-16 without a
+    /// mark). Left alone, either would decode as garbage rather than fail.
+    fn sniff(&self) -> Result<(), DecodeError> {
+        let head = &self.buf[..self.buf.len().min(SNIFF_BYTES)];
+        let refuse = |at: usize, message: String| {
+            let line = 1 + memchr::memchr_iter(b'\n', &head[..at]).count() as u64;
+            let position = self.position(at, line, None);
+            Err(self.error(position, DecodeErrorKind::Encoding, message))
+        };
+        if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+            let order = if head[0] == 0xFF {
+                "utf-16le"
+            } else {
+                "utf-16be"
+            };
+            return refuse(
+                0,
+                format!(
+                    "the text starts with a UTF-16 byte order mark, not UTF-8; \
+                     pass --encoding {order}"
+                ),
+            );
+        }
+        if let Some(at) = memchr::memchr(0, head) {
+            return refuse(
+                at,
+                "a NUL byte: this is not UTF-8 text (binary data, or UTF-16 without a byte \
+                 order mark? then pass --encoding utf-16le or utf-16be)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     fn run(&mut self, eof: bool, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         if !self.bom_checked {
-            if self.buf.len() < 3 && !eof {
+            if self.buf.len() < SNIFF_BYTES && !eof {
                 return Ok(());
             }
+            self.sniff()?;
             if self.buf.starts_with(b"\xEF\xBB\xBF") {
                 self.pos = 3;
                 self.data_start = 3;

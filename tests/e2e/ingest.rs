@@ -384,7 +384,12 @@ fn compressed_files_give_the_tasks_of_their_plain_originals() {
         assert_eq!(payloads(&s, &a), payloads(&s, &b), "{packed}");
     }
     let listed = s.ok(&["formats"]);
-    for c in ["gzip     .gz .gzip", "zstd     .zst", "bzip2    .bz2", "xz       .xz"] {
+    for c in [
+        "gzip     .gz .gzip",
+        "zstd     .zst",
+        "bzip2    .bz2",
+        "xz       .xz",
+    ] {
         assert!(listed.contains(c), "rota formats lists {c}: {listed}");
     }
 }
@@ -412,4 +417,40 @@ fn broken_compressed_files_fail_with_the_file_and_offset() {
         );
         assert!(err.contains(says), "{file}: {err}");
     }
+}
+
+#[test]
+fn encoding_transcodes_text_and_a_bad_label_fails_before_any_job() {
+    let s = Scratch::new();
+    let path = s.path("latin1.csv");
+    std::fs::write(&path, b"id,name\n1,J\xfcrgen\n2,Ana\n").expect("write");
+    let summary = s.ingest(&path, &["--encoding", "latin1"]);
+    assert_eq!(summary["rows"], 2);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&payloads(&s, &summary)[0]).expect("json payload");
+    assert_eq!(rows[0]["name"], "Jürgen");
+
+    // Read as UTF-8, the same file fails and says where.
+    let out = s.run(&["ingest", path.to_str().expect("path"), "--spec", "t"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("latin1.csv: line 2"), "{err}");
+
+    let jobs_before = s.ok(&["jobs", "list", "--json"]);
+    let out = s.run(&[
+        "ingest",
+        path.to_str().expect("path"),
+        "--spec",
+        "t",
+        "--encoding",
+        "klingon",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown text encoding 'klingon'"), "{err}");
+    assert_eq!(
+        s.ok(&["jobs", "list", "--json"]),
+        jobs_before,
+        "no job was made"
+    );
 }

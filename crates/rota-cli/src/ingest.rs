@@ -66,6 +66,11 @@ pub(crate) struct IngestArgs {
     /// Records read to infer the schema.
     #[arg(long, value_name = "N", default_value = "10000")]
     infer_rows: usize,
+    /// Character encoding of text input: utf-8 (default), latin1,
+    /// windows-1252, utf-16 (byte order from its mark), utf-16le, utf-16be, or
+    /// any other WHATWG label. A UTF-8 byte order mark is always dropped.
+    #[arg(long, value_name = "LABEL")]
+    encoding: Option<String>,
     /// Most bytes a compressed file (gzip, zstd, bzip2, xz; found by its first
     /// bytes, else its suffix) may decompress to.
     #[arg(long, value_name = "SIZE", default_value = "1TiB", value_parser = parse_size)]
@@ -129,6 +134,7 @@ impl IngestArgs {
                 options,
                 ..DecodeOptions::default()
             },
+            encoding: self.encoding.clone(),
             decompression: rota_formats::Limits {
                 max_output: self.max_decompressed,
                 max_ratio: self.max_expansion.max(1),

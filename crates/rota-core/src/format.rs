@@ -95,6 +95,12 @@ pub trait Format: Send + Sync {
     /// One line about the format and its options, for `--help` and listings.
     fn describe(&self) -> &'static str;
 
+    /// Whether the format is text, which can come in another character
+    /// encoding than UTF-8 and be transcoded first.
+    fn is_text(&self) -> bool {
+        false
+    }
+
     /// A decoder for one input.
     ///
     /// # Errors

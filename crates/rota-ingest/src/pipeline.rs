@@ -52,6 +52,9 @@ pub struct IngestRequest {
     pub decode: DecodeOptions,
     /// Bounds on what a compressed file may expand to.
     pub decompression: rota_formats::Limits,
+    /// Character encoding of text input (a WHATWG label such as `latin1` or
+    /// `utf-16`); UTF-8 when `None`.
+    pub encoding: Option<String>,
     /// How records are cut into tasks.
     pub batch: BatchPolicy,
     /// How a task's records are encoded.
@@ -99,6 +102,9 @@ pub async fn ingest(
         })?),
         None => None,
     };
+    if let Some(label) = &req.encoding {
+        rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
+    }
     let source = rota_sources::for_location(&req.location)?;
     // List first: a missing path, or one with nothing to ingest, fails before
     // any job exists.
@@ -225,12 +231,26 @@ async fn ingest_file(
     let mut opts = req.decode.clone();
     opts.location.clone_from(&entry.location);
     let suffix = rota_formats::Compression::from_suffix(&entry.relative).map(|(c, _)| c);
-    let mut decoder = rota_formats::Decompressing::new(
-        format.decoder(&opts)?,
-        &entry.location,
-        suffix,
-        req.decompression,
-    );
+    let mut inner = format.decoder(&opts)?;
+    if let Some(label) = &req.encoding {
+        let encoding = rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
+        if !rota_formats::encoding::is_utf8(encoding) {
+            if !format.is_text() {
+                return Err(IngestError::Invalid(format!(
+                    "{}: --encoding applies to text formats, and {} is not one",
+                    entry.location,
+                    format.name()
+                )));
+            }
+            inner = Box::new(rota_formats::Transcoding::new(
+                inner,
+                &entry.location,
+                encoding,
+            ));
+        }
+    }
+    let mut decoder =
+        rota_formats::Decompressing::new(inner, &entry.location, suffix, req.decompression);
 
     let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
     let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(QUEUE_BATCHES);
