@@ -746,6 +746,14 @@ impl Decoder for Decompressing {
         }
     }
 
+    fn drain(&mut self, out: &mut Vec<Decoded>) -> Result<bool, DecodeError> {
+        let compression = self.compression();
+        self.inner.drain(out).map_err(|e| match compression {
+            Some(c) => in_decompressed(e, c),
+            None => e,
+        })
+    }
+
     fn schema(&self) -> Option<arrow_schema::SchemaRef> {
         self.inner.schema()
     }

@@ -115,6 +115,10 @@ impl Decoder for Transcoding {
         self.inner.finish(out)
     }
 
+    fn drain(&mut self, out: &mut Vec<Decoded>) -> Result<bool, DecodeError> {
+        self.inner.drain(out)
+    }
+
     fn schema(&self) -> Option<arrow_schema::SchemaRef> {
         self.inner.schema()
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rota_core::format::Format;
 
+pub mod arrow;
 pub mod compression;
 pub mod csv;
 pub mod encoding;
@@ -18,6 +19,7 @@ mod options;
 pub mod schema;
 mod text;
 
+pub use arrow::ArrowFormat;
 pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
 pub use encoding::{Transcoding, text_encoding};
@@ -32,6 +34,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(TsvFormat),
         Arc::new(NdjsonFormat),
         Arc::new(JsonFormat),
+        Arc::new(ArrowFormat),
     ]
 }
 

@@ -53,6 +53,15 @@ impl<'a> FormatOptions<'a> {
         }
     }
 
+    pub(crate) fn u64(&mut self, key: &str, default: u64) -> Result<u64, DecodeError> {
+        match self.left.remove(key) {
+            None => Ok(default),
+            Some(s) => s.trim().parse().map_err(|_| {
+                self.error(format!("option {key}: expected a whole number, got '{s}'"))
+            }),
+        }
+    }
+
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         match self.left.keys().next() {
             None => Ok(()),

@@ -454,3 +454,44 @@ fn encoding_transcodes_text_and_a_bad_label_fails_before_any_job() {
         "no job was made"
     );
 }
+
+#[test]
+fn arrow_ipc_stream_file_and_compressed_buffers_give_the_same_tasks() {
+    let s = Scratch::new();
+    let gz = s.path("basic.arrow.gz");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&std::fs::read(fixture("arrow/basic.arrow")).expect("read"))
+        .expect("gzip");
+    std::fs::write(&gz, e.finish().expect("gzip")).expect("write");
+    let want = s.ingest(&fixture("arrow/basic.arrows"), &["--batch-rows", "3"]);
+    assert_eq!(want["rows"], 4);
+    assert_eq!(want["format"], "arrow");
+    let want = payloads(&s, &want);
+    for path in [
+        fixture("arrow/basic.arrow"),
+        fixture("arrow/lz4.arrow"),
+        fixture("arrow/zstd.arrows"),
+        gz,
+    ] {
+        let got = s.ingest(&path, &["--batch-rows", "3"]);
+        assert_eq!(payloads(&s, &got), want, "{}", path.display());
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&want[0]).expect("json");
+    assert_eq!(rows[1]["name"], "Zoë ✓");
+    assert_eq!(rows[0]["tags"], serde_json::json!(["a", "b"]));
+
+    let out = s.run(&[
+        "ingest",
+        fixture("arrow/invalid/corrupt_footer.arrow")
+            .to_str()
+            .expect("path"),
+        "--spec",
+        "t",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt_footer.arrow: byte 3274: invalid Arrow IPC file"),
+        "{err}"
+    );
+}

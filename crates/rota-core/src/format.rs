@@ -74,11 +74,24 @@ pub trait Decoder: Send {
     /// cannot resync after.
     fn push(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) -> Result<(), DecodeError>;
 
-    /// Signals the end of the input; appends the rest.
+    /// Signals the end of the input; appends the rest, or the first of it
+    /// for a decoder that reads only once the input is whole (see
+    /// [`Decoder::drain`]).
     ///
     /// # Errors
     /// As [`Decoder::push`], and input that ends inside a record.
     fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError>;
+
+    /// After [`Decoder::finish`]: appends more output, a bounded amount per
+    /// call, and returns whether there may be more. Formats that need the
+    /// whole input first (an Arrow IPC file, whose index is at its end) keep
+    /// the input aside and read it out here, so memory stays bounded.
+    ///
+    /// # Errors
+    /// As [`Decoder::finish`].
+    fn drain(&mut self, _out: &mut Vec<Decoded>) -> Result<bool, DecodeError> {
+        Ok(false)
+    }
 
     /// The schema, once known (after the sample was read or at the first batch).
     fn schema(&self) -> Option<SchemaRef>;

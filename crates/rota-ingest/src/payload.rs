@@ -25,6 +25,16 @@ pub(crate) fn builder(
     encoding: PayloadEncoding,
     schema: &SchemaRef,
 ) -> Result<Box<dyn PayloadBuilder>, IngestError> {
+    if encoding == PayloadEncoding::Csv
+        && let Some(field) = schema.fields().iter().find(|f| f.data_type().is_nested())
+    {
+        return Err(IngestError::Encode(format!(
+            "a csv payload cannot hold column '{}' of type {} (nested values); \
+             use --payload json, ndjson or arrow",
+            field.name(),
+            field.data_type()
+        )));
+    }
     Ok(match encoding {
         PayloadEncoding::Json => Box::new(TextRows::new(TextKind::JsonArray, schema)),
         PayloadEncoding::Ndjson => Box::new(TextRows::new(TextKind::Ndjson, schema)),

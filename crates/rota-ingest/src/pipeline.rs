@@ -281,6 +281,7 @@ async fn ingest_file(
             }
         }
         decoder.finish(&mut out)?;
+        while forward(&mut out) && decoder.drain(&mut out)? {}
         forward(&mut out);
         Ok::<_, IngestError>(decoder.schema())
     });
