@@ -16,6 +16,7 @@ pub mod csv;
 pub mod encoding;
 pub mod json;
 mod options;
+pub mod parquet;
 pub mod schema;
 mod text;
 
@@ -24,6 +25,7 @@ pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
 pub use encoding::{Transcoding, text_encoding};
 pub use json::{JsonFormat, NdjsonFormat};
+pub use parquet::ParquetFormat;
 pub use schema::parse_schema;
 
 /// Every built-in format, in the order detection tries them.
@@ -35,6 +37,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(NdjsonFormat),
         Arc::new(JsonFormat),
         Arc::new(ArrowFormat),
+        Arc::new(ParquetFormat),
     ]
 }
 

@@ -53,6 +53,10 @@ impl<'a> FormatOptions<'a> {
         }
     }
 
+    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
+        self.left.remove(key)
+    }
+
     pub(crate) fn u64(&mut self, key: &str, default: u64) -> Result<u64, DecodeError> {
         match self.left.remove(key) {
             None => Ok(default),

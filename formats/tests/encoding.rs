@@ -36,6 +36,7 @@ fn decode(
         d.push(piece, &mut out)?;
     }
     d.finish(&mut out)?;
+    while d.drain(&mut out)? {}
     let mut text = Vec::new();
     let mut w = arrow_json::LineDelimitedWriter::new(&mut text);
     for item in &out {

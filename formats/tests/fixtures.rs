@@ -70,6 +70,7 @@ fn render(
         decoder.push(piece, &mut out).map_err(|e| e.to_string())?;
     }
     decoder.finish(&mut out).map_err(|e| e.to_string())?;
+    while decoder.drain(&mut out).map_err(|e| e.to_string())? {}
     let mut text = String::from("schema:\n");
     if let Some(schema) = decoder.schema() {
         for f in schema.fields() {

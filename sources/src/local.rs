@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
 use rota_core::SourceError;
-use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, Source};
+use std::sync::Arc;
+
+use rota_core::source::{ByteStream, Entry, EntryStream, FileAt, ListRequest, ReadAt, Source};
 
 /// Bytes per chunk read from a file.
 const CHUNK: usize = 1 << 20;
@@ -217,6 +219,16 @@ impl Source for LocalSource {
             file,
             left,
         }))
+    }
+
+    async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
+        let path = path_of(&entry.location);
+        let file = File::open(&path).map_err(|e| io_error(&entry.location, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| io_error(&entry.location, e))?
+            .len();
+        Ok(Some(Arc::new(FileAt::with_size(file, size))))
     }
 }
 

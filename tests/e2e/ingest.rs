@@ -495,3 +495,54 @@ fn arrow_ipc_stream_file_and_compressed_buffers_give_the_same_tasks() {
         "{err}"
     );
 }
+
+#[test]
+fn parquet_is_read_in_place_or_spooled_with_the_same_tasks() {
+    let s = Scratch::new();
+    let plain = fixture("parquet/basic.parquet");
+    let in_place = s.ingest(&plain, &["--batch-rows", "2"]);
+    assert_eq!(in_place["rows"], 5);
+    assert_eq!(in_place["format"], "parquet");
+    let size = std::fs::metadata(&plain).expect("size").len();
+    assert_eq!(in_place["bytes"], size, "the whole file counts as read");
+
+    // Compressed, the file cannot be read in place: it is spooled instead.
+    let gz = s.path("basic.parquet.gz");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&std::fs::read(&plain).expect("read"))
+        .expect("gzip");
+    std::fs::write(&gz, e.finish().expect("gzip")).expect("write");
+    let spooled = s.ingest(&gz, &["--batch-rows", "2"]);
+    assert_eq!(payloads(&s, &spooled), payloads(&s, &in_place));
+
+    let projected = s.ingest(
+        &plain,
+        &["--batch-rows", "10", "--format-opt", "columns=name,id"],
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&payloads(&s, &projected)[0]).expect("json");
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[1], serde_json::json!({"id": 2, "name": "Zoë ✓"}));
+
+    let bad = fixture("parquet/invalid/corrupt_footer.parquet");
+    let out = s.run(&["ingest", bad.to_str().expect("path"), "--spec", "t"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt_footer.parquet: byte 6360: invalid Parquet file"),
+        "{err}"
+    );
+    let out = s.run(&[
+        "ingest",
+        plain.to_str().expect("path"),
+        "--spec",
+        "t",
+        "--format-opt",
+        "columns=nope",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no column 'nope' (the file has: id, score, name"),
+        "{err}"
+    );
+}

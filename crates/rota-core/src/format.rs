@@ -1,12 +1,14 @@
 //! Formats: how bytes become records.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use crate::error::DecodeError;
 use crate::model::OnError;
+use crate::source::ReadAt;
 
 /// Options common to every decoder.
 #[derive(Clone, Debug)]
@@ -119,4 +121,22 @@ pub trait Format: Send + Sync {
     /// # Errors
     /// When the options are invalid for this format.
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError>;
+
+    /// Whether the format reads best with random access to its input (see
+    /// [`Format::decoder_at`]).
+    fn prefers_random_access(&self) -> bool {
+        false
+    }
+
+    /// For formats that read an index first: a decoder over random access to
+    /// the input, which takes no pushed bytes and yields its batches from
+    /// [`Decoder::finish`] and [`Decoder::drain`]. `None` for formats that
+    /// read forward only (the default); they get [`Format::decoder`].
+    fn decoder_at(
+        &self,
+        _options: &DecodeOptions,
+        _input: Arc<dyn ReadAt>,
+    ) -> Option<Result<Box<dyn Decoder>, DecodeError>> {
+        None
+    }
 }

@@ -1,6 +1,8 @@
 //! Sources: where bytes come from.
 
+use std::fs::File;
 use std::ops::Range;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -49,6 +51,54 @@ pub trait ByteStream: Send {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, SourceError>;
 }
 
+/// Random access to one object's bytes, for formats that read an index
+/// first (a Parquet footer) and then only the parts they need.
+///
+/// Calls block: decoders call them from their own thread.
+pub trait ReadAt: Send + Sync + std::fmt::Debug {
+    /// The object's size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` with the bytes at `offset`.
+    ///
+    /// # Errors
+    /// A failed read, or fewer than `buf.len()` bytes there.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+/// Random access to a local file.
+#[derive(Debug)]
+pub struct FileAt {
+    file: File,
+    size: u64,
+}
+
+impl FileAt {
+    /// Random access to `file`, known to be `size` bytes long.
+    pub fn with_size(file: File, size: u64) -> Self {
+        Self { file, size }
+    }
+
+    /// Random access to `file`, whose size is taken now.
+    ///
+    /// # Errors
+    /// When the file's metadata cannot be read.
+    pub fn new(file: File) -> std::io::Result<Self> {
+        let size = file.metadata()?.len();
+        Ok(Self { file, size })
+    }
+}
+
+impl ReadAt for FileAt {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+}
+
 /// A place bytes come from, addressed by URL scheme.
 ///
 /// # Contract
@@ -75,4 +125,11 @@ pub trait Source: Send + Sync {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError>;
+
+    /// Random access to an entry, when the source has it cheaply (a local
+    /// file; ranged requests); `None` otherwise, and formats that need it
+    /// spool the stream from [`Source::open`] instead.
+    async fn random_access(&self, _entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
+        Ok(None)
+    }
 }

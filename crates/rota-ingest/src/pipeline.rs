@@ -227,11 +227,33 @@ async fn ingest_file(
     progress: &Arc<Progress>,
 ) -> Result<u64, IngestError> {
     let source = rota_sources::for_location(&entry.location)?;
-    let mut stream = source.open(entry, None).await?;
     let mut opts = req.decode.clone();
     opts.location.clone_from(&entry.location);
     let suffix = rota_formats::Compression::from_suffix(&entry.relative).map(|(c, _)| c);
-    let mut inner = format.decoder(&opts)?;
+    // Formats that read an index first read the source in place when it
+    // allows; everything else (and anything compressed) is streamed.
+    let in_place = if format.prefers_random_access() && suffix.is_none() {
+        source.random_access(entry).await?
+    } else {
+        None
+    };
+    let (mut inner, stream, in_place_bytes) = match in_place {
+        Some(input) => {
+            let size = input.size();
+            let decoder = format.decoder_at(&opts, input).ok_or_else(|| {
+                IngestError::Invalid(format!(
+                    "format {} offers no random-access decoder",
+                    format.name()
+                ))
+            })??;
+            (decoder, None, size)
+        }
+        None => (
+            format.decoder(&opts)?,
+            Some(source.open(entry, None).await?),
+            0,
+        ),
+    };
     if let Some(label) = &req.encoding {
         let encoding = rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
         if !rota_formats::encoding::is_utf8(encoding) {
@@ -334,6 +356,11 @@ async fn ingest_file(
     // Read: source bytes to the decoder.
     let read_progress = progress.clone();
     let read = async move {
+        let Some(mut stream) = stream else {
+            // Read in place by the decoder.
+            Progress::add(&read_progress.bytes, in_place_bytes);
+            return Ok(in_place_bytes);
+        };
         let mut bytes = 0u64;
         while let Some(chunk) = stream.next_chunk().await? {
             bytes += chunk.len() as u64;

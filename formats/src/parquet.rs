@@ -1,0 +1,332 @@
+//! Apache Parquet, read row group by row group through random access to the
+//! file: the footer first, then only the column chunks of the projected
+//! columns. Sources that offer random access (a local file) are read in
+//! place; anything else (a stream, a compressed file) is spooled to a
+//! temporary file, size-capped, and read the same way.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use arrow_array::RecordBatchReader;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::reader::{ChunkReader, Length};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::source::{FileAt, ReadAt};
+use rota_core::{DecodeError, DecodeErrorKind, Position};
+
+use crate::options::FormatOptions;
+
+/// Spooled input is refused beyond this size, by default.
+pub const DEFAULT_MAX_SPOOL: u64 = 64 << 30;
+
+/// Apache Parquet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParquetFormat;
+
+/// What the options ask for.
+#[derive(Clone, Debug)]
+struct Settings {
+    location: String,
+    /// Top-level columns to read, in file order; all when `None`.
+    columns: Option<Vec<String>>,
+    batch_rows: usize,
+    max_spool: u64,
+}
+
+impl ParquetFormat {
+    fn settings(options: &DecodeOptions) -> Result<Settings, DecodeError> {
+        let mut opts = FormatOptions::new(options, &["columns", "max_spool"]);
+        let columns = opts.string("columns").map(|list| {
+            list.split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect()
+        });
+        let max_spool = opts.u64("max_spool", DEFAULT_MAX_SPOOL)?;
+        opts.finish()?;
+        if options.schema.is_some() {
+            return Err(DecodeError {
+                location: options.location.clone(),
+                position: Position::default(),
+                kind: DecodeErrorKind::Options,
+                message: "Parquet files carry their own schema; --schema does not apply \
+                          (choose columns with --format-opt columns=a,b)"
+                    .into(),
+            });
+        }
+        Ok(Settings {
+            location: options.location.clone(),
+            columns,
+            batch_rows: options.batch_records.max(1),
+            max_spool,
+        })
+    }
+}
+
+impl Format for ParquetFormat {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn extensions(&self) -> &'static [&'static str] {
+        &["parquet", "pq"]
+    }
+
+    fn describe(&self) -> &'static str {
+        "Apache Parquet, row group by row group, every codec; options: columns=a,b (read \
+         only these), max_spool=BYTES (for sources without random access, default 64 GiB)"
+    }
+
+    fn prefers_random_access(&self) -> bool {
+        true
+    }
+
+    fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
+        let settings = Self::settings(options)?;
+        let spool = tempfile::tempfile().map_err(|e| DecodeError {
+            location: options.location.clone(),
+            position: Position::default(),
+            kind: DecodeErrorKind::Options,
+            message: format!("cannot make a temporary file to spool the Parquet file to: {e}"),
+        })?;
+        Ok(Box::new(ParquetDecoder {
+            settings,
+            state: State::Spool {
+                file: spool,
+                size: 0,
+            },
+        }))
+    }
+
+    fn decoder_at(
+        &self,
+        options: &DecodeOptions,
+        input: Arc<dyn ReadAt>,
+    ) -> Option<Result<Box<dyn Decoder>, DecodeError>> {
+        Some(Self::settings(options).map(|settings| {
+            Box::new(ParquetDecoder {
+                settings,
+                state: State::Ready(input),
+            }) as Box<dyn Decoder>
+        }))
+    }
+}
+
+enum State {
+    /// Pushed bytes go to a temporary file.
+    Spool {
+        file: File,
+        size: u64,
+    },
+    /// Random access, not yet opened.
+    Ready(Arc<dyn ReadAt>),
+    Reading {
+        reader: Box<ParquetRecordBatchReader>,
+        schema: SchemaRef,
+        /// Rows returned so far.
+        rows: u64,
+        size: u64,
+    },
+    Done,
+}
+
+struct ParquetDecoder {
+    settings: Settings,
+    state: State,
+}
+
+impl ParquetDecoder {
+    fn error(&self, kind: DecodeErrorKind, at: u64, message: String) -> DecodeError {
+        DecodeError {
+            location: self.settings.location.clone(),
+            position: Position {
+                byte_offset: at,
+                ..Position::default()
+            },
+            kind,
+            message,
+        }
+    }
+
+    /// Reads the footer and sets up the reader of the wanted columns.
+    fn open(&self, input: Arc<dyn ReadAt>) -> Result<State, DecodeError> {
+        let size = input.size();
+        let footer = |e: &dyn std::fmt::Display| {
+            self.error(
+                DecodeErrorKind::Syntax,
+                size.saturating_sub(8),
+                format!(
+                    "invalid Parquet file (its footer at the end is missing or corrupt; is \
+                     the file complete?): {e}"
+                ),
+            )
+        };
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(At(input)).map_err(|e| footer(&e))?;
+        let mut builder = builder.with_batch_size(self.settings.batch_rows);
+        if let Some(wanted) = &self.settings.columns {
+            let fields = builder.schema().fields();
+            let mut indices = Vec::with_capacity(wanted.len());
+            for name in wanted {
+                let i = fields
+                    .iter()
+                    .position(|f| f.name() == name)
+                    .ok_or_else(|| {
+                        let have: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                        self.error(
+                            DecodeErrorKind::Options,
+                            0,
+                            format!(
+                                "option columns: no column '{name}' (the file has: {})",
+                                have.join(", ")
+                            ),
+                        )
+                    })?;
+                indices.push(i);
+            }
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder.build().map_err(|e| footer(&e))?;
+        let schema = reader.schema();
+        Ok(State::Reading {
+            reader: Box::new(reader),
+            schema,
+            rows: 0,
+            size,
+        })
+    }
+}
+
+impl Decoder for ParquetDecoder {
+    fn push(&mut self, bytes: &[u8], _out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+        let max = self.settings.max_spool;
+        let State::Spool { file, size } = &mut self.state else {
+            return Ok(()); // random access: nothing is pushed
+        };
+        let result = file.write_all(bytes);
+        *size += bytes.len() as u64;
+        let at = *size;
+        if let Err(e) = result {
+            return Err(self.error(
+                DecodeErrorKind::Options,
+                at,
+                format!("cannot spool the Parquet file to a temporary file: {e}"),
+            ));
+        }
+        if at > max {
+            return Err(self.error(
+                DecodeErrorKind::TooLarge,
+                at,
+                format!(
+                    "this source cannot be read in place, and the Parquet file is larger \
+                     than max_spool ({max} bytes) allows to copy aside"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+        let input: Arc<dyn ReadAt> = match std::mem::replace(&mut self.state, State::Done) {
+            State::Spool { mut file, size } => {
+                let flushed = file.flush();
+                let spooled = flushed.map(|()| FileAt::with_size(file, size));
+                Arc::new(spooled.map_err(|e| {
+                    self.error(
+                        DecodeErrorKind::Options,
+                        size,
+                        format!("cannot read back the spooled Parquet file: {e}"),
+                    )
+                })?)
+            }
+            State::Ready(input) => input,
+            other => {
+                self.state = other;
+                return Ok(());
+            }
+        };
+        self.state = self.open(input)?;
+        self.drain(out).map(|_| ())
+    }
+
+    fn drain(&mut self, out: &mut Vec<Decoded>) -> Result<bool, DecodeError> {
+        let State::Reading {
+            reader, rows, size, ..
+        } = &mut self.state
+        else {
+            return Ok(false);
+        };
+        match reader.next() {
+            Some(Ok(batch)) => {
+                *rows += batch.num_rows() as u64;
+                out.push(Decoded::Batch(batch));
+                Ok(true)
+            }
+            Some(Err(e)) => {
+                let (at, after) = (*size, *rows);
+                Err(self.error(
+                    DecodeErrorKind::Syntax,
+                    at,
+                    format!("invalid Parquet data after row {after}: {e}"),
+                ))
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        match &self.state {
+            State::Reading { schema, .. } => Some(schema.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Random access as parquet's [`ChunkReader`].
+struct At(Arc<dyn ReadAt>);
+
+impl Length for At {
+    fn len(&self) -> u64 {
+        self.0.size()
+    }
+}
+
+impl ChunkReader for At {
+    type T = AtRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<AtRead> {
+        Ok(AtRead {
+            input: Arc::clone(&self.0),
+            at: start,
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let mut buf = vec![0; length];
+        self.0
+            .read_exact_at(start, &mut buf)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A forward reader over random access.
+struct AtRead {
+    input: Arc<dyn ReadAt>,
+    at: u64,
+}
+
+impl Read for AtRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.input.size().saturating_sub(self.at);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.input.read_exact_at(self.at, &mut buf[..n])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
