@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""CSV ingest benchmark: rota ingest into SQLite, side by side with the
-arrow-csv decode-only floor, in one run.
+"""Ingest benchmark: rota ingest into SQLite, side by side in one run with the
+decode-only floor (the best reader for the format, doing nothing else) and a
+Python reader.
 
 Usage:
-  python3 benches/ingest_csv.py DATA.csv [--runs N] [--keep]
+  python3 benches/ingest.py DATA [--runs N] [--keep]
 
-Make DATA.csv with the shared generator (10M rows, about 1.5 GB):
+DATA is a .csv, .csv.gz or .parquet file. Make them with the shared generator
+(10M rows: about 1.5 GB of CSV, 0.5 GB of Parquet):
   pip install numpy polars pyarrow xlsxwriter
   python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
-  python3 benches/ingest_csv.py ./bench-data/data_10m.csv
+  gzip -k ./bench-data/data_10m.csv                  # for the .csv.gz case
+  python3 benches/ingest.py ./bench-data/data_10m.csv
+  python3 benches/ingest.py ./bench-data/data_10m.parquet
 
 It builds the release binaries, then runs, for each of --runs rounds:
-  floor   arrow-csv decoding the file, nothing else (benches/csv_floor.rs)
+  floor   .csv: arrow-csv decoding the file; .parquet: the parquet crate
+          decoding every row group; .csv.gz: gzip decompression alone
+          (benches/floor.rs)
+  python  .csv: pyarrow.csv streaming; .parquet: pyarrow.parquet row group
+          batches; .csv.gz: Python's gzip module reading the file
   json    rota ingest --batch-rows 1000 --payload json   into a fresh SQLite file
   arrow   rota ingest --batch-rows 1000 --payload arrow  into a fresh SQLite file
 and prints rows/s, MB/s, peak RSS and each rate as a ratio of the floor's
@@ -36,7 +44,48 @@ def build(target_dir):
         cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target_dir},
     )
     rel = os.path.join(target_dir, "release")
-    return os.path.join(rel, "rota"), os.path.join(rel, "rota-bench-csv-floor")
+    return os.path.join(rel, "rota"), os.path.join(rel, "rota-bench-floor")
+
+
+# Python readers, each printing its row count (bytes, for gzip).
+PYTHON_PEERS = {
+    "csv": ("pyarrow.csv", """
+import sys, pyarrow.csv as c
+n = 0
+for b in c.open_csv(sys.argv[1]):
+    n += b.num_rows
+print(n)
+"""),
+    "parquet": ("pyarrow.parquet", """
+import sys, pyarrow.parquet as pq
+n = 0
+for b in pq.ParquetFile(sys.argv[1]).iter_batches(batch_size=8192):
+    n += b.num_rows
+print(n)
+"""),
+    "gunzip": ("python gzip", """
+import sys, gzip
+n = 0
+with gzip.open(sys.argv[1], "rb") as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        n += len(b)
+print(n)
+"""),
+}
+
+
+def kind_of(path):
+    """The floor mode for a data file, from its name."""
+    if path.endswith(".csv.gz"):
+        return "gunzip"
+    if path.endswith(".parquet"):
+        return "parquet"
+    if path.endswith(".csv"):
+        return "csv"
+    sys.exit(f"{path}: expected a .csv, .csv.gz or .parquet file")
 
 
 def stored_bytes(db):
@@ -74,25 +123,34 @@ def timed(cmd, env=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("csv")
+    ap.add_argument("data")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the SQLite files")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     a = ap.parse_args()
 
+    kind = kind_of(a.data)
     rota, floor = build(a.target_dir)
-    size = os.path.getsize(a.csv)
-    work = tempfile.mkdtemp(prefix="rota-bench-", dir=os.path.dirname(os.path.abspath(a.csv)))
+    size = os.path.getsize(a.data)
+    work = tempfile.mkdtemp(prefix="rota-bench-", dir=os.path.dirname(os.path.abspath(a.data)))
     best = {}
     stored = {}
     try:
         for run in range(a.runs):
-            wall, rss, out = timed([floor, a.csv])
-            rows = json.loads(out)["rows"]
-            results = [("floor (arrow-csv decode only)", wall, rss, rows, None)]
+            wall, rss, out = timed([floor, kind, a.data])
+            floor_rows = json.loads(out)["rows"]
+            floor_name = {
+                "csv": "floor: arrow-csv decode only",
+                "parquet": "floor: parquet crate decode only",
+                "gunzip": "floor: gzip decompression only",
+            }[kind]
+            results = [(floor_name, wall, rss, floor_rows, None)]
+            peer, script = PYTHON_PEERS[kind]
+            wall, rss, out = timed([sys.executable, "-c", script, a.data])
+            results.append((f"python: {peer}", wall, rss, int(out), None))
             for payload in ("json", "arrow"):
                 db = os.path.join(work, f"{payload}-{run}.db")
-                wall, rss, out = timed([rota, "--store", db, "ingest", a.csv, "--spec", "bench",
+                wall, rss, out = timed([rota, "--store", db, "ingest", a.data, "--spec", "bench",
                                         "--batch-rows", "1000", "--payload", payload, "--json", "--quiet"],
                                        env={**os.environ, "ROTA_LOG": "warn"})
                 summary = json.loads(out)
@@ -111,15 +169,17 @@ def main():
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    floor_rate = None
-    print(f"file: {a.csv} ({size / 1e6:.1f} MB), best of {a.runs} run(s), {os.cpu_count()} cores")
+    floor_wall = None
+    print(f"file: {a.data} ({size / 1e6:.1f} MB), best of {a.runs} run(s), {os.cpu_count()} cores")
+    if kind == "gunzip":
+        print("(the floor and the python reader count decompressed bytes, not rows;"
+              " ratios compare wall times)")
     print(f"{'':42} {'rows':>10} {'tasks':>7} {'seconds':>8} {'rows/s':>11} {'MB/s':>7} {'peak RSS':>9} {'vs floor':>8}")
     for name, (wall, rss, rows, tasks) in best.items():
-        rate = rows / wall
-        if floor_rate is None:
-            floor_rate = rate
-        print(f"{name:42} {rows:>10} {tasks if tasks is not None else '-':>7} {wall:>8.2f} {rate:>11,.0f} "
-              f"{size / wall / 1e6:>7.1f} {rss / 2**20:>6.0f} MiB {rate / floor_rate:>7.2f}x")
+        if floor_wall is None:
+            floor_wall = wall
+        print(f"{name:42} {rows:>10} {tasks if tasks is not None else '-':>7} {wall:>8.2f} {rows / wall:>11,.0f} "
+              f"{size / wall / 1e6:>7.1f} {rss / 2**20:>6.0f} MiB {floor_wall / wall:>7.2f}x")
     for payload, n in stored.items():
         print(f"stored ({payload} payloads): {n / 1e6:,.0f} MB (database, WAL and payload files)")
 
