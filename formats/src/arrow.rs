@@ -10,7 +10,7 @@ use arrow_buffer::Buffer;
 use arrow_ipc::reader::{FileReader, StreamDecoder};
 use arrow_schema::{ArrowError, SchemaRef};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
-use rota_core::{DecodeError, DecodeErrorKind, Position};
+use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
 
@@ -49,15 +49,8 @@ impl Format for ArrowFormat {
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         let mut opts = FormatOptions::new(options, &["max_spool"]);
         let max_spool = opts.u64("max_spool", DEFAULT_MAX_SPOOL)?;
+        opts.no_schema("Arrow IPC data carries its own schema")?;
         opts.finish()?;
-        if options.schema.is_some() {
-            return Err(DecodeError {
-                location: options.location.clone(),
-                position: Position::default(),
-                kind: DecodeErrorKind::Options,
-                message: "Arrow IPC data carries its own schema; --schema does not apply".into(),
-            });
-        }
         Ok(Box::new(ArrowDecoder {
             location: options.location.clone(),
             max_spool,
@@ -95,15 +88,7 @@ struct ArrowDecoder {
 
 impl ArrowDecoder {
     fn error(&self, kind: DecodeErrorKind, at: u64, message: String) -> DecodeError {
-        DecodeError {
-            location: self.location.clone(),
-            position: Position {
-                byte_offset: at,
-                ..Position::default()
-            },
-            kind,
-            message,
-        }
+        DecodeError::at_byte(&self.location, at, kind, message)
     }
 
     fn io(&self, e: &std::io::Error) -> DecodeError {

@@ -220,15 +220,12 @@ impl Decompressor {
     }
 
     fn error(&self, kind: DecodeErrorKind, at: u64, message: String) -> DecodeError {
-        DecodeError {
-            location: self.location.clone(),
-            position: Position {
-                byte_offset: at,
-                ..Position::default()
-            },
+        DecodeError::at_byte(
+            &self.location,
+            at,
             kind,
-            message: format!("{}: {message}", self.compression),
-        }
+            format!("{}: {message}", self.compression),
+        )
     }
 
     /// Counts `n` bytes of output against the limits.
@@ -340,14 +337,8 @@ impl Decompressor {
         let at = self.read;
         let compression = self.compression;
         let location = &self.location;
-        let fail = |kind: DecodeErrorKind, offset: u64, message: String| DecodeError {
-            location: location.clone(),
-            position: Position {
-                byte_offset: offset,
-                ..Position::default()
-            },
-            kind,
-            message: format!("{compression}: {message}"),
+        let fail = |kind: DecodeErrorKind, offset: u64, message: String| {
+            DecodeError::at_byte(location, offset, kind, format!("{compression}: {message}"))
         };
         match &mut self.codec {
             Codec::Gzip(state) => state.step(input, &mut self.scratch, at, &fail),

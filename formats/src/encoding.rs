@@ -9,7 +9,7 @@ use std::fmt;
 
 use encoding_rs::{DecoderResult, Encoding, UTF_8};
 use rota_core::format::{Decoded, Decoder};
-use rota_core::{DecodeError, DecodeErrorKind, Position};
+use rota_core::{DecodeError, DecodeErrorKind};
 
 /// The encoding a label names (`latin1`, `windows-1252`, `utf-16`,
 /// `utf-16be`, `shift_jis`, …; case-insensitive).
@@ -88,17 +88,14 @@ impl Transcoding {
                 DecoderResult::OutputFull => {}
                 DecoderResult::Malformed(bad, after) => {
                     let at = self.read - u64::from(bad) - u64::from(after);
-                    return Err(DecodeError {
-                        location: self.location.clone(),
-                        position: Position {
-                            byte_offset: at,
-                            ..Position::default()
-                        },
-                        kind: DecodeErrorKind::Encoding,
-                        message: format!(
+                    return Err(DecodeError::at_byte(
+                        &self.location,
+                        at,
+                        DecodeErrorKind::Encoding,
+                        format!(
                             "{bad} byte(s) that are not valid {name} text (is --encoding right?)"
                         ),
-                    });
+                    ));
                 }
             }
         }

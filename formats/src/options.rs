@@ -11,6 +11,7 @@ pub(crate) struct FormatOptions<'a> {
     location: &'a str,
     known: &'static [&'static str],
     left: BTreeMap<String, String>,
+    schema_given: bool,
 }
 
 impl<'a> FormatOptions<'a> {
@@ -19,6 +20,7 @@ impl<'a> FormatOptions<'a> {
             location: &options.location,
             known,
             left: options.options.clone(),
+            schema_given: options.schema.is_some(),
         }
     }
 
@@ -51,6 +53,15 @@ impl<'a> FormatOptions<'a> {
                 "option {key}: expected a single ASCII character, got '{other}'"
             ))),
         }
+    }
+
+    /// For formats whose input carries its schema: refuses a given one,
+    /// saying `why` (and perhaps what to do instead).
+    pub(crate) fn no_schema(&self, why: &str) -> Result<(), DecodeError> {
+        if self.schema_given {
+            return Err(self.error(format!("{why}; --schema does not apply")));
+        }
+        Ok(())
     }
 
     pub(crate) fn string(&mut self, key: &str) -> Option<String> {

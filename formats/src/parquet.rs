@@ -47,17 +47,10 @@ impl ParquetFormat {
                 .collect()
         });
         let max_spool = opts.u64("max_spool", DEFAULT_MAX_SPOOL)?;
+        opts.no_schema(
+            "Parquet files carry their own schema (choose columns with --format-opt columns=a,b)",
+        )?;
         opts.finish()?;
-        if options.schema.is_some() {
-            return Err(DecodeError {
-                location: options.location.clone(),
-                position: Position::default(),
-                kind: DecodeErrorKind::Options,
-                message: "Parquet files carry their own schema; --schema does not apply \
-                          (choose columns with --format-opt columns=a,b)"
-                    .into(),
-            });
-        }
         Ok(Settings {
             location: options.location.clone(),
             columns,
@@ -141,15 +134,7 @@ struct ParquetDecoder {
 
 impl ParquetDecoder {
     fn error(&self, kind: DecodeErrorKind, at: u64, message: String) -> DecodeError {
-        DecodeError {
-            location: self.settings.location.clone(),
-            position: Position {
-                byte_offset: at,
-                ..Position::default()
-            },
-            kind,
-            message,
-        }
+        DecodeError::at_byte(&self.settings.location, at, kind, message)
     }
 
     /// Reads the footer and sets up the reader of the wanted columns.

@@ -1,9 +1,11 @@
 //! Compressed input: every codec, multi-part files, any input split, and the
 //! failures (truncation, corruption, bombs, a lying suffix) with positions.
 
+mod common;
+
 use std::io::Write as _;
 
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Format};
 use rota_core::{DecodeError, DecodeErrorKind};
 use rota_formats::{Compression, CsvFormat, Decompressing, Limits};
 
@@ -68,23 +70,7 @@ fn decode(
     suffix: Option<Compression>,
     limits: Limits,
 ) -> Result<String, DecodeError> {
-    let mut d = decoder(suffix, limits);
-    let mut out = Vec::new();
-    for piece in bytes.chunks(split) {
-        d.push(piece, &mut out)?;
-    }
-    d.finish(&mut out)?;
-    while d.drain(&mut out)? {}
-    let mut text = Vec::new();
-    let mut w = arrow_json::LineDelimitedWriter::new(&mut text);
-    for item in &out {
-        if let Decoded::Batch(b) = item {
-            w.write(b).expect("json");
-        }
-    }
-    w.finish().expect("json");
-    drop(w);
-    Ok(String::from_utf8(text).expect("utf-8"))
+    common::rows_as_json(&mut decoder(suffix, limits), bytes, split)
 }
 
 #[test]

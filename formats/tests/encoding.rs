@@ -2,7 +2,9 @@
 //! refused with their offset, and UTF-16 or binary input read as UTF-8
 //! refused up front instead of decoding to garbage.
 
-use rota_core::format::{DecodeOptions, Decoded, Format};
+mod common;
+
+use rota_core::format::{DecodeOptions, Format};
 use rota_core::{DecodeError, DecodeErrorKind};
 use rota_formats::{CsvFormat, NdjsonFormat, Transcoding, text_encoding};
 
@@ -31,22 +33,7 @@ fn decode(
             text_encoding(label).expect("label"),
         ));
     }
-    let mut out = Vec::new();
-    for piece in bytes.chunks(split.max(1)) {
-        d.push(piece, &mut out)?;
-    }
-    d.finish(&mut out)?;
-    while d.drain(&mut out)? {}
-    let mut text = Vec::new();
-    let mut w = arrow_json::LineDelimitedWriter::new(&mut text);
-    for item in &out {
-        if let Decoded::Batch(b) = item {
-            w.write(b).expect("json");
-        }
-    }
-    w.finish().expect("json");
-    drop(w);
-    Ok(String::from_utf8(text).expect("utf-8"))
+    common::rows_as_json(d.as_mut(), bytes, split)
 }
 
 const TEXT: &str = "id,name,city\n1,Jürgen,Köln\n2,\"Zoë, Ms\",Montréal\n3,Ørsted,Århus\n";

@@ -155,3 +155,24 @@ pub struct DecodeError {
     /// What is wrong, in lowercase words.
     pub message: String,
 }
+
+impl DecodeError {
+    /// A failure at byte `offset` of the input at `location`, where the
+    /// format has no lines or records to name.
+    pub fn at_byte(
+        location: &str,
+        offset: u64,
+        kind: DecodeErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            location: location.to_owned(),
+            position: Position {
+                byte_offset: offset,
+                ..Position::default()
+            },
+            kind,
+            message: message.into(),
+        }
+    }
+}
