@@ -693,7 +693,7 @@ impl Decompressing {
 }
 
 /// Marks an error of the inner format as positioned in decompressed bytes.
-fn in_decompressed(mut e: DecodeError, compression: Compression) -> DecodeError {
+pub fn in_decompressed(mut e: DecodeError, compression: Compression) -> DecodeError {
     e.message.push_str(&format!(
         " (position in the {compression}-decompressed data)"
     ));

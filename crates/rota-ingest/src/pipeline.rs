@@ -13,8 +13,8 @@ use arrow_array::RecordBatch;
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::{Entry, ListRequest};
 use rota_core::{
-    BatchPolicy, IngestReport, Job, JobState, NewJob, NewTask, PayloadEncoding, SkippedRecord,
-    Store,
+    BatchPolicy, DecodeError, DecodeErrorKind, IngestReport, Job, JobState, NewJob, NewTask,
+    PayloadEncoding, SkippedRecord, Store,
 };
 use tokio::sync::mpsc;
 
@@ -210,6 +210,41 @@ pub async fn ingest(
     }
 }
 
+/// Decompresses what the read stage sends and passes it on to the decoder.
+/// Ends quietly when the decoder stops first (its error explains why).
+fn unpack_stage(
+    compression: rota_formats::Compression,
+    location: &str,
+    limits: rota_formats::Limits,
+    mut packed: mpsc::Receiver<Vec<u8>>,
+    plain: &mpsc::Sender<Vec<u8>>,
+) -> Result<(), DecodeError> {
+    let mut unpacker = rota_formats::Decompressor::new(compression, location, limits)?;
+    let mut stopped = false;
+    let mut sink = |bytes: &[u8]| {
+        if plain.blocking_send(bytes.to_vec()).is_err() {
+            stopped = true;
+            return Err(DecodeError::at_byte(
+                location,
+                0,
+                DecodeErrorKind::Syntax,
+                "the decoder stopped",
+            ));
+        }
+        Ok(())
+    };
+    let mut run = || {
+        while let Some(chunk) = packed.blocking_recv() {
+            unpacker.push(&chunk, &mut sink)?;
+        }
+        unpacker.finish(&mut sink)
+    };
+    match run() {
+        Err(_) if stopped => Ok(()),
+        other => other,
+    }
+}
+
 /// What the decode thread hands the encode thread.
 enum Piece {
     Batch(RecordBatch),
@@ -237,7 +272,7 @@ async fn ingest_file(
     } else {
         None
     };
-    let (mut inner, stream, in_place_bytes) = match in_place {
+    let (mut inner, mut stream, in_place_bytes) = match in_place {
         Some(input) => {
             let size = input.size();
             let decoder = format.decoder_at(&opts, input).ok_or_else(|| {
@@ -271,10 +306,35 @@ async fn ingest_file(
             ));
         }
     }
-    let mut decoder =
-        rota_formats::Decompressing::new(inner, &entry.location, suffix, req.decompression);
+    // Compressed input is unpacked on a thread of its own, beside decoding.
+    let first = match &mut stream {
+        Some(s) => s.next_chunk().await?,
+        None => None,
+    };
+    let packed = first
+        .as_deref()
+        .filter(|c| c.len() >= rota_formats::compression::MAGIC_BYTES)
+        .and_then(rota_formats::Compression::from_magic);
+    let mut decoder = rota_formats::Decompressing::new(
+        inner,
+        &entry.location,
+        if packed.is_some() { None } else { suffix },
+        req.decompression,
+    );
 
-    let (bytes_tx, mut bytes_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
+    let (bytes_tx, read_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
+    let (unpack, mut bytes_rx) = match packed {
+        Some(compression) => {
+            let (plain_tx, plain_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
+            let location = entry.location.clone();
+            let limits = req.decompression;
+            let handle = tokio::task::spawn_blocking(move || {
+                unpack_stage(compression, &location, limits, read_rx, &plain_tx)
+            });
+            (Some(handle), plain_rx)
+        }
+        None => (None, read_rx),
+    };
     let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(QUEUE_BATCHES);
     let (task_tx, mut task_rx) = mpsc::channel::<Vec<NewTask>>(QUEUE_TASK_GROUPS);
 
@@ -296,14 +356,18 @@ async fn ingest_file(
             }
             true
         };
+        let inside = |e: DecodeError| match packed {
+            Some(c) => rota_formats::compression::in_decompressed(e, c),
+            None => e,
+        };
         while let Some(chunk) = bytes_rx.blocking_recv() {
-            decoder.push(&chunk, &mut out)?;
+            decoder.push(&chunk, &mut out).map_err(inside)?;
             if !forward(&mut out) {
                 return Ok(decoder.schema());
             }
         }
-        decoder.finish(&mut out)?;
-        while forward(&mut out) && decoder.drain(&mut out)? {}
+        decoder.finish(&mut out).map_err(inside)?;
+        while forward(&mut out) && decoder.drain(&mut out).map_err(inside)? {}
         forward(&mut out);
         Ok::<_, IngestError>(decoder.schema())
     });
@@ -362,12 +426,14 @@ async fn ingest_file(
             return Ok(in_place_bytes);
         };
         let mut bytes = 0u64;
-        while let Some(chunk) = stream.next_chunk().await? {
+        let mut next = first;
+        while let Some(chunk) = next {
             bytes += chunk.len() as u64;
             Progress::add(&read_progress.bytes, chunk.len() as u64);
             if bytes_tx.send(chunk).await.is_err() {
                 break; // the decoder stopped; its error wins
             }
+            next = stream.next_chunk().await?;
         }
         Ok::<_, IngestError>(bytes)
     };
@@ -405,6 +471,12 @@ async fn ingest_file(
     };
 
     let (read_res, write_res) = tokio::join!(read, write);
+    let unpack_res = match unpack {
+        Some(handle) => handle
+            .await
+            .map_err(|e| IngestError::Encode(format!("decompression thread failed: {e}")))?,
+        None => Ok(()),
+    };
     let decode_res = decode
         .await
         .map_err(|e| IngestError::Encode(format!("decoder thread failed: {e}")))?;
@@ -413,6 +485,7 @@ async fn ingest_file(
         .map_err(|e| IngestError::Encode(format!("encoder thread failed: {e}")))?;
     // The first stage to fail explains the others' failures.
     let bytes = read_res?;
+    unpack_res?;
     decode_res?;
     let (skipped, sample) = encode_res?;
     let (added, rows, made) = write_res?;
