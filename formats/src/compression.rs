@@ -748,4 +748,8 @@ impl Decoder for Decompressing {
     fn schema(&self) -> Option<arrow_schema::SchemaRef> {
         self.inner.schema()
     }
+
+    fn total_rows(&self) -> Option<u64> {
+        self.inner.total_rows()
+    }
 }

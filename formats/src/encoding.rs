@@ -119,6 +119,10 @@ impl Decoder for Transcoding {
     fn schema(&self) -> Option<arrow_schema::SchemaRef> {
         self.inner.schema()
     }
+
+    fn total_rows(&self) -> Option<u64> {
+        self.inner.total_rows()
+    }
 }
 
 /// Whether `encoding` needs no transcoding (UTF-8 goes to decoders as is).

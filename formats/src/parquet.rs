@@ -122,6 +122,8 @@ enum State {
         schema: SchemaRef,
         /// Rows returned so far.
         rows: u64,
+        /// Rows in the file, from its footer.
+        total: u64,
         size: u64,
     },
     Done,
@@ -176,12 +178,14 @@ impl ParquetDecoder {
             let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
             builder = builder.with_projection(mask);
         }
+        let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let reader = builder.build().map_err(|e| footer(&e))?;
         let schema = reader.schema();
         Ok(State::Reading {
             reader: Box::new(reader),
             schema,
             rows: 0,
+            total,
             size,
         })
     }
@@ -267,6 +271,13 @@ impl Decoder for ParquetDecoder {
     fn schema(&self) -> Option<SchemaRef> {
         match &self.state {
             State::Reading { schema, .. } => Some(schema.clone()),
+            _ => None,
+        }
+    }
+
+    fn total_rows(&self) -> Option<u64> {
+        match &self.state {
+            State::Reading { total, .. } => Some(*total),
             _ => None,
         }
     }

@@ -546,3 +546,69 @@ fn parquet_is_read_in_place_or_spooled_with_the_same_tasks() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dry_run_reports_formats_schemas_and_tasks_and_writes_nothing() {
+    let s = Scratch::new();
+    let dir = s.path("in");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_csv(&dir.join("big.csv"), 600_000); // about 24 MB: sampled, estimated
+    std::fs::copy(fixture("compressed/basic.csv.gz"), dir.join("small.csv.gz")).expect("copy");
+    std::fs::copy(fixture("parquet/basic.parquet"), dir.join("p.parquet")).expect("copy");
+    let out = s.ok(&[
+        "ingest",
+        dir.to_str().expect("path"),
+        "--spec",
+        "t",
+        "--batch-rows",
+        "2",
+        "--dry-run",
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("plan json");
+    let files = plan["files"].as_array().expect("files");
+    assert_eq!(files.len(), 3);
+    let (big, parquet, small) = (&files[0], &files[1], &files[2]);
+
+    let estimated = big["rows"].as_u64().expect("rows");
+    assert_eq!(big["exact"], false);
+    assert!(
+        (540_000..=660_000).contains(&estimated),
+        "estimate within 10%: {estimated}"
+    );
+    assert_eq!(
+        big["schema"][0],
+        serde_json::json!({"name": "id", "type": "Int64"})
+    );
+
+    assert_eq!(parquet["format"], "parquet");
+    assert_eq!(
+        (parquet["rows"].as_u64(), parquet["exact"].as_bool()),
+        (Some(5), Some(true))
+    );
+    assert_eq!(parquet["tasks"], 3);
+
+    assert_eq!(small["compression"], "gzip");
+    assert_eq!(small["format"], "csv");
+    assert_eq!(
+        (small["rows"].as_u64(), small["exact"].as_bool()),
+        (Some(5), Some(true))
+    );
+
+    assert!(
+        !std::path::Path::new(&s.store_url()).exists(),
+        "a dry run makes no database"
+    );
+    let text = s.ok(&[
+        "ingest",
+        dir.to_str().expect("path"),
+        "--spec",
+        "t",
+        "--dry-run",
+    ]);
+    assert!(text.starts_with("dry run: nothing was written"), "{text}");
+    assert!(
+        text.contains("format csv (gzip-compressed), 5 records, 1 tasks"),
+        "{text}"
+    );
+}

@@ -88,6 +88,11 @@ pub(crate) struct IngestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Write nothing: print each file's format, compression and schema, and
+    /// the records and tasks it would make (counted for files under 8 MiB or
+    /// formats that record it, else estimated from their first 8 MiB).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -253,6 +258,51 @@ fn summary_text(s: &IngestSummary) -> String {
     }
     out.push_str(&format!("  state: {}\n", s.job.state));
     out
+}
+
+/// `rota ingest --dry-run`: plans the ingest and prints the plan.
+pub(crate) async fn dry_run(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let plan = rota_ingest::plan(&args.request()?).await?;
+    if args.json {
+        print_out(&format!("{}\n", serde_json::to_string(&plan)?));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = String::from("dry run: nothing was written\n");
+    for f in &plan.files {
+        let approx = if f.exact { "" } else { "~" };
+        out.push_str(&format!(
+            "{}\n  format {}{}, {}{} records, {}{} tasks{}\n",
+            f.location,
+            f.format,
+            f.compression
+                .as_deref()
+                .map(|c| format!(" ({c}-compressed)"))
+                .unwrap_or_default(),
+            approx,
+            f.rows,
+            approx,
+            f.tasks,
+            f.size
+                .map(|s| format!(", {}", human_bytes(s)))
+                .unwrap_or_default(),
+        ));
+        for c in &f.schema {
+            out.push_str(&format!("    {}: {}\n", c.name, c.r#type));
+        }
+    }
+    let approx = if plan.files.iter().all(|f| f.exact) {
+        ""
+    } else {
+        "~"
+    };
+    out.push_str(&format!(
+        "total: {} file(s), {approx}{} records, {approx}{} tasks\n",
+        plan.files.len(),
+        plan.rows,
+        plan.tasks
+    ));
+    print_out(&out);
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) async fn run(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<ExitCode> {

@@ -80,6 +80,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_out(&out);
             Ok(ExitCode::SUCCESS)
         }
+        // A dry run opens no store, so it creates no database file either.
+        Command::Ingest(args) if args.dry_run => ingest::dry_run(args).await,
         Command::Ingest(args) => ingest::run(open_store(&cli.store).await?, args).await,
         Command::Jobs { command } => jobs::run_jobs(open_store(&cli.store).await?, command).await,
         Command::Tasks { command } => jobs::run_tasks(open_store(&cli.store).await?, command).await,

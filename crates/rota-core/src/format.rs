@@ -97,6 +97,12 @@ pub trait Decoder: Send {
 
     /// The schema, once known (after the sample was read or at the first batch).
     fn schema(&self) -> Option<SchemaRef>;
+
+    /// Records in the whole input, when the format records the count (a
+    /// Parquet footer) and [`Decoder::finish`] has read it; `None` otherwise.
+    fn total_rows(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A registered format.

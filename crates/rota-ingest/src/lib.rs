@@ -13,9 +13,11 @@ pub mod chunker;
 pub mod error;
 mod payload;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 
 pub use chunker::Chunker;
 pub use error::IngestError;
 pub use pipeline::{IngestRequest, IngestSummary, ingest};
+pub use plan::{FilePlan, Plan, PlannedColumn, plan};
 pub use progress::Progress;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
-use rota_core::source::{Entry, ListRequest};
+use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest};
 use rota_core::{
     BatchPolicy, DecodeError, DecodeErrorKind, IngestReport, Job, JobState, NewJob, NewTask,
     PayloadEncoding, SkippedRecord, Store,
@@ -92,40 +92,9 @@ pub async fn ingest(
     progress: Arc<Progress>,
 ) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
-    req.batch.validate().map_err(IngestError::Invalid)?;
-    let explicit = match &req.format {
-        Some(name) => Some(rota_formats::by_name(name).ok_or_else(|| {
-            IngestError::Invalid(format!(
-                "unknown format '{name}' (known: {})",
-                rota_formats::names().join(", ")
-            ))
-        })?),
-        None => None,
-    };
-    if let Some(label) = &req.encoding {
-        rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
-    }
-    let source = rota_sources::for_location(&req.location)?;
     // List first: a missing path, or one with nothing to ingest, fails before
     // any job exists.
-    let mut listing = source
-        .list(&ListRequest {
-            location: req.location.clone(),
-            recursive: req.recursive,
-            glob: req.glob.clone(),
-        })
-        .await?;
-    let Some(first) = listing.next_entry().await? else {
-        return Err(IngestError::Invalid(format!(
-            "{}: no files to ingest{}",
-            req.location,
-            match (&req.glob, req.recursive) {
-                (Some(g), _) => format!(" match '{g}'"),
-                (None, false) => " (pass --recursive to descend into subdirectories)".to_owned(),
-                (None, true) => String::new(),
-            }
-        )));
-    };
+    let (explicit, mut listing, first) = check_and_list(&req).await?;
 
     let mut report = IngestReport {
         source: req.location.clone(),
@@ -165,16 +134,7 @@ pub async fn ingest(
     let result = async {
         let mut next = Some(first);
         while let Some(entry) = next.take() {
-            let format = match &explicit {
-                Some(f) => f.clone(),
-                None => rota_formats::by_extension(&entry.relative).ok_or_else(|| {
-                    IngestError::Invalid(format!(
-                        "{}: cannot tell the format from the file name; pass --format (one of: {})",
-                        entry.location,
-                        rota_formats::names().join(", ")
-                    ))
-                })?,
-            };
+            let format = format_of(explicit.as_ref(), &entry)?;
             if !formats_seen.contains(&format.name()) {
                 formats_seen.push(format.name());
             }
@@ -208,6 +168,161 @@ pub async fn ingest(
             Err(e)
         }
     }
+}
+
+/// Checks the request, then lists its files; returns the format it names,
+/// the listing, and the first file.
+pub(crate) async fn check_and_list(
+    req: &IngestRequest,
+) -> Result<(Option<Arc<dyn Format>>, Box<dyn EntryStream>, Entry), IngestError> {
+    req.batch.validate().map_err(IngestError::Invalid)?;
+    let explicit = match &req.format {
+        Some(name) => Some(rota_formats::by_name(name).ok_or_else(|| {
+            IngestError::Invalid(format!(
+                "unknown format '{name}' (known: {})",
+                rota_formats::names().join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    if let Some(label) = &req.encoding {
+        rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
+    }
+    let source = rota_sources::for_location(&req.location)?;
+    let mut listing = source
+        .list(&ListRequest {
+            location: req.location.clone(),
+            recursive: req.recursive,
+            glob: req.glob.clone(),
+        })
+        .await?;
+    let Some(first) = listing.next_entry().await? else {
+        return Err(IngestError::Invalid(format!(
+            "{}: no files to ingest{}",
+            req.location,
+            match (&req.glob, req.recursive) {
+                (Some(g), _) => format!(" match '{g}'"),
+                (None, false) => " (pass --recursive to descend into subdirectories)".to_owned(),
+                (None, true) => String::new(),
+            }
+        )));
+    };
+    Ok((explicit, listing, first))
+}
+
+/// The format of `entry`: the one named, else the one its name says.
+pub(crate) fn format_of(
+    explicit: Option<&Arc<dyn Format>>,
+    entry: &Entry,
+) -> Result<Arc<dyn Format>, IngestError> {
+    match explicit {
+        Some(f) => Ok(f.clone()),
+        None => rota_formats::by_extension(&entry.relative).ok_or_else(|| {
+            IngestError::Invalid(format!(
+                "{}: cannot tell the format from the file name; pass --format (one of: {})",
+                entry.location,
+                rota_formats::names().join(", ")
+            ))
+        }),
+    }
+}
+
+/// One file opened for decoding.
+pub(crate) struct Input {
+    /// The decoder, wrapped for the file's encoding and compression.
+    pub(crate) decoder: Box<dyn Decoder>,
+    /// The file's bytes, unless the decoder reads it in place.
+    pub(crate) stream: Option<Box<dyn ByteStream>>,
+    /// The first chunk of `stream`, already read to sniff compression.
+    pub(crate) first: Option<Vec<u8>>,
+    /// The compression the first bytes show, when the caller is to undo it.
+    pub(crate) packed: Option<rota_formats::Compression>,
+    /// The compression the first bytes show, else the one the name says.
+    pub(crate) compression: Option<rota_formats::Compression>,
+    /// The file's size when the decoder reads it in place.
+    pub(crate) in_place_bytes: u64,
+}
+
+/// Opens `entry` for decoding as `format`. When `unpack_apart` and the first
+/// bytes show compression, the decoder expects the decompressed bytes (the
+/// caller decompresses them); otherwise the decoder decompresses itself.
+pub(crate) async fn open_input(
+    req: &IngestRequest,
+    entry: &Entry,
+    format: &Arc<dyn Format>,
+    unpack_apart: bool,
+) -> Result<Input, IngestError> {
+    let source = rota_sources::for_location(&entry.location)?;
+    let mut opts = req.decode.clone();
+    opts.location.clone_from(&entry.location);
+    let suffix = rota_formats::Compression::from_suffix(&entry.relative).map(|(c, _)| c);
+    // Formats that read an index first read the source in place when it
+    // allows; everything else (and anything compressed) is streamed.
+    let in_place = if format.prefers_random_access() && suffix.is_none() {
+        source.random_access(entry).await?
+    } else {
+        None
+    };
+    let (mut inner, mut stream, in_place_bytes) = match in_place {
+        Some(input) => {
+            let size = input.size();
+            let decoder = format.decoder_at(&opts, input).ok_or_else(|| {
+                IngestError::Invalid(format!(
+                    "format {} offers no random-access decoder",
+                    format.name()
+                ))
+            })??;
+            (decoder, None, size)
+        }
+        None => (
+            format.decoder(&opts)?,
+            Some(source.open(entry, None).await?),
+            0,
+        ),
+    };
+    if let Some(label) = &req.encoding {
+        let encoding = rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
+        if !rota_formats::encoding::is_utf8(encoding) {
+            if !format.is_text() {
+                return Err(IngestError::Invalid(format!(
+                    "{}: --encoding applies to text formats, and {} is not one",
+                    entry.location,
+                    format.name()
+                )));
+            }
+            inner = Box::new(rota_formats::Transcoding::new(
+                inner,
+                &entry.location,
+                encoding,
+            ));
+        }
+    }
+    let first = match &mut stream {
+        Some(s) => s.next_chunk().await?,
+        None => None,
+    };
+    let packed = first
+        .as_deref()
+        .filter(|c| c.len() >= rota_formats::compression::MAGIC_BYTES)
+        .and_then(rota_formats::Compression::from_magic);
+    let decoder = Box::new(rota_formats::Decompressing::new(
+        inner,
+        &entry.location,
+        if unpack_apart && packed.is_some() {
+            None
+        } else {
+            suffix
+        },
+        req.decompression,
+    ));
+    Ok(Input {
+        decoder,
+        stream,
+        first,
+        packed: packed.filter(|_| unpack_apart),
+        compression: packed.or(suffix),
+        in_place_bytes,
+    })
 }
 
 /// Decompresses what the read stage sends and passes it on to the decoder.
@@ -261,66 +376,15 @@ async fn ingest_file(
     report: &mut IngestReport,
     progress: &Arc<Progress>,
 ) -> Result<u64, IngestError> {
-    let source = rota_sources::for_location(&entry.location)?;
-    let mut opts = req.decode.clone();
-    opts.location.clone_from(&entry.location);
-    let suffix = rota_formats::Compression::from_suffix(&entry.relative).map(|(c, _)| c);
-    // Formats that read an index first read the source in place when it
-    // allows; everything else (and anything compressed) is streamed.
-    let in_place = if format.prefers_random_access() && suffix.is_none() {
-        source.random_access(entry).await?
-    } else {
-        None
-    };
-    let (mut inner, mut stream, in_place_bytes) = match in_place {
-        Some(input) => {
-            let size = input.size();
-            let decoder = format.decoder_at(&opts, input).ok_or_else(|| {
-                IngestError::Invalid(format!(
-                    "format {} offers no random-access decoder",
-                    format.name()
-                ))
-            })??;
-            (decoder, None, size)
-        }
-        None => (
-            format.decoder(&opts)?,
-            Some(source.open(entry, None).await?),
-            0,
-        ),
-    };
-    if let Some(label) = &req.encoding {
-        let encoding = rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
-        if !rota_formats::encoding::is_utf8(encoding) {
-            if !format.is_text() {
-                return Err(IngestError::Invalid(format!(
-                    "{}: --encoding applies to text formats, and {} is not one",
-                    entry.location,
-                    format.name()
-                )));
-            }
-            inner = Box::new(rota_formats::Transcoding::new(
-                inner,
-                &entry.location,
-                encoding,
-            ));
-        }
-    }
     // Compressed input is unpacked on a thread of its own, beside decoding.
-    let first = match &mut stream {
-        Some(s) => s.next_chunk().await?,
-        None => None,
-    };
-    let packed = first
-        .as_deref()
-        .filter(|c| c.len() >= rota_formats::compression::MAGIC_BYTES)
-        .and_then(rota_formats::Compression::from_magic);
-    let mut decoder = rota_formats::Decompressing::new(
-        inner,
-        &entry.location,
-        if packed.is_some() { None } else { suffix },
-        req.decompression,
-    );
+    let Input {
+        mut decoder,
+        stream,
+        first,
+        packed,
+        in_place_bytes,
+        ..
+    } = open_input(req, entry, &format, true).await?;
 
     let (bytes_tx, read_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
     let (unpack, mut bytes_rx) = match packed {
