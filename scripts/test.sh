@@ -13,6 +13,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The cross-check test reads every fixture with independent Python readers.
+if ! python3 -c "import pyarrow, zstandard" >/dev/null 2>&1; then
+  echo "installing pyarrow and zstandard for the cross-check"
+  python3 -m pip install --quiet pyarrow zstandard
+fi
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -399,11 +399,11 @@ fn broken_compressed_files_fail_with_the_file_and_offset() {
     let s = Scratch::new();
     for (file, says) in [
         (
-            "compressed/truncated.csv.gz",
+            "compressed/invalid/truncated.csv.gz",
             "byte 159: gzip: the compressed data is truncated",
         ),
         (
-            "compressed/plain-text.csv.gz",
+            "compressed/invalid/plain-text.csv.gz",
             "the name says gzip, but the data does not start like gzip data",
         ),
     ] {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `rota` binary against a real SQLite store file,
 //! with real worker processes (killed, stopped and resumed by signal).
 
+mod crosscheck;
 mod ingest;
 mod support;
 mod worker;

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Independent cross-check: every valid fixture of every format, read by a
+reader nobody in this project wrote, must give the rows `rota ingest` gives.
+
+Usage:
+  python3 tests/crosscheck/crosscheck.py ROTA_BINARY [FIXTURES_DIR]
+
+The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
+pyarrow for Arrow IPC and Parquet; Python's gzip, bz2 and lzma modules and
+the zstandard package for the compressed fixtures (fixtures/compressed/,
+whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
+--payload ndjson` into a scratch store and `rota tasks payload`. Values are
+compared after normalising what legitimately differs between type systems:
+numbers by value, timestamps and dates as ISO text, decimals as numbers.
+Exits 1 listing every mismatch; 0 when all fixtures agree.
+"""
+import csv
+import datetime
+import decimal
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+# Readers by format; each returns a list of dicts.
+
+
+def read_delimited(path, opts, delimiter):
+    header = opts.get("header", "true") in ("true", "yes", "1")
+    delimiter = opts.get("delimiter", delimiter)
+    if delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    quote = opts.get("quote", '"')
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=delimiter, quotechar=quote) if r]
+    if not rows:
+        return []
+    if header:
+        names, rows = rows[0], rows[1:]
+    else:
+        names = [f"column_{i + 1}" for i in range(len(rows[0]))]
+    return [dict(zip(names, r)) for r in rows]
+
+
+def read_ndjson(path, opts):
+    with open(path, encoding="utf-8-sig") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_json(path, opts):
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    if not text.strip():
+        return []
+    value = json.loads(text)
+    return value if isinstance(value, list) else [value]
+
+
+def read_arrow(path, opts):
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"ARROW1":
+        table = ipc.open_file(path).read_all()
+    else:
+        with pa.OSFile(path, "rb") as f:
+            table = ipc.open_stream(f).read_all()
+    return table.to_pylist()
+
+
+def read_parquet(path, opts):
+    import pyarrow.parquet as pq
+
+    columns = opts.get("columns")
+    columns = [c.strip() for c in columns.split(",")] if columns else None
+    return pq.read_table(path, columns=columns).to_pylist()
+
+
+READERS = {
+    "csv": lambda p, o: read_delimited(p, o, ","),
+    "tsv": lambda p, o: read_delimited(p, o, "\t"),
+    "ndjson": read_ndjson,
+    "json": read_json,
+    "arrow": read_arrow,
+    "parquet": read_parquet,
+}
+
+
+def normalise(v):
+    """One representation per value, whichever reader produced it."""
+    if v is None or v == "":
+        # CSV readers cannot tell an empty field from a missing one.
+        return None
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float, decimal.Decimal)):
+        f = float(v)
+        return None if math.isnan(f) else round(f, 9)
+    if isinstance(v, datetime.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return v.isoformat()
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, str):
+        t = v.strip()
+        if t in ("true", "false"):
+            return t == "true"
+        try:
+            return round(float(t), 9)
+        except ValueError:
+            pass
+        # Arrow's JSON writes timestamps as 2026-01-02T03:04:05Z.
+        if t.endswith("Z") and "T" in t:
+            try:
+                return datetime.datetime.fromisoformat(t[:-1]).isoformat()
+            except ValueError:
+                pass
+        return v
+    if isinstance(v, list):
+        return [normalise(x) for x in v]
+    if isinstance(v, dict):
+        return {k: normalise(x) for k, x in v.items()}
+    return v
+
+
+def rows_by_rota(rota, path, fmt, opts, work):
+    store = os.path.join(work, "crosscheck.db")
+    cmd = [rota, "--store", store, "ingest", path, "--spec", "crosscheck", "--format", fmt,
+           "--payload", "ndjson", "--batch-rows", "1000000", "--json", "--quiet"]
+    for k, v in opts.items():
+        cmd += ["--format-opt", f"{k}={v}"]
+    summary = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    listed = subprocess.run([rota, "--store", store, "tasks", "list", summary["job_id"], "--json"],
+                            check=True, capture_output=True, text=True).stdout
+    rows = []
+    for line in listed.splitlines():
+        task = json.loads(line)
+        payload = subprocess.run([rota, "--store", store, "tasks", "payload", str(task["id"])],
+                                 check=True, capture_output=True).stdout
+        rows += [json.loads(l) for l in payload.decode("utf-8").splitlines() if l.strip()]
+    return rows
+
+
+def decompress(path):
+    """The bytes of a compressed fixture, decompressed by Python's readers."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    if data[:3] == b"BZh":
+        return bz2.decompress(data)
+    if data[:6] == b"\xfd7zXZ\x00":
+        return lzma.decompress(data)
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    raise ValueError(f"{path}: not compressed data")
+
+
+def compressed_fixtures(root):
+    """(path, inner format, decompressed copy) of each compressed fixture."""
+    folder = os.path.join(root, "compressed")
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        stem = name
+        for suffix in (".gz", ".gzip", ".zst", ".zstd", ".bz2", ".bzip2", ".xz"):
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+        yield path, stem.rsplit(".", 1)[1], stem
+
+
+def options_of(path):
+    opts = {}
+    if os.path.exists(path + ".opts"):
+        with open(path + ".opts") as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    opts[k] = v
+    return opts
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    rota = sys.argv[1]
+    root = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures")
+    failures, checked = [], 0
+    with tempfile.TemporaryDirectory() as work:
+        for fmt, reader in READERS.items():
+            folder = os.path.join(root, fmt)
+            for name in sorted(os.listdir(folder)):
+                path = os.path.join(folder, name)
+                if not os.path.isfile(path) or name.endswith(".opts"):
+                    continue
+                opts = options_of(path)
+                try:
+                    want = [normalise(r) for r in reader(path, opts)]
+                    got = [normalise(r) for r in rows_by_rota(rota, path, fmt, opts, work)]
+                except subprocess.CalledProcessError as e:
+                    failures.append(f"{fmt}/{name}: rota failed: {e.stderr}")
+                    continue
+                checked += 1
+                if len(want) != len(got):
+                    failures.append(f"{fmt}/{name}: {len(want)} rows by the reader, {len(got)} by rota")
+                    continue
+                for i, (w, g) in enumerate(zip(want, got)):
+                    if w != g:
+                        failures.append(f"{fmt}/{name}: row {i + 1} differs:\n  reader {w}\n  rota   {g}")
+                        break
+        for path, fmt, stem in compressed_fixtures(root):
+            plain = os.path.join(work, "plain-" + stem)
+            with open(plain, "wb") as f:
+                f.write(decompress(path))
+            try:
+                want = [normalise(r) for r in READERS[fmt](plain, {})]
+                got = [normalise(r) for r in rows_by_rota(rota, path, fmt, {}, work)]
+            except subprocess.CalledProcessError as e:
+                failures.append(f"compressed/{os.path.basename(path)}: rota failed: {e.stderr}")
+                continue
+            checked += 1
+            if want != got:
+                failures.append(f"compressed/{os.path.basename(path)}: rows differ from the "
+                                f"decompressed file read by the {fmt} reader")
+    for f in failures:
+        print(f)
+    print(f"{checked} fixtures checked, {len(failures)} mismatches")
+    sys.exit(1 if failures or checked == 0 else 0)
+
+
+if __name__ == "__main__":
+    main()
