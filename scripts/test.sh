@@ -14,9 +14,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The cross-check test reads every fixture with independent Python readers.
-if ! python3 -c "import pyarrow, zstandard" >/dev/null 2>&1; then
-  echo "installing pyarrow and zstandard for the cross-check"
-  python3 -m pip install --quiet pyarrow zstandard
+if ! python3 -c "import pyarrow, zstandard, msgpack" >/dev/null 2>&1; then
+  echo "installing pyarrow, zstandard and msgpack for the cross-check"
+  python3 -m pip install --quiet pyarrow zstandard msgpack
 fi
 
 echo "== cargo fmt"

@@ -15,6 +15,7 @@ pub mod compression;
 pub mod csv;
 pub mod encoding;
 pub mod json;
+pub mod msgpack;
 mod options;
 pub mod parquet;
 pub mod schema;
@@ -25,6 +26,7 @@ pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
 pub use encoding::{Transcoding, text_encoding};
 pub use json::{JsonFormat, NdjsonFormat};
+pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
 pub use schema::parse_schema;
 
@@ -38,6 +40,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(JsonFormat),
         Arc::new(ArrowFormat),
         Arc::new(ParquetFormat),
+        Arc::new(MsgpackFormat),
     ]
 }
 

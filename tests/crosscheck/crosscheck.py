@@ -6,7 +6,8 @@ Usage:
   python3 tests/crosscheck/crosscheck.py ROTA_BINARY [FIXTURES_DIR]
 
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
-pyarrow for Arrow IPC and Parquet; Python's gzip, bz2 and lzma modules and
+pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
+Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
 --payload ndjson` into a scratch store and `rota tasks payload`. Values are
@@ -73,6 +74,31 @@ def read_arrow(path, opts):
     return table.to_pylist()
 
 
+def read_msgpack(path, opts):
+    import msgpack
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        return []
+    first = data[0]
+    if 0x90 <= first <= 0x9F or first in (0xDC, 0xDD):
+        rows = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    else:
+        rows = list(msgpack.Unpacker(io.BytesIO(data), raw=False, strict_map_key=False))
+    # Rota writes binary values as hex text.
+    def hexed(v):
+        if isinstance(v, bytes):
+            return v.hex()
+        if isinstance(v, list):
+            return [hexed(x) for x in v]
+        if isinstance(v, dict):
+            return {k: hexed(x) for k, x in v.items()}
+        return v
+
+    return [hexed(r) for r in rows]
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -88,6 +114,7 @@ READERS = {
     "json": read_json,
     "arrow": read_arrow,
     "parquet": read_parquet,
+    "msgpack": read_msgpack,
 }
 
 

@@ -66,7 +66,7 @@ fn the_command_sees_task_metadata_in_its_environment() {
     assert_eq!(
         result.trim(),
         format!(
-            "{}|one.csv#00000000|1|test|imports|{{\"limit\":5,\"region\":\"eu\"}}|1|json",
+            "{}|one.csv#00000000|1|test|imports|{{\"region\":\"eu\",\"limit\":5}}|1|json",
             summary["job_id"].as_str().expect("id")
         )
     );
