@@ -342,9 +342,7 @@ fn a_missing_path_fails_before_any_job_is_made() {
 
     let empty = s.path("empty-dir");
     std::fs::create_dir_all(empty.join("sub")).expect("mkdir");
-    let out = s.run(&["ingest", empty.to_str().expect("path"), "--spec", "t"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = s.fails(&["ingest", empty.to_str().expect("path"), "--spec", "t"]);
     assert!(
         err.contains("no files to ingest (pass --recursive"),
         "{err}"
@@ -408,9 +406,7 @@ fn broken_compressed_files_fail_with_the_file_and_offset() {
         ),
     ] {
         let path = fixture(file);
-        let out = s.run(&["ingest", path.to_str().expect("path"), "--spec", "t"]);
-        assert!(!out.status.success(), "{file}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = s.fails(&["ingest", path.to_str().expect("path"), "--spec", "t"]);
         assert!(
             err.contains(file.rsplit('/').next().expect("name")),
             "{file}: {err}"
@@ -431,13 +427,11 @@ fn encoding_transcodes_text_and_a_bad_label_fails_before_any_job() {
     assert_eq!(rows[0]["name"], "Jürgen");
 
     // Read as UTF-8, the same file fails and says where.
-    let out = s.run(&["ingest", path.to_str().expect("path"), "--spec", "t"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = s.fails(&["ingest", path.to_str().expect("path"), "--spec", "t"]);
     assert!(err.contains("latin1.csv: line 2"), "{err}");
 
     let jobs_before = s.ok(&["jobs", "list", "--json"]);
-    let out = s.run(&[
+    let err = s.fails(&[
         "ingest",
         path.to_str().expect("path"),
         "--spec",
@@ -445,8 +439,6 @@ fn encoding_transcodes_text_and_a_bad_label_fails_before_any_job() {
         "--encoding",
         "klingon",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown text encoding 'klingon'"), "{err}");
     assert_eq!(
         s.ok(&["jobs", "list", "--json"]),
@@ -480,7 +472,7 @@ fn arrow_ipc_stream_file_and_compressed_buffers_give_the_same_tasks() {
     assert_eq!(rows[1]["name"], "Zoë ✓");
     assert_eq!(rows[0]["tags"], serde_json::json!(["a", "b"]));
 
-    let out = s.run(&[
+    let err = s.fails(&[
         "ingest",
         fixture("arrow/invalid/corrupt_footer.arrow")
             .to_str()
@@ -488,8 +480,6 @@ fn arrow_ipc_stream_file_and_compressed_buffers_give_the_same_tasks() {
         "--spec",
         "t",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("corrupt_footer.arrow: byte 3274: invalid Arrow IPC file"),
         "{err}"
@@ -525,14 +515,12 @@ fn parquet_is_read_in_place_or_spooled_with_the_same_tasks() {
     assert_eq!(rows[1], serde_json::json!({"id": 2, "name": "Zoë ✓"}));
 
     let bad = fixture("parquet/invalid/corrupt_footer.parquet");
-    let out = s.run(&["ingest", bad.to_str().expect("path"), "--spec", "t"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = s.fails(&["ingest", bad.to_str().expect("path"), "--spec", "t"]);
     assert!(
         err.contains("corrupt_footer.parquet: byte 6360: invalid Parquet file"),
         "{err}"
     );
-    let out = s.run(&[
+    let err = s.fails(&[
         "ingest",
         plain.to_str().expect("path"),
         "--spec",
@@ -540,7 +528,6 @@ fn parquet_is_read_in_place_or_spooled_with_the_same_tasks() {
         "--format-opt",
         "columns=nope",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no column 'nope' (the file has: id, score, name"),
         "{err}"

@@ -77,6 +77,14 @@ impl Scratch {
         self.spawn(&args)
     }
 
+    /// Runs `rota` with `args`, which must fail; returns what it printed on
+    /// stderr.
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "rota {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Ingests `file` with `--json` and extra args; returns the summary.
     pub(crate) fn ingest(&self, file: &Path, extra: &[&str]) -> serde_json::Value {
         let mut args = vec![
