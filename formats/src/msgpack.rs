@@ -269,7 +269,8 @@ impl MsgpackDecoder {
                             ),
                         ));
                     }
-                    self.retry_at = rest.len().saturating_mul(2);
+                    // Never wait past the size limit to notice it.
+                    self.retry_at = rest.len().saturating_mul(2).min(self.max_record + 1);
                     return Ok(());
                 }
                 Err(e) => {
@@ -339,5 +340,39 @@ impl Decoder for MsgpackDecoder {
 
     fn schema(&self) -> Option<SchemaRef> {
         self.inner.schema()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_larger_than_the_record_limit_is_refused_as_it_arrives() {
+        let options = DecodeOptions {
+            location: "big.msgpack".into(),
+            max_record_bytes: 1_000,
+            ..DecodeOptions::default()
+        };
+        let mut d = MsgpackFormat.decoder(&options).expect("decoder");
+        // A map whose one string value declares 100 000 bytes.
+        let mut bytes = vec![0x81, 0xa1, b'k', 0xdb];
+        bytes.extend(100_000u32.to_be_bytes());
+        bytes.extend(vec![b'x'; 100_000]);
+        let mut out = Vec::new();
+        let mut fed = 0;
+        let err = bytes
+            .chunks(100)
+            .find_map(|piece| {
+                fed += piece.len();
+                d.push(piece, &mut out).err()
+            })
+            .expect("refused before the end");
+        assert_eq!(err.kind, DecodeErrorKind::TooLarge, "{err}");
+        assert!(
+            fed <= 2_100,
+            "refused after {fed} bytes, not near the limit"
+        );
+        assert_eq!(err.position.byte_offset, 0);
     }
 }
