@@ -4,7 +4,6 @@
 //! read back batch by batch). Buffers compressed with LZ4 or zstd decode too.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::{FileReader, StreamDecoder};
@@ -13,6 +12,7 @@ use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
+use crate::spool::{DEFAULT_MAX_SPOOL, Spool};
 
 /// The magic bytes that open (and close) an Arrow IPC file.
 const FILE_MAGIC: &[u8] = b"ARROW1";
@@ -24,9 +24,6 @@ const HEAD_BYTES: usize = 8;
 /// A stream's first message is its schema; a longer one means the input is
 /// not an Arrow IPC stream (and would otherwise be buffered whole).
 const MAX_SCHEMA_MESSAGE: u32 = 16 << 20;
-
-/// Spooled input of the file format is refused beyond this size, by default.
-pub const DEFAULT_MAX_SPOOL: u64 = 64 << 30;
 
 /// Arrow IPC, stream or file format.
 #[derive(Clone, Copy, Debug, Default)]
@@ -69,7 +66,7 @@ enum State {
         consumed: u64,
     },
     /// File format, spooling.
-    Spool(File),
+    Spool(Spool),
     /// File format, reading back; `next` counts batches returned.
     File {
         reader: Box<FileReader<File>>,
@@ -91,19 +88,15 @@ impl ArrowDecoder {
         DecodeError::at_byte(&self.location, at, kind, message)
     }
 
-    fn io(&self, e: &std::io::Error) -> DecodeError {
-        self.error(
-            DecodeErrorKind::Options,
-            self.read,
-            format!("cannot spool the Arrow IPC file to a temporary file: {e}"),
-        )
-    }
-
     /// Chooses the framing from the first bytes and feeds them on.
     fn start(&mut self, head: Vec<u8>, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         self.read -= head.len() as u64;
         if head.starts_with(FILE_MAGIC) {
-            self.state = State::Spool(tempfile::tempfile().map_err(|e| self.io(&e))?);
+            self.state = State::Spool(Spool::new(
+                &self.location,
+                self.max_spool,
+                "an Arrow IPC file",
+            )?);
         } else {
             let word = |i: usize| {
                 head.get(i..i + 4)
@@ -157,24 +150,7 @@ impl ArrowDecoder {
                 }
                 Ok(())
             }
-            State::Spool(file) => {
-                let result = file.write_all(bytes);
-                if let Err(e) = result {
-                    return Err(self.io(&e));
-                }
-                if self.read > self.max_spool {
-                    return Err(self.error(
-                        DecodeErrorKind::TooLarge,
-                        self.read,
-                        format!(
-                            "an Arrow IPC file is read from a temporary copy, and this one is \
-                             larger than max_spool ({} bytes)",
-                            self.max_spool
-                        ),
-                    ));
-                }
-                Ok(())
-            }
+            State::Spool(spool) => spool.push(bytes),
             State::Sniff(_) | State::File { .. } | State::Done => Ok(()),
         }
     }
@@ -231,10 +207,8 @@ impl Decoder for ArrowDecoder {
                 };
                 Ok(())
             }
-            State::Spool(mut file) => {
-                file.flush()
-                    .and_then(|()| file.seek(SeekFrom::Start(0)))
-                    .map_err(|e| self.io(&e))?;
+            State::Spool(spool) => {
+                let (file, _) = spool.into_file()?;
                 let reader = FileReader::try_new(file, None).map_err(|e| {
                     self.error(
                         DecodeErrorKind::Syntax,

@@ -19,6 +19,7 @@ pub mod msgpack;
 mod options;
 pub mod parquet;
 pub mod schema;
+mod spool;
 mod text;
 
 pub use arrow::ArrowFormat;

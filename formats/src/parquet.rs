@@ -4,8 +4,7 @@
 //! place; anything else (a stream, a compressed file) is spooled to a
 //! temporary file, size-capped, and read the same way.
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 
 use arrow_array::RecordBatchReader;
@@ -16,12 +15,10 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::file::reader::{ChunkReader, Length};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::{FileAt, ReadAt};
-use rota_core::{DecodeError, DecodeErrorKind, Position};
+use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
-
-/// Spooled input is refused beyond this size, by default.
-pub const DEFAULT_MAX_SPOOL: u64 = 64 << 30;
+use crate::spool::{DEFAULT_MAX_SPOOL, Spool};
 
 /// Apache Parquet.
 #[derive(Clone, Copy, Debug, Default)]
@@ -80,18 +77,14 @@ impl Format for ParquetFormat {
 
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         let settings = Self::settings(options)?;
-        let spool = tempfile::tempfile().map_err(|e| DecodeError {
-            location: options.location.clone(),
-            position: Position::default(),
-            kind: DecodeErrorKind::Options,
-            message: format!("cannot make a temporary file to spool the Parquet file to: {e}"),
-        })?;
+        let spool = Spool::new(
+            &options.location,
+            settings.max_spool,
+            "a Parquet file that cannot be read in place",
+        )?;
         Ok(Box::new(ParquetDecoder {
             settings,
-            state: State::Spool {
-                file: spool,
-                size: 0,
-            },
+            state: State::Spool(spool),
         }))
     }
 
@@ -111,10 +104,7 @@ impl Format for ParquetFormat {
 
 enum State {
     /// Pushed bytes go to a temporary file.
-    Spool {
-        file: File,
-        size: u64,
-    },
+    Spool(Spool),
     /// Random access, not yet opened.
     Ready(Arc<dyn ReadAt>),
     Reading {
@@ -193,45 +183,17 @@ impl ParquetDecoder {
 
 impl Decoder for ParquetDecoder {
     fn push(&mut self, bytes: &[u8], _out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
-        let max = self.settings.max_spool;
-        let State::Spool { file, size } = &mut self.state else {
-            return Ok(()); // random access: nothing is pushed
-        };
-        let result = file.write_all(bytes);
-        *size += bytes.len() as u64;
-        let at = *size;
-        if let Err(e) = result {
-            return Err(self.error(
-                DecodeErrorKind::Options,
-                at,
-                format!("cannot spool the Parquet file to a temporary file: {e}"),
-            ));
+        match &mut self.state {
+            State::Spool(spool) => spool.push(bytes),
+            _ => Ok(()), // random access: nothing is pushed
         }
-        if at > max {
-            return Err(self.error(
-                DecodeErrorKind::TooLarge,
-                at,
-                format!(
-                    "this source cannot be read in place, and the Parquet file is larger \
-                     than max_spool ({max} bytes) allows to copy aside"
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         let input: Arc<dyn ReadAt> = match std::mem::replace(&mut self.state, State::Done) {
-            State::Spool { mut file, size } => {
-                let flushed = file.flush();
-                let spooled = flushed.map(|()| FileAt::with_size(file, size));
-                Arc::new(spooled.map_err(|e| {
-                    self.error(
-                        DecodeErrorKind::Options,
-                        size,
-                        format!("cannot read back the spooled Parquet file: {e}"),
-                    )
-                })?)
+            State::Spool(spool) => {
+                let (file, size) = spool.into_file()?;
+                Arc::new(FileAt::with_size(file, size))
             }
             State::Ready(input) => input,
             other => {

@@ -343,8 +343,9 @@ fn pack(encoding: PayloadEncoding, payload: &[u8]) -> (i64, Option<Vec<u8>>) {
     }
 }
 
-/// Columns [`StoredPayload::from_row`] reads, from `payloads p JOIN tasks t`.
-const STORED_COLUMNS: &str = "t.job_id, p.codec, p.data, p.file_at, p.file_bytes";
+/// One task's stored payload, as [`StoredPayload::from_row`] reads it.
+const SELECT_STORED: &str = "SELECT t.job_id, p.codec, p.data, p.file_at, p.file_bytes
+     FROM payloads p JOIN tasks t ON t.id = p.task_id WHERE p.task_id = ?1";
 
 /// A payload as the database holds it.
 struct StoredPayload {
@@ -1072,10 +1073,7 @@ impl Store for SqliteStore {
         let files = self.files.clone();
         self.read(move |tx| {
             let stored = tx
-                .prepare_cached(&format!(
-                    "SELECT {STORED_COLUMNS} FROM payloads p JOIN tasks t ON t.id = p.task_id
-                     WHERE p.task_id = ?1"
-                ))
+                .prepare_cached(SELECT_STORED)
                 .db()?
                 .query_row([task.0], StoredPayload::from_row)
                 .optional()
@@ -1139,12 +1137,7 @@ impl Store for SqliteStore {
                      RETURNING job_id, key, queue, attempt, max_attempts, rows, encoding",
                 )
                 .db()?;
-            let mut payload = tx
-                .prepare_cached(&format!(
-                    "SELECT {STORED_COLUMNS} FROM payloads p JOIN tasks t ON t.id = p.task_id
-                     WHERE p.task_id = ?1"
-                ))
-                .db()?;
+            let mut payload = tx.prepare_cached(SELECT_STORED).db()?;
             let mut job_of = tx
                 .prepare_cached("SELECT spec, params FROM jobs WHERE id = ?1")
                 .db()?;
