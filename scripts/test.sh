@@ -14,9 +14,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The cross-check test reads every fixture with independent Python readers.
-if ! python3 -c "import pyarrow, zstandard, msgpack" >/dev/null 2>&1; then
-  echo "installing pyarrow, zstandard and msgpack for the cross-check"
-  python3 -m pip install --quiet pyarrow zstandard msgpack
+if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd" >/dev/null 2>&1; then
+  echo "installing pyarrow, zstandard, msgpack and fastavro (with its snappy and zstd codecs) for the cross-check"
+  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd
 fi
 
 echo "== cargo fmt"

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rota_core::format::Format;
 
 pub mod arrow;
+pub mod avro;
 pub mod compression;
 pub mod csv;
 pub mod encoding;
@@ -23,6 +24,7 @@ mod spool;
 mod text;
 
 pub use arrow::ArrowFormat;
+pub use avro::AvroFormat;
 pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
 pub use encoding::{Transcoding, text_encoding};
@@ -42,6 +44,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(ArrowFormat),
         Arc::new(ParquetFormat),
         Arc::new(MsgpackFormat),
+        Arc::new(AvroFormat),
     ]
 }
 

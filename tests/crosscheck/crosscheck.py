@@ -7,6 +7,7 @@ Usage:
 
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
+fastavro for Avro;
 Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
@@ -99,6 +100,27 @@ def read_msgpack(path, opts):
     return [hexed(r) for r in rows]
 
 
+def read_avro(path, opts):
+    import uuid
+
+    import fastavro
+
+    # Rota writes binary values as hex text, and UUIDs in their text form.
+    def plain(v):
+        if isinstance(v, bytes):
+            return v.hex()
+        if isinstance(v, uuid.UUID):
+            return str(v)
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    with open(path, "rb") as f:
+        return [plain(r) for r in fastavro.reader(f)]
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -115,6 +137,7 @@ READERS = {
     "arrow": read_arrow,
     "parquet": read_parquet,
     "msgpack": read_msgpack,
+    "avro": read_avro,
 }
 
 
