@@ -20,6 +20,7 @@ pub mod msgpack;
 mod options;
 pub mod parquet;
 pub mod schema;
+pub mod sheet;
 mod spool;
 mod text;
 
@@ -32,6 +33,7 @@ pub use json::{JsonFormat, NdjsonFormat};
 pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
 pub use schema::parse_schema;
+pub use sheet::{OdsFormat, XlsFormat, XlsxFormat};
 
 /// Every built-in format, in the order detection tries them.
 #[must_use]
@@ -45,6 +47,9 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(ParquetFormat),
         Arc::new(MsgpackFormat),
         Arc::new(AvroFormat),
+        Arc::new(XlsxFormat),
+        Arc::new(XlsFormat),
+        Arc::new(OdsFormat),
     ]
 }
 

@@ -4,7 +4,6 @@
 //! place; anything else (a stream, a compressed file) is spooled to a
 //! temporary file, size-capped, and read the same way.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use arrow_array::RecordBatchReader;
@@ -18,7 +17,7 @@ use rota_core::source::{FileAt, ReadAt};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
-use crate::spool::{DEFAULT_MAX_SPOOL, Spool};
+use crate::spool::{AtCursor, DEFAULT_MAX_SPOOL, Spool};
 
 /// Apache Parquet.
 #[derive(Clone, Copy, Debug, Default)]
@@ -255,13 +254,10 @@ impl Length for At {
 }
 
 impl ChunkReader for At {
-    type T = AtRead;
+    type T = AtCursor;
 
-    fn get_read(&self, start: u64) -> parquet::errors::Result<AtRead> {
-        Ok(AtRead {
-            input: Arc::clone(&self.0),
-            at: start,
-        })
+    fn get_read(&self, start: u64) -> parquet::errors::Result<AtCursor> {
+        Ok(AtCursor::at(Arc::clone(&self.0), start))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
@@ -270,21 +266,5 @@ impl ChunkReader for At {
             .read_exact_at(start, &mut buf)
             .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
         Ok(Bytes::from(buf))
-    }
-}
-
-/// A forward reader over random access.
-struct AtRead {
-    input: Arc<dyn ReadAt>,
-    at: u64,
-}
-
-impl Read for AtRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.input.size().saturating_sub(self.at);
-        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        self.input.read_exact_at(self.at, &mut buf[..n])?;
-        self.at += n as u64;
-        Ok(n)
     }
 }

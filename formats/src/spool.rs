@@ -3,8 +3,10 @@
 //! place.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
 
+use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind};
 
 /// Spooled input is refused beyond this size unless `max_spool` says more.
@@ -71,4 +73,49 @@ fn io_error(location: &str, at: u64, what: &str, e: &std::io::Error) -> DecodeEr
         DecodeErrorKind::Options,
         format!("cannot copy {what} to a temporary file: {e}"),
     )
+}
+
+/// A reader with a position over random access, for libraries that want
+/// `Read + Seek`.
+#[derive(Clone, Debug)]
+pub(crate) struct AtCursor {
+    input: Arc<dyn ReadAt>,
+    at: u64,
+}
+
+impl AtCursor {
+    pub(crate) fn new(input: Arc<dyn ReadAt>) -> Self {
+        Self::at(input, 0)
+    }
+
+    pub(crate) fn at(input: Arc<dyn ReadAt>, at: u64) -> Self {
+        Self { input, at }
+    }
+}
+
+impl Read for AtCursor {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.input.size().saturating_sub(self.at);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.input.read_exact_at(self.at, &mut buf[..n])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for AtCursor {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let to = match pos {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.input.size().checked_add_signed(d),
+            SeekFrom::Current(d) => self.at.checked_add_signed(d),
+        };
+        self.at = to.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the input",
+            )
+        })?;
+        Ok(self.at)
+    }
 }

@@ -7,7 +7,8 @@ Usage:
 
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
-fastavro for Avro;
+fastavro for Avro; openpyxl for XLSX, xlrd for XLS and python-calamine for
+ODS;
 Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
@@ -121,6 +122,87 @@ def read_avro(path, opts):
         return [plain(r) for r in fastavro.reader(f)]
 
 
+def sheet_records(rows, opts):
+    """Records from a sheet's rows (lists of cell values, None for empty),
+    by the rules Rota documents: blank rows count for nothing; skip_rows
+    rows are dropped, then the next row names the columns (empty names are
+    column_N, repeats get _2, _3); columns past the header are column_N."""
+    rows = [r for r in rows if any(v is not None and v != "" for v in r)]
+    rows = rows[int(opts.get("skip_rows", "0")):]
+    header = opts.get("header", "true") in ("true", "yes", "1")
+    names = []
+    if header and rows:
+        seen = set()
+        for i, v in enumerate(rows[0]):
+            base = str(v).strip() if v not in (None, "") else ""
+            base = base or f"column_{i + 1}"
+            name, n = base, 2
+            while name in seen:
+                name, n = f"{base}_{n}", n + 1
+            seen.add(name)
+            names.append(name)
+        rows = rows[1:]
+    width = max([len(names)] + [len(r) for r in rows])
+    names += [f"column_{i + 1}" for i in range(len(names), width)]
+    return [{names[i]: (row[i] if i < len(row) else None) for i in range(width)} for row in rows]
+
+
+def pick(names, opts):
+    wanted = opts.get("sheet")
+    if wanted is None:
+        return names[0]
+    if wanted in names:
+        return wanted
+    return names[int(wanted) - 1]
+
+
+def read_xlsx(path, opts):
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    ws = wb[pick(wb.sheetnames, opts)]
+    rows = [[None if v == "" else v for v in r] for r in ws.iter_rows(values_only=True)]
+    return sheet_records(rows, opts)
+
+
+def read_xls(path, opts):
+    import xlrd
+
+    book = xlrd.open_workbook(path)
+    sheet = book.sheet_by_name(pick(book.sheet_names(), opts))
+    rows = []
+    for r in range(sheet.nrows):
+        row = []
+        for cell in sheet.row(r):
+            if cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK, xlrd.XL_CELL_ERROR):
+                row.append(None)
+            elif cell.ctype == xlrd.XL_CELL_DATE:
+                row.append(xlrd.xldate.xldate_as_datetime(cell.value, book.datemode))
+            elif cell.ctype == xlrd.XL_CELL_BOOLEAN:
+                row.append(bool(cell.value))
+            else:
+                row.append(cell.value)
+        rows.append(row)
+    return sheet_records(rows, opts)
+
+
+def read_ods(path, opts):
+    import python_calamine
+
+    wb = python_calamine.CalamineWorkbook.from_path(path)
+    sheet = wb.get_sheet_by_name(pick(wb.sheet_names, opts))
+    # Rota reads dates as timestamps (midnight).
+    def cell(v):
+        if v == "":
+            return None
+        if isinstance(v, datetime.date) and not isinstance(v, datetime.datetime):
+            return datetime.datetime.combine(v, datetime.time())
+        return v
+
+    rows = [[cell(v) for v in r] for r in sheet.to_python(skip_empty_area=False)]
+    return sheet_records(rows, opts)
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -138,6 +220,9 @@ READERS = {
     "parquet": read_parquet,
     "msgpack": read_msgpack,
     "avro": read_avro,
+    "xlsx": read_xlsx,
+    "xls": read_xls,
+    "ods": read_ods,
 }
 
 
@@ -165,10 +250,11 @@ def normalise(v):
             return round(float(t), 9)
         except ValueError:
             pass
-        # Arrow's JSON writes timestamps as 2026-01-02T03:04:05Z.
-        if t.endswith("Z") and "T" in t:
+        # Arrow's JSON writes timestamps as 2026-01-02T03:04:05Z, or
+        # without the zone when they have none.
+        if "T" in t:
             try:
-                return datetime.datetime.fromisoformat(t[:-1]).isoformat()
+                return datetime.datetime.fromisoformat(t.removesuffix("Z")).isoformat()
             except ValueError:
                 pass
         return v
