@@ -5,6 +5,7 @@
 //! rota-bench-floor csv FILE.csv          arrow-csv decoding every record
 //! rota-bench-floor parquet FILE.parquet  the parquet crate decoding every row group
 //! rota-bench-floor gunzip FILE.gz        gzip decompression alone (flate2, all members)
+//! rota-bench-floor xlsx FILE.xlsx        calamine streaming every cell of the first sheet
 //! ```
 //!
 //! For CSV the schema is inferred from the first 10 000 records the way
@@ -73,10 +74,35 @@ fn gunzip(file: File) -> Result<u64> {
     }
 }
 
+/// Data rows of the first sheet (the header row aside), every cell read
+/// through calamine's streaming cell reader, the path `rota ingest` takes.
+fn xlsx(file: File) -> Result<u64> {
+    use calamine::{Reader, Xlsx};
+
+    let mut book = Xlsx::new(BufReader::with_capacity(1 << 20, file))?;
+    let sheet = book.sheet_names().first().cloned().ok_or("no sheets")?;
+    let mut cells = book.worksheet_cells_reader(&sheet)?;
+    let (mut rows, mut last) = (0u64, None);
+    let mut text = 0usize;
+    while let Some(cell) = cells.next_cell()? {
+        let row = cell.get_position().0;
+        if last != Some(row) {
+            rows += 1;
+            last = Some(row);
+        }
+        // Touch every value, so nothing is skipped unread.
+        if let calamine::DataRef::SharedString(s) = cell.get_value() {
+            text += s.len();
+        }
+    }
+    std::hint::black_box(text);
+    Ok(rows.saturating_sub(1))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, path] = args.as_slice() else {
-        return Err("usage: rota-bench-floor csv|parquet|gunzip FILE".into());
+        return Err("usage: rota-bench-floor csv|parquet|gunzip|xlsx FILE".into());
     };
     let started = Instant::now();
     let mut file = File::open(path)?;
@@ -85,6 +111,7 @@ fn main() -> Result<()> {
         "csv" => csv(&mut file)?,
         "parquet" => parquet(file)?,
         "gunzip" => gunzip(file)?,
+        "xlsx" => xlsx(file)?,
         other => return Err(format!("unknown mode '{other}'").into()),
     };
     let secs = started.elapsed().as_secs_f64();

@@ -6,20 +6,23 @@ Python reader.
 Usage:
   python3 benches/ingest.py DATA [--runs N] [--keep]
 
-DATA is a .csv, .csv.gz or .parquet file. Make them with the shared generator
-(10M rows: about 1.5 GB of CSV, 0.5 GB of Parquet):
-  pip install numpy polars pyarrow xlsxwriter
-  python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
+DATA is a .csv, .csv.gz, .parquet or .xlsx file. Make them with the shared
+generator (10M rows: about 1.5 GB of CSV, 0.5 GB of Parquet; and the first
+200k rows as XLSX):
+  pip install numpy polars pyarrow xlsxwriter python-calamine
+  python3 ../shared/bench/gen_dataset.py --out ./bench-data
   gzip -k ./bench-data/data_10m.csv                  # for the .csv.gz case
   python3 benches/ingest.py ./bench-data/data_10m.csv
   python3 benches/ingest.py ./bench-data/data_10m.parquet
+  python3 benches/ingest.py ./bench-data/data_200k.xlsx
 
 It builds the release binaries, then runs, for each of --runs rounds:
   floor   .csv: arrow-csv decoding the file; .parquet: the parquet crate
-          decoding every row group; .csv.gz: gzip decompression alone
-          (benches/floor.rs)
+          decoding every row group; .csv.gz: gzip decompression alone;
+          .xlsx: calamine's streaming cell reader (benches/floor.rs)
   python  .csv: pyarrow.csv streaming; .parquet: pyarrow.parquet row group
-          batches; .csv.gz: Python's gzip module reading the file
+          batches; .csv.gz: Python's gzip module reading the file; .xlsx:
+          python-calamine loading the sheet
   json    rota ingest --batch-rows 1000 --payload json   into a fresh SQLite file
   arrow   rota ingest --batch-rows 1000 --payload arrow  into a fresh SQLite file
 and prints rows/s, MB/s, peak RSS and each rate as a ratio of the floor's
@@ -63,6 +66,11 @@ for b in pq.ParquetFile(sys.argv[1]).iter_batches(batch_size=8192):
     n += b.num_rows
 print(n)
 """),
+    "xlsx": ("python-calamine", """
+import sys, python_calamine as pc
+sheet = pc.CalamineWorkbook.from_path(sys.argv[1]).get_sheet_by_index(0)
+print(len(sheet.to_python(skip_empty_area=False)) - 1)
+"""),
     "gunzip": ("python gzip", """
 import sys, gzip
 n = 0
@@ -85,7 +93,9 @@ def kind_of(path):
         return "parquet"
     if path.endswith(".csv"):
         return "csv"
-    sys.exit(f"{path}: expected a .csv, .csv.gz or .parquet file")
+    if path.endswith(".xlsx"):
+        return "xlsx"
+    sys.exit(f"{path}: expected a .csv, .csv.gz, .parquet or .xlsx file")
 
 
 def stored_bytes(db):
@@ -143,6 +153,7 @@ def main():
                 "csv": "floor: arrow-csv decode only",
                 "parquet": "floor: parquet crate decode only",
                 "gunzip": "floor: gzip decompression only",
+                "xlsx": "floor: calamine cell reader only",
             }[kind]
             results = [(floor_name, wall, rss, floor_rows, None)]
             peer, script = PYTHON_PEERS[kind]

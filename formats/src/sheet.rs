@@ -495,6 +495,9 @@ struct Writer<'a> {
     /// Given by `--schema`.
     schema: Option<SchemaRef>,
     cells: u64,
+    /// Where the open row starts in `text`, and its values so far.
+    row_mark: usize,
+    row_cells: usize,
 }
 
 /// The reader stops: the consumer is gone, or the sheet is refused.
@@ -515,6 +518,8 @@ impl<'a> Writer<'a> {
             started: false,
             schema: settings.inner.schema.clone(),
             cells: 0,
+            row_mark: 0,
+            row_cells: 0,
         }
     }
 
@@ -616,26 +621,68 @@ impl<'a> Writer<'a> {
     }
 
     fn write(&mut self, number: u32, cells: &[Cell]) -> Result<(), Stop> {
-        self.text.push(b'{');
-        let mut first = true;
+        self.open_row();
         for (i, cell) in cells.iter().enumerate() {
-            if matches!(cell, Cell::Empty) && i >= self.names.len() {
-                continue;
+            if !matches!(cell, Cell::Empty) {
+                self.key(i);
+                cell.write_json(self.types.get(i).and_then(Option::as_ref), &mut self.text);
             }
-            if !first {
-                self.text.push(b',');
-            }
-            first = false;
+        }
+        self.close_row(number)
+    }
+
+    /// Whether rows now go straight to JSON, cell by cell (the columns are
+    /// fixed and the header is behind).
+    fn streaming(&self) -> bool {
+        self.started
+    }
+
+    fn open_row(&mut self) {
+        self.row_mark = self.text.len();
+        self.row_cells = 0;
+        self.text.push(b'{');
+    }
+
+    /// Writes the key of column `i`, after a comma when it is not the first.
+    fn key(&mut self, i: usize) {
+        if self.row_cells > 0 {
+            self.text.push(b',');
+        }
+        self.row_cells += 1;
+        match self.names.get(i) {
+            Some(name) => write_string(name, &mut self.text),
             // A value beyond the columns gets a name the decoder inside
             // refuses, so it is an error for this row, not lost.
-            let name = self
-                .names
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| format!("column_{}", i + 1));
-            write_string(&name, &mut self.text);
-            self.text.push(b':');
-            cell.write_json(self.types.get(i).and_then(Option::as_ref), &mut self.text);
+            None => write_string(&format!("column_{}", i + 1), &mut self.text),
+        }
+        self.text.push(b':');
+    }
+
+    /// Writes one cell of the open row straight from the reader.
+    fn put(&mut self, i: usize, value: &DataRef<'_>) {
+        match value {
+            DataRef::Empty | DataRef::Error(_) => {}
+            DataRef::SharedString(s) => {
+                self.key(i);
+                write_string(s, &mut self.text);
+            }
+            DataRef::String(s) => {
+                self.key(i);
+                write_string(s, &mut self.text);
+            }
+            other => {
+                self.key(i);
+                let ty = self.types.get(i).and_then(Option::as_ref);
+                from_ref(other).write_json(ty, &mut self.text);
+            }
+        }
+    }
+
+    /// Ends the open row, sheet row `number`; a row without values is dropped.
+    fn close_row(&mut self, number: u32) -> Result<(), Stop> {
+        if self.row_cells == 0 {
+            self.text.truncate(self.row_mark);
+            return Ok(());
         }
         self.text.extend_from_slice(b"}\n");
         self.rows.push(number);
@@ -782,6 +829,8 @@ fn read_xlsx<RS: Read + Seek>(
     }
     let mut current: Option<u32> = None;
     let mut row: Vec<Cell> = Vec::new();
+    // Once the columns are fixed, rows are written as their cells arrive.
+    let mut streamed = false;
     loop {
         let next = cells.next_cell().map_err(|e| {
             let at = current.map_or(String::new(), |r| format!(" after row {}", r + 1));
@@ -792,22 +841,38 @@ fn read_xlsx<RS: Read + Seek>(
         let (r, c) = cell.get_position();
         if current != Some(r) {
             if let Some(done) = current {
-                writer.row(done + 1, std::mem::take(&mut row))?;
+                if streamed {
+                    writer.close_row(done + 1)?;
+                } else {
+                    writer.row(done + 1, std::mem::take(&mut row))?;
+                }
             }
             current = Some(r);
+            streamed = writer.streaming();
+            if streamed {
+                writer.open_row();
+            }
         }
         writer.count(1)?;
         let c = c as usize;
+        if c as u64 >= settings.max_cells {
+            return Err(writer.fail(too_big(settings, &sheet, 1, c as u64 + 1)));
+        }
+        if streamed {
+            writer.put(c, cell.get_value());
+            continue;
+        }
         if c >= row.len() {
-            if c as u64 >= settings.max_cells {
-                return Err(writer.fail(too_big(settings, &sheet, 1, c as u64 + 1)));
-            }
             row.resize(c + 1, Cell::Empty);
         }
         row[c] = from_ref(cell.get_value());
     }
     if let Some(done) = current {
-        writer.row(done + 1, row)?;
+        if streamed {
+            writer.close_row(done + 1)?;
+        } else {
+            writer.row(done + 1, row)?;
+        }
     }
     Ok(())
 }
