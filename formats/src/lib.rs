@@ -19,6 +19,7 @@ pub mod json;
 pub mod msgpack;
 mod options;
 pub mod parquet;
+pub mod raw;
 pub mod schema;
 pub mod sheet;
 mod spool;
@@ -32,6 +33,7 @@ pub use encoding::{Transcoding, text_encoding};
 pub use json::{JsonFormat, NdjsonFormat};
 pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
+pub use raw::RawFormat;
 pub use schema::parse_schema;
 pub use sheet::{OdsFormat, XlsFormat, XlsxFormat};
 
@@ -50,6 +52,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(XlsxFormat),
         Arc::new(XlsFormat),
         Arc::new(OdsFormat),
+        Arc::new(RawFormat),
     ]
 }
 

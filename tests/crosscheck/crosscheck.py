@@ -8,7 +8,7 @@ Usage:
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
 fastavro for Avro; openpyxl for XLSX, xlrd for XLS and python-calamine for
-ODS;
+ODS; the file system for raw files;
 Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
@@ -203,6 +203,25 @@ def read_ods(path, opts):
     return sheet_records(rows, opts)
 
 
+def read_raw(path, opts):
+    """The file as Rota's raw format describes it, from the file system."""
+    st = os.stat(path)
+    limit = int(opts.get("max_inline", str(1 << 20)))
+    with open(path, "rb") as f:
+        data = f.read()
+    modified = datetime.datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, datetime.timezone.utc)
+    micros = st.st_mtime_ns // 1000
+    return [{
+        "location": path,
+        "path": os.path.basename(path),
+        "size": len(data),
+        "modified": modified.replace(microsecond=modified.microsecond // 1000 * 1000),
+        "etag": f"{micros}-{st.st_size}",
+        # Rota writes binary values as hex text.
+        "content": data.hex() if len(data) <= limit else None,
+    }]
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -223,6 +242,7 @@ READERS = {
     "xlsx": read_xlsx,
     "xls": read_xls,
     "ods": read_ods,
+    "raw": read_raw,
 }
 
 

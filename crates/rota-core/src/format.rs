@@ -27,6 +27,10 @@ pub struct DecodeOptions {
     pub on_error: OnError,
     /// Format-specific options (`key=value`), checked by the format.
     pub options: BTreeMap<String, String>,
+    /// The listing entry of the input (size, modification time, version
+    /// tag), when it comes from a source; for formats that describe the
+    /// file itself.
+    pub entry: Option<crate::source::Entry>,
 }
 
 impl Default for DecodeOptions {
@@ -39,6 +43,7 @@ impl Default for DecodeOptions {
             max_record_bytes: 64 << 20,
             on_error: OnError::Fail,
             options: BTreeMap::new(),
+            entry: None,
         }
     }
 }
@@ -120,6 +125,13 @@ pub trait Format: Send + Sync {
     /// encoding than UTF-8 and be transcoded first.
     fn is_text(&self) -> bool {
         false
+    }
+
+    /// Whether compressed input is decompressed before the decoder sees
+    /// it: true for every format that parses its input, false for one that
+    /// passes the bytes on as they are.
+    fn decompresses(&self) -> bool {
+        true
     }
 
     /// A decoder for one input.

@@ -255,7 +255,10 @@ pub(crate) async fn open_input(
     let source = rota_sources::for_location(&entry.location)?;
     let mut opts = req.decode.clone();
     opts.location.clone_from(&entry.location);
-    let suffix = rota_formats::Compression::from_suffix(&entry.relative).map(|(c, _)| c);
+    opts.entry = Some(entry.clone());
+    let suffix = rota_formats::Compression::from_suffix(&entry.relative)
+        .map(|(c, _)| c)
+        .filter(|_| format.decompresses());
     // Formats that read an index first read the source in place when it
     // allows; everything else (and anything compressed) is streamed.
     let in_place = if format.prefers_random_access() && suffix.is_none() {
@@ -303,8 +306,18 @@ pub(crate) async fn open_input(
     };
     let packed = first
         .as_deref()
-        .filter(|c| c.len() >= rota_formats::compression::MAGIC_BYTES)
+        .filter(|c| c.len() >= rota_formats::compression::MAGIC_BYTES && format.decompresses())
         .and_then(rota_formats::Compression::from_magic);
+    if !format.decompresses() {
+        return Ok(Input {
+            decoder: inner,
+            stream,
+            first,
+            packed: None,
+            compression: None,
+            in_place_bytes,
+        });
+    }
     let decoder = Box::new(rota_formats::Decompressing::new(
         inner,
         &entry.location,
