@@ -14,6 +14,7 @@ pub mod arrow;
 pub mod avro;
 pub mod compression;
 pub mod csv;
+pub mod detect;
 pub mod encoding;
 pub mod json;
 pub mod msgpack;

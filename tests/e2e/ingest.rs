@@ -599,3 +599,44 @@ fn a_dry_run_reports_formats_schemas_and_tasks_and_writes_nothing() {
         "{text}"
     );
 }
+
+#[test]
+fn a_file_whose_name_says_nothing_is_told_by_its_first_bytes() {
+    let s = Scratch::new();
+    for (fixture_path, compress) in [
+        ("csv/basic.csv", true),
+        ("tsv/basic.tsv", false),
+        ("ndjson/basic.ndjson", true),
+        ("parquet/basic.parquet", false),
+        ("avro/basic.avro", false),
+        ("xlsx/basic.xlsx", false),
+        ("msgpack/basic.msgpack", false),
+    ] {
+        let original = fixture(fixture_path);
+        let unnamed = s.path(&format!("upload-{}", fixture_path.replace(['/', '.'], "-")));
+        let bytes = std::fs::read(&original).expect("fixture");
+        let bytes = if compress {
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut z, &bytes).expect("gzip");
+            z.finish().expect("gzip")
+        } else {
+            bytes
+        };
+        std::fs::write(&unnamed, bytes).expect("write");
+        let named = s.ingest(&original, &["--payload", "ndjson"]);
+        let sniffed = s.ingest(&unnamed, &["--payload", "ndjson"]);
+        assert_eq!(sniffed["rows"], named["rows"], "{fixture_path}");
+        assert_eq!(
+            payloads(&s, &sniffed),
+            payloads(&s, &named),
+            "{fixture_path}"
+        );
+    }
+    let words = s.path("notes");
+    std::fs::write(&words, "just some words\n").expect("write");
+    let err = s.fails(&["ingest", words.to_str().expect("path"), "--spec", "t"]);
+    assert!(
+        err.contains("cannot tell the format from the file name or its first bytes; pass --format"),
+        "{err}"
+    );
+}

@@ -134,7 +134,7 @@ pub async fn ingest(
     let result = async {
         let mut next = Some(first);
         while let Some(entry) = next.take() {
-            let format = format_of(explicit.as_ref(), &entry)?;
+            let format = format_of(&req, explicit.as_ref(), &entry).await?;
             if !formats_seen.contains(&format.name()) {
                 formats_seen.push(format.name());
             }
@@ -211,20 +211,72 @@ pub(crate) async fn check_and_list(
 }
 
 /// The format of `entry`: the one named, else the one its name says.
-pub(crate) fn format_of(
+pub(crate) async fn format_of(
+    req: &IngestRequest,
     explicit: Option<&Arc<dyn Format>>,
     entry: &Entry,
 ) -> Result<Arc<dyn Format>, IngestError> {
-    match explicit {
-        Some(f) => Ok(f.clone()),
-        None => rota_formats::by_extension(&entry.relative).ok_or_else(|| {
-            IngestError::Invalid(format!(
-                "{}: cannot tell the format from the file name; pass --format (one of: {})",
-                entry.location,
-                rota_formats::names().join(", ")
-            ))
-        }),
+    if let Some(f) = explicit {
+        return Ok(f.clone());
     }
+    if let Some(f) = rota_formats::by_extension(&entry.relative) {
+        return Ok(f);
+    }
+    let head = head_of(req, entry).await?;
+    rota_formats::detect::sniff(&head).ok_or_else(|| {
+        IngestError::Invalid(format!(
+            "{}: cannot tell the format from the file name or its first bytes; pass --format \
+             (one of: {})",
+            entry.location,
+            rota_formats::names().join(", ")
+        ))
+    })
+}
+
+/// The first [`rota_formats::detect::SNIFF_BYTES`] of a file, decompressed
+/// when its first bytes show compression.
+async fn head_of(req: &IngestRequest, entry: &Entry) -> Result<Vec<u8>, IngestError> {
+    const WANT: usize = rota_formats::detect::SNIFF_BYTES;
+    let source = rota_sources::for_location(&entry.location)?;
+    let mut stream = source.open(entry, None).await?;
+    let mut raw = Vec::new();
+    while raw.len() < WANT {
+        match stream.next_chunk().await? {
+            Some(chunk) => raw.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    let compression = raw
+        .get(..rota_formats::compression::MAGIC_BYTES)
+        .and_then(rota_formats::Compression::from_magic);
+    let Some(compression) = compression else {
+        raw.truncate(WANT);
+        return Ok(raw);
+    };
+    let mut unpack =
+        rota_formats::Decompressor::new(compression, &entry.location, req.decompression)?;
+    let mut head = Vec::new();
+    let mut input = Some(raw);
+    while let Some(bytes) = input.take() {
+        // The sink refuses more once it has enough, which ends the push; a
+        // corrupt start is left for the decoder to report.
+        let pushed = unpack.push(&bytes, &mut |out: &[u8]| {
+            head.extend_from_slice(&out[..out.len().min(WANT - head.len())]);
+            if head.len() >= WANT {
+                return Err(DecodeError::at_byte(
+                    "",
+                    0,
+                    DecodeErrorKind::TooLarge,
+                    "enough",
+                ));
+            }
+            Ok(())
+        });
+        if pushed.is_ok() && head.len() < WANT {
+            input = stream.next_chunk().await?;
+        }
+    }
+    Ok(head)
 }
 
 /// One file opened for decoding.

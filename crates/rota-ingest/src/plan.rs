@@ -66,7 +66,7 @@ pub async fn plan(req: &IngestRequest) -> Result<Plan, IngestError> {
     let mut files = Vec::new();
     let mut next = Some(first);
     while let Some(entry) = next.take() {
-        let format = format_of(explicit.as_ref(), &entry)?;
+        let format = format_of(req, explicit.as_ref(), &entry).await?;
         let mut input = open_input(req, &entry, &format, false).await?;
         let mut out = Vec::new();
         let mut rows = 0u64;
