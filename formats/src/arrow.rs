@@ -9,6 +9,7 @@ use arrow_buffer::Buffer;
 use arrow_ipc::reader::{FileReader, StreamDecoder};
 use arrow_schema::{ArrowError, SchemaRef};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::source::{FileAt, ReadAt};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
@@ -24,6 +25,130 @@ const HEAD_BYTES: usize = 8;
 /// A stream's first message is its schema; a longer one means the input is
 /// not an Arrow IPC stream (and would otherwise be buffered whole).
 const MAX_SCHEMA_MESSAGE: u32 = 16 << 20;
+
+/// A compressed buffer starts with its uncompressed length, which the IPC
+/// reader allocates up front; a buffer declaring more is refused.
+const MAX_BUFFER: i64 = 1 << 30;
+
+/// A message body longer than this is refused before it is buffered.
+const MAX_BODY: i64 = 16 << 30;
+
+/// Checks the buffers of a record batch (or dictionary) message whose
+/// flatbuffer header is `meta` and body `body_len` bytes long: each must lie
+/// inside the body, and a compressed one must not declare too much;
+/// `body8(offset)` gives the 8 bytes at an offset of the body.
+fn check_message(
+    meta: &[u8],
+    body_len: u64,
+    body8: &mut dyn FnMut(u64) -> Option<[u8; 8]>,
+) -> Result<(), String> {
+    let message =
+        arrow_ipc::root_as_message(meta).map_err(|e| format!("invalid message header: {e}"))?;
+    let batch = message
+        .header_as_record_batch()
+        .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+    let Some(batch) = batch else {
+        return Ok(());
+    };
+    let compressed = batch.compression().is_some();
+    for b in batch.buffers().iter().flatten() {
+        let inside = u64::try_from(b.offset())
+            .ok()
+            .zip(u64::try_from(b.length()).ok())
+            .and_then(|(o, l)| o.checked_add(l))
+            .is_some_and(|end| end <= body_len);
+        if !inside {
+            return Err(format!(
+                "a buffer (offset {}, length {}) lies outside its {body_len}-byte message body",
+                b.offset(),
+                b.length()
+            ));
+        }
+        if !compressed || b.length() < 8 {
+            continue;
+        }
+        let word = u64::try_from(b.offset())
+            .ok()
+            .and_then(&mut *body8)
+            .ok_or("a buffer lies outside its message body")?;
+        let declared = i64::from_le_bytes(word);
+        if declared > MAX_BUFFER {
+            return Err(format!(
+                "a compressed buffer declares {declared} bytes uncompressed, more than the \
+                 {} MiB allowed",
+                MAX_BUFFER >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The length of the prefix and the flatbuffer header of the message at the
+/// start of `buf`, once the prefix is there.
+fn message_prefix(buf: &[u8]) -> Option<(usize, i32)> {
+    let word = |i: usize| {
+        buf.get(i..i + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match word(0)? {
+        -1 => Some((8, word(4)?)), // continuation marker, then the length
+        n => Some((4, n)),         // before Arrow 0.15: the length alone
+    }
+}
+
+/// Checks every record batch and dictionary of an Arrow IPC file through its
+/// footer; a file whose footer cannot be read is left to the reader to refuse.
+fn check_file(input: &dyn ReadAt) -> Result<(), String> {
+    let size = input.size();
+    let mut tail = [0u8; 10];
+    if size < 10 || input.read_exact_at(size - 10, &mut tail).is_err() {
+        return Ok(());
+    }
+    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    let Some(start) = size.checked_sub(10 + footer_len) else {
+        return Ok(());
+    };
+    let mut footer = vec![0u8; usize::try_from(footer_len).unwrap_or(0)];
+    if input.read_exact_at(start, &mut footer).is_err() {
+        return Ok(());
+    }
+    let Ok(footer) = arrow_ipc::root_as_footer(&footer) else {
+        return Ok(());
+    };
+    let blocks = footer
+        .recordBatches()
+        .into_iter()
+        .flatten()
+        .chain(footer.dictionaries().into_iter().flatten());
+    for block in blocks {
+        let (Ok(offset), Ok(meta_len)) = (
+            u64::try_from(block.offset()),
+            usize::try_from(block.metaDataLength()),
+        ) else {
+            return Err("a block with a negative offset or length".into());
+        };
+        if meta_len > MAX_SCHEMA_MESSAGE as usize {
+            return Err(format!("a message header of {meta_len} bytes"));
+        }
+        let mut meta = vec![0u8; meta_len];
+        input
+            .read_exact_at(offset, &mut meta)
+            .map_err(|_| "a block lies past the end of the file".to_owned())?;
+        let Some((prefix, _)) = message_prefix(&meta) else {
+            return Err("a block too short for its message header".into());
+        };
+        let body = offset + meta_len as u64;
+        let body_len = u64::try_from(block.bodyLength()).unwrap_or(u64::MAX);
+        check_message(&meta[prefix..], body_len, &mut |at| {
+            let mut word = [0u8; 8];
+            input
+                .read_exact_at(body + at, &mut word)
+                .ok()
+                .map(|()| word)
+        })?;
+    }
+    Ok(())
+}
 
 /// Arrow IPC, stream or file format.
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,6 +189,9 @@ enum State {
         decoder: Box<StreamDecoder>,
         /// Offset of the first byte the decoder has not yet consumed.
         consumed: u64,
+        /// The message being gathered: each is checked whole before the
+        /// decoder gets it.
+        pending: Vec<u8>,
     },
     /// File format, spooling.
     Spool(Spool),
@@ -120,6 +248,7 @@ impl ArrowDecoder {
             self.state = State::Stream {
                 decoder: Box::new(StreamDecoder::new()),
                 consumed: 0,
+                pending: Vec::new(),
             };
         }
         self.feed(&head, out)
@@ -128,27 +257,75 @@ impl ArrowDecoder {
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         self.read += bytes.len() as u64;
         match &mut self.state {
-            State::Stream { decoder, consumed } => {
-                let mut buffer = Buffer::from(bytes);
-                let start = *consumed;
-                while !buffer.is_empty() {
-                    let before = buffer.len();
-                    let result = decoder.decode(&mut buffer);
-                    *consumed += (before - buffer.len()) as u64;
-                    match result {
-                        Ok(Some(batch)) => out.push(Decoded::Batch(batch)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            let at = *consumed;
-                            return Err(self.error(
-                                DecodeErrorKind::Syntax,
-                                at.max(start),
-                                format!("invalid Arrow IPC stream: {}", clean(&e)),
-                            ));
+            State::Stream {
+                decoder,
+                consumed,
+                pending,
+            } => {
+                pending.extend_from_slice(bytes);
+                loop {
+                    let at = *consumed;
+                    let fail = |m: String| {
+                        DecodeError::at_byte(&self.location, at, DecodeErrorKind::Syntax, m)
+                    };
+                    let Some((prefix, meta_len)) = message_prefix(pending) else {
+                        return Ok(());
+                    };
+                    let meta_len = usize::try_from(meta_len)
+                        .ok()
+                        .filter(|&n| n <= MAX_SCHEMA_MESSAGE as usize)
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "invalid Arrow IPC stream: a message header of {meta_len} bytes"
+                            ))
+                        })?;
+                    let total = if meta_len == 0 {
+                        prefix // the end-of-stream marker
+                    } else {
+                        let Some(meta) = pending.get(prefix..prefix + meta_len) else {
+                            return Ok(());
+                        };
+                        let body = arrow_ipc::root_as_message(meta)
+                            .map(|m| m.bodyLength())
+                            .map_err(|e| {
+                                fail(format!(
+                                    "invalid Arrow IPC stream: invalid message header: {e}"
+                                ))
+                            })?;
+                        let body = usize::try_from(body)
+                            .ok()
+                            .filter(|&n| n as i64 <= MAX_BODY)
+                            .ok_or_else(|| {
+                                fail(format!("invalid Arrow IPC stream: a body of {body} bytes"))
+                            })?;
+                        let total = prefix + meta_len + body;
+                        if pending.len() < total {
+                            return Ok(());
+                        }
+                        let start = prefix + meta_len;
+                        check_message(meta, body as u64, &mut |off| {
+                            let off = start.checked_add(usize::try_from(off).ok()?)?;
+                            pending.get(off..off.checked_add(8)?)?.try_into().ok()
+                        })
+                        .map_err(|m| fail(format!("invalid Arrow IPC stream: {m}")))?;
+                        total
+                    };
+                    let rest = pending.split_off(total);
+                    let mut buffer = Buffer::from_vec(std::mem::replace(pending, rest));
+                    while !buffer.is_empty() {
+                        match decoder.decode(&mut buffer) {
+                            Ok(Some(batch)) => out.push(Decoded::Batch(batch)),
+                            Ok(None) => {}
+                            Err(e) => {
+                                return Err(fail(format!(
+                                    "invalid Arrow IPC stream: {}",
+                                    clean(&e)
+                                )));
+                            }
                         }
                     }
+                    *consumed += total as u64;
                 }
-                Ok(())
             }
             State::Spool(spool) => spool.push(bytes),
             State::Sniff(_) | State::File { .. } | State::Done => Ok(()),
@@ -185,7 +362,18 @@ impl Decoder for ArrowDecoder {
             self.start(head, out)?;
         }
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Stream { mut decoder, .. } => {
+            State::Stream {
+                mut decoder,
+                pending,
+                consumed,
+            } => {
+                if !pending.is_empty() {
+                    return Err(self.error(
+                        DecodeErrorKind::Truncated,
+                        consumed,
+                        "the Arrow IPC stream ends inside a message".into(),
+                    ));
+                }
                 let schema = decoder.schema();
                 decoder.finish().map_err(|e| {
                     self.error(
@@ -204,11 +392,26 @@ impl Decoder for ArrowDecoder {
                 self.state = State::Stream {
                     decoder,
                     consumed: self.read,
+                    pending: Vec::new(),
                 };
                 Ok(())
             }
             State::Spool(spool) => {
-                let (file, _) = spool.into_file()?;
+                let (file, size) = spool.into_file()?;
+                let copy = file.try_clone().map_err(|e| {
+                    self.error(
+                        DecodeErrorKind::Options,
+                        0,
+                        format!("cannot reread the copy: {e}"),
+                    )
+                })?;
+                check_file(&FileAt::with_size(copy, size)).map_err(|m| {
+                    self.error(
+                        DecodeErrorKind::Syntax,
+                        self.read,
+                        format!("invalid Arrow IPC file: {m}"),
+                    )
+                })?;
                 let reader = FileReader::try_new(file, None).map_err(|e| {
                     self.error(
                         DecodeErrorKind::Syntax,

@@ -12,6 +12,7 @@ use rota_core::format::Format;
 
 pub mod arrow;
 pub mod avro;
+mod cfb;
 pub mod compression;
 pub mod csv;
 pub mod detect;

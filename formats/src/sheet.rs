@@ -736,11 +736,47 @@ fn pick_sheet(settings: &Settings, names: &[String]) -> Result<String, DecodeErr
 }
 
 /// Reads the chosen sheet and sends its rows; runs on a thread of its own.
+/// Should the reader library panic on a malformed file, the panic becomes
+/// an error: the rows sent so far must not pass for the whole sheet.
 fn read_sheet(settings: &Settings, input: Arc<dyn ReadAt>, tx: &SyncSender<Msg>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_sheet_unguarded(settings, input, tx);
+    }));
+    if let Err(panic) = outcome {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        let _ = tx.send(Msg::Failed(settings.error(
+            DecodeErrorKind::Syntax,
+            format!(
+                "{} is malformed: its reader stopped ({why})",
+                settings.kind.what().trim_start_matches("an ")
+            ),
+        )));
+    }
+}
+
+fn read_sheet_unguarded(settings: &Settings, input: Arc<dyn ReadAt>, tx: &SyncSender<Msg>) {
     let mut writer = Writer::new(settings, tx);
-    if settings.kind != Kind::Xls
-        && let Err(e) = check_parts(settings, &input)
-    {
+    let checked = match settings.kind {
+        Kind::Xls => crate::cfb::check(&*input, settings.max_cells).map_err(|e| {
+            let kind = if e.contains("max_cells") {
+                DecodeErrorKind::TooLarge
+            } else {
+                DecodeErrorKind::Syntax
+            };
+            let message = if kind == DecodeErrorKind::TooLarge {
+                e
+            } else {
+                format!("not a readable XLS workbook: {e}")
+            };
+            settings.error(kind, message)
+        }),
+        Kind::Xlsx | Kind::Ods => check_parts(settings, &input),
+    };
+    if let Err(e) = checked {
         let _ = writer.fail(e);
         return;
     }
