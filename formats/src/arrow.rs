@@ -313,7 +313,11 @@ impl ArrowDecoder {
                     let rest = pending.split_off(total);
                     let mut buffer = Buffer::from_vec(std::mem::replace(pending, rest));
                     while !buffer.is_empty() {
-                        match decoder.decode(&mut buffer) {
+                        let decoded =
+                            crate::guard(|| decoder.decode(&mut buffer)).unwrap_or_else(|why| {
+                                Err(ArrowError::IpcError(format!("the reader stopped ({why})")))
+                            });
+                        match decoded {
                             Ok(Some(batch)) => out.push(Decoded::Batch(batch)),
                             Ok(None) => {}
                             Err(e) => {
@@ -442,7 +446,12 @@ impl Decoder for ArrowDecoder {
         };
         *next += 1;
         let index = *next;
-        match reader.next() {
+        let next = crate::guard(|| reader.next()).unwrap_or_else(|why| {
+            Some(Err(ArrowError::IpcError(format!(
+                "the reader stopped ({why})"
+            ))))
+        });
+        match next {
             Some(Ok(batch)) => {
                 out.push(Decoded::Batch(batch));
                 Ok(true)

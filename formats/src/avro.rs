@@ -465,7 +465,14 @@ impl AvroFileDecoder {
                 }
             };
             self.blocks += 1;
-            let result = self.decode_block(&block, *pos, at, out);
+            let result =
+                crate::guard(|| self.decode_block(&block, *pos, at, out)).unwrap_or_else(|why| {
+                    Err(self.block_error(
+                        DecodeErrorKind::Syntax,
+                        at,
+                        &format!("the record reader stopped ({why})"),
+                    ))
+                });
             *pos += block.len;
             match result {
                 Ok(()) => {}

@@ -39,6 +39,19 @@ pub use raw::RawFormat;
 pub use schema::parse_schema;
 pub use sheet::{OdsFormat, XlsFormat, XlsxFormat};
 
+/// Runs `f`, turning a panic into an error message: some reader libraries
+/// panic on malformed input they should refuse, and a decoder must answer
+/// bad input with an error.
+pub(crate) fn guard<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "no reason given".to_owned())
+    })
+}
+
 /// Every built-in format, in the order detection tries them.
 #[must_use]
 pub fn builtin() -> Vec<Arc<dyn Format>> {

@@ -141,8 +141,9 @@ impl ParquetDecoder {
                 ),
             )
         };
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(At(input)).map_err(|e| footer(&e))?;
+        let builder = crate::guard(|| ParquetRecordBatchReaderBuilder::try_new(At(input)))
+            .map_err(|why| footer(&why))?
+            .map_err(|e| footer(&e))?;
         let mut builder = builder.with_batch_size(self.settings.batch_rows);
         if let Some(wanted) = &self.settings.columns {
             let fields = builder.schema().fields();
@@ -168,7 +169,9 @@ impl ParquetDecoder {
             builder = builder.with_projection(mask);
         }
         let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        let reader = builder.build().map_err(|e| footer(&e))?;
+        let reader = crate::guard(|| builder.build())
+            .map_err(|why| footer(&why))?
+            .map_err(|e| footer(&e))?;
         let schema = reader.schema();
         Ok(State::Reading {
             reader: Box::new(reader),
@@ -211,7 +214,12 @@ impl Decoder for ParquetDecoder {
         else {
             return Ok(false);
         };
-        match reader.next() {
+        let next = crate::guard(|| reader.next()).unwrap_or_else(|why| {
+            Some(Err(arrow_schema::ArrowError::ParquetError(format!(
+                "the reader stopped ({why})"
+            ))))
+        });
+        match next {
             Some(Ok(batch)) => {
                 *rows += batch.num_rows() as u64;
                 out.push(Decoded::Batch(batch));

@@ -739,15 +739,7 @@ fn pick_sheet(settings: &Settings, names: &[String]) -> Result<String, DecodeErr
 /// Should the reader library panic on a malformed file, the panic becomes
 /// an error: the rows sent so far must not pass for the whole sheet.
 fn read_sheet(settings: &Settings, input: Arc<dyn ReadAt>, tx: &SyncSender<Msg>) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        read_sheet_unguarded(settings, input, tx);
-    }));
-    if let Err(panic) = outcome {
-        let why = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
+    if let Err(why) = crate::guard(|| read_sheet_unguarded(settings, input, tx)) {
         let _ = tx.send(Msg::Failed(settings.error(
             DecodeErrorKind::Syntax,
             format!(
