@@ -14,9 +14,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The cross-check test reads every fixture with independent Python readers.
-if ! python3 -c "import pyarrow, zstandard, msgpack" >/dev/null 2>&1; then
-  echo "installing pyarrow, zstandard and msgpack for the cross-check"
-  python3 -m pip install --quiet pyarrow zstandard msgpack
+if ! python3 -c "import pyarrow, zstandard, msgpack, lxml, yaml" >/dev/null 2>&1; then
+  echo "installing pyarrow, zstandard, msgpack, lxml and pyyaml for the cross-check"
+  python3 -m pip install --quiet pyarrow zstandard msgpack lxml pyyaml
 fi
 
 echo "== cargo fmt"

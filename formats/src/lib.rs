@@ -21,6 +21,8 @@ pub mod parquet;
 pub mod schema;
 mod spool;
 mod text;
+mod via_json;
+pub mod xml;
 
 pub use arrow::ArrowFormat;
 pub use compression::{Compression, Decompressing, Decompressor, Limits};
@@ -30,6 +32,7 @@ pub use json::{JsonFormat, NdjsonFormat};
 pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
 pub use schema::parse_schema;
+pub use xml::XmlFormat;
 
 /// Every built-in format, in the order detection tries them.
 #[must_use]
@@ -42,6 +45,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(ArrowFormat),
         Arc::new(ParquetFormat),
         Arc::new(MsgpackFormat),
+        Arc::new(XmlFormat),
     ]
 }
 

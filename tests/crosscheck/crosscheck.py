@@ -7,12 +7,14 @@ Usage:
 
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
+lxml for XML (walking the same record-path mapping);
 Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
 --payload ndjson` into a scratch store and `rota tasks payload`. Values are
 compared after normalising what legitimately differs between type systems:
-numbers by value, timestamps and dates as ISO text, decimals as numbers.
+numbers by value, timestamps and dates as ISO text, decimals as numbers, a
+missing field as null.
 Exits 1 listing every mismatch; 0 when all fixtures agree.
 """
 import csv
@@ -99,6 +101,62 @@ def read_msgpack(path, opts):
     return [hexed(r) for r in rows]
 
 
+def read_xml(path, opts):
+    """The same mapping as Rota's XML format, walked with lxml: elements at
+    the record path (local names, * for any), attributes as prefixed fields,
+    children as fields (lists when repeated or named in lists=), own text
+    under the text key."""
+    from lxml import etree
+
+    if os.path.getsize(path) == 0:
+        return []
+    prefix = opts.get("attribute_prefix", "@")
+    text_key = opts.get("text_key", "#text")
+    lists = {n.strip().rsplit(":", 1)[-1] for n in opts.get("lists", "").split(",") if n.strip()}
+    steps = [s.rsplit(":", 1)[-1] for s in opts.get("record", "/*/*").strip("/").split("/")]
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    root = etree.parse(path, parser).getroot()
+
+    def local(tag):
+        return etree.QName(tag).localname
+
+    def add(fields, key, value):
+        if key not in fields:
+            fields[key] = value
+        elif isinstance(fields[key], list):
+            fields[key].append(value)
+        else:
+            fields[key] = [fields[key], value]
+
+    def value(el, is_record):
+        fields = {}
+        for k, v in el.attrib.items():
+            add(fields, prefix + local(k), v)
+        children = [c for c in el if isinstance(c.tag, str)]
+        text = (el.text or "") + "".join(c.tail or "" for c in el)
+        if not fields and not children and not is_record:
+            return text if text else None
+        for c in children:
+            name = local(c.tag)
+            if name in lists and name not in fields:
+                fields[name] = [value(c, False)]
+            else:
+                add(fields, name, value(c, False))
+        if fields or children:
+            text = text.strip()
+        if text:
+            add(fields, text_key, text)
+        return fields
+
+    def matches(el, step):
+        return step == "*" or local(el.tag) == step
+
+    level = [root] if matches(root, steps[0]) else []
+    for step in steps[1:]:
+        level = [c for el in level for c in el if isinstance(c.tag, str) and matches(c, step)]
+    return [value(el, True) for el in level]
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -115,6 +173,7 @@ READERS = {
     "arrow": read_arrow,
     "parquet": read_parquet,
     "msgpack": read_msgpack,
+    "xml": read_xml,
 }
 
 
@@ -152,7 +211,8 @@ def normalise(v):
     if isinstance(v, list):
         return [normalise(x) for x in v]
     if isinstance(v, dict):
-        return {k: normalise(x) for k, x in v.items()}
+        # A field a record lacks is null in a table with a column for it.
+        return {k: n for k, n in ((k, normalise(x)) for k, x in v.items()) if n is not None}
     return v
 
 
