@@ -23,6 +23,7 @@ mod spool;
 mod text;
 mod via_json;
 pub mod xml;
+pub mod yaml;
 
 pub use arrow::ArrowFormat;
 pub use compression::{Compression, Decompressing, Decompressor, Limits};
@@ -33,6 +34,7 @@ pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
 pub use schema::parse_schema;
 pub use xml::XmlFormat;
+pub use yaml::YamlFormat;
 
 /// Every built-in format, in the order detection tries them.
 #[must_use]
@@ -46,6 +48,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(ParquetFormat),
         Arc::new(MsgpackFormat),
         Arc::new(XmlFormat),
+        Arc::new(YamlFormat),
     ]
 }
 

@@ -82,3 +82,20 @@ fn xml_entity_references_without_a_doctype_are_refused() {
     assert_eq!(e.position.byte_offset, 9, "{e}");
     assert_eq!(e.position.record, Some(1), "{e}");
 }
+
+#[test]
+fn yaml_alias_bomb_is_refused_early() {
+    for split in [1, 7, 4096, usize::MAX] {
+        let e = decode_err(
+            &rota_formats::YamlFormat,
+            "yaml/invalid/alias_bomb.yaml",
+            split,
+        );
+        assert_eq!(e.kind, DecodeErrorKind::TooLarge, "{e}");
+        assert!(e.message.contains("alias"), "{e}");
+        assert_eq!(e.location, "yaml/invalid/alias_bomb.yaml");
+        assert_eq!(e.position.line, Some(1), "{e}");
+        assert_eq!(e.position.record, Some(1), "{e}");
+    }
+    assert_bounded_memory();
+}

@@ -7,7 +7,7 @@ Usage:
 
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
-lxml for XML (walking the same record-path mapping);
+lxml for XML (walking the same record-path mapping); PyYAML for YAML;
 Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
@@ -157,6 +157,23 @@ def read_xml(path, opts):
     return [value(el, True) for el in level]
 
 
+def read_yaml(path, opts):
+    """Each document a mapping (a record) or a sequence of them, after
+    following path=a.b; PyYAML's safe loader."""
+    import yaml
+
+    steps = [k.strip() for k in opts["path"].split(".")] if opts.get("path") else []
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for doc in yaml.safe_load_all(f):
+            for key in steps:
+                doc = doc[key]
+            if doc is None:
+                continue
+            rows += doc if isinstance(doc, list) else [doc]
+    return rows
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -174,6 +191,7 @@ READERS = {
     "parquet": read_parquet,
     "msgpack": read_msgpack,
     "xml": read_xml,
+    "yaml": read_yaml,
 }
 
 
