@@ -21,6 +21,7 @@ pub mod parquet;
 pub mod schema;
 mod spool;
 mod text;
+pub mod toml;
 mod via_json;
 pub mod xml;
 pub mod yaml;
@@ -33,6 +34,7 @@ pub use json::{JsonFormat, NdjsonFormat};
 pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
 pub use schema::parse_schema;
+pub use toml::TomlFormat;
 pub use xml::XmlFormat;
 pub use yaml::YamlFormat;
 
@@ -49,6 +51,7 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(MsgpackFormat),
         Arc::new(XmlFormat),
         Arc::new(YamlFormat),
+        Arc::new(TomlFormat),
     ]
 }
 

@@ -8,6 +8,7 @@ Usage:
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
 lxml for XML (walking the same record-path mapping); PyYAML for YAML;
+Python's tomllib for TOML;
 Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
@@ -174,6 +175,35 @@ def read_yaml(path, opts):
     return rows
 
 
+def read_toml(path, opts):
+    """The array of tables (or table) at path=a.b, else the whole file as
+    one record; Python's tomllib. Datetimes with an offset and times of day
+    become text as TOML writes them, as Rota gives them."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.strip():
+        return []
+    doc = tomllib.loads(data.decode("utf-8"))
+    if opts.get("path"):
+        for key in opts["path"].split("."):
+            doc = doc[key.strip()]
+
+    def texted(v):
+        if isinstance(v, datetime.datetime) and v.tzinfo is not None:
+            return v.isoformat().replace("+00:00", "Z")
+        if isinstance(v, datetime.time):
+            return v.isoformat()
+        if isinstance(v, list):
+            return [texted(x) for x in v]
+        if isinstance(v, dict):
+            return {k: texted(x) for k, x in v.items()}
+        return v
+
+    return [texted(r) for r in (doc if isinstance(doc, list) else [doc])]
+
+
 def read_parquet(path, opts):
     import pyarrow.parquet as pq
 
@@ -192,6 +222,7 @@ READERS = {
     "msgpack": read_msgpack,
     "xml": read_xml,
     "yaml": read_yaml,
+    "toml": read_toml,
 }
 
 
