@@ -221,11 +221,13 @@ impl YamlDecoder {
         let mut lines = Vec::new();
         let budget = self.max_record.saturating_mul(2);
         let over = Cell::new(false);
+        let used = Cell::new(0);
         let mut result = Ok(());
         for de in yaml_serde::Deserializer::from_str(text) {
             let seed = DocSeed {
                 path: &self.path,
                 out: &mut lines,
+                used: &used,
                 budget,
                 over: &over,
             };
@@ -339,6 +341,8 @@ fn without_locations(message: &str) -> String {
 struct DocSeed<'a> {
     path: &'a [String],
     out: &'a mut Vec<Vec<u8>>,
+    /// Bytes in `out` so far.
+    used: &'a Cell<usize>,
     budget: usize,
     over: &'a Cell<bool>,
 }
@@ -353,7 +357,12 @@ impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
 
 impl DocSeed<'_> {
     fn used(&self) -> usize {
-        self.out.iter().map(Vec::len).sum()
+        self.used.get()
+    }
+
+    fn push(&mut self, line: Vec<u8>) {
+        self.used.set(self.used.get() + line.len());
+        self.out.push(line);
     }
 
     fn writer<'b>(&self, line: &'b mut Vec<u8>, used: usize) -> JsonWriter<'b>
@@ -392,7 +401,8 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
             let mut line = Vec::new();
             let used = self.used();
             JsonWriter::visit_map(self.writer(&mut line, used), map)?;
-            self.out.push(line);
+            let mut this = self;
+            this.push(line);
             return Ok(());
         }
         let mut found = false;
@@ -402,6 +412,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 map.next_value_seed(DocSeed {
                     path: &self.path[1..],
                     out: &mut *self.out,
+                    used: self.used,
                     budget: self.budget,
                     over: self.over,
                 })?;
@@ -418,7 +429,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
         Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         if !self.path.is_empty() {
             return Err(de::Error::custom(format!(
                 "expected a mapping with key '{}', found a sequence",
@@ -434,7 +445,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
             {
                 return Ok(());
             }
-            self.out.push(line);
+            self.push(line);
         }
     }
 }
