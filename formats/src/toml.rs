@@ -17,7 +17,7 @@ use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
-use crate::via_json::{JsonRecords, Start, newlines};
+use crate::via_json::{JsonRecords, Start, byte_order_mark, newlines};
 
 /// TOML records.
 #[derive(Clone, Copy, Debug, Default)]
@@ -149,15 +149,19 @@ impl TomlDecoder {
     }
 
     fn parse(&mut self) -> Result<(), DecodeError> {
-        let text = match std::str::from_utf8(&self.buf) {
+        let bom = byte_order_mark(&self.buf, true, self.records.location())?.unwrap_or(0);
+        // Offsets below count from after the mark; positions from the start.
+        let whole = &self.buf;
+        let buf = &whole[bom..];
+        let text = match std::str::from_utf8(buf) {
             Ok(t) => t,
             Err(e) => {
                 let at = e.valid_up_to();
                 return Err(self.records.error(
                     DecodeErrorKind::Encoding,
                     Start {
-                        byte: at as u64,
-                        line: 1 + newlines(&self.buf[..at]),
+                        byte: (bom + at) as u64,
+                        line: 1 + newlines(&buf[..at]),
                     },
                     "text that is not UTF-8",
                 ));
@@ -171,8 +175,8 @@ impl TomlDecoder {
             self.records.error(
                 DecodeErrorKind::Syntax,
                 Start {
-                    byte: at as u64,
-                    line: 1 + newlines(&self.buf[..at]),
+                    byte: (bom + at) as u64,
+                    line: 1 + newlines(&buf[..at]),
                 },
                 format!("invalid TOML: {}", e.message().trim()),
             )

@@ -65,6 +65,11 @@ impl JsonRecords {
         })
     }
 
+    /// The input's location.
+    pub(crate) fn location(&self) -> &str {
+        &self.location
+    }
+
     /// The number the next record will get.
     pub(crate) fn next_record(&self) -> u64 {
         self.records + 1
@@ -217,4 +222,41 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
         .chars()
         .take(EXCERPT_CHARS)
         .collect()
+}
+
+/// At the start of a text input held in `head`: `Ok(None)` while it is too
+/// short to tell (and more may come), then the length of a UTF-8 byte order
+/// mark to drop (0 or 3). A UTF-16 mark is refused with a hint, as the other
+/// text formats do.
+pub(crate) fn byte_order_mark(
+    head: &[u8],
+    eof: bool,
+    location: &str,
+) -> Result<Option<usize>, DecodeError> {
+    if head.len() < 3 && !eof {
+        return Ok(None);
+    }
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        return Ok(Some(3));
+    }
+    if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        let order = if head[0] == 0xFF {
+            "utf-16le"
+        } else {
+            "utf-16be"
+        };
+        return Err(DecodeError {
+            location: location.to_owned(),
+            position: Position {
+                line: Some(1),
+                record: Some(1),
+                ..Position::default()
+            },
+            kind: rota_core::DecodeErrorKind::Encoding,
+            message: format!(
+                "the text starts with a UTF-16 byte order mark, not UTF-8; pass --encoding {order}"
+            ),
+        });
+    }
+    Ok(Some(0))
 }

@@ -41,7 +41,7 @@ use rota_core::{DecodeError, DecodeErrorKind};
 use serde_json::{Map, Value};
 
 use crate::options::FormatOptions;
-use crate::via_json::{JsonRecords, Start, excerpt, newlines};
+use crate::via_json::{JsonRecords, Start, byte_order_mark, excerpt, newlines};
 
 /// Elements nested deeper than this are refused.
 const MAX_DEPTH: usize = 256;
@@ -121,6 +121,7 @@ impl Format for XmlFormat {
             open: Vec::new(),
             seen_root: false,
             retry_at: 0,
+            bom_checked: false,
         }))
     }
 }
@@ -184,6 +185,8 @@ struct XmlDecoder {
     /// again (doubling, so a long token arriving in small pieces is not
     /// re-scanned once per piece).
     retry_at: usize,
+    /// Whether a byte order mark at the start was looked for.
+    bom_checked: bool,
 }
 
 /// A complete markup or text token.
@@ -309,6 +312,16 @@ impl XmlDecoder {
     /// Reads every complete token in `buf`; at the end of the input (`eof`)
     /// every remaining byte.
     fn read(&mut self, eof: bool) -> Result<(), DecodeError> {
+        if !self.bom_checked {
+            match byte_order_mark(&self.buf, eof, self.records.location())? {
+                None => return Ok(()),
+                Some(n) => {
+                    self.buf.drain(..n);
+                    self.base += n as u64;
+                    self.bom_checked = true;
+                }
+            }
+        }
         loop {
             let rest = &self.buf[self.pos..];
             if rest.is_empty() || (!eof && rest.len() < self.retry_at) {

@@ -30,7 +30,7 @@ use rota_core::{DecodeError, DecodeErrorKind};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::options::FormatOptions;
-use crate::via_json::{JsonRecords, Start, excerpt, newlines};
+use crate::via_json::{JsonRecords, Start, byte_order_mark, excerpt, newlines};
 
 /// YAML records.
 #[derive(Clone, Copy, Debug, Default)]
@@ -86,6 +86,7 @@ impl Format for YamlFormat {
             line_start: 0,
             searched: 0,
             line: 1,
+            bom_checked: false,
         }))
     }
 }
@@ -110,6 +111,8 @@ struct YamlDecoder {
     searched: usize,
     /// Line number at `line_start`.
     line: u64,
+    /// Whether a byte order mark at the start was looked for.
+    bom_checked: bool,
 }
 
 /// Whether `line` is the marker `mark` (`---` or `...`), alone or followed
@@ -142,6 +145,16 @@ impl YamlDecoder {
     /// Reads the complete lines in `buf`, handing on each complete
     /// document; at the end of the input, the rest.
     fn read(&mut self, eof: bool) -> Result<(), DecodeError> {
+        if !self.bom_checked {
+            match byte_order_mark(&self.buf, eof, self.records.location())? {
+                None => return Ok(()),
+                Some(n) => {
+                    self.buf.drain(..n);
+                    self.base += n as u64;
+                    self.bom_checked = true;
+                }
+            }
+        }
         loop {
             let end = match memchr::memchr(b'\n', &self.buf[self.searched..]) {
                 Some(n) => self.searched + n + 1,

@@ -185,7 +185,7 @@ def read_toml(path, opts):
         data = f.read()
     if not data.strip():
         return []
-    doc = tomllib.loads(data.decode("utf-8"))
+    doc = tomllib.loads(data.decode("utf-8-sig"))
     if opts.get("path"):
         for key in opts["path"].split("."):
             doc = doc[key.strip()]
