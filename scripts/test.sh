@@ -14,9 +14,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The cross-check test reads every fixture with independent Python readers.
-if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine" >/dev/null 2>&1; then
-  echo "installing the cross-check's readers: pyarrow, zstandard, msgpack, fastavro (with its snappy and zstd codecs), openpyxl, xlrd, python-calamine"
-  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine
+if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml" >/dev/null 2>&1; then
+  echo "installing the cross-check's readers: pyarrow, zstandard, msgpack, fastavro (with its snappy and zstd codecs), openpyxl, xlrd, python-calamine, lxml, pyyaml"
+  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml
 fi
 
 echo "== cargo fmt"

@@ -26,6 +26,10 @@ pub mod schema;
 pub mod sheet;
 mod spool;
 mod text;
+pub mod toml;
+mod via_json;
+pub mod xml;
+pub mod yaml;
 
 pub use arrow::ArrowFormat;
 pub use avro::AvroFormat;
@@ -38,6 +42,9 @@ pub use parquet::ParquetFormat;
 pub use raw::RawFormat;
 pub use schema::parse_schema;
 pub use sheet::{OdsFormat, XlsFormat, XlsxFormat};
+pub use toml::TomlFormat;
+pub use xml::XmlFormat;
+pub use yaml::YamlFormat;
 
 /// Runs `f`, turning a panic into an error message: some reader libraries
 /// panic on malformed input they should refuse, and a decoder must answer
@@ -67,6 +74,9 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
         Arc::new(XlsxFormat),
         Arc::new(XlsFormat),
         Arc::new(OdsFormat),
+        Arc::new(XmlFormat),
+        Arc::new(YamlFormat),
+        Arc::new(TomlFormat),
         Arc::new(RawFormat),
     ]
 }

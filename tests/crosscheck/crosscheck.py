@@ -8,13 +8,14 @@ Usage:
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
 fastavro for Avro; openpyxl for XLSX, xlrd for XLS and python-calamine for
-ODS; the file system for raw files;
-Python's gzip, bz2 and lzma modules and
+ODS; lxml for XML (walking the same record-path mapping); PyYAML for YAML;
+Python's tomllib for TOML; the file system for raw files; Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
 --payload ndjson` into a scratch store and `rota tasks payload`. Values are
 compared after normalising what legitimately differs between type systems:
-numbers by value, timestamps and dates as ISO text, decimals as numbers.
+numbers by value, timestamps and dates as ISO text, decimals as numbers, a
+missing field as null.
 Exits 1 listing every mismatch; 0 when all fixtures agree.
 """
 import csv
@@ -220,6 +221,106 @@ def read_raw(path, opts):
         # Rota writes binary values as hex text.
         "content": data.hex() if len(data) <= limit else None,
     }]
+def read_xml(path, opts):
+    """The same mapping as Rota's XML format, walked with lxml: elements at
+    the record path (local names, * for any), attributes as prefixed fields,
+    children as fields (lists when repeated or named in lists=), own text
+    under the text key."""
+    from lxml import etree
+
+    if os.path.getsize(path) == 0:
+        return []
+    prefix = opts.get("attribute_prefix", "@")
+    text_key = opts.get("text_key", "#text")
+    lists = {n.strip().rsplit(":", 1)[-1] for n in opts.get("lists", "").split(",") if n.strip()}
+    steps = [s.rsplit(":", 1)[-1] for s in opts.get("record", "/*/*").strip("/").split("/")]
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    root = etree.parse(path, parser).getroot()
+
+    def local(tag):
+        return etree.QName(tag).localname
+
+    def add(fields, key, value):
+        if key not in fields:
+            fields[key] = value
+        elif isinstance(fields[key], list):
+            fields[key].append(value)
+        else:
+            fields[key] = [fields[key], value]
+
+    def value(el, is_record):
+        fields = {}
+        for k, v in el.attrib.items():
+            add(fields, prefix + local(k), v)
+        children = [c for c in el if isinstance(c.tag, str)]
+        text = (el.text or "") + "".join(c.tail or "" for c in el)
+        if not fields and not children and not is_record:
+            return text if text else None
+        for c in children:
+            name = local(c.tag)
+            if name in lists and name not in fields:
+                fields[name] = [value(c, False)]
+            else:
+                add(fields, name, value(c, False))
+        if fields or children:
+            text = text.strip()
+        if text:
+            add(fields, text_key, text)
+        return fields
+
+    def matches(el, step):
+        return step == "*" or local(el.tag) == step
+
+    level = [root] if matches(root, steps[0]) else []
+    for step in steps[1:]:
+        level = [c for el in level for c in el if isinstance(c.tag, str) and matches(c, step)]
+    return [value(el, True) for el in level]
+
+
+def read_yaml(path, opts):
+    """Each document a mapping (a record) or a sequence of them, after
+    following path=a.b; PyYAML's safe loader."""
+    import yaml
+
+    steps = [k.strip() for k in opts["path"].split(".")] if opts.get("path") else []
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for doc in yaml.safe_load_all(f):
+            for key in steps:
+                doc = doc[key]
+            if doc is None:
+                continue
+            rows += doc if isinstance(doc, list) else [doc]
+    return rows
+
+
+def read_toml(path, opts):
+    """The array of tables (or table) at path=a.b, else the whole file as
+    one record; Python's tomllib. Datetimes with an offset and times of day
+    become text as TOML writes them, as Rota gives them."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.strip():
+        return []
+    doc = tomllib.loads(data.decode("utf-8-sig"))
+    if opts.get("path"):
+        for key in opts["path"].split("."):
+            doc = doc[key.strip()]
+
+    def texted(v):
+        if isinstance(v, datetime.datetime) and v.tzinfo is not None:
+            return v.isoformat().replace("+00:00", "Z")
+        if isinstance(v, datetime.time):
+            return v.isoformat()
+        if isinstance(v, list):
+            return [texted(x) for x in v]
+        if isinstance(v, dict):
+            return {k: texted(x) for k, x in v.items()}
+        return v
+
+    return [texted(r) for r in (doc if isinstance(doc, list) else [doc])]
 
 
 def read_parquet(path, opts):
@@ -243,6 +344,9 @@ READERS = {
     "xls": read_xls,
     "ods": read_ods,
     "raw": read_raw,
+    "xml": read_xml,
+    "yaml": read_yaml,
+    "toml": read_toml,
 }
 
 
@@ -281,7 +385,8 @@ def normalise(v):
     if isinstance(v, list):
         return [normalise(x) for x in v]
     if isinstance(v, dict):
-        return {k: normalise(x) for k, x in v.items()}
+        # A field a record lacks is null in a table with a column for it.
+        return {k: n for k, n in ((k, normalise(x)) for k, x in v.items()) if n is not None}
     return v
 
 

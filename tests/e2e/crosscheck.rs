@@ -1,7 +1,7 @@
 //! The independent cross-check (`tests/crosscheck/crosscheck.py`): every
 //! fixture read by readers nobody here wrote must match what `rota` decodes.
-//! Needs Python 3 with pyarrow, zstandard, msgpack, fastavro, openpyxl, xlrd
-//! and python-calamine (`scripts/test.sh`
+//! Needs Python 3 with pyarrow, zstandard, msgpack, fastavro, openpyxl, xlrd,
+//! python-calamine, lxml and pyyaml (`scripts/test.sh`
 //! installs them); without them the test fails rather than passing unchecked.
 
 use std::path::Path;
