@@ -75,14 +75,14 @@ fn sniff_text(text: &str) -> Option<&'static str> {
     if trimmed.starts_with('<') {
         return Some("xml");
     }
-    if trimmed.starts_with("---") || trimmed.starts_with("%YAML") {
-        return Some("yaml");
-    }
     let mut lines = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'));
     let first = lines.next()?;
+    if first == "---" || first.starts_with("--- ") || first.starts_with("%YAML") {
+        return Some("yaml");
+    }
     if first.starts_with('{') {
         // One whole value on the first line, and more: NDJSON.
         let whole = serde_json::from_str::<serde_json::Value>(first).is_ok();
@@ -141,6 +141,7 @@ mod tests {
             ("[\n {\"a\": 1}\n]", Some("json")),
             ("<?xml version=\"1.0\"?><r/>", Some("xml")),
             ("---\na: 1\n", Some("yaml")),
+            ("# people\n---\nname: x\n", Some("yaml")),
             ("name: x\nqty: 2\n", Some("yaml")),
             ("- a: 1\n", Some("yaml")),
             ("# settings\ntitle = \"x\"\n", Some("toml")),
