@@ -64,6 +64,18 @@ impl<'a> FormatOptions<'a> {
         Ok(())
     }
 
+    /// A dotted path of keys (`a.b`); empty when the option is absent.
+    pub(crate) fn key_path(&mut self, key: &str) -> Result<Vec<String>, DecodeError> {
+        let Some(path) = self.left.remove(key) else {
+            return Ok(Vec::new());
+        };
+        let steps: Vec<String> = path.split('.').map(|s| s.trim().to_owned()).collect();
+        if steps.iter().any(String::is_empty) {
+            return Err(self.error(format!("option {key}: empty key in '{path}'")));
+        }
+        Ok(steps)
+    }
+
     pub(crate) fn string(&mut self, key: &str) -> Option<String> {
         self.left.remove(key)
     }

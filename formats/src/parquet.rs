@@ -13,7 +13,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::{ChunkReader, Length};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
-use rota_core::source::{FileAt, ReadAt};
+use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
@@ -193,10 +193,7 @@ impl Decoder for ParquetDecoder {
 
     fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         let input: Arc<dyn ReadAt> = match std::mem::replace(&mut self.state, State::Done) {
-            State::Spool(spool) => {
-                let (file, size) = spool.into_file()?;
-                Arc::new(FileAt::with_size(file, size))
-            }
+            State::Spool(spool) => spool.into_read_at()?,
             State::Ready(input) => input,
             other => {
                 self.state = other;

@@ -20,7 +20,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use calamine::{Data, DataRef, ExcelDateTime, Ods, Reader, Xls, Xlsx};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
-use rota_core::source::{FileAt, ReadAt};
+use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind, Position};
 
 use crate::json::NdjsonFormat;
@@ -270,10 +270,7 @@ impl Decoder for SheetDecoder {
 
     fn finish(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         let input: Arc<dyn ReadAt> = match std::mem::replace(&mut self.state, State::Done) {
-            State::Spool(spool) => {
-                let (file, size) = spool.into_file()?;
-                Arc::new(FileAt::with_size(file, size))
-            }
+            State::Spool(spool) => spool.into_read_at()?,
             State::Ready(input) => input,
             other => {
                 self.state = other;

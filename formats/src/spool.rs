@@ -56,6 +56,12 @@ impl Spool {
         Ok(())
     }
 
+    /// The spooled bytes, for random access.
+    pub(crate) fn into_read_at(self) -> Result<Arc<dyn ReadAt>, DecodeError> {
+        let (file, size) = self.into_file()?;
+        Ok(Arc::new(rota_core::source::FileAt::with_size(file, size)))
+    }
+
     /// The spooled bytes, rewound for reading, and their length.
     pub(crate) fn into_file(mut self) -> Result<(File, u64), DecodeError> {
         self.file

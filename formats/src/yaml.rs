@@ -57,23 +57,8 @@ impl Format for YamlFormat {
 
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         let mut opts = FormatOptions::new(options, &["path"]);
-        let path = opts.string("path");
+        let path = opts.key_path("path")?;
         opts.finish()?;
-        let path = match path {
-            None => Vec::new(),
-            Some(p) => {
-                let steps: Vec<String> = p.split('.').map(|s| s.trim().to_owned()).collect();
-                if steps.iter().any(String::is_empty) {
-                    return Err(DecodeError {
-                        location: options.location.clone(),
-                        position: rota_core::Position::default(),
-                        kind: DecodeErrorKind::Options,
-                        message: format!("option path: empty key in '{p}'"),
-                    });
-                }
-                steps
-            }
-        };
         Ok(Box::new(YamlDecoder {
             records: JsonRecords::new(options)?,
             path,
