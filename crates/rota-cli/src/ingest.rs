@@ -23,7 +23,8 @@ pub(crate) struct IngestArgs {
     /// The spec (kind of work) the job runs, e.g. `import-orders`.
     #[arg(long)]
     spec: String,
-    /// The format; by default each file's extension decides (see `rota formats`).
+    /// The format; by default each file's extension decides, else its first bytes
+    /// (see `rota formats`).
     #[arg(long)]
     format: Option<String>,
     /// A format option, `key=value` (e.g. `header=false`, `delimiter=;`); repeatable.

@@ -66,12 +66,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Formats => {
             let mut out = String::new();
             for f in rota_formats::builtin() {
-                out.push_str(&format!(
-                    "{:<8} .{:<14} {}\n",
-                    f.name(),
-                    f.extensions().join(" ."),
-                    f.describe()
-                ));
+                let names = if f.extensions().is_empty() {
+                    "(--format only)".to_owned()
+                } else {
+                    format!(".{}", f.extensions().join(" ."))
+                };
+                out.push_str(&format!("{:<8} {names:<15} {}\n", f.name(), f.describe()));
             }
             out.push_str("\ncompressions (found by their first bytes, else by suffix):\n");
             for c in rota_formats::Compression::ALL {
