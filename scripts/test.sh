@@ -19,6 +19,16 @@ if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backport
   python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml
 fi
 
+# The remote-source tests serve files over HTTP with nginx (the S3 server
+# runs inside the tests).
+if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ]; then
+  echo "installing nginx (Debian package nginx-light) for the HTTP source tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nginx-light >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"

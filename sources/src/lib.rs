@@ -6,23 +6,31 @@
 
 use std::sync::Arc;
 
+use globset::{Glob, GlobMatcher};
 use rota_core::SourceError;
-use rota_core::source::Source;
+use rota_core::source::{ListRequest, Source};
 
+pub mod conformance;
 pub mod local;
+pub mod object;
 
 pub use local::LocalSource;
+pub use object::{ObjectSource, S3Settings};
 
-/// The source serving `location`: `file://…` or a plain path today.
+/// The source serving `location`: `file://…` or a plain path, `s3://…`,
+/// `http://…` or `https://…`.
 ///
 /// # Errors
 /// When no source serves the location's scheme.
 pub fn for_location(location: &str) -> Result<Arc<dyn Source>, SourceError> {
     match scheme(location) {
         None | Some("file") => Ok(Arc::new(LocalSource)),
+        Some("s3" | "http" | "https") => Ok(Arc::new(ObjectSource::from_env())),
         Some(other) => Err(SourceError::InvalidLocation {
-            location: location.to_owned(),
-            reason: format!("no source serves the '{other}' scheme (supported: file, plain paths)"),
+            location: redact(location),
+            reason: format!(
+                "no source serves the '{other}' scheme (supported: file, s3, http, https, plain paths)"
+            ),
         }),
     }
 }
@@ -36,4 +44,69 @@ pub fn scheme(location: &str) -> Option<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
     .then_some(scheme)
+}
+
+/// `location` with the password of any `scheme://user:password@host` part,
+/// and the query of an `http(s)://` URL (pre-signed URLs carry signatures
+/// there), replaced by `***`, so it can be shown, logged and stored.
+#[must_use]
+pub fn redact(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_owned();
+    };
+    if matches!(scheme, "http" | "https" | "webdav" | "webdavs")
+        && let Some((before, _)) = location.split_once('?')
+    {
+        return format!("{}?***", redact(before));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                location.to_owned()
+            }
+        }
+        None => location.to_owned(),
+    }
+}
+
+/// The compiled glob of a listing request, if it has one.
+///
+/// # Errors
+/// When the glob does not parse.
+pub(crate) fn glob_matcher(req: &ListRequest) -> Result<Option<GlobMatcher>, SourceError> {
+    req.glob
+        .as_ref()
+        .map(|g| {
+            Glob::new(g)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| SourceError::InvalidLocation {
+                    location: redact(&req.location),
+                    reason: format!("bad glob '{}': {e}", g),
+                })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_and_http_queries_only() {
+        assert_eq!(redact("sftp://u:pw@h:22/d/"), "sftp://u:***@h:22/d/");
+        assert_eq!(redact("https://u:p@ss@h/x?a=b@c"), "https://u:***@h/x?***");
+        assert_eq!(redact("sftp://u@h/d"), "sftp://u@h/d");
+        assert_eq!(redact("/tmp/a@b:c"), "/tmp/a@b:c");
+        assert_eq!(redact("s3://bucket/k@x:y"), "s3://bucket/k@x:y");
+        assert_eq!(redact("s3://bucket/a?b=c"), "s3://bucket/a?b=c");
+        assert_eq!(
+            redact("https://u:pw@h/f.csv?X-Amz-Signature=abc"),
+            "https://u:***@h/f.csv?***"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 use rota_core::SourceError;
 use std::sync::Arc;
 
@@ -170,17 +170,7 @@ impl Source for LocalSource {
     async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {
         let root = path_of(&req.location);
         let meta = fs::metadata(&root).map_err(|e| io_error(&req.location, e))?;
-        let glob = match &req.glob {
-            Some(g) => Some(
-                Glob::new(g)
-                    .map_err(|e| SourceError::InvalidLocation {
-                        location: req.location.clone(),
-                        reason: format!("bad glob '{g}': {e}"),
-                    })?
-                    .compile_matcher(),
-            ),
-            None => None,
-        };
+        let glob = crate::glob_matcher(req)?;
         let mut walk = Walk {
             root: root.clone(),
             recursive: req.recursive,

@@ -80,6 +80,24 @@ pub enum SourceError {
         /// Why it is invalid.
         reason: String,
     },
+    /// The server refused the credentials, or there were none it accepts.
+    #[error("{location}: access denied: {hint}")]
+    AccessDenied {
+        /// The location, secrets redacted.
+        location: String,
+        /// What was refused and how to fix it, with no secret in it.
+        hint: String,
+    },
+    /// A remote server or protocol failed in a way that is not an I/O error
+    /// of this machine (an unexpected status, an object that changed while
+    /// it was read).
+    #[error("{location}: {reason}")]
+    Remote {
+        /// The location, secrets redacted.
+        location: String,
+        /// What went wrong, with no secret in it.
+        reason: String,
+    },
     /// Reading or listing failed.
     #[error("{location}: read failed")]
     Io {

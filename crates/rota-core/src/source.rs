@@ -104,13 +104,16 @@ impl ReadAt for FileAt {
 /// # Contract
 ///
 /// - [`Source::list`] streams entries as it finds them, in a deterministic
-///   order (by relative path within each directory), without materialising the
-///   whole listing. A location naming a single object lists that object.
+///   order (the local source: by name within each directory; S3: by key),
+///   without materialising the whole listing. A location naming a single
+///   object lists that object. Relative paths are the same whatever source
+///   serves a tree, since task keys are made from them.
 /// - [`Source::open`] streams the object's bytes (or the given range); a stream
 ///   ends with `None` only when every byte was delivered — a short read is an
 ///   error, never a silent end.
-/// - Errors are typed ([`SourceError::NotFound`], [`SourceError::PermissionDenied`])
-///   and carry the location with any credential redacted.
+/// - Errors are typed ([`SourceError::NotFound`], [`SourceError::PermissionDenied`],
+///   [`SourceError::AccessDenied`], [`SourceError::Remote`]) and carry the
+///   location with any credential redacted, and no server response body.
 #[async_trait]
 pub trait Source: Send + Sync {
     /// The URL schemes this source serves, e.g. `["file"]`.

@@ -1,0 +1,254 @@
+//! Remote sources against real servers on loopback (see `rota-testkit`): an
+//! S3 server checking SigV4 signatures, nginx serving the tree over HTTP with
+//! Range support, and a cutting proxy in front of either.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rota_core::SourceError;
+use rota_core::source::ListRequest;
+use rota_sources::conformance::{self, TREE_FILES, Tree};
+use rota_sources::{ObjectSource, S3Settings};
+use rota_testkit::{KEY, SECRET, big_file, cutting_proxy, nginx, s3_server, tree_dir};
+
+fn s3_settings(endpoint: SocketAddr, secret: &str) -> S3Settings {
+    S3Settings {
+        endpoint: Some(format!("http://{endpoint}")),
+        access_key_id: Some(KEY.to_owned()),
+        secret_access_key: Some(secret.to_owned()),
+        ..S3Settings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_conforms() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr = s3_server(root.path()).await;
+    let source = ObjectSource::new(s3_settings(addr, SECRET));
+    let tree = Tree {
+        source: &source,
+        root: "s3://bucket/tree/".to_owned(),
+        local: tree_dir(),
+    };
+    conformance::listings_match_local(&tree).await;
+    conformance::prefixes_and_single_files(&tree).await;
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_conforms() {
+    let source = rota_sources::LocalSource;
+    let tree = Tree {
+        source: &source,
+        root: format!("{}/", tree_dir().display()),
+        local: tree_dir(),
+    };
+    conformance::listings_match_local(&tree).await;
+    conformance::prefixes_and_single_files(&tree).await;
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_conforms() {
+    let server = nginx(&tree_dir());
+    let source = ObjectSource::default();
+    let tree = Tree {
+        source: &source,
+        root: format!("http://{}/", server.addr),
+        local: tree_dir(),
+    };
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, false).await;
+    let err = conformance::list_all(
+        &source,
+        &ListRequest {
+            location: format!("http://{}/sub/", server.addr),
+            recursive: true,
+            glob: None,
+        },
+    )
+    .await
+    .expect_err("HTTP has no listing");
+    assert!(err.to_string().contains("webdav://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_wrong_secret_and_missing_bucket_say_so_without_secrets() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr = s3_server(root.path()).await;
+    let wrong = ObjectSource::new(s3_settings(addr, "not-the-secret-either"));
+    let err = conformance::list_all(
+        &wrong,
+        &ListRequest {
+            location: "s3://bucket/tree/".to_owned(),
+            recursive: true,
+            glob: None,
+        },
+    )
+    .await
+    .expect_err("a wrong secret is refused");
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+    assert!(
+        text.contains("AWS_SECRET_ACCESS_KEY"),
+        "says how to fix: {text}"
+    );
+    assert!(
+        !text.contains("not-the-secret") && !text.contains(KEY),
+        "no secret: {text}"
+    );
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+
+    let right = ObjectSource::new(s3_settings(addr, SECRET));
+    let err = conformance::list_all(
+        &right,
+        &ListRequest {
+            location: "s3://no-such-bucket/tree/".to_owned(),
+            recursive: true,
+            glob: None,
+        },
+    )
+    .await
+    .expect_err("a missing bucket is an error");
+    let text = err.to_string();
+    assert!(
+        text.contains("no-such-bucket") && text.contains("bucket"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(SECRET) && !text.contains(KEY),
+        "no secret: {text}"
+    );
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_mid_way_resumes_by_range() {
+    // HTTP through nginx.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = big_file(dir.path());
+    let server = nginx(dir.path());
+    let (proxy, connections) = cutting_proxy(server.addr, |n| (n < 3).then_some(1_000_000)).await;
+    let source = ObjectSource::default();
+    let entries = conformance::list_all(
+        &source,
+        &ListRequest {
+            location: format!("http://{proxy}/big.bin"),
+            recursive: false,
+            glob: None,
+        },
+    )
+    .await
+    .expect("head through the proxy");
+    // The HEAD took the first connection; the GET and its first resume are cut.
+    let got = conformance::read_all(&source, &entries[0], None)
+        .await
+        .expect("resumed read");
+    assert!(
+        got == data,
+        "resumed bytes equal the file ({} vs {})",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        connections.load(Ordering::SeqCst) >= 3,
+        "the body was resumed"
+    );
+
+    // S3 through s3s-fs.
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr = s3_server(root.path()).await;
+    std::fs::copy(
+        dir.path().join("big.bin"),
+        root.path().join("bucket/big.bin"),
+    )
+    .expect("copy");
+    let (proxy, connections) = cutting_proxy(addr, |n| (n < 3).then_some(1_500_000)).await;
+    let source = ObjectSource::new(s3_settings(proxy, SECRET));
+    let entries = conformance::list_all(
+        &source,
+        &ListRequest {
+            location: "s3://bucket/big.bin".to_owned(),
+            recursive: false,
+            glob: None,
+        },
+    )
+    .await
+    .expect("head through the proxy");
+    let got = conformance::read_all(&source, &entries[0], None)
+        .await
+        .expect("resumed read");
+    assert!(got == data, "resumed bytes equal the object");
+    assert!(
+        connections.load(Ordering::SeqCst) >= 3,
+        "the body was resumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_mid_body_ends_in_an_error_not_a_short_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    big_file(dir.path());
+    let server = nginx(dir.path());
+    // The first response is cut mid-body; after that the "server" dies at
+    // once on every connection, before a response header is complete.
+    let (proxy, _) = cutting_proxy(server.addr, |n| Some(if n == 0 { 1_000_000 } else { 0 })).await;
+    let direct = ObjectSource::default();
+    let entries = conformance::list_all(
+        &direct,
+        &ListRequest {
+            location: format!("http://{}/big.bin", server.addr),
+            recursive: false,
+            glob: None,
+        },
+    )
+    .await
+    .expect("head");
+    let mut entry = entries[0].clone();
+    entry.location = format!("http://{proxy}/big.bin");
+    let started = std::time::Instant::now();
+    let err = conformance::read_all(&direct, &entry, None)
+        .await
+        .expect_err("a body that never arrives whole is an error");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "bounded in time"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("big.bin") && text.contains("broke at byte"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_link_that_keeps_cutting_still_delivers_every_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = big_file(dir.path());
+    let server = nginx(dir.path());
+    // Every response is cut after 2 MB: each resume makes progress.
+    let (proxy, connections) = cutting_proxy(server.addr, |_| Some(2_000_000)).await;
+    let source = ObjectSource::default();
+    let entries = conformance::list_all(
+        &source,
+        &ListRequest {
+            location: format!("http://{proxy}/big.bin"),
+            recursive: false,
+            glob: None,
+        },
+    )
+    .await
+    .expect("head");
+    let got = conformance::read_all(&source, &entries[0], None)
+        .await
+        .expect("every byte, over many connections");
+    assert!(got == data, "bytes equal");
+    assert!(
+        connections.load(Ordering::SeqCst) >= 6,
+        "took several connections"
+    );
+}

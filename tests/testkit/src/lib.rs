@@ -1,0 +1,231 @@
+//! Real servers on loopback for Rota's tests, shared by the crates that
+//! test sources: an S3 server (s3s-fs, which checks SigV4 signatures) run
+//! in-process, nginx serving a directory over HTTP with Range support, and a
+//! proxy that cuts responses mid-body. A server that cannot start panics, so
+//! a test without its server fails rather than skips.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The access key id the S3 server accepts.
+pub const KEY: &str = "rota-test-key";
+/// The secret access key the S3 server accepts.
+pub const SECRET: &str = "rota-test-secret-do-not-print";
+
+/// `fixtures/tree/`: the tree every source serves in the conformance suite.
+#[must_use]
+pub fn tree_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tree")
+}
+
+/// Copies the directory `from` to `to`, recursively.
+///
+/// # Panics
+/// On any I/O error.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read tree") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Starts an S3 server on the current tokio runtime whose buckets are the
+/// directories of `root`, after copying the tree into bucket `bucket` under
+/// `tree/`; it accepts [`KEY`] and [`SECRET`].
+///
+/// # Panics
+/// When the server cannot start.
+pub async fn s3_server(root: &Path) -> SocketAddr {
+    copy_dir(&tree_dir(), &root.join("bucket/tree"));
+    serve_s3(root, 0).await
+}
+
+/// Starts an S3 server on the current tokio runtime, on loopback `port` (0:
+/// any free one), whose buckets are the directories of `root`; it accepts
+/// [`KEY`] and [`SECRET`].
+///
+/// # Panics
+/// When the server cannot start.
+pub async fn serve_s3(root: &Path, port: u16) -> SocketAddr {
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
+    let service = builder.build();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let http =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            // Small requests and answers, not to be held back by Nagle.
+            let _ = socket.set_nodelay(true);
+            let conn = http
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    addr
+}
+
+/// nginx serving a directory on a free loopback port; stopped when dropped.
+pub struct Nginx {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free a moment ago.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts nginx serving `root`.
+///
+/// # Panics
+/// When nginx is missing or does not start.
+#[must_use]
+pub fn nginx(root: &Path) -> Nginx {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+           fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+           server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n",
+        d = dir.path().display(),
+        root = root.display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx (apt-get install nginx-light; scripts/test.sh installs it)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let server = Nginx {
+        child,
+        addr,
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nginx did not start on {addr}");
+}
+
+/// A TCP proxy to `upstream` that forwards requests whole and cuts the
+/// response of its `n`-th connection after `cut(n)` bytes, if that is `Some`.
+/// Returns its address and the count of connections it has taken.
+///
+/// # Panics
+/// When it cannot bind.
+pub async fn cutting_proxy(
+    upstream: SocketAddr,
+    cut: impl Fn(usize) -> Option<usize> + Send + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let cut = cut(n);
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = tokio::io::copy(&mut cr, &mut sw);
+                let down = async {
+                    let mut sent = 0usize;
+                    let mut buf = vec![0u8; 8192];
+                    loop {
+                        let n = sr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        let n = match cut {
+                            Some(limit) => n.min(limit - sent),
+                            None => n,
+                        };
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n;
+                        if cut.is_some_and(|limit| sent >= limit) {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = up => {}
+                    () = down => {}
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Writes `big.bin` (12 MB, big enough to be cut mid-body) into `dir`;
+/// returns its bytes.
+///
+/// # Panics
+/// When it cannot be written.
+pub fn big_file(dir: &Path) -> Vec<u8> {
+    let data: Vec<u8> = (0..3_000_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("big.bin"), &data).expect("write big file");
+    data
+}
