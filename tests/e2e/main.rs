@@ -3,5 +3,6 @@
 
 mod crosscheck;
 mod ingest;
+mod remote;
 mod support;
 mod worker;

@@ -18,7 +18,9 @@ use crate::units::{human_bytes, parse_duration, parse_key_value, parse_size};
 /// Arguments of `rota ingest`.
 #[derive(Debug, Args)]
 pub(crate) struct IngestArgs {
-    /// A file, a directory, or a `file://` URL.
+    /// A file, a directory, a `file://` URL, an S3 prefix or object
+    /// (`s3://bucket/prefix/`; settings from `AWS_*` variables, see README) or
+    /// the `http(s)://` URL of one file.
     path: String,
     /// The spec (kind of work) the job runs, e.g. `import-orders`.
     #[arg(long)]

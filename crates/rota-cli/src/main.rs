@@ -2,6 +2,7 @@
 
 mod ingest;
 mod jobs;
+mod ls;
 mod units;
 mod worker;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Claim tasks and run a command for each: the payload on its stdin, its
     /// stdout stored as the result, exit status 0 for success.
     Worker(worker::WorkerArgs),
+    /// List the files at a location (a directory, an S3 prefix, a URL) as
+    /// `rota ingest` would read them: size, modification time, relative path.
+    Ls(ls::LsArgs),
     /// List the formats `rota ingest` reads, their options, and the compressions it undoes.
     Formats,
 }
@@ -86,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs { command } => jobs::run_jobs(open_store(&cli.store).await?, command).await,
         Command::Tasks { command } => jobs::run_tasks(open_store(&cli.store).await?, command).await,
         Command::Worker(args) => worker::run(open_store(&cli.store).await?, args).await,
+        Command::Ls(args) => ls::run(args).await,
     }
 }
 

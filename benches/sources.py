@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Source benchmark: the same file ingested from local disk, from an S3 server
+on loopback and from nginx over HTTP, side by side in one run; and the speed
+of listing a prefix of many small objects.
+
+Usage:
+  python3 benches/sources.py DATA.csv [--runs N] [--objects N]
+
+DATA is any file rota ingests (the 1.5 GB CSV of the shared generator:
+  python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
+makes ./bench-data/data_10m.csv). The S3 server is `rota-test-s3` (s3s-fs,
+built from tests/testkit); the HTTP server is nginx (`apt-get install
+nginx-light`). Both serve the file from a hard link (or copy) in a temporary
+directory beside it. Every ingest uses --payload arrow, the cheapest encoding,
+so that differences between sources are not hidden behind encoding work.
+
+It prints, per source, seconds, rows/s, MB/s, peak RSS and the rate as a
+ratio of the local file's; then the time `rota ls -r` takes to list
+--objects small objects (default 100,000) from the S3 server and from disk.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from ingest import timed  # noqa: E402  (one way of timing every benchmark)
+
+KEY, SECRET = "rota-test-key", "rota-test-secret-do-not-print"
+
+
+def build(target_dir):
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "-p", "rota-cli", "-p", "rota-testkit"],
+        cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target_dir},
+    )
+    rel = os.path.join(target_dir, "release")
+    return os.path.join(rel, "rota"), os.path.join(rel, "rota-test-s3")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"no server came up on port {port}")
+
+
+def link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def start_nginx(root, work):
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off; master_process off; worker_processes 1;
+pid {work}/nginx.pid; error_log {work}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{ access_log off; sendfile on;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; root {root}; }} }}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    p = subprocess.Popen([nginx, "-p", work, "-c", conf, "-e", os.path.join(work, "nginx-error.log")],
+                         stdout=subprocess.DEVNULL)
+    wait_for(port)
+    return p, port
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
+    a = ap.parse_args()
+
+    rota, s3 = build(a.target_dir)
+    data = os.path.abspath(a.data)
+    name = os.path.basename(data)
+    size = os.path.getsize(data)
+    work = tempfile.mkdtemp(prefix="rota-bench-src-", dir=os.path.dirname(data))
+    procs = []
+    try:
+        buckets = os.path.join(work, "buckets")
+        os.makedirs(os.path.join(buckets, "bench"))
+        link_or_copy(data, os.path.join(buckets, "bench", name))
+        port = free_port()
+        procs.append(subprocess.Popen([s3, buckets, str(port)], stdout=subprocess.DEVNULL))
+        wait_for(port)
+        nginx, http_port = start_nginx(os.path.join(buckets, "bench"), work)
+        procs.append(nginx)
+        env = {**os.environ, "ROTA_LOG": "warn", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+               "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+        locations = [
+            ("local file", data),
+            ("s3 (s3s-fs on loopback)", f"s3://bench/{name}"),
+            ("http (nginx on loopback)", f"http://127.0.0.1:{http_port}/{name}"),
+        ]
+        best = {}
+        for run in range(a.runs):
+            for label, location in locations:
+                db = os.path.join(work, f"{run}.db")
+                wall, rss, out = timed([rota, "--store", db, "ingest", location, "--spec", "bench",
+                                        "--batch-rows", "1000", "--payload", "arrow", "--json", "--quiet"], env)
+                rows = json.loads(out)["rows"]
+                if label not in best or wall < best[label][0]:
+                    best[label] = (wall, rss, rows)
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(db + suffix):
+                        os.remove(db + suffix)
+                shutil.rmtree(db + "-payloads", ignore_errors=True)
+        rows_seen = {v[2] for v in best.values()}
+        if len(rows_seen) != 1:
+            sys.exit(f"sources disagree on the row count: {best}")
+
+        print(f"file: {a.data} ({size / 1e6:.1f} MB), best of {a.runs} run(s), {os.cpu_count()} cores, "
+              "arrow payloads into SQLite")
+        print(f"{'':28} {'rows':>10} {'seconds':>8} {'rows/s':>11} {'MB/s':>7} {'peak RSS':>9} {'vs local':>8}")
+        local = best["local file"][0]
+        for label, (wall, rss, rows) in best.items():
+            print(f"{label:28} {rows:>10} {wall:>8.2f} {rows / wall:>11,.0f} {size / wall / 1e6:>7.1f} "
+                  f"{rss / 2**20:>6.0f} MiB {local / wall:>7.2f}x")
+
+        # Listing: many small objects in 100 directories.
+        many = os.path.join(buckets, "many")
+        for i in range(a.objects):
+            d = os.path.join(many, f"d{i % 100:03}")
+            if i < 100:
+                os.makedirs(d)
+            with open(os.path.join(d, f"o{i:07}.csv"), "w") as f:
+                f.write("a\n1\n")
+        print(f"listing {a.objects:,} objects (rota ls -r, best of {a.runs}):")
+        for label, location in [("local directory", many), ("s3 prefix", "s3://many/")]:
+            walls = []
+            for _ in range(a.runs):
+                wall, rss, out = timed([rota, "ls", location, "-r"], env)
+                n = out.count(b"\n")
+                if n != a.objects:
+                    sys.exit(f"{label}: listed {n} of {a.objects}")
+                walls.append(wall)
+            w = min(walls)
+            print(f"  {label:16} {w:7.2f} s  {a.objects / w:>10,.0f} objects/s  peak RSS {rss / 2**20:.0f} MiB")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+//! `rota ingest` of remote URLs gives the tasks of the local copy: the same
+//! keys and the same payload bytes. Servers from `rota-testkit`, on loopback.
+
+use std::path::Path;
+use std::process::Output;
+
+use rota_testkit::{KEY, SECRET, nginx, s3_server, tree_dir};
+
+use crate::support::{Scratch, job_id, payload, tasks};
+
+/// Keys and payloads of the job `rota ingest ARGS --json` made.
+fn ingested(s: &Scratch, out: &Output) -> Vec<(String, Vec<u8>)> {
+    assert!(
+        out.status.success(),
+        "ingest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary json");
+    tasks(s, job_id(&summary))
+        .iter()
+        .map(|t| (t.key.clone(), payload(s, t)))
+        .collect()
+}
+
+fn ingest_args<'a>(location: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "ingest",
+        location,
+        "--spec",
+        "t",
+        "--json",
+        "--batch-rows",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn local(location: &Path, extra: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let s = Scratch::new();
+    let location = location.to_str().expect("path");
+    let out = s.run(&ingest_args(location, extra));
+    ingested(&s, &out)
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn an_s3_prefix_ingests_to_the_tasks_of_its_local_copy() {
+    let rt = multi_thread();
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr = rt.block_on(s3_server(root.path()));
+    let want = local(&tree_dir(), &["--recursive"]);
+    assert!(want.len() > 8, "the tree makes tasks: {}", want.len());
+
+    let s = Scratch::new();
+    let remote = |s: &Scratch, secret: &str, args: &[&str]| {
+        s.command(args)
+            .env("AWS_ENDPOINT_URL", format!("http://{addr}"))
+            .env("AWS_ACCESS_KEY_ID", KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .expect("run rota")
+    };
+    let out = remote(
+        &s,
+        SECRET,
+        &ingest_args("s3://bucket/tree/", &["--recursive"]),
+    );
+    assert_eq!(ingested(&s, &out), want, "s3 tasks equal local tasks");
+
+    // `rota ls` lists what ingest reads: the same files and sizes as locally.
+    let shape = |out: &[u8]| {
+        let mut v: Vec<(String, u64)> = String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).expect("json line");
+                (
+                    e["relative"].as_str().expect("relative").to_owned(),
+                    e["size"].as_u64().expect("size"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let listed = remote(&s, SECRET, &["ls", "s3://bucket/tree/", "-r", "--json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let local_tree = tree_dir();
+    let local_listed = s.ok(&["ls", local_tree.to_str().expect("path"), "-r", "--json"]);
+    assert_eq!(shape(&listed.stdout), shape(local_listed.as_bytes()));
+    assert_eq!(shape(&listed.stdout).len(), 9);
+
+    // Without the slash the prefix is found the same way.
+    let s = Scratch::new();
+    let out = remote(
+        &s,
+        SECRET,
+        &ingest_args("s3://bucket/tree", &["--recursive"]),
+    );
+    assert_eq!(ingested(&s, &out), want);
+
+    // A wrong secret: one line that says what to check, no secret, no job.
+    let s = Scratch::new();
+    let out = remote(
+        &s,
+        "wrong-secret-value",
+        &ingest_args("s3://bucket/tree/", &["-r"]),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("access denied") && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-secret-value") && !err.contains(KEY),
+        "{err}"
+    );
+    assert_eq!(s.ok(&["jobs", "list"]), "", "no job for a refused listing");
+
+    // A missing bucket and a missing key.
+    for (url, says) in [
+        ("s3://no-such-bucket/tree/", "bucket does not exist"),
+        ("s3://bucket/tree/no-such.csv", "not found"),
+    ] {
+        let s = Scratch::new();
+        let out = remote(&s, SECRET, &ingest_args(url, &[]));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(url) && err.contains(says), "{url}: {err}");
+    }
+}
+
+#[test]
+fn http_files_ingest_to_the_tasks_of_their_local_copies() {
+    let server = nginx(&tree_dir());
+    for relative in ["a.csv", "odd%20names/100%25.csv", "sub/data.parquet"] {
+        let decoded = relative.replace("%20", " ").replace("%25", "%");
+        let want = local(&tree_dir().join(&decoded), &[]);
+        let s = Scratch::new();
+        let url = format!("http://{}/{relative}", server.addr);
+        let out = s.run(&ingest_args(&url, &[]));
+        assert_eq!(ingested(&s, &out), want, "{url}");
+    }
+    let s = Scratch::new();
+    let url = format!("http://{}/nothing-here.csv", server.addr);
+    let err = s.fails(&ingest_args(&url, &[]));
+    assert!(err.contains(&url) && err.contains("not found"), "{err}");
+}
