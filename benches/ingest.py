@@ -69,13 +69,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build(target_dir):
+def build(target_dir, package="rota-bench", binary="rota-bench-floor"):
+    """Builds rota and `package` in release mode; returns the paths of rota
+    and of `binary`."""
     subprocess.run(
-        ["cargo", "build", "--release", "-q", "-p", "rota-cli", "-p", "rota-bench"],
+        ["cargo", "build", "--release", "-q", "-p", "rota-cli", "-p", package],
         cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target_dir},
     )
     rel = os.path.join(target_dir, "release")
-    return os.path.join(rel, "rota"), os.path.join(rel, "rota-bench-floor")
+    return os.path.join(rel, "rota"), os.path.join(rel, binary)
 
 
 # Python readers, each printing its row count (bytes, for gzip); argv[1] is

@@ -31,18 +31,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from ingest import timed  # noqa: E402  (one way of timing every benchmark)
+from ingest import build, timed  # noqa: E402  (one way of building and timing every benchmark)
 
 KEY, SECRET = "rota-test-key", "rota-test-secret-do-not-print"
-
-
-def build(target_dir):
-    subprocess.run(
-        ["cargo", "build", "--release", "-q", "-p", "rota-cli", "-p", "rota-testkit"],
-        cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target_dir},
-    )
-    rel = os.path.join(target_dir, "release")
-    return os.path.join(rel, "rota"), os.path.join(rel, "rota-test-s3")
 
 
 def free_port():
@@ -95,7 +86,7 @@ def main():
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     a = ap.parse_args()
 
-    rota, s3 = build(a.target_dir)
+    rota, s3 = build(a.target_dir, "rota-testkit", "rota-test-s3")
     data = os.path.abspath(a.data)
     name = os.path.basename(data)
     size = os.path.getsize(data)

@@ -62,6 +62,23 @@ pub async fn list_all(source: &dyn Source, req: &ListRequest) -> Result<Vec<Entr
     Ok(out)
 }
 
+/// Every entry listed at `location`, without a glob.
+///
+/// # Errors
+/// The first error of the listing.
+pub async fn list_at(
+    source: &dyn Source,
+    location: &str,
+    recursive: bool,
+) -> Result<Vec<Entry>, SourceError> {
+    let req = ListRequest {
+        location: location.to_owned(),
+        recursive,
+        glob: None,
+    };
+    list_all(source, &req).await
+}
+
 /// Every byte of `entry` (or of `range` of it), read through `source`.
 ///
 /// # Errors
@@ -138,38 +155,17 @@ pub async fn listings_match_local(tree: &Tree<'_>) {
 /// A listing of a subdirectory without the trailing slash finds the same
 /// files as with it; a file's own location lists that file alone.
 pub async fn prefixes_and_single_files(tree: &Tree<'_>) {
-    let with = list_all(
-        tree.source,
-        &ListRequest {
-            location: format!("{}sub/", tree.root),
-            recursive: true,
-            glob: None,
-        },
-    )
-    .await
-    .expect("list sub/");
-    let without = list_all(
-        tree.source,
-        &ListRequest {
-            location: format!("{}sub", tree.root),
-            recursive: true,
-            glob: None,
-        },
-    )
-    .await
-    .expect("list sub");
+    let with = list_at(tree.source, &format!("{}sub/", tree.root), true)
+        .await
+        .expect("list sub/");
+    let without = list_at(tree.source, &format!("{}sub", tree.root), true)
+        .await
+        .expect("list sub");
     assert_eq!(shape(&with), shape(&without), "sub/ and sub list alike");
     assert!(!with.is_empty());
-    let one = list_all(
-        tree.source,
-        &ListRequest {
-            location: tree.url_of("sub/b.ndjson"),
-            recursive: false,
-            glob: None,
-        },
-    )
-    .await
-    .expect("list one file");
+    let one = list_at(tree.source, &tree.url_of("sub/b.ndjson"), false)
+        .await
+        .expect("list one file");
     let size = std::fs::metadata(tree.local.join("sub/b.ndjson"))
         .expect("local file")
         .len();
@@ -181,16 +177,9 @@ pub async fn prefixes_and_single_files(tree: &Tree<'_>) {
 pub async fn reads_are_byte_equal(tree: &Tree<'_>, files: &[&str]) {
     for relative in files {
         let want = std::fs::read(tree.local.join(relative)).expect("local file");
-        let entries = list_all(
-            tree.source,
-            &ListRequest {
-                location: tree.url_of(relative),
-                recursive: false,
-                glob: None,
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("list {relative}: {e}"));
+        let entries = list_at(tree.source, &tree.url_of(relative), false)
+            .await
+            .unwrap_or_else(|e| panic!("list {relative}: {e}"));
         let [entry] = entries.as_slice() else {
             panic!("{relative}: listed as {} entries", entries.len());
         };
@@ -247,15 +236,7 @@ pub async fn missing_is_not_found(tree: &Tree<'_>, directories: bool) {
         missing.push(format!("{}no-such-dir/", tree.root));
     }
     for location in missing {
-        let result = list_all(
-            tree.source,
-            &ListRequest {
-                location: location.clone(),
-                recursive: true,
-                glob: None,
-            },
-        )
-        .await;
+        let result = list_at(tree.source, &location, true).await;
         match result {
             Err(SourceError::NotFound { location: l }) => {
                 assert!(l.contains("no-such"), "{l}");

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rota_core::SourceError;
-use rota_core::source::ListRequest;
 use rota_sources::conformance::{self, TREE_FILES, Tree};
 use rota_sources::{ObjectSource, S3Settings};
 use rota_testkit::{KEY, SECRET, big_file, cutting_proxy, nginx, s3_server, tree_dir};
@@ -62,16 +61,9 @@ async fn http_conforms() {
     };
     conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
     conformance::missing_is_not_found(&tree, false).await;
-    let err = conformance::list_all(
-        &source,
-        &ListRequest {
-            location: format!("http://{}/sub/", server.addr),
-            recursive: true,
-            glob: None,
-        },
-    )
-    .await
-    .expect_err("HTTP has no listing");
+    let err = conformance::list_at(&source, &format!("http://{}/sub/", server.addr), true)
+        .await
+        .expect_err("HTTP has no listing");
     assert!(err.to_string().contains("webdav://"), "{err}");
 }
 
@@ -80,16 +72,9 @@ async fn s3_wrong_secret_and_missing_bucket_say_so_without_secrets() {
     let root = tempfile::tempdir().expect("tempdir");
     let addr = s3_server(root.path()).await;
     let wrong = ObjectSource::new(s3_settings(addr, "not-the-secret-either"));
-    let err = conformance::list_all(
-        &wrong,
-        &ListRequest {
-            location: "s3://bucket/tree/".to_owned(),
-            recursive: true,
-            glob: None,
-        },
-    )
-    .await
-    .expect_err("a wrong secret is refused");
+    let err = conformance::list_at(&wrong, "s3://bucket/tree/", true)
+        .await
+        .expect_err("a wrong secret is refused");
     let text = err.to_string();
     assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
     assert!(
@@ -103,16 +88,9 @@ async fn s3_wrong_secret_and_missing_bucket_say_so_without_secrets() {
     assert_eq!(text.lines().count(), 1, "one line: {text}");
 
     let right = ObjectSource::new(s3_settings(addr, SECRET));
-    let err = conformance::list_all(
-        &right,
-        &ListRequest {
-            location: "s3://no-such-bucket/tree/".to_owned(),
-            recursive: true,
-            glob: None,
-        },
-    )
-    .await
-    .expect_err("a missing bucket is an error");
+    let err = conformance::list_at(&right, "s3://no-such-bucket/tree/", true)
+        .await
+        .expect_err("a missing bucket is an error");
     let text = err.to_string();
     assert!(
         text.contains("no-such-bucket") && text.contains("bucket"),
@@ -125,26 +103,22 @@ async fn s3_wrong_secret_and_missing_bucket_say_so_without_secrets() {
     assert_eq!(text.lines().count(), 1, "one line: {text}");
 }
 
+/// Lists `url` (one file) and reads it whole.
+async fn fetch(source: &ObjectSource, url: &str) -> Result<Vec<u8>, SourceError> {
+    let entries = conformance::list_at(source, url, false).await?;
+    conformance::read_all(source, &entries[0], None).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_mid_way_resumes_by_range() {
+    // The HEAD takes the first connection; the GET and its first resume are cut.
     // HTTP through nginx.
     let dir = tempfile::tempdir().expect("tempdir");
     let data = big_file(dir.path());
     let server = nginx(dir.path());
     let (proxy, connections) = cutting_proxy(server.addr, |n| (n < 3).then_some(1_000_000)).await;
     let source = ObjectSource::default();
-    let entries = conformance::list_all(
-        &source,
-        &ListRequest {
-            location: format!("http://{proxy}/big.bin"),
-            recursive: false,
-            glob: None,
-        },
-    )
-    .await
-    .expect("head through the proxy");
-    // The HEAD took the first connection; the GET and its first resume are cut.
-    let got = conformance::read_all(&source, &entries[0], None)
+    let got = fetch(&source, &format!("http://{proxy}/big.bin"))
         .await
         .expect("resumed read");
     assert!(
@@ -168,17 +142,7 @@ async fn a_body_cut_mid_way_resumes_by_range() {
     .expect("copy");
     let (proxy, connections) = cutting_proxy(addr, |n| (n < 3).then_some(1_500_000)).await;
     let source = ObjectSource::new(s3_settings(proxy, SECRET));
-    let entries = conformance::list_all(
-        &source,
-        &ListRequest {
-            location: "s3://bucket/big.bin".to_owned(),
-            recursive: false,
-            glob: None,
-        },
-    )
-    .await
-    .expect("head through the proxy");
-    let got = conformance::read_all(&source, &entries[0], None)
+    let got = fetch(&source, "s3://bucket/big.bin")
         .await
         .expect("resumed read");
     assert!(got == data, "resumed bytes equal the object");
@@ -197,16 +161,9 @@ async fn a_server_gone_mid_body_ends_in_an_error_not_a_short_file() {
     // once on every connection, before a response header is complete.
     let (proxy, _) = cutting_proxy(server.addr, |n| Some(if n == 0 { 1_000_000 } else { 0 })).await;
     let direct = ObjectSource::default();
-    let entries = conformance::list_all(
-        &direct,
-        &ListRequest {
-            location: format!("http://{}/big.bin", server.addr),
-            recursive: false,
-            glob: None,
-        },
-    )
-    .await
-    .expect("head");
+    let entries = conformance::list_at(&direct, &format!("http://{}/big.bin", server.addr), false)
+        .await
+        .expect("head");
     let mut entry = entries[0].clone();
     entry.location = format!("http://{proxy}/big.bin");
     let started = std::time::Instant::now();
@@ -233,17 +190,7 @@ async fn a_flaky_link_that_keeps_cutting_still_delivers_every_byte() {
     // Every response is cut after 2 MB: each resume makes progress.
     let (proxy, connections) = cutting_proxy(server.addr, |_| Some(2_000_000)).await;
     let source = ObjectSource::default();
-    let entries = conformance::list_all(
-        &source,
-        &ListRequest {
-            location: format!("http://{proxy}/big.bin"),
-            recursive: false,
-            glob: None,
-        },
-    )
-    .await
-    .expect("head");
-    let got = conformance::read_all(&source, &entries[0], None)
+    let got = fetch(&source, &format!("http://{proxy}/big.bin"))
         .await
         .expect("every byte, over many connections");
     assert!(got == data, "bytes equal");
