@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
 use rota_core::SourceError;
-use rota_core::source::{ListRequest, Source};
+use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 
 pub mod conformance;
 pub mod local;
@@ -44,6 +46,68 @@ pub fn scheme(location: &str) -> Option<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
     .then_some(scheme)
+}
+
+/// Which listed files to keep, by size and modification time. An entry
+/// whose size or time the source does not know is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// Skip files smaller than this many bytes.
+    pub min_size: Option<u64>,
+    /// Skip files larger than this many bytes.
+    pub max_size: Option<u64>,
+    /// Skip files last modified before this time.
+    pub modified_since: Option<DateTime<Utc>>,
+}
+
+impl EntryFilter {
+    /// True when the filter keeps everything.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `entry` passes.
+    #[must_use]
+    pub fn keeps(&self, entry: &Entry) -> bool {
+        let size_ok = entry.size.is_none_or(|n| {
+            self.min_size.is_none_or(|min| n >= min) && self.max_size.is_none_or(|max| n <= max)
+        });
+        let time_ok = match (entry.modified, self.modified_since) {
+            (Some(m), Some(since)) => m >= since,
+            _ => true,
+        };
+        size_ok && time_ok
+    }
+
+    /// `entries` without the ones the filter drops, still streamed.
+    #[must_use]
+    pub fn apply(self, entries: Box<dyn EntryStream>) -> Box<dyn EntryStream> {
+        if self.is_empty() {
+            return entries;
+        }
+        Box::new(Filtered {
+            filter: self,
+            inner: entries,
+        })
+    }
+}
+
+struct Filtered {
+    filter: EntryFilter,
+    inner: Box<dyn EntryStream>,
+}
+
+#[async_trait]
+impl EntryStream for Filtered {
+    async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError> {
+        while let Some(e) = self.inner.next_entry().await? {
+            if self.filter.keeps(&e) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// `location` with the password of any `scheme://user:password@host` part,
@@ -94,7 +158,32 @@ pub(crate) fn glob_matcher(req: &ListRequest) -> Result<Option<GlobMatcher>, Sou
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{EntryFilter, redact};
+    use rota_core::source::Entry;
+
+    #[test]
+    fn filters_keep_by_size_and_time_and_keep_the_unknown() {
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+        let entry = |size: Option<u64>, modified: Option<&str>| Entry {
+            location: "x".into(),
+            relative: "x".into(),
+            size,
+            modified: modified.map(at),
+            etag: None,
+        };
+        let f = EntryFilter {
+            min_size: Some(10),
+            max_size: Some(100),
+            modified_since: Some(at("2026-01-01T00:00:00Z")),
+        };
+        assert!(f.keeps(&entry(Some(10), Some("2026-01-01T00:00:00Z"))));
+        assert!(f.keeps(&entry(Some(100), None)));
+        assert!(f.keeps(&entry(None, Some("2026-06-01T00:00:00Z"))));
+        assert!(!f.keeps(&entry(Some(9), Some("2026-06-01T00:00:00Z"))));
+        assert!(!f.keeps(&entry(Some(101), Some("2026-06-01T00:00:00Z"))));
+        assert!(!f.keeps(&entry(Some(50), Some("2025-12-31T23:59:59Z"))));
+        assert!(EntryFilter::default().is_empty() && !f.is_empty());
+    }
 
     #[test]
     fn redacts_passwords_and_http_queries_only() {

@@ -101,6 +101,27 @@ fn an_s3_prefix_ingests_to_the_tasks_of_its_local_copy() {
     assert_eq!(shape(&listed.stdout), shape(local_listed.as_bytes()));
     assert_eq!(shape(&listed.stdout).len(), 9);
 
+    // Size and time filters apply to remote listings as to local ones.
+    let listed = remote(
+        &s,
+        SECRET,
+        &["ls", "s3://bucket/tree/", "-r", "--json", "--min-size", "1"],
+    );
+    let names: Vec<String> = shape(&listed.stdout).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(!names.contains(&"empty.csv".to_owned()));
+    let out = remote(
+        &s,
+        SECRET,
+        &ingest_args(
+            "s3://bucket/tree/",
+            &["-r", "--modified-since", "2999-01-01"],
+        ),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none passes the --min-size"), "{err}");
+
     // Without the slash the prefix is found the same way.
     let s = Scratch::new();
     let out = remote(

@@ -62,6 +62,8 @@ pub(crate) struct IngestArgs {
     /// Only files whose path relative to PATH matches this glob (e.g. `**/*.csv`).
     #[arg(long)]
     glob: Option<String>,
+    #[command(flatten)]
+    filter: crate::units::FilterArgs,
     /// The schema, `name:type,…` (types: utf8, int64, int32, float64, float32,
     /// bool, date32, timestamp); by default inferred from a sample.
     #[arg(long)]
@@ -134,6 +136,7 @@ impl IngestArgs {
             location: self.path.clone(),
             recursive: self.recursive,
             glob: self.glob.clone(),
+            filter: self.filter.filter(),
             format: self.format.clone(),
             decode: DecodeOptions {
                 schema,

@@ -18,6 +18,8 @@ pub(crate) struct LsArgs {
     /// Only files whose path relative to LOCATION matches this glob.
     #[arg(long)]
     glob: Option<String>,
+    #[command(flatten)]
+    filter: crate::units::FilterArgs,
     /// One JSON object per file (relative path, location, size, modified,
     /// etag) instead of columns.
     #[arg(long)]
@@ -27,13 +29,14 @@ pub(crate) struct LsArgs {
 /// Lists the files `rota ingest` would read at a location, as they stream in.
 pub(crate) async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
     let source = rota_sources::for_location(&args.location)?;
-    let mut entries = source
+    let listing = source
         .list(&ListRequest {
             location: args.location.clone(),
             recursive: args.recursive,
             glob: args.glob.clone(),
         })
         .await?;
+    let mut entries = args.filter.filter().apply(listing);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut files, mut bytes) = (0u64, 0u64);

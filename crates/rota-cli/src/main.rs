@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Decode a file or directory into records, cut them into batches and store
     /// every batch as a task of one job.
-    Ingest(ingest::IngestArgs),
+    Ingest(Box<ingest::IngestArgs>),
     /// List, show and cancel jobs.
     Jobs {
         #[command(subcommand)]
@@ -85,8 +85,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         // A dry run opens no store, so it creates no database file either.
-        Command::Ingest(args) if args.dry_run => ingest::dry_run(args).await,
-        Command::Ingest(args) => ingest::run(open_store(&cli.store).await?, args).await,
+        Command::Ingest(args) if args.dry_run => ingest::dry_run(*args).await,
+        Command::Ingest(args) => ingest::run(open_store(&cli.store).await?, *args).await,
         Command::Jobs { command } => jobs::run_jobs(open_store(&cli.store).await?, command).await,
         Command::Tasks { command } => jobs::run_tasks(open_store(&cli.store).await?, command).await,
         Command::Worker(args) => worker::run(open_store(&cli.store).await?, args).await,

@@ -89,3 +89,42 @@ mod tests {
         assert_eq!(human_bytes(151_824_849), "151.8 MB");
     }
 }
+
+/// Which listed files to keep: the size and time filters `rota ingest` and
+/// `rota ls` share.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FilterArgs {
+    /// Only files of at least this size (e.g. `1KiB`).
+    #[arg(long, value_parser = parse_size)]
+    min_size: Option<u64>,
+    /// Only files of at most this size (e.g. `2GiB`).
+    #[arg(long, value_parser = parse_size)]
+    max_size: Option<u64>,
+    /// Only files modified at or after this time: RFC 3339
+    /// (`2026-11-01T00:00:00Z`) or a date (`2026-11-01`, midnight UTC).
+    #[arg(long, value_parser = parse_time)]
+    modified_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl FilterArgs {
+    /// The filter these flags describe.
+    pub(crate) fn filter(&self) -> rota_sources::EntryFilter {
+        rota_sources::EntryFilter {
+            min_size: self.min_size,
+            max_size: self.max_size,
+            modified_since: self.modified_since,
+        }
+    }
+}
+
+/// A time, as RFC 3339 or a date (midnight UTC).
+pub(crate) fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("'{s}' is not a time: use 2026-11-01T00:00:00Z or 2026-11-01"))
+}

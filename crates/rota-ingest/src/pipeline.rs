@@ -46,6 +46,8 @@ pub struct IngestRequest {
     pub recursive: bool,
     /// Only files whose relative path matches.
     pub glob: Option<String>,
+    /// Only files of these sizes and modification times.
+    pub filter: rota_sources::EntryFilter,
     /// Format name; detected from each file's extension when `None`.
     pub format: Option<String>,
     /// Decoder options (the location is filled in per file).
@@ -189,18 +191,23 @@ pub(crate) async fn check_and_list(
         rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
     }
     let source = rota_sources::for_location(&req.location)?;
-    let mut listing = source
+    let listing = source
         .list(&ListRequest {
             location: req.location.clone(),
             recursive: req.recursive,
             glob: req.glob.clone(),
         })
         .await?;
+    let mut listing = req.filter.clone().apply(listing);
     let Some(first) = listing.next_entry().await? else {
         return Err(IngestError::Invalid(format!(
             "{}: no files to ingest{}",
-            req.location,
+            rota_sources::redact(&req.location),
             match (&req.glob, req.recursive) {
+                _ if !req.filter.is_empty() => {
+                    " (none passes the --min-size, --max-size and --modified-since filters)"
+                        .to_owned()
+                }
                 (Some(g), _) => format!(" match '{g}'"),
                 (None, false) => " (pass --recursive to descend into subdirectories)".to_owned(),
                 (None, true) => String::new(),
