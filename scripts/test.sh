@@ -19,13 +19,13 @@ if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backport
   python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml
 fi
 
-# The remote-source tests serve files over HTTP with nginx (the S3 server
-# runs inside the tests).
-if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ]; then
-  echo "installing nginx (Debian package nginx-light) for the HTTP source tests"
+# The remote-source tests serve files over HTTP and WebDAV with nginx (the S3
+# server runs inside the tests).
+if ! [ -x /usr/sbin/nginx ] || ! [ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
+  echo "installing nginx-light and its WebDAV module (Debian) for the HTTP and WebDAV source tests"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq nginx-light >/dev/null
+  apt-get install -y -qq nginx-light libnginx-mod-http-dav-ext >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
 

@@ -26,7 +26,7 @@ impl Tree<'_> {
     /// The URL of `relative` in the served copy, encoded as its scheme needs.
     #[must_use]
     pub fn url_of(&self, relative: &str) -> String {
-        let encode = self.root.starts_with("http");
+        let encode = self.root.starts_with("http") || self.root.starts_with("webdav");
         let parts: Vec<String> = relative
             .split('/')
             .map(|p| {

@@ -15,23 +15,27 @@ use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 pub mod conformance;
 pub mod local;
 pub mod object;
+mod webdav;
 
 pub use local::LocalSource;
 pub use object::{ObjectSource, S3Settings};
 
 /// The source serving `location`: `file://…` or a plain path, `s3://…`,
-/// `http://…` or `https://…`.
+/// `http(s)://…` or `webdav(s)://…`.
 ///
 /// # Errors
 /// When no source serves the location's scheme.
 pub fn for_location(location: &str) -> Result<Arc<dyn Source>, SourceError> {
     match scheme(location) {
         None | Some("file") => Ok(Arc::new(LocalSource)),
-        Some("s3" | "http" | "https") => Ok(Arc::new(ObjectSource::from_env())),
+        Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
+            Ok(Arc::new(ObjectSource::from_env()))
+        }
         Some(other) => Err(SourceError::InvalidLocation {
             location: redact(location),
             reason: format!(
-                "no source serves the '{other}' scheme (supported: file, s3, http, https, plain paths)"
+                "no source serves the '{other}' scheme (supported: file, s3, http, https, webdav, \
+                 webdavs, plain paths)"
             ),
         }),
     }

@@ -143,16 +143,18 @@ impl S3Settings {
 }
 
 /// What a location names, resolved against its store.
-struct Target {
+pub(crate) struct Target {
     store: Arc<dyn ObjectStore>,
     /// `s3://bucket` or `https://host:port` (no userinfo): entries' locations
     /// start with it.
-    base: String,
+    pub(crate) base: String,
     /// The key or path inside the store.
-    path: Path,
+    pub(crate) path: Path,
     /// True when the location ends in `/` (or is a bucket's root).
-    dir: bool,
+    pub(crate) dir: bool,
     http: bool,
+    /// For `webdav(s)://`: how to list (reading is plain HTTP).
+    webdav: Option<crate::webdav::Server>,
 }
 
 /// Stores already built, by their base and credentials, so that the files
@@ -162,7 +164,7 @@ fn stores() -> &'static Mutex<HashMap<String, Arc<dyn ObjectStore>>> {
     STORES.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn invalid(location: &str, reason: impl Into<String>) -> SourceError {
+pub(crate) fn invalid(location: &str, reason: impl Into<String>) -> SourceError {
     SourceError::InvalidLocation {
         location: redact(location),
         reason: reason.into(),
@@ -194,7 +196,9 @@ impl Target {
         }
         match scheme {
             "s3" => Self::s3(location, authority, path, s3),
-            "http" | "https" => Self::http(location, scheme, authority, path),
+            "http" | "https" | "webdav" | "webdavs" => {
+                Self::http(location, scheme, authority, path)
+            }
             other => Err(invalid(
                 location,
                 format!("not an object store scheme: {other}"),
@@ -248,6 +252,7 @@ impl Target {
             dir: key.is_empty() || key.ends_with('/'),
             path,
             http: false,
+            webdav: None,
         })
     }
 
@@ -271,30 +276,58 @@ impl Target {
             ));
         }
         let url_path = path;
-        let base = format!("{scheme}://{host}");
-        let key = format!("{base}#{}", userinfo.unwrap_or(""));
-        let store = cached(&key, || {
-            let mut options = client_options().with_allow_http(scheme == "http");
-            if let Some(userinfo) = userinfo {
+        // WebDAV is HTTP on the wire; entries keep the scheme they were listed by.
+        let wire = match scheme {
+            "webdav" => "http",
+            "webdavs" => "https",
+            other => other,
+        };
+        let wire_base = format!("{wire}://{host}");
+        let mut headers = object_store::HeaderMap::new();
+        // Entries carry the user with the password as `***`; the password
+        // itself stays in this process, found again by host and user.
+        let base = match userinfo {
+            Some(userinfo) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let plain = format!("{}:{}", percent_decode(user), percent_decode(password));
-                let mut headers = object_store::HeaderMap::new();
-                let mut value = object_store::HeaderValue::from_str(&format!(
-                    "Basic {}",
-                    base64(plain.as_bytes())
-                ))
-                .map_err(|_| {
-                    invalid(
-                        location,
-                        "the credentials in the URL are not valid header text",
-                    )
-                })?;
-                value.set_sensitive(true);
+                let value = if password == "***" {
+                    known_password(&wire_base, user).ok_or_else(|| {
+                        invalid(
+                            location,
+                            format!(
+                                "the password of '{}' is not known here: give it in the URL",
+                                percent_decode(user)
+                            ),
+                        )
+                    })?
+                } else {
+                    let plain = format!("{}:{}", percent_decode(user), percent_decode(password));
+                    let mut value = object_store::HeaderValue::from_str(&format!(
+                        "Basic {}",
+                        base64(plain.as_bytes())
+                    ))
+                    .map_err(|_| {
+                        invalid(
+                            location,
+                            "the credentials in the URL are not valid header text",
+                        )
+                    })?;
+                    value.set_sensitive(true);
+                    remember_password(&wire_base, user, &value);
+                    value
+                };
                 headers.insert("authorization", value);
-                options = options.with_default_headers(headers);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => format!("{scheme}://{host}"),
+        };
+        let key = format!("{wire_base}#{:?}", headers.get("authorization"));
+        let store = cached(&key, || {
+            let mut options = client_options().with_allow_http(wire == "http");
+            if !headers.is_empty() {
+                options = options.with_default_headers(headers.clone());
             }
             object_store::http::HttpBuilder::new()
-                .with_url(&base)
+                .with_url(&wire_base)
                 .with_client_options(options)
                 .with_retry(retry_config())
                 .build()
@@ -303,12 +336,17 @@ impl Target {
         })?;
         let path = Path::from_url_path(url_path)
             .map_err(|e| invalid(location, format!("not a valid URL path: {e}")))?;
+        let webdav = scheme
+            .starts_with("webdav")
+            .then(|| crate::webdav::Server::new(&wire_base, headers, location))
+            .transpose()?;
         Ok(Self {
             store,
             base,
             dir: url_path.is_empty() || url_path.ends_with('/'),
             path,
             http: true,
+            webdav,
         })
     }
 
@@ -342,7 +380,7 @@ impl Target {
 
 /// The error for a failed call on `location`, with no secret and no server
 /// response body in it (S3 error bodies echo the access key id).
-fn store_error(http: bool, location: &str, e: object_store::Error) -> SourceError {
+pub(crate) fn store_error(http: bool, location: &str, e: object_store::Error) -> SourceError {
     let location = redact(location);
     match e {
         object_store::Error::NotFound { .. } => SourceError::NotFound { location },
@@ -393,6 +431,29 @@ fn store_error(http: bool, location: &str, e: object_store::Error) -> SourceErro
     }
 }
 
+/// Basic-authentication headers given in URLs, by server and user, so that
+/// entries listed with a password (and shown without it) can be opened.
+fn passwords() -> &'static Mutex<HashMap<(String, String), object_store::HeaderValue>> {
+    static PASSWORDS: OnceLock<Mutex<HashMap<(String, String), object_store::HeaderValue>>> =
+        OnceLock::new();
+    PASSWORDS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn remember_password(server: &str, user: &str, value: &object_store::HeaderValue) {
+    passwords()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert((server.to_owned(), user.to_owned()), value.clone());
+}
+
+fn known_password(server: &str, user: &str) -> Option<object_store::HeaderValue> {
+    passwords()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&(server.to_owned(), user.to_owned()))
+        .cloned()
+}
+
 /// The store for `key`, built once.
 fn cached(
     key: &str,
@@ -419,7 +480,7 @@ fn summary(text: &str) -> String {
     words.join(" ").trim_end_matches([' ', ':']).to_owned()
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -443,7 +504,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Percent-encodes one path segment (everything but unreserved characters).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -519,6 +580,9 @@ impl ObjectSource {
         target: Target,
         req: &ListRequest,
     ) -> Result<Box<dyn EntryStream>, SourceError> {
+        if let Some(server) = &target.webdav {
+            return server.list(&target, req).await;
+        }
         let glob = glob_matcher(req)?;
         let mut single = None;
         let mut prefix = target.path.as_ref().to_owned();
@@ -797,7 +861,7 @@ impl ReadAt for RangedAt {
 #[async_trait]
 impl Source for ObjectSource {
     fn schemes(&self) -> &'static [&'static str] {
-        &["s3", "http", "https"]
+        &["s3", "http", "https", "webdav", "webdavs"]
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {

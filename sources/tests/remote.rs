@@ -9,7 +9,9 @@ use std::time::Duration;
 use rota_core::SourceError;
 use rota_sources::conformance::{self, TREE_FILES, Tree};
 use rota_sources::{ObjectSource, S3Settings};
-use rota_testkit::{KEY, SECRET, big_file, cutting_proxy, nginx, s3_server, tree_dir};
+use rota_testkit::{
+    KEY, SECRET, big_file, cutting_proxy, nginx, nginx_webdav, s3_server, tree_dir,
+};
 
 fn s3_settings(endpoint: SocketAddr, secret: &str) -> S3Settings {
     S3Settings {
@@ -198,4 +200,42 @@ async fn a_flaky_link_that_keeps_cutting_still_delivers_every_byte() {
         connections.load(Ordering::SeqCst) >= 6,
         "took several connections"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_conforms_walking_depth_one_with_basic_auth() {
+    // nginx's dav-ext refuses `Depth: infinity` and sends no ETags: the
+    // strict server a Depth-1 walk has to work with.
+    let server = nginx_webdav(&tree_dir(), Some(("rota", "dav-pass")));
+    let source = ObjectSource::default();
+    let tree = Tree {
+        source: &source,
+        root: format!("webdav://rota:dav-pass@{}/", server.addr),
+        local: tree_dir(),
+    };
+    conformance::listings_match_local(&tree).await;
+    conformance::prefixes_and_single_files(&tree).await;
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, true).await;
+    let listed = conformance::list_at(&source, &tree.root, true)
+        .await
+        .expect("list");
+    assert!(
+        listed
+            .iter()
+            .all(|e| e.location.starts_with("webdav://rota:***@")),
+        "entries keep the scheme and user they were listed with, not the password"
+    );
+
+    let err = conformance::list_at(
+        &source,
+        &format!("webdav://rota:wrong-pass@{}/", server.addr),
+        true,
+    )
+    .await
+    .expect_err("a wrong password is refused");
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+    assert!(!text.contains("wrong-pass"), "no password: {text}");
+    assert!(text.contains("rota:***@"), "{text}");
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use rota_testkit::{KEY, SECRET, nginx, s3_server, tree_dir};
+use rota_testkit::{KEY, SECRET, nginx, nginx_webdav, s3_server, tree_dir};
 
 use crate::support::{Scratch, job_id, payload, tasks};
 
@@ -178,4 +178,36 @@ fn http_files_ingest_to_the_tasks_of_their_local_copies() {
     let url = format!("http://{}/nothing-here.csv", server.addr);
     let err = s.fails(&ingest_args(&url, &[]));
     assert!(err.contains(&url) && err.contains("not found"), "{err}");
+}
+
+#[test]
+fn a_webdav_tree_ingests_to_the_tasks_of_its_local_copy_and_no_record_holds_the_password() {
+    let server = nginx_webdav(&tree_dir(), Some(("rota", "dav-secret-pass")));
+    let want = local(&tree_dir(), &["--recursive"]);
+    let s = Scratch::new();
+    let url = format!("webdav://rota:dav-secret-pass@{}/", server.addr);
+    let out = s.run(&ingest_args(&url, &["--recursive"]));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(ingested(&s, &out), want, "webdav tasks equal local tasks");
+    let shown = s.ok(&["jobs", "show", summary["job_id"].as_str().expect("job id")]);
+    let store = std::fs::read(s.path("rota.db")).expect("store file");
+    for (what, text) in [
+        ("summary", String::from_utf8_lossy(&out.stdout).into_owned()),
+        ("log", String::from_utf8_lossy(&out.stderr).into_owned()),
+        ("jobs show", shown),
+        ("store", String::from_utf8_lossy(&store).into_owned()),
+    ] {
+        assert!(
+            !text.contains("dav-secret-pass"),
+            "the password is in the {what}"
+        );
+    }
+
+    let s = Scratch::new();
+    let url = format!("webdav://rota:not-it@{}/", server.addr);
+    let err = s.fails(&ingest_args(&url, &["--recursive"]));
+    assert!(
+        err.contains("access denied") && !err.contains("not-it"),
+        "{err}"
+    );
 }

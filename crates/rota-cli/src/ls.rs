@@ -9,8 +9,8 @@ use rota_core::source::ListRequest;
 /// Arguments of `rota ls`.
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
-    /// A file, a directory, a `file://` URL, an S3 prefix or object, or an
-    /// `http(s)://` URL, as `rota ingest` takes it.
+    /// A file, a directory, a `file://` URL, an S3 prefix or object, a
+    /// WebDAV directory or an `http(s)://` URL, as `rota ingest` takes it.
     location: String,
     /// Descend into subdirectories.
     #[arg(short, long)]

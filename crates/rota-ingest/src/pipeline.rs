@@ -99,7 +99,7 @@ pub async fn ingest(
     let (explicit, mut listing, first) = check_and_list(&req).await?;
 
     let mut report = IngestReport {
-        source: req.location.clone(),
+        source: rota_sources::redact(&req.location),
         format: req.format.clone().unwrap_or_default(),
         payload: req.payload,
         batch: Some(req.batch),

@@ -119,14 +119,48 @@ pub fn free_port() -> u16 {
 /// When nginx is missing or does not start.
 #[must_use]
 pub fn nginx(root: &Path) -> Nginx {
+    start_nginx(root, false, None)
+}
+
+/// Starts nginx serving `root` as a WebDAV server (the dav-ext module:
+/// `PROPFIND` with `Depth: 0` or `1` only — `Depth: infinity` is refused —
+/// and no ETags), with basic authentication when `user` is given as
+/// `(name, password)`.
+///
+/// # Panics
+/// When nginx or its dav-ext module is missing, or nginx does not start.
+#[must_use]
+pub fn nginx_webdav(root: &Path, user: Option<(&str, &str)>) -> Nginx {
+    start_nginx(root, true, user)
+}
+
+fn start_nginx(root: &Path, webdav: bool, user: Option<(&str, &str)>) -> Nginx {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let mut location = String::new();
+    if webdav {
+        location.push_str("dav_ext_methods PROPFIND OPTIONS;\n");
+    }
+    if let Some((name, password)) = user {
+        let users = dir.path().join("users");
+        std::fs::write(&users, format!("{name}:{{PLAIN}}{password}\n")).expect("write users");
+        location.push_str(&format!(
+            "auth_basic \"rota\";\nauth_basic_user_file {};\n",
+            users.display()
+        ));
+    }
+    let module = if webdav {
+        "load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;\n"
+    } else {
+        ""
+    };
     let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+        "{module}daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
            fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
-           server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n",
+           server {{\n    listen 127.0.0.1:{port};\n    root {root};\n\
+             location / {{\n{location}    }}\n  }}\n}}\n",
         d = dir.path().display(),
         root = root.display(),
     );
@@ -142,7 +176,10 @@ pub fn nginx(root: &Path) -> Nginx {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start nginx (apt-get install nginx-light; scripts/test.sh installs it)");
+        .expect(
+            "start nginx (apt-get install nginx-light libnginx-mod-http-dav-ext; \
+             scripts/test.sh installs them)",
+        );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let server = Nginx {
         child,
