@@ -243,7 +243,7 @@ impl Target {
             }
             b.with_client_options(options)
                 .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                .map(limited)
                 .map_err(|e| invalid(location, format!("cannot configure S3: {e}")))
         })?;
         Ok(Self {
@@ -331,7 +331,7 @@ impl Target {
                 .with_client_options(options)
                 .with_retry(retry_config())
                 .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+                .map(limited)
                 .map_err(|e| invalid(location, format!("cannot configure HTTP: {e}")))
         })?;
         let path = Path::from_url_path(url_path)
@@ -429,6 +429,17 @@ pub(crate) fn store_error(http: bool, location: &str, e: object_store::Error) ->
             SourceError::Remote { location, reason }
         }
     }
+}
+
+/// Requests in flight at once to one server (one bucket, one host), however
+/// many files are being read from it.
+pub const MAX_REQUESTS_PER_SERVER: usize = 16;
+
+fn limited<T: ObjectStore>(store: T) -> Arc<dyn ObjectStore> {
+    Arc::new(object_store::limit::LimitStore::new(
+        store,
+        MAX_REQUESTS_PER_SERVER,
+    ))
 }
 
 /// Basic-authentication headers given in URLs, by server and user, so that
