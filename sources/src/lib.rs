@@ -15,29 +15,56 @@ use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 pub mod conformance;
 pub mod local;
 pub mod object;
+pub mod profiles;
 mod webdav;
 
 pub use local::LocalSource;
 pub use object::{ObjectSource, S3Settings};
 
-/// The source serving `location`: `file://…` or a plain path, `s3://…`,
-/// `http(s)://…` or `webdav(s)://…`.
+/// The source serving `location`, configured from the environment (see
+/// [`SourceSettings::for_location`]).
 ///
 /// # Errors
 /// When no source serves the location's scheme.
 pub fn for_location(location: &str) -> Result<Arc<dyn Source>, SourceError> {
-    match scheme(location) {
-        None | Some("file") => Ok(Arc::new(LocalSource)),
-        Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
-            Ok(Arc::new(ObjectSource::from_env()))
+    SourceSettings::from_env().for_location(location)
+}
+
+/// How to reach remote sources: what every source of one ingest shares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceSettings {
+    /// S3 endpoint, region and credentials.
+    pub s3: S3Settings,
+}
+
+impl SourceSettings {
+    /// Settings from the environment (`AWS_*`, see [`S3Settings::from_env`]).
+    #[must_use]
+    pub fn from_env() -> Self {
+        Self {
+            s3: S3Settings::from_env(),
         }
-        Some(other) => Err(SourceError::InvalidLocation {
-            location: redact(location),
-            reason: format!(
-                "no source serves the '{other}' scheme (supported: file, s3, http, https, webdav, \
-                 webdavs, plain paths)"
-            ),
-        }),
+    }
+
+    /// The source serving `location`: `file://…` or a plain path, `s3://…`,
+    /// `http(s)://…` or `webdav(s)://…`.
+    ///
+    /// # Errors
+    /// When no source serves the location's scheme.
+    pub fn for_location(&self, location: &str) -> Result<Arc<dyn Source>, SourceError> {
+        match scheme(location) {
+            None | Some("file") => Ok(Arc::new(LocalSource)),
+            Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
+                Ok(Arc::new(ObjectSource::new(self.s3.clone())))
+            }
+            Some(other) => Err(SourceError::InvalidLocation {
+                location: redact(location),
+                reason: format!(
+                    "no source serves the '{other}' scheme (supported: file, s3, http, https, \
+                     webdav, webdavs, plain paths)"
+                ),
+            }),
+        }
     }
 }
 

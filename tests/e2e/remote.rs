@@ -131,6 +131,41 @@ fn an_s3_prefix_ingests_to_the_tasks_of_its_local_copy() {
     );
     assert_eq!(ingested(&s, &out), want);
 
+    // The same settings from a named profile instead of the environment.
+    let s = Scratch::new();
+    let profiles = s.path("profiles.toml");
+    std::fs::write(
+        &profiles,
+        format!(
+            "[local-s3]\ns3.endpoint = \"http://{addr}\"\ns3.access_key_id = \"{KEY}\"\n\
+             s3.secret_access_key = \"{SECRET}\"\n"
+        ),
+    )
+    .expect("write profiles");
+    let with_profile = |s: &Scratch, name: &str| {
+        s.command(&ingest_args(
+            "s3://bucket/tree/",
+            &["--recursive", "--profile", name],
+        ))
+        .env("ROTA_PROFILES", &profiles)
+        .output()
+        .expect("run rota")
+    };
+    let out = with_profile(&s, "local-s3");
+    assert_eq!(
+        ingested(&s, &out),
+        want,
+        "a profile reaches the same bucket"
+    );
+    let out = with_profile(&s, "no-such-profile");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no profile 'no-such-profile'") && err.contains("local-s3"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET), "{err}");
+
     // A wrong secret: one line that says what to check, no secret, no job.
     let s = Scratch::new();
     let out = remote(

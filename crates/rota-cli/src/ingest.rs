@@ -138,6 +138,7 @@ impl IngestArgs {
             recursive: self.recursive,
             glob: self.glob.clone(),
             filter: self.filter.filter(),
+            sources: self.filter.sources()?,
             format: self.format.clone(),
             decode: DecodeOptions {
                 schema,

@@ -28,7 +28,7 @@ pub(crate) struct LsArgs {
 
 /// Lists the files `rota ingest` would read at a location, as they stream in.
 pub(crate) async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
-    let source = rota_sources::for_location(&args.location)?;
+    let source = args.filter.sources()?.for_location(&args.location)?;
     let listing = source
         .list(&ListRequest {
             location: args.location.clone(),

@@ -90,10 +90,15 @@ mod tests {
     }
 }
 
-/// Which listed files to keep: the size and time filters `rota ingest` and
-/// `rota ls` share.
+/// Which listed files to keep, and how to reach them: what `rota ingest`
+/// and `rota ls` share.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct FilterArgs {
+    /// A named profile of source settings (S3 endpoint and credentials) from
+    /// the profiles file (`$ROTA_PROFILES`, else
+    /// `~/.config/rota/profiles.toml`); without one, the `AWS_*` variables.
+    #[arg(long, env = "ROTA_PROFILE")]
+    profile: Option<String>,
     /// Only files of at least this size (e.g. `1KiB`).
     #[arg(long, value_parser = parse_size)]
     min_size: Option<u64>,
@@ -107,6 +112,17 @@ pub(crate) struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// The source settings: the profile's over the environment's.
+    pub(crate) fn sources(&self) -> anyhow::Result<rota_sources::SourceSettings> {
+        let Some(name) = &self.profile else {
+            return Ok(rota_sources::SourceSettings::from_env());
+        };
+        let path = rota_sources::profiles::default_path().ok_or_else(|| {
+            anyhow::anyhow!("--profile {name}: no profiles file (set ROTA_PROFILES or HOME)")
+        })?;
+        Ok(rota_sources::profiles::load(name, &path)?)
+    }
+
     /// The filter these flags describe.
     pub(crate) fn filter(&self) -> rota_sources::EntryFilter {
         rota_sources::EntryFilter {

@@ -48,6 +48,8 @@ pub struct IngestRequest {
     pub glob: Option<String>,
     /// Only files of these sizes and modification times.
     pub filter: rota_sources::EntryFilter,
+    /// How to reach remote sources (S3 endpoint and credentials).
+    pub sources: rota_sources::SourceSettings,
     /// Format name; detected from each file's extension when `None`.
     pub format: Option<String>,
     /// Decoder options (the location is filled in per file).
@@ -190,7 +192,7 @@ pub(crate) async fn check_and_list(
     if let Some(label) = &req.encoding {
         rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
     }
-    let source = rota_sources::for_location(&req.location)?;
+    let source = req.sources.for_location(&req.location)?;
     let listing = source
         .list(&ListRequest {
             location: req.location.clone(),
@@ -244,7 +246,7 @@ pub(crate) async fn format_of(
 /// when its first bytes show compression.
 async fn head_of(req: &IngestRequest, entry: &Entry) -> Result<Vec<u8>, IngestError> {
     const WANT: usize = rota_formats::detect::SNIFF_BYTES;
-    let source = rota_sources::for_location(&entry.location)?;
+    let source = req.sources.for_location(&entry.location)?;
     let mut stream = source.open(entry, None).await?;
     let mut raw = Vec::new();
     while raw.len() < WANT {
@@ -311,7 +313,7 @@ pub(crate) async fn open_input(
     format: &Arc<dyn Format>,
     unpack_apart: bool,
 ) -> Result<Input, IngestError> {
-    let source = rota_sources::for_location(&entry.location)?;
+    let source = req.sources.for_location(&entry.location)?;
     let mut opts = req.decode.clone();
     opts.location.clone_from(&entry.location);
     opts.entry = Some(entry.clone());
