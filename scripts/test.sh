@@ -21,11 +21,13 @@ fi
 
 # The remote-source tests serve files over HTTP and WebDAV with nginx (the S3
 # server runs inside the tests).
-if ! [ -x /usr/sbin/nginx ] || ! [ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ]; then
-  echo "installing nginx-light and its WebDAV module (Debian) for the HTTP and WebDAV source tests"
+# OpenSSH's sshd serves the SFTP tests.
+if ! [ -x /usr/sbin/nginx ] || ! [ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ] \
+  || ! [ -x /usr/sbin/sshd ]; then
+  echo "installing nginx-light, its WebDAV module and openssh-server (Debian) for the source tests"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq nginx-light libnginx-mod-http-dav-ext >/dev/null
+  apt-get install -y -qq nginx-light libnginx-mod-http-dav-ext openssh-server >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
 

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod local;
 pub mod object;
 pub mod profiles;
+pub mod sftp;
 mod webdav;
 
 pub use local::LocalSource;
@@ -35,6 +36,8 @@ pub fn for_location(location: &str) -> Result<Arc<dyn Source>, SourceError> {
 pub struct SourceSettings {
     /// S3 endpoint, region and credentials.
     pub s3: S3Settings,
+    /// SFTP key and host trust.
+    pub sftp: sftp::SftpSettings,
 }
 
 impl SourceSettings {
@@ -43,11 +46,12 @@ impl SourceSettings {
     pub fn from_env() -> Self {
         Self {
             s3: S3Settings::from_env(),
+            sftp: sftp::SftpSettings::from_env(),
         }
     }
 
     /// The source serving `location`: `file://…` or a plain path, `s3://…`,
-    /// `http(s)://…` or `webdav(s)://…`.
+    /// `http(s)://…`, `webdav(s)://…` or `sftp://…`.
     ///
     /// # Errors
     /// When no source serves the location's scheme.
@@ -57,11 +61,12 @@ impl SourceSettings {
             Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
                 Ok(Arc::new(ObjectSource::new(self.s3.clone())))
             }
+            Some("sftp") => Ok(Arc::new(sftp::SftpSource::new(self.sftp.clone()))),
             Some(other) => Err(SourceError::InvalidLocation {
                 location: redact(location),
                 reason: format!(
                     "no source serves the '{other}' scheme (supported: file, s3, http, https, \
-                     webdav, webdavs, plain paths)"
+                     webdav, webdavs, sftp, plain paths)"
                 ),
             }),
         }
@@ -167,6 +172,48 @@ pub fn redact(location: &str) -> String {
         }
         None => location.to_owned(),
     }
+}
+
+/// Passwords given in URLs, by server and user, so that entries listed with
+/// a password (and shown with `***` in its place) can be opened again by
+/// this process.
+fn passwords() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), String>> {
+    static PASSWORDS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    > = std::sync::OnceLock::new();
+    PASSWORDS.get_or_init(Default::default)
+}
+
+/// The password of `user` (as written in a URL) at `server`: the URL's own
+/// (decoded, and remembered), or the one remembered when the URL shows `***`.
+///
+/// # Errors
+/// When the URL shows `***` and no password is known.
+pub(crate) fn url_password(
+    location: &str,
+    server: &str,
+    user: &str,
+    password: &str,
+) -> Result<String, SourceError> {
+    let key = (server.to_owned(), user.to_owned());
+    let mut known = passwords()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if password == "***" {
+        return known
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| SourceError::InvalidLocation {
+                location: redact(location),
+                reason: format!(
+                    "the password of '{}' is not known here: give it in the URL",
+                    object::percent_decode(user)
+                ),
+            });
+    }
+    let password = object::percent_decode(password);
+    known.insert(key, password.clone());
+    Ok(password)
 }
 
 /// The compiled glob of a listing request, if it has one.

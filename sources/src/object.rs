@@ -289,32 +289,19 @@ impl Target {
         let base = match userinfo {
             Some(userinfo) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let value = if password == "***" {
-                    known_password(&wire_base, user).ok_or_else(|| {
-                        invalid(
-                            location,
-                            format!(
-                                "the password of '{}' is not known here: give it in the URL",
-                                percent_decode(user)
-                            ),
-                        )
-                    })?
-                } else {
-                    let plain = format!("{}:{}", percent_decode(user), percent_decode(password));
-                    let mut value = object_store::HeaderValue::from_str(&format!(
-                        "Basic {}",
-                        base64(plain.as_bytes())
-                    ))
-                    .map_err(|_| {
-                        invalid(
-                            location,
-                            "the credentials in the URL are not valid header text",
-                        )
-                    })?;
-                    value.set_sensitive(true);
-                    remember_password(&wire_base, user, &value);
-                    value
-                };
+                let password = crate::url_password(location, &wire_base, user, password)?;
+                let plain = format!("{}:{}", percent_decode(user), password);
+                let mut value = object_store::HeaderValue::from_str(&format!(
+                    "Basic {}",
+                    base64(plain.as_bytes())
+                ))
+                .map_err(|_| {
+                    invalid(
+                        location,
+                        "the credentials in the URL are not valid header text",
+                    )
+                })?;
+                value.set_sensitive(true);
                 headers.insert("authorization", value);
                 format!("{scheme}://{user}:***@{host}")
             }
@@ -440,29 +427,6 @@ fn limited<T: ObjectStore>(store: T) -> Arc<dyn ObjectStore> {
         store,
         MAX_REQUESTS_PER_SERVER,
     ))
-}
-
-/// Basic-authentication headers given in URLs, by server and user, so that
-/// entries listed with a password (and shown without it) can be opened.
-fn passwords() -> &'static Mutex<HashMap<(String, String), object_store::HeaderValue>> {
-    static PASSWORDS: OnceLock<Mutex<HashMap<(String, String), object_store::HeaderValue>>> =
-        OnceLock::new();
-    PASSWORDS.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn remember_password(server: &str, user: &str, value: &object_store::HeaderValue) {
-    passwords()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert((server.to_owned(), user.to_owned()), value.clone());
-}
-
-fn known_password(server: &str, user: &str) -> Option<object_store::HeaderValue> {
-    passwords()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&(server.to_owned(), user.to_owned()))
-        .cloned()
 }
 
 /// The store for `key`, built once.

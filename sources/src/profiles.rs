@@ -110,6 +110,7 @@ pub fn load(name: &str, path: &Path) -> Result<SourceSettings, SourceError> {
     let env = S3Settings::from_env();
     let p = profile.s3;
     Ok(SourceSettings {
+        sftp: crate::sftp::SftpSettings::from_env(),
         s3: S3Settings {
             endpoint: p.endpoint.or(env.endpoint),
             region: p.region.or(env.region),

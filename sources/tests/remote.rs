@@ -10,7 +10,7 @@ use rota_core::SourceError;
 use rota_sources::conformance::{self, TREE_FILES, Tree};
 use rota_sources::{ObjectSource, S3Settings};
 use rota_testkit::{
-    KEY, SECRET, big_file, cutting_proxy, nginx, nginx_webdav, s3_server, tree_dir,
+    KEY, SECRET, big_file, cutting_proxy, nginx, nginx_webdav, s3_server, sshd, tree_dir,
 };
 
 fn s3_settings(endpoint: SocketAddr, secret: &str) -> S3Settings {
@@ -238,4 +238,63 @@ async fn webdav_conforms_walking_depth_one_with_basic_auth() {
     assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
     assert!(!text.contains("wrong-pass"), "no password: {text}");
     assert!(text.contains("rota:***@"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_conforms_with_key_auth_and_checks_host_keys() {
+    let server = sshd();
+    let settings = |key: &std::path::Path, known: &std::path::Path| {
+        rota_sources::sftp::SftpSource::new(rota_sources::sftp::SftpSettings {
+            key: Some(key.to_owned()),
+            known_hosts: Some(known.to_owned()),
+            fingerprint: None,
+        })
+    };
+    let source = settings(&server.client_key, &server.known_hosts);
+    let root = format!(
+        "sftp://{}@{}{}/",
+        server.user,
+        server.addr,
+        tree_dir().canonicalize().expect("tree").display()
+    );
+    let tree = Tree {
+        source: &source,
+        root: root.clone(),
+        local: tree_dir(),
+    };
+    conformance::listings_match_local(&tree).await;
+    conformance::prefixes_and_single_files(&tree).await;
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, true).await;
+
+    // A key the server does not accept.
+    let err = conformance::list_at(
+        &settings(&server.other_key, &server.known_hosts),
+        &root,
+        true,
+    )
+    .await
+    .expect_err("an unknown key is refused");
+    assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+    assert!(err.to_string().contains("refused the key"), "{err}");
+
+    // A host key that is not known, and one that changed.
+    let empty = tempfile::NamedTempFile::new().expect("empty known hosts");
+    let err = conformance::list_at(&settings(&server.client_key, empty.path()), &root, true)
+        .await
+        .expect_err("an unknown host is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown host key SHA256:") && text.contains("ssh-keyscan"),
+        "says how to trust it: {text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let err = conformance::list_at(
+        &settings(&server.client_key, &server.wrong_known_hosts),
+        &root,
+        true,
+    )
+    .await
+    .expect_err("a changed host key is refused");
+    assert!(err.to_string().contains("HOST KEY HAS CHANGED"), "{err}");
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use rota_testkit::{KEY, SECRET, nginx, nginx_webdav, s3_server, tree_dir};
+use rota_testkit::{KEY, SECRET, nginx, nginx_webdav, s3_server, sshd, tree_dir};
 
 use crate::support::{Scratch, job_id, payload, tasks};
 
@@ -245,4 +245,38 @@ fn a_webdav_tree_ingests_to_the_tasks_of_its_local_copy_and_no_record_holds_the_
         err.contains("access denied") && !err.contains("not-it"),
         "{err}"
     );
+}
+
+#[test]
+fn an_sftp_tree_ingests_to_the_tasks_of_its_local_copy_and_unknown_hosts_are_refused() {
+    let server = sshd();
+    let want = local(&tree_dir(), &["--recursive"]);
+    let url = format!(
+        "sftp://{}@{}{}/",
+        server.user,
+        server.addr,
+        tree_dir().canonicalize().expect("tree").display()
+    );
+    let run = |known_hosts: &Path| {
+        let s = Scratch::new();
+        let out = s
+            .command(&ingest_args(&url, &["--recursive"]))
+            .env("ROTA_SFTP_KEY", &server.client_key)
+            .env("ROTA_KNOWN_HOSTS", known_hosts)
+            .output()
+            .expect("run rota");
+        (s, out)
+    };
+    let (s, out) = run(&server.known_hosts);
+    assert_eq!(ingested(&s, &out), want, "sftp tasks equal local tasks");
+
+    let unknown = tempfile::NamedTempFile::new().expect("empty known hosts");
+    let (s, out) = run(unknown.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown host key SHA256:") && err.contains("ROTA_SFTP_FINGERPRINT="),
+        "{err}"
+    );
+    assert_eq!(s.ok(&["jobs", "list"]), "", "no job for a refused host");
 }

@@ -20,8 +20,9 @@ use crate::units::{human_bytes, parse_duration, parse_key_value, parse_size};
 pub(crate) struct IngestArgs {
     /// A file, a directory, a `file://` URL, an S3 prefix or object
     /// (`s3://bucket/prefix/`; settings from `AWS_*` variables, see README), a
-    /// WebDAV directory (`webdav(s)://[user:password@]host/dir/`) or the
-    /// `http(s)://` URL of one file.
+    /// WebDAV directory (`webdav(s)://[user:password@]host/dir/`), an SFTP
+    /// directory (`sftp://user@host/dir/`; see README for keys and host
+    /// trust) or the `http(s)://` URL of one file.
     path: String,
     /// The spec (kind of work) the job runs, e.g. `import-orders`.
     #[arg(long)]

@@ -10,7 +10,8 @@ use rota_core::source::ListRequest;
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
     /// A file, a directory, a `file://` URL, an S3 prefix or object, a
-    /// WebDAV directory or an `http(s)://` URL, as `rota ingest` takes it.
+    /// WebDAV or SFTP directory, or an `http(s)://` URL, as `rota ingest`
+    /// takes it.
     location: String,
     /// Descend into subdirectories.
     #[arg(short, long)]

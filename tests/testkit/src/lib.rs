@@ -266,3 +266,118 @@ pub fn big_file(dir: &Path) -> Vec<u8> {
     std::fs::write(dir.join("big.bin"), &data).expect("write big file");
     data
 }
+
+/// OpenSSH's sshd on a free loopback port with the `sftp` subsystem,
+/// accepting one generated key for the user running the tests; stopped when
+/// dropped.
+pub struct Sshd {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The user it accepts.
+    pub user: String,
+    /// The private key it accepts.
+    pub client_key: PathBuf,
+    /// A private key it does not accept.
+    pub other_key: PathBuf,
+    /// A known-hosts file recording its host key.
+    pub known_hosts: PathBuf,
+    /// A known-hosts file recording another key for it.
+    pub wrong_known_hosts: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) -> String {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "rota-test", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen (apt-get install openssh-client)");
+    assert!(status.success(), "ssh-keygen failed");
+    std::fs::read_to_string(path.with_extension("pub")).expect("public key")
+}
+
+/// Starts sshd.
+///
+/// # Panics
+/// When sshd is missing (`apt-get install openssh-server`) or does not start.
+#[must_use]
+pub fn sshd() -> Sshd {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // sshd's privilege-separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    keygen(&d.join("host_key"));
+    let client_pub = keygen(&d.join("client_key"));
+    keygen(&d.join("other_key"));
+    let other_host_pub = keygen(&d.join("other_host_key"));
+    std::fs::write(d.join("authorized_keys"), &client_pub).expect("authorized_keys");
+    let port = free_port();
+    let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+    std::fs::write(
+        d.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {host_pub}"),
+    )
+    .expect("known_hosts");
+    std::fs::write(
+        d.join("wrong_known_hosts"),
+        format!("[127.0.0.1]:{port} {other_host_pub}"),
+    )
+    .expect("known_hosts");
+    let conf = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+         AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nStrictModes no\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin yes\n\
+         Subsystem sftp internal-sftp\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("sshd_config"), conf).expect("sshd_config");
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sshd (apt-get install openssh-server; scripts/test.sh installs it)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            String::from_utf8(
+                Command::new("id")
+                    .arg("-un")
+                    .output()
+                    .expect("id -un")
+                    .stdout,
+            )
+            .expect("user name")
+            .trim()
+            .to_owned()
+        });
+    let server = Sshd {
+        child,
+        addr,
+        user,
+        client_key: d.join("client_key"),
+        other_key: d.join("other_key"),
+        known_hosts: d.join("known_hosts"),
+        wrong_known_hosts: d.join("wrong_known_hosts"),
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("sshd did not start on {addr}");
+}

@@ -1,0 +1,585 @@
+//! SFTP: `sftp://user[:password]@host[:port]/absolute/dir/`, over an SSH
+//! connection made in Rust (russh), one per server and user, shared by the
+//! files of a listing.
+//!
+//! Authentication is the URL's password when it has one, else a private key:
+//! `ROTA_SFTP_KEY`, or the first of `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
+//! The server's host key must be known: it must match
+//! `ROTA_SFTP_FINGERPRINT` (`SHA256:…`) when that is set, else be recorded
+//! in `ROTA_KNOWN_HOSTS` (default `~/.ssh/known_hosts`). An unknown host is
+//! refused with its fingerprint and how to trust it; a changed key is
+//! refused outright.
+//!
+//! Directories are read one at a time and sorted by name; files stream from
+//! their first byte or from a range's start. A connection lost mid-file
+//! fails the read with the byte it stopped at (no resume yet).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use globset::GlobMatcher;
+use rota_core::SourceError;
+use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, Source};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::object::{invalid, percent_decode, percent_encode};
+use crate::{glob_matcher, redact};
+
+/// Bytes per chunk read from a file.
+const CHUNK: usize = 1 << 20;
+
+/// How to reach SFTP servers and whom to trust.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SftpSettings {
+    /// The private key for servers whose URL carries no password.
+    pub key: Option<PathBuf>,
+    /// The known-hosts file host keys are checked against.
+    pub known_hosts: Option<PathBuf>,
+    /// A host key fingerprint (`SHA256:…`) to trust instead of known hosts.
+    pub fingerprint: Option<String>,
+}
+
+impl SftpSettings {
+    /// Settings from `ROTA_SFTP_KEY`, `ROTA_KNOWN_HOSTS` and
+    /// `ROTA_SFTP_FINGERPRINT`.
+    #[must_use]
+    pub fn from_env() -> Self {
+        let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
+        Self {
+            key: var("ROTA_SFTP_KEY").map(PathBuf::from),
+            known_hosts: var("ROTA_KNOWN_HOSTS").map(PathBuf::from),
+            fingerprint: var("ROTA_SFTP_FINGERPRINT").and_then(|v| v.into_string().ok()),
+        }
+    }
+
+    fn key_path(&self) -> Option<PathBuf> {
+        if let Some(k) = &self.key {
+            return Some(k.clone());
+        }
+        let home = PathBuf::from(std::env::var_os("HOME")?);
+        ["id_ed25519", "id_ecdsa", "id_rsa"]
+            .iter()
+            .map(|n| home.join(".ssh").join(n))
+            .find(|p| p.exists())
+    }
+
+    fn known_hosts_path(&self) -> Option<PathBuf> {
+        self.known_hosts
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts")))
+    }
+}
+
+/// SFTP servers.
+#[derive(Debug, Default, Clone)]
+pub struct SftpSource {
+    settings: SftpSettings,
+}
+
+impl SftpSource {
+    /// A source reaching servers with `settings`.
+    #[must_use]
+    pub fn new(settings: SftpSettings) -> Self {
+        Self { settings }
+    }
+}
+
+/// A location taken apart.
+struct Url {
+    user: String,
+    password: Option<String>,
+    host: String,
+    port: u16,
+    /// The decoded absolute path, without a trailing slash (`/` for the root).
+    path: String,
+    dir: bool,
+    /// `sftp://user@host:port`, for entries' locations.
+    base: String,
+}
+
+impl Url {
+    fn parse(location: &str) -> Result<Self, SourceError> {
+        let rest = location
+            .strip_prefix("sftp://")
+            .ok_or_else(|| invalid(location, "expected sftp://user@host/path"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
+            return Err(invalid(location, "name the user: sftp://user@host/path"));
+        };
+        let server = format!("sftp://{hostport}");
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (
+                percent_decode(u),
+                Some(crate::url_password(location, &server, u, p)?),
+            ),
+            None => (percent_decode(userinfo), None),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse()
+                    .map_err(|_| invalid(location, format!("not a port: {p}")))?,
+            ),
+            _ => (hostport.to_owned(), 22),
+        };
+        let decoded = percent_decode(path);
+        let trimmed = decoded.trim_end_matches('/');
+        Ok(Self {
+            base: match password {
+                Some(_) => format!("sftp://{}:***@{hostport}", percent_encode(&user)),
+                None => format!("sftp://{}@{hostport}", percent_encode(&user)),
+            },
+            user,
+            password,
+            host,
+            port,
+            path: format!("/{trimmed}"),
+            dir: path.is_empty() || path.ends_with('/'),
+        })
+    }
+
+    fn location_of(&self, path: &str) -> String {
+        let encoded: Vec<String> = path.split('/').map(percent_encode).collect();
+        format!("{}{}", self.base, encoded.join("/"))
+    }
+}
+
+/// What the host-key check decided, kept for the error message.
+#[derive(Clone, Default)]
+struct Verdict(Arc<StdMutex<Option<String>>>);
+
+struct Checker {
+    host: String,
+    port: u16,
+    settings: SftpSettings,
+    verdict: Verdict,
+}
+
+impl Checker {
+    fn judge(&self, key: &PublicKey) -> Result<(), String> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        if let Some(want) = &self.settings.fingerprint {
+            return if *want == fingerprint {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the host key's fingerprint is {fingerprint}, not the {want} given in \
+                     ROTA_SFTP_FINGERPRINT; refusing to connect"
+                ))
+            };
+        }
+        let Some(path) = self.settings.known_hosts_path() else {
+            return Err(format!(
+                "no known-hosts file to check the host key ({fingerprint}) against; set \
+                 ROTA_KNOWN_HOSTS, or ROTA_SFTP_FINGERPRINT={fingerprint} once you have \
+                 checked it"
+            ));
+        };
+        match russh::keys::check_known_hosts_path(&self.host, self.port, key, &path) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "unknown host key {fingerprint} (not in {}); check it with the server's \
+                 administrator, then trust it: ssh-keyscan -p {} {} >> {} (or set \
+                 ROTA_SFTP_FINGERPRINT={fingerprint})",
+                path.display(),
+                self.port,
+                self.host,
+                path.display()
+            )),
+            Err(russh::keys::Error::KeyChanged { line }) => Err(format!(
+                "THE HOST KEY HAS CHANGED: {fingerprint} does not match line {line} of {}; \
+                 refusing to connect (someone may be intercepting the connection)",
+                path.display()
+            )),
+            Err(e) => Err(format!(
+                "cannot read the known-hosts file {}: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+impl russh::client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = server_public_key else {
+            *self
+                .verdict
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some("the server offered a certificate; only plain host keys are checked".into());
+            return Ok(false);
+        };
+        match self.judge(key) {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                *self
+                    .verdict
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// One authenticated SFTP session.
+struct Conn {
+    sftp: SftpSession,
+    _ssh: russh::client::Handle<Checker>,
+}
+
+/// Sessions by server, user and authentication, so the files of one listing
+/// share a connection.
+fn sessions() -> &'static tokio::sync::Mutex<HashMap<String, Arc<Conn>>> {
+    static SESSIONS: std::sync::OnceLock<tokio::sync::Mutex<HashMap<String, Arc<Conn>>>> =
+        std::sync::OnceLock::new();
+    SESSIONS.get_or_init(|| tokio::sync::Mutex::new(HashMap::new()))
+}
+
+impl SftpSource {
+    async fn connect(&self, url: &Url, location: &str) -> Result<Arc<Conn>, SourceError> {
+        let key = format!(
+            "{}@{}:{}#{:?}#{:?}",
+            url.user, url.host, url.port, url.password, self.settings
+        );
+        let mut map = sessions().lock().await;
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let remote = |reason: String| SourceError::Remote {
+            location: redact(location),
+            reason,
+        };
+        let verdict = Verdict::default();
+        let checker = Checker {
+            host: url.host.clone(),
+            port: url.port,
+            settings: self.settings.clone(),
+            verdict: verdict.clone(),
+        };
+        let config = Arc::new(russh::client::Config {
+            inactivity_timeout: Some(std::time::Duration::from_secs(120)),
+            ..russh::client::Config::default()
+        });
+        let connecting = russh::client::connect(config, (url.host.as_str(), url.port), checker);
+        let mut ssh =
+            match tokio::time::timeout(std::time::Duration::from_secs(20), connecting).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    let why = verdict
+                        .0
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    return Err(match why {
+                        Some(why) => SourceError::AccessDenied {
+                            location: redact(location),
+                            hint: why,
+                        },
+                        None => remote(format!("cannot connect: {e}")),
+                    });
+                }
+                Err(_) => return Err(remote("no SSH answer within 20 s".to_owned())),
+            };
+        let auth = match &url.password {
+            Some(password) => ssh
+                .authenticate_password(url.user.clone(), password.clone())
+                .await
+                .map_err(|e| remote(format!("authentication failed: {e}")))?,
+            None => {
+                let path = self
+                    .settings
+                    .key_path()
+                    .ok_or_else(|| SourceError::AccessDenied {
+                        location: redact(location),
+                        hint: "no password in the URL and no private key (set ROTA_SFTP_KEY, or \
+                           create ~/.ssh/id_ed25519)"
+                            .to_owned(),
+                    })?;
+                let secret = russh::keys::load_secret_key(&path, None).map_err(|e| {
+                    SourceError::AccessDenied {
+                        location: redact(location),
+                        hint: format!("cannot load the private key {}: {e}", path.display()),
+                    }
+                })?;
+                let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
+                ssh.authenticate_publickey(
+                    url.user.clone(),
+                    PrivateKeyWithHashAlg::new(Arc::new(secret), hash),
+                )
+                .await
+                .map_err(|e| remote(format!("authentication failed: {e}")))?
+            }
+        };
+        if !auth.success() {
+            return Err(SourceError::AccessDenied {
+                location: redact(location),
+                hint: match url.password {
+                    Some(_) => format!("the server refused the password of '{}'", url.user),
+                    None => format!(
+                        "the server refused the key of '{}' ({}); add its public key to the \
+                         user's authorized_keys, or give ROTA_SFTP_KEY",
+                        url.user,
+                        self.settings
+                            .key_path()
+                            .map_or_else(String::new, |p| p.display().to_string())
+                    ),
+                },
+            });
+        }
+        let channel = ssh
+            .channel_open_session()
+            .await
+            .map_err(|e| remote(format!("cannot open a session: {e}")))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| remote(format!("the server has no sftp subsystem: {e}")))?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| remote(format!("SFTP did not start: {e}")))?;
+        let conn = Arc::new(Conn { sftp, _ssh: ssh });
+        map.insert(key, conn.clone());
+        Ok(conn)
+    }
+}
+
+fn sftp_error(location: &str, e: &russh_sftp::client::error::Error) -> SourceError {
+    let location = redact(location);
+    match e {
+        russh_sftp::client::error::Error::Status(s) if s.status_code == StatusCode::NoSuchFile => {
+            SourceError::NotFound { location }
+        }
+        russh_sftp::client::error::Error::Status(s)
+            if s.status_code == StatusCode::PermissionDenied =>
+        {
+            SourceError::PermissionDenied { location }
+        }
+        other => SourceError::Remote {
+            location,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A file or directory found while walking.
+struct Found {
+    path: String,
+    dir: bool,
+    size: Option<u64>,
+    modified: Option<DateTime<Utc>>,
+}
+
+fn found(path: String, attrs: &russh_sftp::client::fs::Metadata) -> Found {
+    Found {
+        path,
+        dir: attrs.is_dir(),
+        size: attrs.size,
+        modified: attrs
+            .mtime
+            .and_then(|t| DateTime::from_timestamp(i64::from(t), 0)),
+    }
+}
+
+struct Walk {
+    conn: Arc<Conn>,
+    url: Url,
+    /// The listed directory (no trailing slash; `/` for the root).
+    root: String,
+    recursive: bool,
+    glob: Option<GlobMatcher>,
+    stack: Vec<Vec<Found>>,
+}
+
+impl Walk {
+    async fn children(&self, dir: &str) -> Result<Vec<Found>, SourceError> {
+        let location = self.url.location_of(dir);
+        let entries = self
+            .conn
+            .sftp
+            .read_dir(dir)
+            .await
+            .map_err(|e| sftp_error(&location, &e))?;
+        let mut children: Vec<Found> = entries
+            .filter(|e| e.file_name() != "." && e.file_name() != "..")
+            .map(|e| {
+                let path = if dir == "/" {
+                    format!("/{}", e.file_name())
+                } else {
+                    format!("{dir}/{}", e.file_name())
+                };
+                found(path, &e.metadata())
+            })
+            .collect();
+        children.sort_by(|a, b| b.path.cmp(&a.path));
+        Ok(children)
+    }
+}
+
+#[async_trait]
+impl EntryStream for Walk {
+    async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError> {
+        while let Some(top) = self.stack.last_mut() {
+            let Some(f) = top.pop() else {
+                self.stack.pop();
+                continue;
+            };
+            if f.dir {
+                if self.recursive {
+                    let children = self.children(&f.path).await?;
+                    self.stack.push(children);
+                }
+                continue;
+            }
+            let relative = f
+                .path
+                .strip_prefix(self.root.trim_end_matches('/'))
+                .map_or(f.path.as_str(), |r| r.trim_start_matches('/'))
+                .to_owned();
+            if self.glob.as_ref().is_some_and(|g| !g.is_match(&relative)) {
+                continue;
+            }
+            return Ok(Some(Entry {
+                location: self.url.location_of(&f.path),
+                relative,
+                etag: match (f.modified, f.size) {
+                    (Some(m), Some(s)) => Some(format!("{}-{s}", m.timestamp())),
+                    _ => None,
+                },
+                size: f.size,
+                modified: f.modified,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+struct FileStream {
+    file: russh_sftp::client::fs::File,
+    location: String,
+    pos: u64,
+    /// Where the read must end; `None`: at the end of the file, whose size
+    /// was `size` when opened.
+    end: Option<u64>,
+    size: Option<u64>,
+}
+
+#[async_trait]
+impl ByteStream for FileStream {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
+        let limit = self.end.or(self.size);
+        let want = match limit {
+            Some(end) if self.pos >= end => return Ok(None),
+            Some(end) => usize::try_from(end - self.pos).unwrap_or(CHUNK).min(CHUNK),
+            None => CHUNK,
+        };
+        let mut buf = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read(&mut buf[filled..]).await {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => {
+                    return Err(SourceError::Remote {
+                        location: self.location.clone(),
+                        reason: format!("the read broke at byte {}: {e}", self.pos + filled as u64),
+                    });
+                }
+            }
+        }
+        if filled == 0 {
+            return match limit {
+                Some(end) => Err(SourceError::Remote {
+                    location: self.location.clone(),
+                    reason: format!("the file ended at byte {} of {end}", self.pos),
+                }),
+                None => Ok(None),
+            };
+        }
+        buf.truncate(filled);
+        self.pos += filled as u64;
+        Ok(Some(buf))
+    }
+}
+
+#[async_trait]
+impl Source for SftpSource {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["sftp"]
+    }
+
+    async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {
+        let url = Url::parse(&req.location)?;
+        let conn = self.connect(&url, &req.location).await?;
+        let attrs = conn
+            .sftp
+            .metadata(url.path.clone())
+            .await
+            .map_err(|e| sftp_error(&req.location, &e))?;
+        let mut walk = Walk {
+            conn,
+            root: url.path.clone(),
+            recursive: req.recursive,
+            glob: glob_matcher(req)?,
+            stack: Vec::new(),
+            url,
+        };
+        if attrs.is_dir() {
+            let children = walk.children(&walk.root.clone()).await?;
+            walk.stack.push(children);
+        } else {
+            let path = walk.root.clone();
+            walk.root = path
+                .rsplit_once('/')
+                .map_or_else(|| "/".to_owned(), |(d, _)| d.to_owned());
+            walk.glob = None;
+            walk.stack.push(vec![found(path, &attrs)]);
+        }
+        let _ = walk.url.dir;
+        Ok(Box::new(walk))
+    }
+
+    async fn open(
+        &self,
+        entry: &Entry,
+        range: Option<Range<u64>>,
+    ) -> Result<Box<dyn ByteStream>, SourceError> {
+        let url = Url::parse(&entry.location)?;
+        let conn = self.connect(&url, &entry.location).await?;
+        let mut file = conn
+            .sftp
+            .open(url.path.clone())
+            .await
+            .map_err(|e| sftp_error(&entry.location, &e))?;
+        let start = range.as_ref().map_or(0, |r| r.start);
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| SourceError::Remote {
+                    location: redact(&entry.location),
+                    reason: format!("cannot seek to byte {start}: {e}"),
+                })?;
+        }
+        Ok(Box::new(FileStream {
+            file,
+            location: redact(&entry.location),
+            pos: start,
+            end: range.map(|r| r.end),
+            size: entry.size,
+        }))
+    }
+}
