@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Source benchmark: the same file ingested from local disk, from an S3 server
-on loopback and from nginx over HTTP, side by side in one run; and the speed
-of listing a prefix of many small objects.
+"""Source benchmark: the same file ingested from local disk, from an S3 server,
+from nginx over HTTP and WebDAV, and from OpenSSH over SFTP, all on loopback,
+side by side in one run; and the speed of listing a prefix of many small
+objects.
 
 Usage:
   python3 benches/sources.py DATA.csv [--runs N] [--objects N]
@@ -9,9 +10,10 @@ Usage:
 DATA is any file rota ingests (the 1.5 GB CSV of the shared generator:
   python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
 makes ./bench-data/data_10m.csv). The S3 server is `rota-test-s3` (s3s-fs,
-built from tests/testkit); the HTTP server is nginx (`apt-get install
-nginx-light`). Both serve the file from a hard link (or copy) in a temporary
-directory beside it. Every ingest uses --payload arrow, the cheapest encoding,
+built from tests/testkit); HTTP and WebDAV are nginx (`apt-get install
+nginx-light libnginx-mod-http-dav-ext`); SFTP is sshd (`apt-get install
+openssh-server`) with a fresh key. All serve the file from a hard link (or
+copy) in a temporary directory beside it. Every ingest uses --payload arrow, the cheapest encoding,
 so that differences between sources are not hidden behind encoding work.
 
 It prints, per source, seconds, rows/s, MB/s, peak RSS and the rate as a
@@ -59,23 +61,59 @@ def link_or_copy(src, dst):
         shutil.copyfile(src, dst)
 
 
-def start_nginx(root, work):
+def start_nginx(root, work, webdav=False):
     port = free_port()
-    conf = os.path.join(work, "nginx.conf")
+    conf = os.path.join(work, f"nginx-{port}.conf")
     with open(conf, "w") as f:
-        f.write(f"""daemon off; master_process off; worker_processes 1;
+        module = "load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;" if webdav else ""
+        dav = "location / { dav_ext_methods PROPFIND OPTIONS; }" if webdav else ""
+        f.write(f"""{module} daemon off; master_process off; worker_processes 1;
 pid {work}/nginx.pid; error_log {work}/nginx-error.log;
 events {{ worker_connections 64; }}
 http {{ access_log off; sendfile on;
   client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
   uwsgi_temp_path {work}; scgi_temp_path {work};
-  server {{ listen 127.0.0.1:{port}; root {root}; }} }}
+  server {{ listen 127.0.0.1:{port}; root {root}; {dav} }} }}
 """)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     p = subprocess.Popen([nginx, "-p", work, "-c", conf, "-e", os.path.join(work, "nginx-error.log")],
                          stdout=subprocess.DEVNULL)
     wait_for(port)
     return p, port
+
+
+def start_sshd(work):
+    """OpenSSH's sshd on loopback accepting a fresh key for this user; returns
+    (process, port, environment for rota)."""
+    port = free_port()
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(work, name)],
+                       check=True)
+    shutil.copyfile(os.path.join(work, "client_key.pub"), os.path.join(work, "authorized_keys"))
+    with open(os.path.join(work, "host_key.pub")) as f:
+        host_pub = f.read()
+    with open(os.path.join(work, "known_hosts"), "w") as f:
+        f.write(f"[127.0.0.1]:{port} {host_pub}")
+    conf = os.path.join(work, "sshd_config")
+    with open(conf, "w") as f:
+        f.write(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {work}/host_key
+PidFile {work}/sshd.pid
+AuthorizedKeysFile {work}/authorized_keys
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+PermitRootLogin yes
+Subsystem sftp internal-sftp
+""")
+    os.makedirs("/run/sshd", exist_ok=True)
+    p = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    wait_for(port)
+    env = {"ROTA_SFTP_KEY": os.path.join(work, "client_key"),
+           "ROTA_KNOWN_HOSTS": os.path.join(work, "known_hosts")}
+    return p, port, env
 
 
 def main():
@@ -101,12 +139,19 @@ def main():
         wait_for(port)
         nginx, http_port = start_nginx(os.path.join(buckets, "bench"), work)
         procs.append(nginx)
+        dav, dav_port = start_nginx(os.path.join(buckets, "bench"), work, webdav=True)
+        procs.append(dav)
+        sshd, ssh_port, ssh_env = start_sshd(work)
+        procs.append(sshd)
+        user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         env = {**os.environ, "ROTA_LOG": "warn", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-               "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+               "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, **ssh_env}
         locations = [
             ("local file", data),
             ("s3 (s3s-fs on loopback)", f"s3://bench/{name}"),
             ("http (nginx on loopback)", f"http://127.0.0.1:{http_port}/{name}"),
+            ("webdav (nginx dav-ext)", f"webdav://127.0.0.1:{dav_port}/{name}"),
+            ("sftp (OpenSSH on loopback)", f"sftp://{user}@127.0.0.1:{ssh_port}{os.path.join(buckets, 'bench', name)}"),
         ]
         best = {}
         for run in range(a.runs):

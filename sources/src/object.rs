@@ -286,11 +286,14 @@ impl Target {
         let mut headers = object_store::HeaderMap::new();
         // Entries carry the user with the password as `***`; the password
         // itself stays in this process, found again by host and user.
+        // The user and password, to tell stores apart (kept in memory only).
+        let mut credentials = String::new();
         let base = match userinfo {
             Some(userinfo) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
                 let password = crate::url_password(location, &wire_base, user, password)?;
                 let plain = format!("{}:{}", percent_decode(user), password);
+                credentials.clone_from(&plain);
                 let mut value = object_store::HeaderValue::from_str(&format!(
                     "Basic {}",
                     base64(plain.as_bytes())
@@ -307,7 +310,7 @@ impl Target {
             }
             None => format!("{scheme}://{host}"),
         };
-        let key = format!("{wire_base}#{:?}", headers.get("authorization"));
+        let key = format!("{wire_base}#{credentials}");
         let store = cached(&key, || {
             let mut options = client_options().with_allow_http(wire == "http");
             if !headers.is_empty() {

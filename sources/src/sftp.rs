@@ -99,7 +99,6 @@ struct Url {
     port: u16,
     /// The decoded absolute path, without a trailing slash (`/` for the root).
     path: String,
-    dir: bool,
     /// `sftp://user@host:port`, for entries' locations.
     base: String,
 }
@@ -141,7 +140,6 @@ impl Url {
             host,
             port,
             path: format!("/{trimmed}"),
-            dir: path.is_empty() || path.ends_with('/'),
         })
     }
 
@@ -549,7 +547,6 @@ impl Source for SftpSource {
             walk.glob = None;
             walk.stack.push(vec![found(path, &attrs)]);
         }
-        let _ = walk.url.dir;
         Ok(Box::new(walk))
     }
 
