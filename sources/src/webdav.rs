@@ -105,16 +105,18 @@ impl Server {
             }
             _ => return Err(remote(format!("the server answered {status} to PROPFIND"))),
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_ANSWER as u64)
-        {
-            return Err(remote("the PROPFIND answer is over 256 MiB".to_owned()));
-        }
-        let body = response
-            .bytes()
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| remote(format!("reading the PROPFIND answer: {}", without_url(&e))))?;
+            .map_err(|e| remote(format!("reading the PROPFIND answer: {}", without_url(&e))))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(remote("the PROPFIND answer is over 256 MiB".to_owned()));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let mut members = parse_multistatus(&body)
             .map_err(|e| remote(format!("a PROPFIND answer that does not parse: {e}")))?;
         let own = normalize(path);
