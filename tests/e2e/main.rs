@@ -2,6 +2,7 @@
 //! with real worker processes (killed, stopped and resumed by signal).
 
 mod crosscheck;
+mod files;
 mod ingest;
 mod remote;
 mod support;

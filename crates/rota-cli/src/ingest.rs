@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 use rota_core::format::DecodeOptions;
-use rota_core::{BatchPolicy, NewJob, OnError, PayloadEncoding, RetryPolicy, Store};
+use rota_core::{
+    BatchPolicy, FileFilter, FileReport, FileState, NewJob, OnError, PayloadEncoding, RetryPolicy,
+    Store,
+};
 use rota_ingest::{IngestRequest, IngestSummary, Progress};
 use serde_json::json;
 
@@ -52,7 +55,9 @@ pub(crate) struct IngestArgs {
     #[arg(long, default_value = "json", value_parser = parse_payload)]
     payload: PayloadEncoding,
     /// What to do with a record that does not decode: `fail` stops and fails
-    /// the job; `skip` drops it, counts it and keeps a sample on the job.
+    /// the job; `skip` drops it, counts it and keeps a sample on the job. A
+    /// file that cannot be read on (a broken connection, a corrupt block) is,
+    /// under `skip`, recorded as failed while the other files go on.
     #[arg(long, default_value = "fail", value_parser = parse_on_error)]
     on_error: OnError,
     /// Idempotency key: ingesting again with the same key adds nothing.
@@ -92,6 +97,10 @@ pub(crate) struct IngestArgs {
     /// Delay before the first retry; it doubles per attempt, with jitter.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     retry_backoff: Duration,
+    /// Files ingested at the same time (each has its own read, decode and
+    /// encode stages, and their buffers).
+    #[arg(long, value_name = "N", default_value_t = rota_ingest::DEFAULT_PARALLEL_FILES)]
+    parallel: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -168,9 +177,16 @@ impl IngestArgs {
                 hold: true,
                 ingest: None,
             },
+            parallel: self.parallel.max(1),
         })
     }
 }
+
+/// Failed files named in the summary, at most.
+const FAILED_FILES_SHOWN: u32 = 20;
+
+/// Files shown under the progress line, at most.
+const FILES_SHOWN: usize = 6;
 
 fn progress_bar(progress: &Arc<Progress>) -> Option<tokio::task::JoinHandle<()>> {
     let bar = indicatif::ProgressBar::new_spinner();
@@ -186,20 +202,31 @@ fn progress_bar(progress: &Arc<Progress>) -> Option<tokio::task::JoinHandle<()>>
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             #[allow(clippy::cast_precision_loss)] // display only
             let rate = rows as f64 / secs;
-            bar.set_message(format!(
+            let mut msg = format!(
                 "files {}, read {}, rows {rows}, tasks {}, skipped {}, {rate:.0} rows/s",
                 Progress::get(&progress.files),
                 human_bytes(Progress::get(&progress.bytes)),
                 Progress::get(&progress.tasks),
                 Progress::get(&progress.skipped),
-            ));
+            );
+            let active = progress.active_files();
+            for f in active.iter().take(FILES_SHOWN) {
+                msg.push_str(&format!("\n    {}  {}", f.relative, human_bytes(f.read)));
+                if let Some(size) = f.size {
+                    msg.push_str(&format!(" of {}", human_bytes(size)));
+                }
+            }
+            if active.len() > FILES_SHOWN {
+                msg.push_str(&format!("\n    … and {} more", active.len() - FILES_SHOWN));
+            }
+            bar.set_message(msg);
             bar.tick();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }))
 }
 
-fn summary_json(s: &IngestSummary) -> serde_json::Value {
+fn summary_json(s: &IngestSummary, failed: &[FileReport]) -> serde_json::Value {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     #[allow(clippy::cast_precision_loss)] // rates for display
     let (rows_per_sec, bytes_per_sec) = (s.report.rows as f64 / secs, s.report.bytes as f64 / secs);
@@ -216,6 +243,8 @@ fn summary_json(s: &IngestSummary) -> serde_json::Value {
         "tasks": s.report.tasks,
         "skipped": s.report.skipped,
         "skipped_sample": s.report.skipped_sample,
+        "files_failed": s.report.files_failed,
+        "failed_files": failed,
         "format": s.report.format,
         "payload": s.report.payload,
         "elapsed_ms": u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -224,7 +253,7 @@ fn summary_json(s: &IngestSummary) -> serde_json::Value {
     })
 }
 
-fn summary_text(s: &IngestSummary) -> String {
+fn summary_text(s: &IngestSummary, failed: &[FileReport]) -> String {
     let mut out = String::new();
     if s.already_ingested {
         out.push_str(&format!(
@@ -263,6 +292,23 @@ fn summary_text(s: &IngestSummary) -> String {
             if let Some(x) = &r.excerpt {
                 out.push_str(&format!("      | {}\n", x.replace('\n', "\\n")));
             }
+        }
+    }
+    if s.report.files_failed > 0 {
+        out.push_str(&format!(
+            "  {} file(s) failed part way (first {} shown; `rota jobs files {} --state failed` lists them):\n",
+            s.report.files_failed,
+            failed.len(),
+            s.job.id
+        ));
+        for f in failed {
+            out.push_str(&format!(
+                "    {}: {} rows, {} tasks before: {}\n",
+                f.relative,
+                f.rows,
+                f.tasks,
+                f.error.as_deref().unwrap_or_default()
+            ));
         }
     }
     out.push_str(&format!("  state: {}\n", s.job.state));
@@ -320,16 +366,30 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Resu
     let bar = (!args.quiet && !args.json && std::io::stderr().is_terminal())
         .then(|| progress_bar(&progress))
         .flatten();
-    let result = rota_ingest::ingest(store, req, progress).await;
+    let result = rota_ingest::ingest(store.clone(), req, progress).await;
     if let Some(bar) = bar {
         bar.abort();
         eprint!("\r\x1b[2K");
     }
     let summary = result?;
-    if args.json {
-        print_out(&format!("{}\n", summary_json(&summary)));
+    let failed = if summary.report.files_failed > 0 {
+        store
+            .list_files(
+                summary.job.id,
+                FileFilter {
+                    state: Some(FileState::Failed),
+                    after: None,
+                    limit: FAILED_FILES_SHOWN,
+                },
+            )
+            .await?
     } else {
-        print_out(&summary_text(&summary));
+        Vec::new()
+    };
+    if args.json {
+        print_out(&format!("{}\n", summary_json(&summary, &failed)));
+    } else {
+        print_out(&summary_text(&summary, &failed));
     }
     Ok(ExitCode::SUCCESS)
 }

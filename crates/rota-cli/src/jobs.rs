@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use rota_core::{Job, JobFilter, JobId, JobState, Store, Task, TaskFilter, TaskId, TaskState};
+use rota_core::{
+    FileFilter, FileReport, FileState, Job, JobFilter, JobId, JobState, Store, Task, TaskFilter,
+    TaskId, TaskState,
+};
 use serde_json::json;
 
 use crate::print_out;
@@ -48,6 +51,24 @@ pub(crate) enum JobsCommand {
     Cancel {
         /// The job id.
         id: JobId,
+    },
+    /// The files a job's ingest read, by path: state, bytes, rows, tasks,
+    /// skipped records and, for a failed file, its error.
+    Files {
+        /// The job id.
+        id: JobId,
+        /// Only files in this state (done, failed).
+        #[arg(long, value_parser = |s: &str| s.parse::<FileState>())]
+        state: Option<FileState>,
+        /// Only files whose path sorts after this one (the next page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Most files shown.
+        #[arg(long, default_value = "1000")]
+        limit: u32,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -131,6 +152,12 @@ fn job_text(j: &Job) -> String {
         for r in &i.skipped_sample {
             out.push_str(&format!("  skipped {}\n", r.error));
         }
+        if i.files_failed > 0 {
+            out.push_str(&format!(
+                "files     {} failed part way (rota jobs files {} --state failed)\n",
+                i.files_failed, j.id
+            ));
+        }
     }
     if let Some(e) = &j.error {
         out.push_str(&format!("error     {e}\n"));
@@ -140,6 +167,24 @@ fn job_text(j: &Job) -> String {
         out.push_str(&format!("finished  {}\n", f.to_rfc3339()));
     }
     out
+}
+
+fn file_line(f: &FileReport) -> String {
+    let mut line = format!(
+        "{:<40} {:<6} {:<8} {:>10}  rows {:<8} tasks {:<6} skipped {}",
+        f.relative,
+        f.state.as_str(),
+        f.format,
+        human_bytes(f.bytes),
+        f.rows,
+        f.tasks,
+        f.skipped
+    );
+    if let Some(e) = &f.error {
+        line.push_str(&format!("  error: {}", e.lines().next().unwrap_or_default()));
+    }
+    line.push('\n');
+    line
 }
 
 fn task_json(t: &Task) -> serde_json::Value {
@@ -242,6 +287,35 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
                 .await
                 .context("cannot cancel the job")?;
             print_out(&format!("job {} {}\n", job.id, job.state));
+        }
+        JobsCommand::Files {
+            id,
+            state,
+            after,
+            limit,
+            json,
+        } => {
+            let files = store
+                .list_files(
+                    id,
+                    FileFilter {
+                        state,
+                        after,
+                        limit,
+                    },
+                )
+                .await
+                .with_context(|| format!("cannot list the files of job {id}"))?;
+            let mut out = String::new();
+            for f in &files {
+                if json {
+                    out.push_str(&serde_json::to_string(f)?);
+                    out.push('\n');
+                } else {
+                    out.push_str(&file_line(f));
+                }
+            }
+            print_out(&out);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -262,6 +262,63 @@ pub struct IngestReport {
     pub skipped: u64,
     /// A bounded sample of the records dropped, with their positions.
     pub skipped_sample: Vec<SkippedRecord>,
+    /// Files that could not be read or decoded whole, under `on_error =
+    /// skip` (under `fail` the first such file fails the job). Each one's
+    /// error is in its [`FileReport`].
+    #[serde(default)]
+    pub files_failed: u64,
+}
+
+/// How the ingest of one file ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Every record was read; its tasks are stored.
+    Done,
+    /// Reading or decoding it failed part way; the tasks made before the
+    /// failure are stored, and the error says where it stopped.
+    Failed,
+}
+named_enum!(FileState, "file state", { Done => "done", Failed => "failed" });
+
+/// What became of one file of a batched job's ingest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReport {
+    /// Its path relative to the ingested location: the prefix of its task
+    /// keys, and what identifies it within the job.
+    pub relative: String,
+    /// Where it was read from, with any secret redacted.
+    pub location: String,
+    /// Its size in bytes, when the source said.
+    pub size: Option<u64>,
+    /// Its version tag (ETag, mtime and size) when the source had one: a
+    /// resumed ingest skips a file only if this still matches.
+    pub etag: Option<String>,
+    /// The format it was decoded as.
+    pub format: String,
+    /// How its ingest ended.
+    pub state: FileState,
+    /// Bytes read from the source.
+    pub bytes: u64,
+    /// Records that became task payload.
+    pub rows: u64,
+    /// Tasks made from it.
+    pub tasks: u64,
+    /// Records dropped under `on_error = skip`.
+    pub skipped: u64,
+    /// Why it failed, with the position, when it failed.
+    pub error: Option<String>,
+}
+
+/// Which of a job's file records to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileFilter {
+    /// Only files in this state.
+    pub state: Option<FileState>,
+    /// Only files whose relative path sorts after this one (paging).
+    pub after: Option<String>,
+    /// Most records returned; 0 means the store's default.
+    pub limit: u32,
 }
 
 /// A record dropped under `on_error = skip`.

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::model::{
-    ClaimRequest, HeartbeatAck, IngestReport, Job, JobFilter, Lease, LeaseRef, NewJob, NewTask,
-    Report, Spec, Task, TaskFilter, TaskState,
+    ClaimRequest, FileFilter, FileReport, HeartbeatAck, IngestReport, Job, JobFilter, Lease,
+    LeaseRef, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
 };
 
 /// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
@@ -40,6 +40,9 @@ use crate::model::{
 ///   no task is left unfinished it is `succeeded`, or `failed` if any task is
 ///   dead. `cancelled` is final and set by [`Store::cancel_job`]; tasks not yet
 ///   running are cancelled, running ones learn it at their next heartbeat.
+/// - **File records.** [`Store::put_files`] keeps one record per `(job,
+///   relative path)`, the last one written; [`Store::list_files`] pages
+///   them in path order.
 /// - **Batching.** Claims, heartbeats and reports take many items per call;
 ///   per-item failures are returned per item and do not fail the others.
 #[async_trait]
@@ -90,6 +93,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A job's tasks matching `filter`, in key order.
     async fn list_tasks(&self, job: JobId, filter: TaskFilter) -> Result<Vec<Task>, StoreError>;
+
+    /// Records what became of files of a job's ingest. A file recorded again
+    /// (by its relative path) replaces its earlier record.
+    async fn put_files(&self, job: JobId, files: Vec<FileReport>) -> Result<(), StoreError>;
+
+    /// A job's file records matching `filter`, by relative path.
+    async fn list_files(&self, job: JobId, filter: FileFilter)
+    -> Result<Vec<FileReport>, StoreError>;
 
     /// A task's payload.
     async fn get_payload(&self, task: TaskId) -> Result<Vec<u8>, StoreError>;

@@ -18,6 +18,6 @@ pub mod progress;
 
 pub use chunker::Chunker;
 pub use error::IngestError;
-pub use pipeline::{IngestRequest, IngestSummary, ingest};
+pub use pipeline::{DEFAULT_PARALLEL_FILES, IngestRequest, IngestSummary, ingest};
 pub use plan::{FilePlan, Plan, PlannedColumn, plan};
-pub use progress::Progress;
+pub use progress::{FileProgress, Progress};

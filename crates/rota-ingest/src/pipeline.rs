@@ -2,19 +2,23 @@
 //!
 //! Reading runs on the async runtime; decoding and encoding each run on a
 //! blocking thread of their own; bounded channels between the stages give
-//! backpressure, so memory stays flat whatever the file size. The job is
+//! backpressure, so memory stays flat whatever the file size. Several files
+//! go through their own stages at once, up to a bound. The job is
 //! created held: its tasks become claimable only when every file was ingested,
 //! and an ingest that fails leaves the job failed with nothing claimable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest};
+use futures::StreamExt;
 use rota_core::{
-    BatchPolicy, DecodeError, DecodeErrorKind, IngestReport, Job, JobState, NewJob, NewTask,
-    PayloadEncoding, SkippedRecord, Store,
+    BatchPolicy, DecodeError, DecodeErrorKind, FileFilter, FileReport, FileState, IngestReport,
+    Job, JobId, JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store,
 };
 use tokio::sync::mpsc;
 
@@ -65,7 +69,19 @@ pub struct IngestRequest {
     pub payload: PayloadEncoding,
     /// The job to create (its `hold` and `ingest` are set by the pipeline).
     pub job: NewJob,
+    /// Files ingested at the same time, at most (at least 1). Each file in
+    /// flight has its own read, decode and encode stages and their buffers.
+    pub parallel: usize,
 }
+
+/// Files ingested at the same time unless a request says otherwise.
+pub const DEFAULT_PARALLEL_FILES: usize = 4;
+/// File records written to the store per call, at most; fewer every
+/// [`FILE_RECORD_INTERVAL`].
+const FILE_RECORDS_PER_WRITE: usize = 256;
+/// How often finished files are recorded in the store, so that an ingest
+/// resumed after a crash skips most of what was done.
+const FILE_RECORD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How an ingest ended.
 #[derive(Clone, Debug)]
@@ -86,10 +102,19 @@ pub struct IngestSummary {
 
 /// Runs an ingest into `store`. Counters in `progress` move as it goes.
 ///
+/// Up to `req.parallel` files are ingested at once, as the listing streams
+/// in. Each file's outcome is recorded on the job ([`Store::put_files`]):
+/// state, bytes, rows, tasks, skipped records and, if it failed, the error.
+/// An ingest resumed under the same job key skips the files its earlier run
+/// recorded as done, when their version tag (or size) is unchanged.
+///
 /// # Errors
-/// On an invalid request, a source failure, a decode error under
-/// `on_error = fail`, or a store failure. In every case the job (if it was
-/// created) is failed with the error and none of its tasks is claimable.
+/// On an invalid request, a listing failure, a store failure, or — under
+/// `on_error = fail` — the first file that fails to read or decode. In every
+/// case the job (if it was created) is failed with the error and none of its
+/// tasks is claimable. Under `on_error = skip` a file that fails part way
+/// keeps the tasks made before the failure, is recorded as failed and
+/// counted in [`IngestReport::files_failed`], and the others go on.
 pub async fn ingest(
     store: Arc<dyn Store>,
     req: IngestRequest,
@@ -98,7 +123,7 @@ pub async fn ingest(
     let started = Instant::now();
     // List first: a missing path, or one with nothing to ingest, fails before
     // any job exists.
-    let (explicit, mut listing, first) = check_and_list(&req).await?;
+    let (explicit, listing, first) = check_and_list(&req).await?;
 
     let mut report = IngestReport {
         source: rota_sources::redact(&req.location),
@@ -133,27 +158,105 @@ pub async fn ingest(
         tracing::info!(job = %job.id, "resuming the unfinished ingest of an existing job");
     }
 
+    // A resumed ingest skips the files it finished before, if unchanged.
+    let finished = if created {
+        HashMap::new()
+    } else {
+        finished_files(store.as_ref(), job.id).await?
+    };
     let mut added = 0;
-    let mut formats_seen: Vec<&'static str> = Vec::new();
-    let result = async {
-        let mut next = Some(first);
-        while let Some(entry) = next.take() {
-            let format = format_of(&req, explicit.as_ref(), &entry).await?;
-            if !formats_seen.contains(&format.name()) {
-                formats_seen.push(format.name());
+    let mut formats_seen: Vec<String> = Vec::new();
+    let mut records: Vec<FileReport> = Vec::new();
+    let entries = futures::stream::unfold(
+        (Some(Ok(first)), Some(listing)),
+        |(first, listing)| async move {
+            if let Some(first) = first {
+                return Some((first, (None, listing)));
             }
-            added +=
-                ingest_file(&store, &req, &job, &entry, format, &mut report, &progress).await?;
+            let mut listing = listing?;
+            match listing.next_entry().await {
+                Ok(Some(entry)) => Some((Ok(entry), (None, Some(listing)))),
+                Ok(None) => None,
+                Err(e) => Some((Err(IngestError::from(e)), (None, None))),
+            }
+        },
+    );
+    let result = async {
+        let mut runs = std::pin::pin!(
+            entries
+                .map(|entry| {
+                    let (store, req, explicit, job, progress, finished) =
+                        (&store, &req, &explicit, &job, &progress, &finished);
+                    async move {
+                        let entry = entry?;
+                        if let Some(before) = finished.get(&entry.relative)
+                            && unchanged(before, &entry)
+                        {
+                            return Ok(EntryRun {
+                                file: before.clone(),
+                                error: None,
+                                added: 0,
+                                sample: Vec::new(),
+                                resumed: true,
+                            });
+                        }
+                        Ok::<_, IngestError>(
+                            ingest_entry(store, req, explicit.as_ref(), job, &entry, progress)
+                                .await,
+                        )
+                    }
+                })
+                .buffer_unordered(req.parallel.max(1))
+        );
+        let mut tick = tokio::time::interval(FILE_RECORD_INTERVAL);
+        loop {
+            let run = tokio::select! {
+                run = runs.next() => match run {
+                    Some(run) => run?,
+                    None => break,
+                },
+                _ = tick.tick(), if !records.is_empty() => {
+                    store.put_files(job.id, std::mem::take(&mut records)).await?;
+                    continue;
+                }
+            };
+            let file = run.file;
+            if let Some(e) = run.error {
+                let fatal = req.decode.on_error == OnError::Fail
+                    || matches!(e, IngestError::Store(_) | IngestError::Conflict(_));
+                if fatal {
+                    records.push(file);
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "a file failed part way; going on with the others");
+                report.files_failed += 1;
+            } else if run.resumed {
+                tracing::info!(file = %file.location, "finished by the interrupted ingest; skipped");
+            }
+            added += run.added;
             report.files += 1;
+            report.bytes += file.bytes;
+            report.rows += file.rows;
+            report.tasks += file.tasks;
+            report.skipped += file.skipped;
+            let room = SKIP_SAMPLE.saturating_sub(report.skipped_sample.len());
+            report.skipped_sample.extend(run.sample.into_iter().take(room));
+            if !file.format.is_empty() && !formats_seen.contains(&file.format) {
+                formats_seen.push(file.format.clone());
+            }
             Progress::add(&progress.files, 1);
-            next = listing.next_entry().await?;
+            records.push(file);
+            if records.len() >= FILE_RECORDS_PER_WRITE {
+                store.put_files(job.id, std::mem::take(&mut records)).await?;
+            }
         }
         Ok::<_, IngestError>(())
     }
     .await;
     report.format = formats_seen.join(",");
+    let recorded = store.put_files(job.id, records).await;
 
-    match result {
+    match result.and(recorded.map_err(IngestError::from)) {
         Ok(()) => {
             let job = store.release_job(job.id, Some(report.clone())).await?;
             Ok(IngestSummary {
@@ -172,6 +275,111 @@ pub async fn ingest(
             Err(e)
         }
     }
+}
+
+/// The files a job's earlier, interrupted ingest finished, by relative path.
+async fn finished_files(
+    store: &dyn Store,
+    job: JobId,
+) -> Result<HashMap<String, FileReport>, IngestError> {
+    let mut done = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_files(
+                job,
+                FileFilter {
+                    state: Some(FileState::Done),
+                    after: after.take(),
+                    limit: 0,
+                },
+            )
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(done);
+        };
+        after = Some(last.relative.clone());
+        done.extend(page.into_iter().map(|f| (f.relative.clone(), f)));
+    }
+}
+
+/// Whether `entry` is the file `before` recorded: same location, and the
+/// same version tag or, without one, the same size. A file the source can
+/// say nothing about is read again.
+fn unchanged(before: &FileReport, entry: &Entry) -> bool {
+    let location = rota_sources::redact(&entry.location);
+    before.location == location
+        && match (&before.etag, &entry.etag) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => before.size.is_some() && before.size == entry.size,
+            _ => false,
+        }
+}
+
+/// What ingesting one file gave.
+struct EntryRun {
+    /// Its record.
+    file: FileReport,
+    /// Why it failed, when it did (the record holds the text).
+    error: Option<IngestError>,
+    /// Tasks it added to the store.
+    added: u64,
+    /// A sample of the records it skipped.
+    sample: Vec<SkippedRecord>,
+    /// Whether it was skipped, finished by an earlier run of the ingest.
+    resumed: bool,
+}
+
+/// Ingests one listed file; never fails itself, the run says how it went.
+async fn ingest_entry(
+    store: &Arc<dyn Store>,
+    req: &IngestRequest,
+    explicit: Option<&Arc<dyn Format>>,
+    job: &Job,
+    entry: &Entry,
+    progress: &Arc<Progress>,
+) -> EntryRun {
+    let mut run = EntryRun {
+        file: FileReport {
+            relative: entry.relative.clone(),
+            location: rota_sources::redact(&entry.location),
+            size: entry.size,
+            etag: entry.etag.clone(),
+            format: String::new(),
+            state: FileState::Done,
+            bytes: 0,
+            rows: 0,
+            tasks: 0,
+            skipped: 0,
+            error: None,
+        },
+        error: None,
+        added: 0,
+        sample: Vec::new(),
+        resumed: false,
+    };
+    let result = match format_of(req, explicit, entry).await {
+        Ok(format) => {
+            run.file.format = format.name().to_owned();
+            let read = progress.start_file(&entry.relative, entry.size);
+            let (stats, result) = ingest_file(store, req, job, entry, format, progress, &read).await;
+            progress.end_file(&entry.relative);
+            run.file.bytes = stats.bytes;
+            run.file.rows = stats.rows;
+            run.file.tasks = stats.tasks;
+            run.file.skipped = stats.skipped;
+            run.added = stats.added;
+            run.sample = stats.sample;
+            result
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        run.file.state = FileState::Failed;
+        run.file.error = Some(e.to_string());
+        run.error = Some(e);
+    }
+    run
 }
 
 /// Checks the request, then lists its files; returns the format it names,
@@ -440,16 +648,51 @@ enum Piece {
     Skipped(SkippedRecord),
 }
 
-/// Ingests one file; returns the tasks it added.
+/// What one file gave, so far: counted whether or not it was read whole.
+#[derive(Debug, Default)]
+struct FileStats {
+    /// Bytes read from the source.
+    bytes: u64,
+    /// Records stored as task payload.
+    rows: u64,
+    /// Tasks made (stored, new or not).
+    tasks: u64,
+    /// Tasks that were new to the store.
+    added: u64,
+    /// Records skipped.
+    skipped: u64,
+    /// A sample of the records skipped.
+    sample: Vec<SkippedRecord>,
+}
+
+/// Ingests one file. What it stored is counted even when it fails part way.
 async fn ingest_file(
     store: &Arc<dyn Store>,
     req: &IngestRequest,
     job: &Job,
     entry: &Entry,
     format: Arc<dyn Format>,
-    report: &mut IngestReport,
     progress: &Arc<Progress>,
-) -> Result<u64, IngestError> {
+    read_so_far: &Arc<AtomicU64>,
+) -> (FileStats, Result<(), IngestError>) {
+    let mut stats = FileStats::default();
+    let result =
+        run_file(store, req, job, entry, format, progress, read_so_far, &mut stats).await;
+    stats.bytes = read_so_far.load(Ordering::Relaxed);
+    (stats, result)
+}
+
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one pipeline, its stages side by side
+async fn run_file(
+    store: &Arc<dyn Store>,
+    req: &IngestRequest,
+    job: &Job,
+    entry: &Entry,
+    format: Arc<dyn Format>,
+    progress: &Arc<Progress>,
+    read_so_far: &Arc<AtomicU64>,
+    stats: &mut FileStats,
+) -> Result<(), IngestError> {
     // Compressed input is unpacked on a thread of its own, beside decoding.
     let Input {
         mut decoder,
@@ -561,26 +804,24 @@ async fn ingest_file(
         let Some(mut stream) = stream else {
             // Read in place by the decoder.
             Progress::add(&read_progress.bytes, in_place_bytes);
-            return Ok(in_place_bytes);
+            Progress::add(read_so_far, in_place_bytes);
+            return Ok(());
         };
-        let mut bytes = 0u64;
         let mut next = first;
         while let Some(chunk) = next {
-            bytes += chunk.len() as u64;
             Progress::add(&read_progress.bytes, chunk.len() as u64);
+            Progress::add(read_so_far, chunk.len() as u64);
             if bytes_tx.send(chunk).await.is_err() {
                 break; // the decoder stopped; its error wins
             }
             next = stream.next_chunk().await?;
         }
-        Ok::<_, IngestError>(bytes)
+        Ok::<_, IngestError>(())
     };
 
     // Store: tasks into the job, several per write.
+    let (mut added, mut rows, mut made) = (0u64, 0u64, 0u64);
     let write = async {
-        let mut added = 0u64;
-        let mut rows = 0u64;
-        let mut made = 0u64;
         let mut group: Vec<NewTask> = Vec::new();
         let mut group_bytes = 0usize;
         loop {
@@ -603,7 +844,7 @@ async fn ingest_file(
                 Progress::add(&progress.tasks, n);
             }
             if done {
-                return Ok::<_, IngestError>((added, rows, made));
+                return Ok::<_, IngestError>(());
             }
         }
     };
@@ -621,18 +862,17 @@ async fn ingest_file(
     let encode_res = encode
         .await
         .map_err(|e| IngestError::Encode(format!("encoder thread failed: {e}")))?;
+    stats.added = added;
+    stats.rows = rows;
+    stats.tasks = made;
+    if let Ok((skipped, sample)) = &encode_res {
+        stats.skipped = *skipped;
+        stats.sample.clone_from(sample);
+    }
     // The first stage to fail explains the others' failures.
-    let bytes = read_res?;
+    read_res?;
     unpack_res?;
     decode_res?;
-    let (skipped, sample) = encode_res?;
-    let (added, rows, made) = write_res?;
-
-    report.bytes += bytes;
-    report.rows += rows;
-    report.tasks += made;
-    report.skipped += skipped;
-    let room = SKIP_SAMPLE.saturating_sub(report.skipped_sample.len());
-    report.skipped_sample.extend(sample.into_iter().take(room));
-    Ok(added)
+    encode_res?;
+    write_res
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease, LeaseRef,
+    ClaimRequest, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease, LeaseRef,
     LeaseToken, ManualClock, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec,
     Store, StoreError, TaskFilter, TaskState,
 };
@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
             queues_are_isolated,
             payload_round_trips,
             specs_round_trip,
+            file_records_replace_and_page,
             model_based_random_ops,
         );
     };
@@ -108,6 +109,7 @@ pub async fn run_all(h: &dyn Harness) {
     queues_are_isolated(h).await;
     payload_round_trips(h).await;
     specs_round_trip(h).await;
+    file_records_replace_and_page(h).await;
     model_based_random_ops(h).await;
 }
 
@@ -1292,6 +1294,119 @@ pub async fn specs_round_trip(h: &dyn Harness) {
         .map(|s| s.name)
         .collect();
     assert_eq!(names, ["a", "b"], "specs list by name");
+}
+
+/// File records keep the last one written per path, list in path order,
+/// filter by state and page by path; they belong to one job.
+pub async fn file_records_replace_and_page(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let (job, _) = store
+        .create_job(new_job("q", true, policy(3, 0)))
+        .await
+        .expect("create_job");
+    let (other, _) = store
+        .create_job(new_job("q", true, policy(3, 0)))
+        .await
+        .expect("create_job");
+    let file = |relative: &str, state: FileState, rows: u64| FileReport {
+        relative: relative.into(),
+        location: format!("s3://b/{relative}"),
+        size: Some(rows * 10),
+        etag: Some(format!("e-{relative}")),
+        format: "csv".into(),
+        state,
+        bytes: rows * 10,
+        rows,
+        tasks: rows.div_ceil(2),
+        skipped: 0,
+        error: (state == FileState::Failed).then(|| format!("{relative}: line 3: bad")),
+    };
+    assert!(
+        store
+            .list_files(job.id, FileFilter::default())
+            .await
+            .expect("list_files")
+            .is_empty(),
+        "a new job has no file records"
+    );
+    store
+        .put_files(
+            job.id,
+            vec![
+                file("c.csv", FileState::Done, 5),
+                file("a.csv", FileState::Failed, 1),
+                file("b/ü.csv", FileState::Done, 2),
+            ],
+        )
+        .await
+        .expect("put_files");
+    store
+        .put_files(other.id, vec![file("a.csv", FileState::Done, 9)])
+        .await
+        .expect("put_files");
+    // Written again (a resumed ingest): the new record replaces the old.
+    store
+        .put_files(job.id, vec![file("a.csv", FileState::Done, 4)])
+        .await
+        .expect("put_files");
+    let all = store
+        .list_files(job.id, FileFilter::default())
+        .await
+        .expect("list_files");
+    assert_eq!(
+        all,
+        vec![
+            file("a.csv", FileState::Done, 4),
+            file("b/ü.csv", FileState::Done, 2),
+            file("c.csv", FileState::Done, 5),
+        ],
+        "one record per path, the last written, in path order"
+    );
+    store
+        .put_files(job.id, vec![file("b/ü.csv", FileState::Failed, 1)])
+        .await
+        .expect("put_files");
+    let failed = store
+        .list_files(
+            job.id,
+            FileFilter {
+                state: Some(FileState::Failed),
+                ..FileFilter::default()
+            },
+        )
+        .await
+        .expect("list_files");
+    assert_eq!(failed, vec![file("b/ü.csv", FileState::Failed, 1)]);
+    let page = store
+        .list_files(
+            job.id,
+            FileFilter {
+                after: Some("a.csv".into()),
+                limit: 1,
+                ..FileFilter::default()
+            },
+        )
+        .await
+        .expect("list_files");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].relative, "b/ü.csv", "pages by path");
+    let missing = JobId::new();
+    assert!(
+        matches!(
+            store.list_files(missing, FileFilter::default()).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "listing the files of a missing job is not found"
+    );
+    assert!(
+        matches!(
+            store
+                .put_files(missing, vec![file("x", FileState::Done, 1)])
+                .await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "recording files of a missing job is not found"
+    );
 }
 
 // ---- model-based ---------------------------------------------------------

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use rota_core::{Store, StoreError, SystemClock};
 
 pub use sqlite::{
-    BUSY_TIMEOUT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT, SCHEMA_VERSION, SqliteStore,
+    BUSY_TIMEOUT, DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT, SCHEMA_VERSION,
+    SqliteStore,
 };
 
 /// The store URL used when none is given.

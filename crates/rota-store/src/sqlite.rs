@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, Clock, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
+    ClaimRequest, Clock, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
     LeaseRef, LeaseToken, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec,
     Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
 };
@@ -30,13 +30,16 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, Trans
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
 pub const DEFAULT_JOB_LIMIT: u32 = 100;
 
 /// Tasks returned by [`Store::list_tasks`] when the filter's limit is 0.
 pub const DEFAULT_TASK_LIMIT: u32 = 1_000;
+
+/// File records returned by [`Store::list_files`] when the filter's limit is 0.
+pub const DEFAULT_FILE_LIMIT: u32 = 1_000;
 
 /// Large pages: payloads are blobs of tens to hundreds of kilobytes, and each
 /// page is a WAL frame with its own header and checksum.
@@ -90,6 +93,21 @@ CREATE TABLE IF NOT EXISTS payloads (
     file_at    INTEGER,
     file_bytes INTEGER
 );
+CREATE TABLE IF NOT EXISTS job_files (
+    job_id   TEXT NOT NULL,
+    relative TEXT NOT NULL,
+    location TEXT NOT NULL,
+    size     INTEGER,
+    etag     TEXT,
+    format   TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    rows     INTEGER NOT NULL,
+    tasks    INTEGER NOT NULL,
+    skipped  INTEGER NOT NULL,
+    error    TEXT,
+    PRIMARY KEY (job_id, relative)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (queue, available_at, id)
     WHERE state IN ('queued', 'scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (state, lease_expires_at);
@@ -190,6 +208,7 @@ impl SqliteStore {
             )
             .db()?;
         }
+        // Version 3 adds `job_files`, which the schema above creates.
         if version < SCHEMA_VERSION {
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .db()?;
@@ -1065,6 +1084,110 @@ impl Store for SqliteStore {
                 tasks.push(task_from_row(row)?);
             }
             Ok(tasks)
+        })
+        .await
+    }
+
+    async fn put_files(&self, job: JobId, files: Vec<FileReport>) -> Result<(), StoreError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx, _| {
+            let id = job.to_string();
+            if !tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+                .db()?
+                .exists([&id])
+                .db()?
+            {
+                return Err(job_not_found(&id));
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO job_files (job_id, relative, location, size, etag,
+                            format, state, bytes, rows, tasks, skipped, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .db()?;
+            for f in &files {
+                insert
+                    .execute(rusqlite::params![
+                        id,
+                        f.relative,
+                        f.location,
+                        f.size.map(|n| to_i64(n, "file size")).transpose()?,
+                        f.etag,
+                        f.format,
+                        f.state.as_str(),
+                        to_i64(f.bytes, "bytes")?,
+                        to_i64(f.rows, "rows")?,
+                        to_i64(f.tasks, "tasks")?,
+                        to_i64(f.skipped, "skipped")?,
+                        f.error,
+                    ])
+                    .db()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_files(
+        &self,
+        job: JobId,
+        filter: FileFilter,
+    ) -> Result<Vec<FileReport>, StoreError> {
+        self.read(move |tx| {
+            let id = job.to_string();
+            if !tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+                .db()?
+                .exists([&id])
+                .db()?
+            {
+                return Err(job_not_found(&id));
+            }
+            let limit = if filter.limit == 0 {
+                DEFAULT_FILE_LIMIT
+            } else {
+                filter.limit
+            };
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT relative, location, size, etag, format, state, bytes, rows, tasks,
+                            skipped, error
+                     FROM job_files
+                     WHERE job_id = ?1 AND (?2 IS NULL OR state = ?2)
+                       AND (?3 IS NULL OR relative > ?3)
+                     ORDER BY relative LIMIT ?4",
+                )
+                .db()?;
+            let mut rows = stmt
+                .query(rusqlite::params![
+                    id,
+                    filter.state.map(FileState::as_str),
+                    filter.after,
+                    limit
+                ])
+                .db()?;
+            let mut files = Vec::new();
+            while let Some(r) = rows.next().db()? {
+                let state: String = r.get(5).db()?;
+                files.push(FileReport {
+                    relative: r.get(0).db()?,
+                    location: r.get(1).db()?,
+                    size: r.get::<_, Option<i64>>(2).db()?.map(to_u64),
+                    etag: r.get(3).db()?,
+                    format: r.get(4).db()?,
+                    state: parse(&state, "file state")?,
+                    bytes: to_u64(r.get(6).db()?),
+                    rows: to_u64(r.get(7).db()?),
+                    tasks: to_u64(r.get(8).db()?),
+                    skipped: to_u64(r.get(9).db()?),
+                    error: r.get(10).db()?,
+                });
+            }
+            Ok(files)
         })
         .await
     }
