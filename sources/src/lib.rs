@@ -16,6 +16,8 @@ pub mod conformance;
 pub mod local;
 pub mod object;
 pub mod profiles;
+mod ranged;
+mod resume;
 pub mod sftp;
 mod webdav;
 

@@ -43,16 +43,11 @@ use object_store::path::Path;
 use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
 };
-use rand::Rng;
 use rota_core::SourceError;
 use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, ReadAt, Source};
 
+use crate::resume::RESUME_ATTEMPTS;
 use crate::{glob_matcher, redact};
-
-/// Breaks in a row, with no byte between them, before a read fails.
-const RESUME_ATTEMPTS: u32 = 5;
-/// First pause before resuming; doubled each attempt, with jitter.
-const RESUME_BACKOFF: Duration = Duration::from_millis(100);
 
 /// S3-compatible buckets and HTTP(S) files.
 #[derive(Debug, Default, Clone)]
@@ -682,9 +677,7 @@ impl Body {
                 "{RESUME_ATTEMPTS} resumed requests in a row brought no byte"
             )));
         }
-        let pause = RESUME_BACKOFF * 2u32.pow(self.breaks - 1);
-        let jitter: f64 = rand::rng().random_range(0.5..1.5);
-        tokio::time::sleep(pause.mul_f64(jitter)).await;
+        crate::resume::pause_before(self.breaks).await;
         let options = GetOptions {
             range: Some(GetRange::Bounded(self.pos..self.end)),
             if_match: self.etag.clone(),
@@ -750,92 +743,6 @@ impl ByteStream for Body {
     }
 }
 
-/// Bytes fetched at least per ranged request: readers such as Parquet's
-/// decode headers a few bytes at a time, and each request costs a round trip.
-const READ_AHEAD: u64 = 512 * 1024;
-
-/// Random access by ranged requests, each checked against the ETag the
-/// object had when it was opened, with the last block fetched kept to serve
-/// the small reads that follow it.
-#[derive(Debug)]
-struct RangedAt {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-    etag: Option<String>,
-    runtime: tokio::runtime::Handle,
-    /// The last block fetched, and where it starts.
-    block: Mutex<(u64, bytes::Bytes)>,
-}
-
-impl RangedAt {
-    fn fetch(&self, range: Range<u64>) -> std::io::Result<bytes::Bytes> {
-        let want = range.end - range.start;
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(range.clone())),
-            if_match: self.etag.clone(),
-            ..GetOptions::default()
-        };
-        let bytes = self
-            .runtime
-            .block_on(async {
-                self.store
-                    .get_opts(&self.path, options)
-                    .await?
-                    .bytes()
-                    .await
-            })
-            .map_err(|e| std::io::Error::other(summary(&e.to_string())))?;
-        if bytes.len() as u64 != want {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "asked for bytes {}..{}, the server sent {} bytes",
-                    range.start,
-                    range.end,
-                    bytes.len()
-                ),
-            ));
-        }
-        Ok(bytes)
-    }
-}
-
-impl ReadAt for RangedAt {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let end = offset + buf.len() as u64;
-        if end > self.size {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "a read of bytes {offset}..{end} past the end ({})",
-                    self.size
-                ),
-            ));
-        }
-        let mut block = self
-            .block
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (start, bytes) = &*block;
-        if offset < *start || end > start + bytes.len() as u64 {
-            let fetched = self.fetch(offset..end.max(offset + READ_AHEAD).min(self.size))?;
-            *block = (offset, fetched);
-        }
-        let (start, bytes) = &*block;
-        let from = usize::try_from(offset - start).map_err(std::io::Error::other)?;
-        buf.copy_from_slice(&bytes[from..from + buf.len()]);
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Source for ObjectSource {
     fn schemes(&self) -> &'static [&'static str] {
@@ -878,28 +785,23 @@ impl Source for ObjectSource {
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
         let target = Target::parse(&entry.location, &self.s3)?;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Ok(None);
-        };
-        let (size, etag) = match (entry.size, &entry.etag) {
-            (Some(size), etag) => (size, etag.clone()),
-            (None, _) => {
+        let mut entry = entry.clone();
+        let size = match entry.size {
+            Some(size) => size,
+            None => {
                 let meta = target
                     .store
                     .head(&target.path)
                     .await
                     .map_err(|e| target.error(&entry.location, e))?;
-                (meta.size, meta.e_tag)
+                entry.etag = entry.etag.or(meta.e_tag);
+                meta.size
             }
         };
-        Ok(Some(Arc::new(RangedAt {
-            store: target.store,
-            path: target.path,
-            size,
-            etag,
-            runtime,
-            block: Mutex::new((0, bytes::Bytes::new())),
-        })))
+        Ok(
+            crate::ranged::RangedAt::new(Arc::new(self.clone()), entry, size)
+                .map(|at| Arc::new(at) as Arc<dyn ReadAt>),
+        )
     }
 }
 

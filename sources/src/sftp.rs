@@ -11,8 +11,11 @@
 //! refused outright.
 //!
 //! Directories are read one at a time and sorted by name; files stream from
-//! their first byte or from a range's start. A connection lost mid-file
-//! fails the read with the byte it stopped at (no resume yet).
+//! their first byte or from a range's start, and formats that read their
+//! end first (Parquet) read only the ranges they need. A connection lost
+//! mid-file is made again and the read resumes at the byte it stopped at,
+//! if the file's size and modification time are unchanged; otherwise the
+//! read fails saying at which byte.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -23,13 +26,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use globset::GlobMatcher;
 use rota_core::SourceError;
-use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, Source};
+use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, ReadAt, Source};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::object::{invalid, percent_decode, percent_encode};
+use crate::ranged::RangedAt;
+use crate::resume::{Reopen, Resuming};
 use crate::{glob_matcher, redact};
 
 /// Bytes per chunk read from a file.
@@ -256,9 +261,17 @@ impl SftpSource {
         );
         let mut map = sessions().lock().await;
         if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
+            if !c._ssh.is_closed() {
+                return Ok(c.clone());
+            }
+            // The connection died (a server restart, a cut link): make another.
+            map.remove(&key);
         }
         let remote = |reason: String| SourceError::Remote {
+            location: redact(location),
+            reason,
+        };
+        let unreachable = |reason: String| SourceError::Interrupted {
             location: redact(location),
             reason,
         };
@@ -288,10 +301,10 @@ impl SftpSource {
                             location: redact(location),
                             hint: why,
                         },
-                        None => remote(format!("cannot connect: {e}")),
+                        None => unreachable(format!("cannot connect: {e}")),
                     });
                 }
-                Err(_) => return Err(remote("no SSH answer within 20 s".to_owned())),
+                Err(_) => return Err(unreachable("no SSH answer within 20 s".to_owned())),
             };
         let auth = match &url.password {
             Some(password) => ssh
@@ -367,7 +380,15 @@ fn sftp_error(location: &str, e: &russh_sftp::client::error::Error) -> SourceErr
         {
             SourceError::PermissionDenied { location }
         }
-        other => SourceError::Remote {
+        russh_sftp::client::error::Error::Status(s) => SourceError::Remote {
+            location,
+            reason: format!(
+                "the server answered {:?}: {}",
+                s.status_code, s.error_message
+            ),
+        },
+        // The session broke or timed out: another connection may do.
+        other => SourceError::Interrupted {
             location,
             reason: other.to_string(),
         },
@@ -492,21 +513,20 @@ impl ByteStream for FileStream {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) => {
-                    return Err(SourceError::Remote {
+                    if filled > 0 {
+                        // Hand over what came; the next call meets the break.
+                        break;
+                    }
+                    return Err(SourceError::Interrupted {
                         location: self.location.clone(),
-                        reason: format!("the read broke at byte {}: {e}", self.pos + filled as u64),
+                        reason: format!("the read broke at byte {}: {e}", self.pos),
                     });
                 }
             }
         }
         if filled == 0 {
-            return match limit {
-                Some(end) => Err(SourceError::Remote {
-                    location: self.location.clone(),
-                    reason: format!("the file ended at byte {} of {end}", self.pos),
-                }),
-                None => Ok(None),
-            };
+            // A short file is the resuming layer's to judge.
+            return Ok(None);
         }
         buf.truncate(filled);
         self.pos += filled as u64;
@@ -555,28 +575,99 @@ impl Source for SftpSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let url = Url::parse(&entry.location)?;
-        let conn = self.connect(&url, &entry.location).await?;
+        let start = range.as_ref().map_or(0, |r| r.start);
+        let end = range.as_ref().map(|r| r.end).or(entry.size);
+        let reopen = Version {
+            source: self.clone(),
+            entry: entry.clone(),
+        };
+        let first = reopen.open_at(start, end, false).await?;
+        Ok(Box::new(Resuming::new(
+            first,
+            Box::new(reopen),
+            redact(&entry.location),
+            start,
+            end,
+        )))
+    }
+
+    async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
+        let Some(size) = entry.size else {
+            return Ok(None);
+        };
+        Ok(RangedAt::new(Arc::new(self.clone()), entry.clone(), size)
+            .map(|at| Arc::new(at) as Arc<dyn ReadAt>))
+    }
+}
+
+/// The version of a file that was listed, to be opened (again) at a byte.
+struct Version {
+    source: SftpSource,
+    entry: Entry,
+}
+
+impl Version {
+    /// The file's bytes from `start`; when `check`, first makes sure it is
+    /// the size and age it was listed with.
+    async fn open_at(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        check: bool,
+    ) -> Result<Box<dyn ByteStream>, SourceError> {
+        let location = &self.entry.location;
+        let url = Url::parse(location)?;
+        let conn = self.source.connect(&url, location).await?;
+        if check {
+            let now = conn
+                .sftp
+                .metadata(url.path.clone())
+                .await
+                .map_err(|e| sftp_error(location, &e))?;
+            let mtime = now
+                .mtime
+                .and_then(|t| DateTime::from_timestamp(i64::from(t), 0));
+            if now.size != self.entry.size
+                || (self.entry.modified.is_some() && mtime != self.entry.modified)
+            {
+                return Err(SourceError::Remote {
+                    location: redact(location),
+                    reason: "the file changed while it was being read (its size or \
+                             modification time moved); ingest it again"
+                        .to_owned(),
+                });
+            }
+        }
         let mut file = conn
             .sftp
             .open(url.path.clone())
             .await
-            .map_err(|e| sftp_error(&entry.location, &e))?;
-        let start = range.as_ref().map_or(0, |r| r.start);
+            .map_err(|e| sftp_error(location, &e))?;
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start))
                 .await
-                .map_err(|e| SourceError::Remote {
-                    location: redact(&entry.location),
+                .map_err(|e| SourceError::Interrupted {
+                    location: redact(location),
                     reason: format!("cannot seek to byte {start}: {e}"),
                 })?;
         }
         Ok(Box::new(FileStream {
             file,
-            location: redact(&entry.location),
+            location: redact(location),
             pos: start,
-            end: range.map(|r| r.end),
-            size: entry.size,
+            end,
+            size: self.entry.size,
         }))
+    }
+}
+
+#[async_trait]
+impl Reopen for Version {
+    async fn reopen(
+        &self,
+        from: u64,
+        end: Option<u64>,
+    ) -> Result<Box<dyn ByteStream>, SourceError> {
+        self.open_at(from, end, true).await
     }
 }

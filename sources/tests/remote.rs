@@ -298,3 +298,72 @@ async fn sftp_conforms_with_key_auth_and_checks_host_keys() {
     .expect_err("a changed host key is refused");
     assert!(err.to_string().contains("HOST KEY HAS CHANGED"), "{err}");
 }
+
+/// An SFTP source trusting `server`'s host key when reached through a proxy
+/// on `port`.
+fn sftp_via(server: &rota_testkit::Sshd, port: u16) -> rota_sources::sftp::SftpSource {
+    let known = std::fs::read_to_string(&server.known_hosts).expect("known hosts");
+    let moved = known.replace(
+        &format!("[127.0.0.1]:{}", server.addr.port()),
+        &format!("[127.0.0.1]:{port}"),
+    );
+    let path = server.known_hosts.with_extension(format!("via-{port}"));
+    std::fs::write(&path, moved).expect("write known hosts");
+    rota_sources::sftp::SftpSource::new(rota_sources::sftp::SftpSettings {
+        key: Some(server.client_key.clone()),
+        known_hosts: Some(path),
+        fingerprint: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sftp_read_cut_mid_way_resumes_on_a_new_connection() {
+    let server = sshd();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = big_file(dir.path());
+    let path = dir.path().canonicalize().expect("dir").join("big.bin");
+    // The first two connections are cut after 3 MB from the server.
+    let (proxy, connections) = cutting_proxy(server.addr, |n| (n < 2).then_some(3_000_000)).await;
+    let source = sftp_via(&server, proxy.port());
+    let url = format!("sftp://{}@{proxy}{}", server.user, path.display());
+    let entries = conformance::list_at(&source, &url, false)
+        .await
+        .expect("list");
+    let got = conformance::read_all(&source, &entries[0], None)
+        .await
+        .expect("every byte, over new connections");
+    assert!(got == data, "bytes equal ({} vs {})", got.len(), data.len());
+    assert!(
+        connections.load(Ordering::SeqCst) >= 3,
+        "the read was resumed on new connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sftp_server_gone_mid_read_ends_in_an_error_that_says_where() {
+    let server = sshd();
+    let dir = tempfile::tempdir().expect("tempdir");
+    big_file(dir.path());
+    let path = dir.path().canonicalize().expect("dir").join("big.bin");
+    // The first connection is cut mid-file; every later one at once.
+    let (proxy, _) = cutting_proxy(server.addr, |n| Some(if n == 0 { 3_000_000 } else { 0 })).await;
+    let source = sftp_via(&server, proxy.port());
+    let url = format!("sftp://{}@{proxy}{}", server.user, path.display());
+    let entries = conformance::list_at(&source, &url, false)
+        .await
+        .expect("list");
+    let started = std::time::Instant::now();
+    let err = conformance::read_all(&source, &entries[0], None)
+        .await
+        .expect_err("a file that never arrives whole is an error");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "bounded in time"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("big.bin") && text.contains("broke at byte") && text.contains("of 12000000"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+}

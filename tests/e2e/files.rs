@@ -139,7 +139,10 @@ fn under_skip_a_broken_file_is_recorded_failed_and_the_others_go_on() {
     assert!(shown.contains("2 failed part way"), "{shown}");
     let failed_listed = s.ok(&["jobs", "files", &id.to_string(), "--state", "failed"]);
     assert_eq!(failed_listed.lines().count(), 2, "{failed_listed}");
-    assert!(failed_listed.contains("cannot tell the format"), "{failed_listed}");
+    assert!(
+        failed_listed.contains("cannot tell the format"),
+        "{failed_listed}"
+    );
 
     // Under fail the first broken file fails the job, and says which it was.
     let out = s.run(&[

@@ -181,7 +181,10 @@ fn file_line(f: &FileReport) -> String {
         f.skipped
     );
     if let Some(e) = &f.error {
-        line.push_str(&format!("  error: {}", e.lines().next().unwrap_or_default()));
+        line.push_str(&format!(
+            "  error: {}",
+            e.lines().next().unwrap_or_default()
+        ));
     }
     line.push('\n');
     line

@@ -98,6 +98,15 @@ pub enum SourceError {
         /// What went wrong, with no secret in it.
         reason: String,
     },
+    /// A connection broke, timed out or could not be made: the same request
+    /// may well succeed if tried again (see [`SourceError::is_retryable`]).
+    #[error("{location}: {reason}")]
+    Interrupted {
+        /// The location, secrets redacted.
+        location: String,
+        /// What broke, and at which byte when reading, with no secret in it.
+        reason: String,
+    },
     /// Reading or listing failed.
     #[error("{location}: read failed")]
     Io {
@@ -107,6 +116,15 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SourceError {
+    /// Whether trying again may succeed: a broken or refused connection, a
+    /// timeout. Not found, permission and credential errors are final.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Interrupted { .. })
+    }
 }
 
 /// Where in the input something happened. The byte offset is always known;

@@ -99,8 +99,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_files(&self, job: JobId, files: Vec<FileReport>) -> Result<(), StoreError>;
 
     /// A job's file records matching `filter`, by relative path.
-    async fn list_files(&self, job: JobId, filter: FileFilter)
-    -> Result<Vec<FileReport>, StoreError>;
+    async fn list_files(
+        &self,
+        job: JobId,
+        filter: FileFilter,
+    ) -> Result<Vec<FileReport>, StoreError>;
 
     /// A task's payload.
     async fn get_payload(&self, task: TaskId) -> Result<Vec<u8>, StoreError>;

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
+use futures::StreamExt;
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest};
-use futures::StreamExt;
 use rota_core::{
     BatchPolicy, DecodeError, DecodeErrorKind, FileFilter, FileReport, FileState, IngestReport,
     Job, JobId, JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store,
@@ -362,7 +362,8 @@ async fn ingest_entry(
         Ok(format) => {
             run.file.format = format.name().to_owned();
             let read = progress.start_file(&entry.relative, entry.size);
-            let (stats, result) = ingest_file(store, req, job, entry, format, progress, &read).await;
+            let (stats, result) =
+                ingest_file(store, req, job, entry, format, progress, &read).await;
             progress.end_file(&entry.relative);
             run.file.bytes = stats.bytes;
             run.file.rows = stats.rows;
@@ -676,8 +677,17 @@ async fn ingest_file(
     read_so_far: &Arc<AtomicU64>,
 ) -> (FileStats, Result<(), IngestError>) {
     let mut stats = FileStats::default();
-    let result =
-        run_file(store, req, job, entry, format, progress, read_so_far, &mut stats).await;
+    let result = run_file(
+        store,
+        req,
+        job,
+        entry,
+        format,
+        progress,
+        read_so_far,
+        &mut stats,
+    )
+    .await;
     stats.bytes = read_so_far.load(Ordering::Relaxed);
     (stats, result)
 }

@@ -28,9 +28,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease, LeaseRef,
-    LeaseToken, ManualClock, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec,
-    Store, StoreError, TaskFilter, TaskState,
+    ClaimRequest, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job, JobFilter,
+    JobId, JobState, Lease, LeaseRef, LeaseToken, ManualClock, NewJob, NewTask, Outcome,
+    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, TaskFilter, TaskState,
 };
 
 /// Makes stores for the scenarios.

@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, Clock, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
-    LeaseRef, LeaseToken, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec,
-    Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
+    ClaimRequest, Clock, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job,
+    JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, NewJob, NewTask, Outcome,
+    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
+    TaskId, TaskState,
 };
 use rusqlite::types::Value;
 
