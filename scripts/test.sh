@@ -13,21 +13,22 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# The cross-check test reads every fixture with independent Python readers.
-if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml" >/dev/null 2>&1; then
-  echo "installing the cross-check's readers: pyarrow, zstandard, msgpack, fastavro (with its snappy and zstd codecs), openpyxl, xlrd, python-calamine, lxml, pyyaml"
-  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml
+# The cross-check test reads every fixture with independent Python readers;
+# the FTP tests run pyftpdlib (with pyopenssl for FTPS).
+if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml, pyftpdlib, OpenSSL" >/dev/null 2>&1; then
+  echo "installing the cross-check's readers (pyarrow, zstandard, msgpack, fastavro with its snappy and zstd codecs, openpyxl, xlrd, python-calamine, lxml, pyyaml) and the FTP test server (pyftpdlib, pyopenssl)"
+  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml pyftpdlib pyopenssl
 fi
 
 # The remote-source tests serve files over HTTP and WebDAV with nginx (the S3
-# server runs inside the tests).
-# OpenSSH's sshd serves the SFTP tests.
+# server runs inside the tests), OpenSSH's sshd serves the SFTP tests, and
+# openssl makes the FTPS server's certificates.
 if ! [ -x /usr/sbin/nginx ] || ! [ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ] \
-  || ! [ -x /usr/sbin/sshd ]; then
-  echo "installing nginx-light, its WebDAV module and openssh-server (Debian) for the source tests"
+  || ! [ -x /usr/sbin/sshd ] || ! command -v openssl >/dev/null; then
+  echo "installing nginx-light, its WebDAV module, openssh-server and openssl (Debian) for the source tests"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq nginx-light libnginx-mod-http-dav-ext openssh-server >/dev/null
+  apt-get install -y -qq nginx-light libnginx-mod-http-dav-ext openssh-server openssl >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
 

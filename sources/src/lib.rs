@@ -13,11 +13,13 @@ use rota_core::SourceError;
 use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 
 pub mod conformance;
+pub mod ftp;
 pub mod local;
 pub mod object;
 pub mod profiles;
 mod ranged;
 mod resume;
+mod server_url;
 pub mod sftp;
 mod webdav;
 
@@ -40,6 +42,8 @@ pub struct SourceSettings {
     pub s3: S3Settings,
     /// SFTP key and host trust.
     pub sftp: sftp::SftpSettings,
+    /// FTPS trust.
+    pub ftp: ftp::FtpSettings,
 }
 
 impl SourceSettings {
@@ -49,11 +53,12 @@ impl SourceSettings {
         Self {
             s3: S3Settings::from_env(),
             sftp: sftp::SftpSettings::from_env(),
+            ftp: ftp::FtpSettings::from_env(),
         }
     }
 
     /// The source serving `location`: `file://…` or a plain path, `s3://…`,
-    /// `http(s)://…`, `webdav(s)://…` or `sftp://…`.
+    /// `http(s)://…`, `webdav(s)://…`, `sftp://…` or `ftp(s)://…`.
     ///
     /// # Errors
     /// When no source serves the location's scheme.
@@ -64,11 +69,12 @@ impl SourceSettings {
                 Ok(Arc::new(ObjectSource::new(self.s3.clone())))
             }
             Some("sftp") => Ok(Arc::new(sftp::SftpSource::new(self.sftp.clone()))),
+            Some("ftp" | "ftps") => Ok(Arc::new(ftp::FtpSource::new(self.ftp.clone()))),
             Some(other) => Err(SourceError::InvalidLocation {
                 location: redact(location),
                 reason: format!(
                     "no source serves the '{other}' scheme (supported: file, s3, http, https, \
-                     webdav, webdavs, sftp, plain paths)"
+                     webdav, webdavs, sftp, ftp, ftps, plain paths)"
                 ),
             }),
         }

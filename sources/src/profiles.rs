@@ -111,6 +111,7 @@ pub fn load(name: &str, path: &Path) -> Result<SourceSettings, SourceError> {
     let p = profile.s3;
     Ok(SourceSettings {
         sftp: crate::sftp::SftpSettings::from_env(),
+        ftp: crate::ftp::FtpSettings::from_env(),
         s3: S3Settings {
             endpoint: p.endpoint.or(env.endpoint),
             region: p.region.or(env.region),

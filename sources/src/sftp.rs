@@ -32,9 +32,10 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::object::{invalid, percent_decode, percent_encode};
+use crate::object::invalid;
 use crate::ranged::RangedAt;
 use crate::resume::{Reopen, Resuming};
+use crate::server_url::{ServerUrl, relative_to};
 use crate::{glob_matcher, redact};
 
 /// Bytes per chunk read from a file.
@@ -96,61 +97,28 @@ impl SftpSource {
     }
 }
 
-/// A location taken apart.
+/// An SFTP URL: a server URL that names its user.
 struct Url {
+    inner: ServerUrl,
     user: String,
-    password: Option<String>,
-    host: String,
-    port: u16,
-    /// The decoded absolute path, without a trailing slash (`/` for the root).
-    path: String,
-    /// `sftp://user@host:port`, for entries' locations.
-    base: String,
 }
 
 impl Url {
     fn parse(location: &str) -> Result<Self, SourceError> {
-        let rest = location
-            .strip_prefix("sftp://")
-            .ok_or_else(|| invalid(location, "expected sftp://user@host/path"))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
-            return Err(invalid(location, "name the user: sftp://user@host/path"));
-        };
-        let server = format!("sftp://{hostport}");
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (
-                percent_decode(u),
-                Some(crate::url_password(location, &server, u, p)?),
-            ),
-            None => (percent_decode(userinfo), None),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                p.parse()
-                    .map_err(|_| invalid(location, format!("not a port: {p}")))?,
-            ),
-            _ => (hostport.to_owned(), 22),
-        };
-        let decoded = percent_decode(path);
-        let trimmed = decoded.trim_end_matches('/');
-        Ok(Self {
-            base: match password {
-                Some(_) => format!("sftp://{}:***@{hostport}", percent_encode(&user)),
-                None => format!("sftp://{}@{hostport}", percent_encode(&user)),
-            },
-            user,
-            password,
-            host,
-            port,
-            path: format!("/{trimmed}"),
-        })
+        let inner = ServerUrl::parse(location, "sftp", 22)?;
+        let user = inner
+            .user
+            .clone()
+            .ok_or_else(|| invalid(location, "name the user: sftp://user@host/path"))?;
+        Ok(Self { inner, user })
     }
+}
 
-    fn location_of(&self, path: &str) -> String {
-        let encoded: Vec<String> = path.split('/').map(percent_encode).collect();
-        format!("{}{}", self.base, encoded.join("/"))
+impl std::ops::Deref for Url {
+    type Target = ServerUrl;
+
+    fn deref(&self) -> &ServerUrl {
+        &self.inner
     }
 }
 
@@ -464,11 +432,7 @@ impl EntryStream for Walk {
                 }
                 continue;
             }
-            let relative = f
-                .path
-                .strip_prefix(self.root.trim_end_matches('/'))
-                .map_or(f.path.as_str(), |r| r.trim_start_matches('/'))
-                .to_owned();
+            let relative = relative_to(&self.root, &f.path);
             if self.glob.as_ref().is_some_and(|g| !g.is_match(&relative)) {
                 continue;
             }

@@ -7,10 +7,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rota_core::SourceError;
+use rota_core::source::Source;
 use rota_sources::conformance::{self, TREE_FILES, Tree};
 use rota_sources::{ObjectSource, S3Settings};
 use rota_testkit::{
-    KEY, SECRET, big_file, cutting_proxy, nginx, nginx_webdav, s3_server, sshd, tree_dir,
+    FTP_PASSWORD, FTP_USER, FtpdOptions, KEY, SECRET, big_file, cutting_proxy, ftpd, nginx,
+    nginx_webdav, s3_server, sshd, tree_dir,
 };
 
 fn s3_settings(endpoint: SocketAddr, secret: &str) -> S3Settings {
@@ -366,4 +368,152 @@ async fn an_sftp_server_gone_mid_read_ends_in_an_error_that_says_where() {
         "{text}"
     );
     assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+fn ftp_source(server: &rota_testkit::Ftpd) -> rota_sources::ftp::FtpSource {
+    rota_sources::ftp::FtpSource::new(rota_sources::ftp::FtpSettings {
+        ca_file: server.ca_file.clone(),
+    })
+}
+
+async fn ftp_conforms(options: FtpdOptions) {
+    let server = ftpd(&tree_dir(), options);
+    let source = ftp_source(&server);
+    let scheme = if options.tls { "ftps" } else { "ftp" };
+    let tree = Tree {
+        source: &source,
+        root: format!("{scheme}://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr),
+        local: tree_dir(),
+    };
+    conformance::listings_match_local(&tree).await;
+    conformance::prefixes_and_single_files(&tree).await;
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, true).await;
+    let listed = conformance::list_at(&source, &tree.root, true)
+        .await
+        .expect("list");
+    assert!(
+        listed.iter().all(|e| e
+            .location
+            .starts_with(&format!("{scheme}://{FTP_USER}:***@"))),
+        "entries keep the user, not the password"
+    );
+
+    let wrong = format!("{scheme}://{FTP_USER}:not-the-password@{}/", server.addr);
+    let err = conformance::list_at(&source, &wrong, true)
+        .await
+        .expect_err("a wrong password is refused");
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+    assert!(
+        text.contains("refused the login of 'rota'") && !text.contains("not-the-password"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftp_conforms_with_mlsd() {
+    ftp_conforms(FtpdOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftp_conforms_with_list_parsing_when_the_server_has_no_mlsd() {
+    ftp_conforms(FtpdOptions {
+        no_mlsd: true,
+        ..FtpdOptions::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftps_conforms_and_an_untrusted_certificate_says_how_to_trust_it() {
+    ftp_conforms(FtpdOptions {
+        tls: true,
+        ..FtpdOptions::default()
+    })
+    .await;
+    let server = ftpd(
+        &tree_dir(),
+        FtpdOptions {
+            tls: true,
+            ..FtpdOptions::default()
+        },
+    );
+    let untrusting = rota_sources::ftp::FtpSource::default();
+    let url = format!("ftps://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr);
+    let err = conformance::list_at(&untrusting, &url, true)
+        .await
+        .expect_err("a certificate from an unknown CA is refused");
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+    assert!(
+        text.contains("ROTA_CA_FILE") && !text.contains(FTP_PASSWORD),
+        "{text}"
+    );
+    // Plain FTP to a server that requires TLS is refused by the server.
+    let plain = format!("ftp://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr);
+    assert!(
+        conformance::list_at(&untrusting, &plain, true)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ftp_server_killed_mid_read_is_read_on_after_its_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = big_file(dir.path());
+    let mut server = ftpd(dir.path(), FtpdOptions::default());
+    let source = ftp_source(&server);
+    let url = format!("ftp://{FTP_USER}:{FTP_PASSWORD}@{}/big.bin", server.addr);
+    let entries = conformance::list_at(&source, &url, false)
+        .await
+        .expect("list");
+    let mut stream = source.open(&entries[0], None).await.expect("open");
+    let mut got = stream
+        .next_chunk()
+        .await
+        .expect("first chunk")
+        .expect("some bytes");
+    server.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    server.restart();
+    while let Some(chunk) = stream
+        .next_chunk()
+        .await
+        .expect("read on after the restart")
+    {
+        got.extend_from_slice(&chunk);
+    }
+    assert!(
+        got == data,
+        "every byte once ({} vs {})",
+        got.len(),
+        data.len()
+    );
+
+    // A server that stays down: an error that says at which byte, in bounded time.
+    let mut stream = source.open(&entries[0], None).await.expect("open");
+    let first = stream.next_chunk().await.expect("chunk").expect("bytes");
+    server.kill();
+    let started = std::time::Instant::now();
+    let mut read = first.len();
+    let err = loop {
+        match stream.next_chunk().await {
+            Ok(Some(c)) => read += c.len(),
+            Ok(None) => panic!("a short read passed as whole after {read} bytes"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "bounded in time"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("broke at byte") && text.contains("big.bin"),
+        "{text}"
+    );
+    assert!(!text.contains(FTP_PASSWORD), "{text}");
 }

@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use rota_testkit::{KEY, SECRET, nginx, nginx_webdav, s3_server, sshd, tree_dir};
+use rota_testkit::{
+    FTP_PASSWORD, FTP_USER, FtpdOptions, KEY, SECRET, ftpd, nginx, nginx_webdav, s3_server, sshd,
+    tree_dir,
+};
 
 use crate::support::{Scratch, job_id, payload, tasks};
 
@@ -279,4 +282,44 @@ fn an_sftp_tree_ingests_to_the_tasks_of_its_local_copy_and_unknown_hosts_are_ref
         "{err}"
     );
     assert_eq!(s.ok(&["jobs", "list"]), "", "no job for a refused host");
+}
+
+#[test]
+fn ftp_and_ftps_trees_ingest_to_the_tasks_of_their_local_copy_without_the_password_anywhere() {
+    let want = local(&tree_dir(), &["--recursive"]);
+    for tls in [false, true] {
+        let server = ftpd(
+            &tree_dir(),
+            FtpdOptions {
+                tls,
+                ..FtpdOptions::default()
+            },
+        );
+        let scheme = if tls { "ftps" } else { "ftp" };
+        let url = format!("{scheme}://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr);
+        let s = Scratch::new();
+        let mut cmd = s.command(&ingest_args(&url, &["--recursive"]));
+        if let Some(ca) = &server.ca_file {
+            cmd.env("ROTA_CA_FILE", ca);
+        }
+        let out = cmd.output().expect("run rota");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(ingested(&s, &out), want, "{scheme} tasks equal local tasks");
+        let id = summary["job_id"].as_str().expect("job id");
+        let shown = s.ok(&["jobs", "show", id]);
+        let files = s.ok(&["jobs", "files", id]);
+        let store = std::fs::read(s.path("rota.db")).expect("store file");
+        for (what, text) in [
+            ("summary", String::from_utf8_lossy(&out.stdout).into_owned()),
+            ("log", String::from_utf8_lossy(&out.stderr).into_owned()),
+            ("jobs show", shown),
+            ("jobs files", files),
+            ("store", String::from_utf8_lossy(&store).into_owned()),
+        ] {
+            assert!(
+                !text.contains(FTP_PASSWORD),
+                "the password is in the {what} ({scheme})"
+            );
+        }
+    }
 }

@@ -25,7 +25,8 @@ pub(crate) struct IngestArgs {
     /// (`s3://bucket/prefix/`; settings from `AWS_*` variables, see README), a
     /// WebDAV directory (`webdav(s)://[user:password@]host/dir/`), an SFTP
     /// directory (`sftp://user@host/dir/`; see README for keys and host
-    /// trust) or the `http(s)://` URL of one file.
+    /// trust), an FTP or FTPS directory (`ftp(s)://[user:password@]host/dir/`;
+    /// `ROTA_CA_FILE` adds a CA to trust) or the `http(s)://` URL of one file.
     path: String,
     /// The spec (kind of work) the job runs, e.g. `import-orders`.
     #[arg(long)]

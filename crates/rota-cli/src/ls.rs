@@ -10,7 +10,7 @@ use rota_core::source::ListRequest;
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
     /// A file, a directory, a `file://` URL, an S3 prefix or object, a
-    /// WebDAV or SFTP directory, or an `http(s)://` URL, as `rota ingest`
+    /// WebDAV, SFTP or FTP(S) directory, or an `http(s)://` URL, as `rota ingest`
     /// takes it.
     location: String,
     /// Descend into subdirectories.

@@ -381,3 +381,188 @@ pub fn sshd() -> Sshd {
     }
     panic!("sshd did not start on {addr}");
 }
+
+/// The user the FTP test server accepts.
+pub const FTP_USER: &str = "rota";
+/// That user's password.
+pub const FTP_PASSWORD: &str = "ftp-pass-do-not-print";
+
+/// An FTP server (pyftpdlib, from `servers/ftpd.py`) serving one directory
+/// on a free loopback port to [`FTP_USER`]; stopped when dropped.
+pub struct Ftpd {
+    child: Child,
+    /// Its output, kept open while it runs.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// For an FTPS server, the PEM file of the CA that signed its certificate.
+    pub ca_file: Option<PathBuf>,
+    root: PathBuf,
+    options: FtpdOptions,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Ftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Ftpd {
+    /// Stops the server at once, as a crash would (its connections die).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, after [`Ftpd::kill`].
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self) {
+        let (child, stdout, _) =
+            spawn_ftpd(&self.root, self.options, self.dir.path(), self.addr.port());
+        self.child = child;
+        self._stdout = stdout;
+    }
+}
+
+/// How the FTP test server runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FtpdOptions {
+    /// FTPS: TLS required on control and data connections, with a
+    /// certificate for 127.0.0.1 and localhost signed by a CA of its own.
+    pub tls: bool,
+    /// Offer no `MLSD`/`MLST`, so clients must parse `LIST`.
+    pub no_mlsd: bool,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 and localhost signed
+/// by it, in `dir`: `ca.pem`, `server.pem`, `server.key`.
+pub fn test_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=rota test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=localhost"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
+    )
+    .expect("write extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+/// Starts an FTP server serving `root`.
+///
+/// # Panics
+/// When Python or pyftpdlib is missing (`pip install pyftpdlib pyopenssl`;
+/// `scripts/test.sh` installs them) or the server does not start.
+#[must_use]
+pub fn ftpd(root: &Path, options: FtpdOptions) -> Ftpd {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if options.tls {
+        test_certificates(dir.path());
+    }
+    let (child, stdout, port) = spawn_ftpd(root, options, dir.path(), 0);
+    Ftpd {
+        child,
+        _stdout: stdout,
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+        ca_file: options.tls.then(|| dir.path().join("ca.pem")),
+        root: root.to_owned(),
+        options,
+        dir,
+    }
+}
+
+fn spawn_ftpd(
+    root: &Path,
+    options: FtpdOptions,
+    dir: &Path,
+    port: u16,
+) -> (Child, std::io::BufReader<std::process::ChildStdout>, u16) {
+    use std::io::BufRead;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/ftpd.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg("--dir")
+        .arg(root)
+        .args(["--user", FTP_USER, "--password", FTP_PASSWORD])
+        .args(["--port", &port.to_string()]);
+    if options.tls {
+        cmd.arg("--cert")
+            .arg(dir.join("server.pem"))
+            .arg("--key")
+            .arg(dir.join("server.key"));
+    }
+    if options.no_mlsd {
+        cmd.arg("--no-mlsd");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start python3 for the FTP server");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    let Some(port) = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        let _ = child.kill();
+        panic!(
+            "the FTP server did not start (said {line:?}); pip install pyftpdlib pyopenssl \
+             (scripts/test.sh installs them)"
+        );
+    };
+    (child, stdout, port)
+}

@@ -1,0 +1,130 @@
+//! URLs of file servers reached by user and password or key:
+//! `scheme://[user[:password]@]host[:port]/path` (SFTP, FTP, FTPS).
+
+use rota_core::SourceError;
+
+use crate::object::{invalid, percent_decode, percent_encode};
+
+/// A server URL taken apart. The password stays in this process: entries
+/// and messages show it as `***`.
+pub(crate) struct ServerUrl {
+    /// The decoded user, if the URL names one.
+    pub(crate) user: Option<String>,
+    /// The decoded password, if the URL has one (or remembered for `***`).
+    pub(crate) password: Option<String>,
+    /// The host, without brackets around an IPv6 address.
+    pub(crate) host: String,
+    /// The port, or the scheme's default.
+    pub(crate) port: u16,
+    /// The decoded absolute path, without a trailing slash (`/` for the root).
+    pub(crate) path: String,
+    /// `scheme://[user[:***]@]host[:port]`, for entries' locations.
+    base: String,
+}
+
+impl ServerUrl {
+    /// Parses `location`, which must start with `scheme://`; `port` is the
+    /// scheme's default port.
+    pub(crate) fn parse(location: &str, scheme: &str, port: u16) -> Result<Self, SourceError> {
+        let rest = location
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://"))
+            .ok_or_else(|| invalid(location, format!("expected {scheme}://host/path")))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if hostport.is_empty() {
+            return Err(invalid(location, "the URL names no host"));
+        }
+        let server = format!("{scheme}://{hostport}");
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(userinfo) => match userinfo.split_once(':') {
+                Some((u, p)) => (
+                    Some(percent_decode(u)),
+                    Some(crate::url_password(location, &server, u, p)?),
+                ),
+                None => (Some(percent_decode(userinfo)), None),
+            },
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse()
+                    .map_err(|_| invalid(location, format!("not a port: {p}")))?,
+            ),
+            _ => (
+                hostport
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port,
+            ),
+        };
+        let decoded = percent_decode(path);
+        let trimmed = decoded.trim_end_matches('/');
+        let base = match (&user, &password) {
+            (Some(u), Some(_)) => format!("{scheme}://{}:***@{hostport}", percent_encode(u)),
+            (Some(u), None) => format!("{scheme}://{}@{hostport}", percent_encode(u)),
+            _ => format!("{scheme}://{hostport}"),
+        };
+        Ok(Self {
+            user,
+            password,
+            host,
+            port,
+            path: format!("/{trimmed}"),
+            base,
+        })
+    }
+
+    /// The location of the absolute `path` on the same server, as the user
+    /// gave it (password hidden).
+    pub(crate) fn location_of(&self, path: &str) -> String {
+        let encoded: Vec<String> = path.split('/').map(percent_encode).collect();
+        format!("{}{}", self.base, encoded.join("/"))
+    }
+}
+
+/// The path of `path` relative to the listed directory `root` (both
+/// absolute, `root` without a trailing slash).
+pub(crate) fn relative_to(root: &str, path: &str) -> String {
+    path.strip_prefix(root.trim_end_matches('/'))
+        .map_or(path, |r| r.trim_start_matches('/'))
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerUrl;
+
+    #[test]
+    fn parses_users_ports_and_paths_and_hides_passwords() {
+        let u = ServerUrl::parse("ftp://example.com/pub/data%20set/", "ftp", 21).expect("url");
+        assert_eq!((u.user.as_deref(), u.port), (None, 21));
+        assert_eq!(
+            (u.host.as_str(), u.path.as_str()),
+            ("example.com", "/pub/data set")
+        );
+        assert_eq!(
+            u.location_of("/pub/data set/a#1.csv"),
+            "ftp://example.com/pub/data%20set/a%231.csv"
+        );
+
+        let u = ServerUrl::parse("ftps://me:p%40ss@[::1]:2121/", "ftps", 21).expect("url");
+        assert_eq!(u.user.as_deref(), Some("me"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 2121, "/")
+        );
+        assert_eq!(u.location_of("/x"), "ftps://me:***@[::1]:2121/x");
+
+        let again = ServerUrl::parse("ftps://me:***@[::1]:2121/x", "ftps", 21).expect("url");
+        assert_eq!(again.password.as_deref(), Some("p@ss"), "remembered");
+        assert!(ServerUrl::parse("ftp://h:port/", "ftp", 21).is_err());
+        assert!(ServerUrl::parse("sftp://h/", "ftp", 21).is_err());
+    }
+}
