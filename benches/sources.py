@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
 """Source benchmark: the same file ingested from local disk, from an S3 server,
-from nginx over HTTP and WebDAV, and from OpenSSH over SFTP, all on loopback,
-side by side in one run; and the speed of listing a prefix of many small
-objects.
+from nginx over HTTP and WebDAV, from OpenSSH over SFTP and from pyftpdlib
+over FTP, all on loopback, side by side in one run; the speed of listing a
+tree of many small objects over each; and ingesting many small objects from
+S3 one at a time and several at once.
 
 Usage:
-  python3 benches/sources.py DATA.csv [--runs N] [--objects N]
+  python3 benches/sources.py DATA.csv [--runs N] [--objects N] [--small N]
 
 DATA is any file rota ingests (the 1.5 GB CSV of the shared generator:
   python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
 makes ./bench-data/data_10m.csv). The S3 server is `rota-test-s3` (s3s-fs,
 built from tests/testkit); HTTP and WebDAV are nginx (`apt-get install
 nginx-light libnginx-mod-http-dav-ext`); SFTP is sshd (`apt-get install
-openssh-server`) with a fresh key. All serve the file from a hard link (or
+openssh-server`) with a fresh key; FTP is pyftpdlib (`pip install pyftpdlib`,
+tests/testkit/servers/ftpd.py). All serve the file from a hard link (or
 copy) in a temporary directory beside it. Every ingest uses --payload arrow, the cheapest encoding,
 so that differences between sources are not hidden behind encoding work.
 
 It prints, per source, seconds, rows/s, MB/s, peak RSS and the rate as a
 ratio of the local file's; then the time `rota ls -r` takes to list
---objects small objects (default 100,000) from the S3 server and from disk.
+--objects small objects (default 100,000) from disk and over each protocol;
+then the time to ingest --small of them (default 10,000) from the S3 server
+with --parallel 1 and --parallel 8.
 """
 import argparse
 import json
@@ -36,6 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "benches"))
 from ingest import build, timed  # noqa: E402  (one way of building and timing every benchmark)
 
 KEY, SECRET = "rota-test-key", "rota-test-secret-do-not-print"
+FTP_USER, FTP_PASSWORD = "rota", "ftp-bench-pass"
 
 
 def free_port():
@@ -116,11 +121,24 @@ Subsystem sftp internal-sftp
     return p, port, env
 
 
+def start_ftpd(root):
+    """pyftpdlib (the test server's script) serving root; returns (process, port)."""
+    script = os.path.join(ROOT, "tests", "testkit", "servers", "ftpd.py")
+    p = subprocess.Popen([sys.executable, script, "--dir", root, "--user", FTP_USER,
+                          "--password", FTP_PASSWORD], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("listening on "):
+        sys.exit(f"the FTP server did not start: {line!r}")
+    return p, int(line.split()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     a = ap.parse_args()
 
@@ -143,6 +161,8 @@ def main():
         procs.append(dav)
         sshd, ssh_port, ssh_env = start_sshd(work)
         procs.append(sshd)
+        ftpd, ftp_port = start_ftpd(buckets)
+        procs.append(ftpd)
         user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         env = {**os.environ, "ROTA_LOG": "warn", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
                "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, **ssh_env}
@@ -152,6 +172,7 @@ def main():
             ("http (nginx on loopback)", f"http://127.0.0.1:{http_port}/{name}"),
             ("webdav (nginx dav-ext)", f"webdav://127.0.0.1:{dav_port}/{name}"),
             ("sftp (OpenSSH on loopback)", f"sftp://{user}@127.0.0.1:{ssh_port}{os.path.join(buckets, 'bench', name)}"),
+            ("ftp (pyftpdlib on loopback)", f"ftp://{FTP_USER}:{FTP_PASSWORD}@127.0.0.1:{ftp_port}/bench/{name}"),
         ]
         best = {}
         for run in range(a.runs):
@@ -186,8 +207,17 @@ def main():
                 os.makedirs(d)
             with open(os.path.join(d, f"o{i:07}.csv"), "w") as f:
                 f.write("a\n1\n")
-        print(f"listing {a.objects:,} objects (rota ls -r, best of {a.runs}):")
-        for label, location in [("local directory", many), ("s3 prefix", "s3://many/")]:
+        print(f"listing {a.objects:,} objects in 100 directories (rota ls -r, best of {a.runs}):")
+        dav_many, dav_many_port = start_nginx(buckets, work, webdav=True)
+        procs.append(dav_many)
+        listings = [
+            ("local directory", many),
+            ("s3 prefix", "s3://many/"),
+            ("webdav (Depth: 1)", f"webdav://127.0.0.1:{dav_many_port}/many/"),
+            ("sftp", f"sftp://{user}@127.0.0.1:{ssh_port}{many}/"),
+            ("ftp (MLSD)", f"ftp://{FTP_USER}:{FTP_PASSWORD}@127.0.0.1:{ftp_port}/many/"),
+        ]
+        for label, location in listings:
             walls = []
             for _ in range(a.runs):
                 wall, rss, out = timed([rota, "ls", location, "-r"], env)
@@ -196,7 +226,27 @@ def main():
                     sys.exit(f"{label}: listed {n} of {a.objects}")
                 walls.append(wall)
             w = min(walls)
-            print(f"  {label:16} {w:7.2f} s  {a.objects / w:>10,.0f} objects/s  peak RSS {rss / 2**20:.0f} MiB")
+            print(f"  {label:18} {w:7.2f} s  {a.objects / w:>10,.0f} objects/s  peak RSS {rss / 2**20:.0f} MiB")
+
+        # Many small objects: one at a time, then several at once.
+        small = min(a.small, a.objects)
+        print(f"ingesting {small:,} small objects from s3 (best of {a.runs}):")
+        per_dir = max(a.objects // 100, 1)
+        dirs = ",".join(f"d{i:03}" for i in range(-(-small // per_dir)))
+        glob = f"{{{dirs}}}/*"
+        results = {}
+        for parallel in (1, 8):
+            walls = []
+            for run in range(a.runs):
+                db = os.path.join(work, f"small-{parallel}-{run}.db")
+                wall, rss, out = timed([rota, "--store", db, "ingest", "s3://many/", "-r", "--glob", glob,
+                                        "--spec", "bench", "--parallel", str(parallel), "--json", "--quiet"], env)
+                files = json.loads(out)["files"]
+                walls.append(wall)
+            w = min(walls)
+            results[parallel] = w
+            print(f"  --parallel {parallel:<2} {files:>7} files {w:7.2f} s  {files / w:>8,.0f} files/s  "
+                  f"{results[1] / w:5.2f}x")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

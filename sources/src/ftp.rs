@@ -2,7 +2,9 @@
 //! `ftps://…` (explicit TLS: `AUTH TLS` on the control connection, then
 //! protected data connections), over suppaftp.
 //!
-//! Without a user the login is anonymous. Paths are absolute on the server
+//! Without a user the login is anonymous; a user without a password in the
+//! URL logs in with `ROTA_FTP_PASSWORD` (or a profile's `ftp.password`).
+//! Paths are absolute on the server
 //! (as the logged-in user sees it). FTPS checks the server's certificate
 //! against the system's roots and, when `ROTA_CA_FILE` names a PEM file,
 //! the certificates in it (a private CA).
@@ -53,20 +55,31 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
 
 /// How to reach FTP servers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct FtpSettings {
     /// A PEM file of certificates to trust for FTPS, beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// The password for URLs that name a user but no password.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for FtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtpSettings")
+            .field("ca_file", &self.ca_file)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl FtpSettings {
-    /// Settings from `ROTA_CA_FILE`.
+    /// Settings from `ROTA_CA_FILE` and `ROTA_FTP_PASSWORD`.
     #[must_use]
     pub fn from_env() -> Self {
+        let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
         Self {
-            ca_file: std::env::var_os("ROTA_CA_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            ca_file: var("ROTA_CA_FILE").map(PathBuf::from),
+            password: var("ROTA_FTP_PASSWORD").and_then(|v| v.into_string().ok()),
         }
     }
 }
@@ -355,10 +368,11 @@ impl FtpSource {
                     other => error(other),
                 })?;
         }
-        let password = url
-            .password
-            .clone()
-            .unwrap_or_else(|| "anonymous@".to_owned());
+        let password = match (&url.password, &url.user) {
+            (Some(p), _) => p.clone(),
+            (None, Some(_)) => self.settings.password.clone().unwrap_or_default(),
+            (None, None) => "anonymous@".to_owned(),
+        };
         ftp.login(url.user(), password.as_str())
             .await
             .map_err(error)?;

@@ -9,12 +9,20 @@
 //! s3.region = "us-east-1"
 //! s3.access_key_id = "…"
 //! s3.secret_access_key = "…"
+//!
+//! [partner]
+//! sftp.key = "/home/me/.ssh/partner_ed25519"
+//! sftp.known_hosts = "/home/me/.ssh/known_hosts"
+//! ftp.password = "…"
+//! ftp.ca_file = "/etc/ssl/partner-ca.pem"
 //! ```
 //!
 //! A setting a profile leaves out comes from the environment, as without a
-//! profile. Keys other than those of [`S3Settings`] are refused, so a typo
-//! does not silently fall back to other credentials. The file holds secrets:
-//! keep it readable by its owner only.
+//! profile. Keys are those of [`S3Settings`] under `s3.`, `key`,
+//! `known_hosts`, `fingerprint` and `password` under `sftp.`, `ca_file` and
+//! `password` under `ftp.`; others are refused, so a typo does not silently
+//! fall back to other credentials. The file holds secrets: keep it readable
+//! by its owner only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +38,26 @@ use crate::{S3Settings, SourceSettings};
 struct Profile {
     #[serde(default)]
     s3: S3Profile,
+    #[serde(default)]
+    sftp: SftpProfile,
+    #[serde(default)]
+    ftp: FtpProfile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SftpProfile {
+    key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    fingerprint: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FtpProfile {
+    ca_file: Option<PathBuf>,
+    password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,9 +137,21 @@ pub fn load(name: &str, path: &Path) -> Result<SourceSettings, SourceError> {
     };
     let env = S3Settings::from_env();
     let p = profile.s3;
+    let sftp_env = crate::sftp::SftpSettings::from_env();
+    let sftp = profile.sftp;
+    let ftp_env = crate::ftp::FtpSettings::from_env();
+    let ftp = profile.ftp;
     Ok(SourceSettings {
-        sftp: crate::sftp::SftpSettings::from_env(),
-        ftp: crate::ftp::FtpSettings::from_env(),
+        sftp: crate::sftp::SftpSettings {
+            key: sftp.key.or(sftp_env.key),
+            known_hosts: sftp.known_hosts.or(sftp_env.known_hosts),
+            fingerprint: sftp.fingerprint.or(sftp_env.fingerprint),
+            password: sftp.password.or(sftp_env.password),
+        },
+        ftp: crate::ftp::FtpSettings {
+            ca_file: ftp.ca_file.or(ftp_env.ca_file),
+            password: ftp.password.or(ftp_env.password),
+        },
         s3: S3Settings {
             endpoint: p.endpoint.or(env.endpoint),
             region: p.region.or(env.region),
@@ -144,6 +184,25 @@ mod tests {
             !format!("{s:?}").contains("very-secret"),
             "Debug hides secrets"
         );
+
+        std::fs::write(
+            &path,
+            "[partner]\nsftp.key = \"/k\"\nsftp.password = \"sftp-secret\"\n\
+             ftp.password = \"ftp-secret\"\nftp.ca_file = \"/ca.pem\"\n",
+        )
+        .expect("write");
+        let s = load("partner", &path).expect("load");
+        assert_eq!(s.sftp.key.as_deref(), Some(Path::new("/k")));
+        assert_eq!(s.sftp.password.as_deref(), Some("sftp-secret"));
+        assert_eq!(s.ftp.password.as_deref(), Some("ftp-secret"));
+        assert_eq!(s.ftp.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("-secret"), "Debug hides secrets: {shown}");
+        std::fs::write(
+            &path,
+            "[minio]\ns3.endpoint = \"x\"\n\n[other]\ns3.region = \"eu-west-1\"\n",
+        )
+        .expect("write");
 
         let err = load("nope", &path)
             .expect_err("unknown profile")

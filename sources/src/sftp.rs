@@ -2,8 +2,10 @@
 //! connection made in Rust (russh), one per server and user, shared by the
 //! files of a listing.
 //!
-//! Authentication is the URL's password when it has one, else a private key:
-//! `ROTA_SFTP_KEY`, or the first of `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
+//! Authentication is the URL's password when it has one, else
+//! `ROTA_SFTP_PASSWORD` (or a profile's `sftp.password`), else a private
+//! key: `ROTA_SFTP_KEY`, or the first of `~/.ssh/id_ed25519`, `id_ecdsa`,
+//! `id_rsa`.
 //! The server's host key must be known: it must match
 //! `ROTA_SFTP_FINGERPRINT` (`SHA256:…`) when that is set, else be recorded
 //! in `ROTA_KNOWN_HOSTS` (default `~/.ssh/known_hosts`). An unknown host is
@@ -42,7 +44,7 @@ use crate::{glob_matcher, redact};
 const CHUNK: usize = 1 << 20;
 
 /// How to reach SFTP servers and whom to trust.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SftpSettings {
     /// The private key for servers whose URL carries no password.
     pub key: Option<PathBuf>,
@@ -50,11 +52,25 @@ pub struct SftpSettings {
     pub known_hosts: Option<PathBuf>,
     /// A host key fingerprint (`SHA256:…`) to trust instead of known hosts.
     pub fingerprint: Option<String>,
+    /// The password for URLs that name a user but no password; without
+    /// one, such URLs authenticate with the key.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SftpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SftpSettings")
+            .field("key", &self.key)
+            .field("known_hosts", &self.known_hosts)
+            .field("fingerprint", &self.fingerprint)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl SftpSettings {
-    /// Settings from `ROTA_SFTP_KEY`, `ROTA_KNOWN_HOSTS` and
-    /// `ROTA_SFTP_FINGERPRINT`.
+    /// Settings from `ROTA_SFTP_KEY`, `ROTA_KNOWN_HOSTS`,
+    /// `ROTA_SFTP_FINGERPRINT` and `ROTA_SFTP_PASSWORD`.
     #[must_use]
     pub fn from_env() -> Self {
         let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty());
@@ -62,6 +78,7 @@ impl SftpSettings {
             key: var("ROTA_SFTP_KEY").map(PathBuf::from),
             known_hosts: var("ROTA_KNOWN_HOSTS").map(PathBuf::from),
             fingerprint: var("ROTA_SFTP_FINGERPRINT").and_then(|v| v.into_string().ok()),
+            password: var("ROTA_SFTP_PASSWORD").and_then(|v| v.into_string().ok()),
         }
     }
 
@@ -223,9 +240,14 @@ fn sessions() -> &'static tokio::sync::Mutex<HashMap<String, Arc<Conn>>> {
 
 impl SftpSource {
     async fn connect(&self, url: &Url, location: &str) -> Result<Arc<Conn>, SourceError> {
+        let password = url
+            .password
+            .clone()
+            .or_else(|| self.settings.password.clone());
+        // In memory only: tells apart sessions with other credentials.
         let key = format!(
-            "{}@{}:{}#{:?}#{:?}",
-            url.user, url.host, url.port, url.password, self.settings
+            "{}@{}:{}#{password:?}#{:?}",
+            url.user, url.host, url.port, self.settings
         );
         let mut map = sessions().lock().await;
         if let Some(c) = map.get(&key) {
@@ -274,7 +296,7 @@ impl SftpSource {
                 }
                 Err(_) => return Err(unreachable("no SSH answer within 20 s".to_owned())),
             };
-        let auth = match &url.password {
+        let auth = match &password {
             Some(password) => ssh
                 .authenticate_password(url.user.clone(), password.clone())
                 .await
@@ -307,7 +329,7 @@ impl SftpSource {
         if !auth.success() {
             return Err(SourceError::AccessDenied {
                 location: redact(location),
-                hint: match url.password {
+                hint: match password {
                     Some(_) => format!("the server refused the password of '{}'", url.user),
                     None => format!(
                         "the server refused the key of '{}' ({}); add its public key to the \

@@ -250,6 +250,7 @@ async fn sftp_conforms_with_key_auth_and_checks_host_keys() {
             key: Some(key.to_owned()),
             known_hosts: Some(known.to_owned()),
             fingerprint: None,
+            password: None,
         })
     };
     let source = settings(&server.client_key, &server.known_hosts);
@@ -315,6 +316,7 @@ fn sftp_via(server: &rota_testkit::Sshd, port: u16) -> rota_sources::sftp::SftpS
         key: Some(server.client_key.clone()),
         known_hosts: Some(path),
         fingerprint: None,
+        password: None,
     })
 }
 
@@ -373,6 +375,7 @@ async fn an_sftp_server_gone_mid_read_ends_in_an_error_that_says_where() {
 fn ftp_source(server: &rota_testkit::Ftpd) -> rota_sources::ftp::FtpSource {
     rota_sources::ftp::FtpSource::new(rota_sources::ftp::FtpSettings {
         ca_file: server.ca_file.clone(),
+        password: None,
     })
 }
 

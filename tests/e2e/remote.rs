@@ -323,3 +323,39 @@ fn ftp_and_ftps_trees_ingest_to_the_tasks_of_their_local_copy_without_the_passwo
         }
     }
 }
+
+#[test]
+fn an_ftp_password_comes_from_the_environment_or_a_profile_not_only_the_url() {
+    let want = local(&tree_dir(), &["--recursive"]);
+    let server = ftpd(&tree_dir(), FtpdOptions::default());
+    let url = format!("ftp://{FTP_USER}@{}/", server.addr);
+    let s = Scratch::new();
+    let out = s
+        .command(&ingest_args(&url, &["--recursive"]))
+        .env("ROTA_FTP_PASSWORD", FTP_PASSWORD)
+        .output()
+        .expect("run rota");
+    assert_eq!(ingested(&s, &out), want, "password from ROTA_FTP_PASSWORD");
+
+    let s = Scratch::new();
+    let profiles = s.path("profiles.toml");
+    std::fs::write(
+        &profiles,
+        format!("[partner]\nftp.password = \"{FTP_PASSWORD}\"\n"),
+    )
+    .expect("write profiles");
+    let out = s
+        .command(&ingest_args(&url, &["--recursive", "--profile", "partner"]))
+        .env("ROTA_PROFILES", &profiles)
+        .output()
+        .expect("run rota");
+    assert_eq!(ingested(&s, &out), want, "password from a profile");
+
+    // Without one the server refuses the login, and says whose.
+    let s = Scratch::new();
+    let err = s.fails(&ingest_args(&url, &["--recursive"]));
+    assert!(
+        err.contains("access denied") && err.contains("refused the login of 'rota'"),
+        "{err}"
+    );
+}

@@ -118,8 +118,36 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e:#}{}", hint(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to try after an error, when the error itself cannot know: for a
+/// location that is not there, how to see what is.
+fn hint(e: &anyhow::Error) -> String {
+    let missing = e.chain().find_map(|cause| {
+        let source = cause.downcast_ref::<rota_core::SourceError>().or_else(|| {
+            match cause.downcast_ref::<rota_ingest::IngestError>() {
+                Some(rota_ingest::IngestError::Source(s)) => Some(s),
+                _ => None,
+            }
+        })?;
+        match source {
+            rota_core::SourceError::NotFound { location } => Some(location.clone()),
+            _ => None,
+        }
+    });
+    match missing {
+        Some(location) => {
+            let trimmed = location.trim_end_matches('/');
+            let parent = match trimmed.rfind('/') {
+                Some(i) if !trimmed[..i].ends_with('/') && i > 0 => &trimmed[..=i],
+                _ => trimmed,
+            };
+            format!(" (check the path; `rota ls '{parent}'` lists what is there)")
+        }
+        None => String::new(),
     }
 }

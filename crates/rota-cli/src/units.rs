@@ -94,9 +94,10 @@ mod tests {
 /// and `rota ls` share.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct FilterArgs {
-    /// A named profile of source settings (S3 endpoint and credentials) from
-    /// the profiles file (`$ROTA_PROFILES`, else
-    /// `~/.config/rota/profiles.toml`); without one, the `AWS_*` variables.
+    /// A named profile of source settings (S3 endpoint and credentials, SFTP
+    /// key and host trust, FTP password and CA) from the profiles file
+    /// (`$ROTA_PROFILES`, else `~/.config/rota/profiles.toml`); without one,
+    /// the environment (`AWS_*`, `ROTA_SFTP_*`, `ROTA_FTP_PASSWORD`, …).
     #[arg(long, env = "ROTA_PROFILE")]
     profile: Option<String>,
     /// Only files of at least this size (e.g. `1KiB`).
