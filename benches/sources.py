@@ -10,8 +10,12 @@ Usage:
 
 DATA is any file rota ingests (the 1.5 GB CSV of the shared generator:
   python3 ../shared/bench/gen_dataset.py --out ./bench-data --no-xlsx
-makes ./bench-data/data_10m.csv). The S3 server is `rota-test-s3` (s3s-fs,
-built from tests/testkit); HTTP and WebDAV are nginx (`apt-get install
+makes ./bench-data/data_10m.csv). The S3 servers are `rota-test-s3` (built
+from tests/testkit): s3s-fs, and the same s3s protocol layer over a lean
+read-only backend (s3s-fs hashes the whole object on every GET and HEAD of a
+file it did not receive and walks the whole bucket for every listing page,
+so its own CPU dominates on 2 cores); with --moto also moto's server (an
+independent implementation in Python). HTTP and WebDAV are nginx (`apt-get install
 nginx-light libnginx-mod-http-dav-ext`); SFTP is sshd (`apt-get install
 openssh-server`) with a fresh key; FTP is pyftpdlib (`pip install pyftpdlib`,
 tests/testkit/servers/ftpd.py). All serve the file from a hard link (or
@@ -133,12 +137,32 @@ def start_ftpd(root):
     return p, int(line.split()[-1])
 
 
+def start_moto(data, name, procs):
+    """moto's S3 server (an independent implementation, in Python) on
+    loopback, holding a copy of data in bucket `bench`; returns its port."""
+    try:
+        import boto3
+    except ImportError:
+        sys.exit("--moto needs pip install 'moto[s3]' flask flask-cors")
+    port = free_port()
+    procs.append(subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_for(port)
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=KEY,
+                          aws_secret_access_key=SECRET, region_name="us-east-1")
+    client.create_bucket(Bucket="bench")
+    client.upload_file(data, "bench", name)
+    return port
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--objects", type=int, default=100_000)
     ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--moto", action="store_true",
+                    help="also read from moto's S3 server (pip install 'moto[s3]' flask flask-cors)")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     a = ap.parse_args()
 
@@ -153,8 +177,12 @@ def main():
         os.makedirs(os.path.join(buckets, "bench"))
         link_or_copy(data, os.path.join(buckets, "bench", name))
         port = free_port()
-        procs.append(subprocess.Popen([s3, buckets, str(port)], stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([s3, buckets, str(port), "--lean"], stdout=subprocess.DEVNULL))
         wait_for(port)
+        fs_port = free_port()
+        procs.append(subprocess.Popen([s3, buckets, str(fs_port)], stdout=subprocess.DEVNULL))
+        wait_for(fs_port)
+        moto_port = start_moto(data, name, procs) if a.moto else None
         nginx, http_port = start_nginx(os.path.join(buckets, "bench"), work)
         procs.append(nginx)
         dav, dav_port = start_nginx(os.path.join(buckets, "bench"), work, webdav=True)
@@ -168,7 +196,13 @@ def main():
                "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, **ssh_env}
         locations = [
             ("local file", data),
-            ("s3 (s3s-fs on loopback)", f"s3://bench/{name}"),
+            ("s3 (lean s3s on loopback)", f"s3://bench/{name}"),
+            ("s3 (s3s-fs on loopback)", ("AWS_ENDPOINT_URL", f"http://127.0.0.1:{fs_port}"), f"s3://bench/{name}"),
+        ]
+        if moto_port:
+            locations.append(("s3 (moto on loopback)", ("AWS_ENDPOINT_URL", f"http://127.0.0.1:{moto_port}"),
+                              f"s3://bench/{name}"))
+        locations += [
             ("http (nginx on loopback)", f"http://127.0.0.1:{http_port}/{name}"),
             ("webdav (nginx dav-ext)", f"webdav://127.0.0.1:{dav_port}/{name}"),
             ("sftp (OpenSSH on loopback)", f"sftp://{user}@127.0.0.1:{ssh_port}{os.path.join(buckets, 'bench', name)}"),
@@ -176,10 +210,11 @@ def main():
         ]
         best = {}
         for run in range(a.runs):
-            for label, location in locations:
+            for label, *override, location in locations:
                 db = os.path.join(work, f"{run}.db")
+                run_env = {**env, **dict(override)}
                 wall, rss, out = timed([rota, "--store", db, "ingest", location, "--spec", "bench",
-                                        "--batch-rows", "1000", "--payload", "arrow", "--json", "--quiet"], env)
+                                        "--batch-rows", "1000", "--payload", "arrow", "--json", "--quiet"], run_env)
                 rows = json.loads(out)["rows"]
                 if label not in best or wall < best[label][0]:
                     best[label] = (wall, rss, rows)
@@ -212,7 +247,7 @@ def main():
         procs.append(dav_many)
         listings = [
             ("local directory", many),
-            ("s3 prefix", "s3://many/"),
+            ("s3 prefix (lean s3s)", "s3://many/"),
             ("webdav (Depth: 1)", f"webdav://127.0.0.1:{dav_many_port}/many/"),
             ("sftp", f"sftp://{user}@127.0.0.1:{ssh_port}{many}/"),
             ("ftp (MLSD)", f"ftp://{FTP_USER}:{FTP_PASSWORD}@127.0.0.1:{ftp_port}/many/"),

@@ -572,6 +572,10 @@ struct Body {
     pos: u64,
     /// Where to stop; `None`: at the end of the file.
     end: Option<u64>,
+    /// Whether `end` is the end of the file, where the server closes the
+    /// data connection and confirms the transfer; else the read stops
+    /// there with `ABOR`.
+    to_eof: bool,
     buf: Vec<u8>,
 }
 
@@ -614,11 +618,14 @@ impl Body {
 #[async_trait]
 impl ByteStream for Body {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
+        let at_end = self.end.is_some_and(|end| self.pos >= end);
+        if at_end && !self.to_eof {
+            self.close(false).await?;
+            return Ok(None);
+        }
         let want = match self.end {
-            Some(end) if self.pos >= end => {
-                self.close(false).await?;
-                return Ok(None);
-            }
+            // At the end: one more read, which must find the end of the data.
+            Some(_) if at_end => 1,
             Some(end) => usize::try_from(end - self.pos).unwrap_or(CHUNK).min(CHUNK),
             None => CHUNK,
         };
@@ -715,6 +722,7 @@ impl Version {
             transfer: Some(transfer),
             location: redact(location),
             pos: start,
+            to_eof: end.is_none() || end == self.entry.size,
             end,
             buf: Vec::new(),
         }))

@@ -134,12 +134,30 @@ fn reason_of(e: &SourceError) -> String {
 impl ByteStream for Resuming {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
         loop {
-            if self.end.is_some_and(|end| self.pos >= end) {
-                return Ok(None);
-            }
             let Some(inner) = self.inner.as_mut() else {
                 return Ok(None);
             };
+            if self.end.is_some_and(|end| self.pos >= end) {
+                // Every byte came: let the stream under end cleanly (a
+                // protocol may confirm the transfer), then stop.
+                let last = inner.next_chunk().await;
+                self.inner = None;
+                return match last {
+                    Ok(Some(_)) => Err(SourceError::Remote {
+                        location: self.location.clone(),
+                        reason: format!(
+                            "the server sent more than the {} bytes expected; the file may have \
+                             changed while it was read",
+                            self.pos
+                        ),
+                    }),
+                    Ok(None) => Ok(None),
+                    Err(e) => {
+                        tracing::debug!(location = %self.location, error = %e, "a read that had every byte ended uncleanly");
+                        Ok(None)
+                    }
+                };
+            }
             match inner.next_chunk().await {
                 Ok(Some(chunk)) => {
                     let len = chunk.len() as u64;

@@ -41,6 +41,23 @@ async fn s3_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_benchmark_s3_server_conforms_too() {
+    let root = tempfile::tempdir().expect("tempdir");
+    rota_testkit::copy_dir(&tree_dir(), &root.path().join("bucket/tree"));
+    let addr = rota_testkit::serve_lean_s3(root.path(), 0).await;
+    let source = ObjectSource::new(s3_settings(addr, SECRET));
+    let tree = Tree {
+        source: &source,
+        root: "s3://bucket/tree/".to_owned(),
+        local: tree_dir(),
+    };
+    conformance::listings_match_local(&tree).await;
+    conformance::prefixes_and_single_files(&tree).await;
+    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
+    conformance::missing_is_not_found(&tree, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_conforms() {
     let source = rota_sources::LocalSource;
     let tree = Tree {

@@ -4,6 +4,8 @@
 //! proxy that cuts responses mid-body. A server that cannot start panics, so
 //! a test without its server fails rather than skips.
 
+pub mod lean_s3;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,7 +63,22 @@ pub async fn s3_server(root: &Path) -> SocketAddr {
 /// When the server cannot start.
 pub async fn serve_s3(root: &Path, port: u16) -> SocketAddr {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    serve(fs, port).await
+}
+
+/// Starts the lean benchmark S3 server ([`lean_s3::LeanFs`]: reads and
+/// listings only) on the current tokio runtime, on loopback `port` (0: any
+/// free one), whose buckets are the directories of `root`; it accepts
+/// [`KEY`] and [`SECRET`].
+///
+/// # Panics
+/// When the server cannot start.
+pub async fn serve_lean_s3(root: &Path, port: u16) -> SocketAddr {
+    serve(lean_s3::LeanFs::new(root), port).await
+}
+
+async fn serve(backend: impl s3s::S3, port: u16) -> SocketAddr {
+    let mut builder = s3s::service::S3ServiceBuilder::new(backend);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
     let service = builder.build();
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
