@@ -4,11 +4,12 @@
 //! [`Source`](rota_core::source::Source)); the ingest pipeline does the rest.
 //! Adding a source is one module plus one line in [`for_location`].
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 use rota_core::SourceError;
 use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 
@@ -90,6 +91,70 @@ pub fn scheme(location: &str) -> Option<&str> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
     .then_some(scheme)
+}
+
+/// A location whose last segments hold a glob (`s3://b/logs/2026-*/*.csv`),
+/// taken apart into the directory to list and the glob its files' relative
+/// paths must match, and whether the glob needs a recursive listing (it
+/// spans directories). `None` when the location has no glob, or is a local
+/// path that exists as written (a file may be called `data[1].csv`). In
+/// `http(s)://` URLs, which name one file, `?` starts a query, not a glob.
+#[must_use]
+pub fn split_glob(location: &str) -> Option<(String, String, bool)> {
+    let scheme = scheme(location);
+    let (head, path) = match location.split_once("://") {
+        Some((s, rest)) => {
+            // The glob is in the path, after the authority.
+            let at = rest.find('/')?;
+            (format!("{s}://{}", &rest[..at]), &rest[at..])
+        }
+        None => (String::new(), location),
+    };
+    let metas: &[char] = if matches!(scheme, Some("http" | "https")) {
+        &['*', '[', '{']
+    } else {
+        &['*', '?', '[', '{']
+    };
+    let first = path.find(metas)?;
+    if matches!(scheme, None | Some("file"))
+        && Path::new(location.trim_start_matches("file://")).exists()
+    {
+        return None;
+    }
+    let dir_end = path[..first].rfind('/').map_or(0, |i| i + 1);
+    let glob = path[dir_end..].to_owned();
+    let recursive = glob.contains('/');
+    Some((format!("{head}{}", &path[..dir_end]), glob, recursive))
+}
+
+/// The listing request for `location` with the `recursive` and `glob`
+/// options given: a glob in the location ([`split_glob`]) becomes the
+/// request's glob, and makes the listing recursive when it spans
+/// directories.
+///
+/// # Errors
+/// When the location holds a glob and `glob` is given too.
+pub fn list_request(
+    location: &str,
+    recursive: bool,
+    glob: Option<&str>,
+) -> Result<ListRequest, SourceError> {
+    match split_glob(location) {
+        Some(_) if glob.is_some() => Err(SourceError::InvalidLocation {
+            location: redact(location),
+            reason: "give the glob in the location or with --glob, not both".to_owned(),
+        }),
+        Some((dir, pattern, spans)) => Ok(ListRequest {
+            location: dir,
+            recursive: recursive || spans,
+            glob: Some(pattern),
+        }),
+        None => Ok(ListRequest {
+            location: location.to_owned(),
+            recursive,
+            glob: glob.map(str::to_owned),
+        }),
+    }
 }
 
 /// Which listed files to keep, by size and modification time. An entry
@@ -224,7 +289,9 @@ pub(crate) fn url_password(
     Ok(password)
 }
 
-/// The compiled glob of a listing request, if it has one.
+/// The compiled glob of a listing request, if it has one. Globs match
+/// paths relative to the listed directory as shells do: `*` and `?` stay
+/// within one path segment, `**` crosses any number.
 ///
 /// # Errors
 /// When the glob does not parse.
@@ -232,7 +299,9 @@ pub(crate) fn glob_matcher(req: &ListRequest) -> Result<Option<GlobMatcher>, Sou
     req.glob
         .as_ref()
         .map(|g| {
-            Glob::new(g)
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
                 .map(|g| g.compile_matcher())
                 .map_err(|e| SourceError::InvalidLocation {
                     location: redact(&req.location),
@@ -269,6 +338,35 @@ mod tests {
         assert!(!f.keeps(&entry(Some(101), Some("2026-06-01T00:00:00Z"))));
         assert!(!f.keeps(&entry(Some(50), Some("2025-12-31T23:59:59Z"))));
         assert!(EntryFilter::default().is_empty() && !f.is_empty());
+    }
+
+    #[test]
+    fn globs_in_locations_split_into_a_directory_and_a_pattern() {
+        use super::split_glob;
+        let split = split_glob;
+        assert_eq!(
+            split("s3://b/logs/2026-*/*.csv"),
+            Some(("s3://b/logs/".into(), "2026-*/*.csv".into(), true))
+        );
+        assert_eq!(
+            split("sftp://u@h/data/*.csv"),
+            Some(("sftp://u@h/data/".into(), "*.csv".into(), false))
+        );
+        assert_eq!(
+            split("/no/such/dir/**/x?.ndjson"),
+            Some(("/no/such/dir/".into(), "**/x?.ndjson".into(), true))
+        );
+        assert_eq!(split("s3://b/logs/"), None);
+        assert_eq!(
+            split("https://h/a.csv?token=x"),
+            None,
+            "a query, not a glob"
+        );
+        assert_eq!(split("s3://b*/x"), None, "no glob in the bucket");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let odd = dir.path().join("data[1].csv");
+        std::fs::write(&odd, "a\n").expect("write");
+        assert_eq!(split(odd.to_str().expect("path")), None, "an existing file");
     }
 
     #[test]

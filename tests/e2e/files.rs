@@ -240,3 +240,38 @@ fn a_resumed_ingest_skips_the_files_its_interrupted_run_finished() {
     let summary = s2.ingest(&root, &["-r", "--job-key", "nightly"]);
     assert_eq!(tasks(&s2, job_id(&summary)).len(), 4, "every file read");
 }
+
+#[test]
+fn a_glob_ending_the_location_lists_the_directory_before_it() {
+    let s = Scratch::new();
+    let root = s.path("tree");
+    csv_tree(&root, 12);
+    let base = root.to_str().expect("path");
+    // Spanning directories, so listed recursively without -r.
+    let globbed = s.ingest(Path::new(&format!("{base}/part-*/f00[0-5].csv")), &[]);
+    let flagged = s.ingest(&root, &["-r", "--glob", "part-*/f00[0-5].csv"]);
+    assert_eq!(globbed["files"], 6);
+    assert_eq!(
+        keys_and_payloads(&s, job_id(&globbed)),
+        keys_and_payloads(&s, job_id(&flagged)),
+        "a glob in the location is --glob on the directory before it"
+    );
+    let keys: Vec<String> = tasks(&s, job_id(&globbed))
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert!(keys[0].starts_with("part-0/f000.csv#"), "{keys:?}");
+
+    // `*` stays within a segment: the files are one level down.
+    let err = s.fails(&["ingest", &format!("{base}/*.csv"), "--spec", "t"]);
+    assert!(err.contains("no files to ingest match '*.csv'"), "{err}");
+    let err = s.fails(&[
+        "ingest",
+        &format!("{base}/*/*.csv"),
+        "--spec",
+        "t",
+        "--glob",
+        "x",
+    ]);
+    assert!(err.contains("not both"), "{err}");
+}

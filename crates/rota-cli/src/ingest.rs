@@ -27,6 +27,8 @@ pub(crate) struct IngestArgs {
     /// directory (`sftp://user@host/dir/`; see README for keys and host
     /// trust), an FTP or FTPS directory (`ftp(s)://[user:password@]host/dir/`;
     /// `ROTA_CA_FILE` adds a CA to trust) or the `http(s)://` URL of one file.
+    /// A glob in the last segments (`s3://b/logs/2026-*/*.csv`) lists the
+    /// directory before it and keeps the files that match.
     path: String,
     /// The spec (kind of work) the job runs, e.g. `import-orders`.
     #[arg(long)]
@@ -67,7 +69,8 @@ pub(crate) struct IngestArgs {
     /// Descend into subdirectories.
     #[arg(long, short = 'r')]
     recursive: bool,
-    /// Only files whose path relative to PATH matches this glob (e.g. `**/*.csv`).
+    /// Only files whose path relative to PATH matches this glob (`*` and `?`
+    /// within a path segment, `**` across segments: `**/*.csv`).
     #[arg(long)]
     glob: Option<String>,
     #[command(flatten)]

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
-use rota_core::source::ListRequest;
 
 /// Arguments of `rota ls`.
 #[derive(Debug, Args)]
@@ -16,7 +15,9 @@ pub(crate) struct LsArgs {
     /// Descend into subdirectories.
     #[arg(short, long)]
     recursive: bool,
-    /// Only files whose path relative to LOCATION matches this glob.
+    /// Only files whose path relative to LOCATION matches this glob (`*`
+    /// within a path segment, `**` across segments); a glob may also end
+    /// LOCATION itself.
     #[arg(long)]
     glob: Option<String>,
     #[command(flatten)]
@@ -29,14 +30,9 @@ pub(crate) struct LsArgs {
 
 /// Lists the files `rota ingest` would read at a location, as they stream in.
 pub(crate) async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
-    let source = args.filter.sources()?.for_location(&args.location)?;
-    let listing = source
-        .list(&ListRequest {
-            location: args.location.clone(),
-            recursive: args.recursive,
-            glob: args.glob.clone(),
-        })
-        .await?;
+    let list = rota_sources::list_request(&args.location, args.recursive, args.glob.as_deref())?;
+    let source = args.filter.sources()?.for_location(&list.location)?;
+    let listing = source.list(&list).await?;
     let mut entries = args.filter.filter().apply(listing);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use futures::StreamExt;
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
-use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest};
+use rota_core::source::{ByteStream, Entry, EntryStream};
 use rota_core::{
     BatchPolicy, DecodeError, DecodeErrorKind, FileFilter, FileReport, FileState, IngestReport,
     Job, JobId, JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store,
@@ -401,20 +401,15 @@ pub(crate) async fn check_and_list(
     if let Some(label) = &req.encoding {
         rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
     }
-    let source = req.sources.for_location(&req.location)?;
-    let listing = source
-        .list(&ListRequest {
-            location: req.location.clone(),
-            recursive: req.recursive,
-            glob: req.glob.clone(),
-        })
-        .await?;
+    let list = rota_sources::list_request(&req.location, req.recursive, req.glob.as_deref())?;
+    let source = req.sources.for_location(&list.location)?;
+    let listing = source.list(&list).await?;
     let mut listing = req.filter.clone().apply(listing);
     let Some(first) = listing.next_entry().await? else {
         return Err(IngestError::Invalid(format!(
             "{}: no files to ingest{}",
             rota_sources::redact(&req.location),
-            match (&req.glob, req.recursive) {
+            match (&list.glob, list.recursive) {
                 _ if !req.filter.is_empty() => {
                     " (none passes the --min-size, --max-size and --modified-since filters)"
                         .to_owned()
