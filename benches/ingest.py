@@ -91,7 +91,7 @@ PYTHON_PEERS = {
     "csv": ("pyarrow.csv", """
 import sys, pyarrow.csv as c
 n = 0
-for b in c.open_csv(sys.argv[1]):
+for b in c.open_csv(sys.argv[1], parse_options=c.ParseOptions(newlines_in_values=True)):
     n += b.num_rows
 print(n)
 """),

@@ -157,8 +157,8 @@ pub fn list_request(
     }
 }
 
-/// Which listed files to keep, by size and modification time. An entry
-/// whose size or time the source does not know is kept.
+/// Which listed files to keep, by relative path, size and modification
+/// time. An entry whose size or time the source does not know is kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EntryFilter {
     /// Skip files smaller than this many bytes.
@@ -167,6 +167,9 @@ pub struct EntryFilter {
     pub max_size: Option<u64>,
     /// Skip files last modified before this time.
     pub modified_since: Option<DateTime<Utc>>,
+    /// Skip files whose relative path matches any of these globs (as
+    /// `--glob` matches: `*` within a segment, `**` across).
+    pub exclude: Vec<String>,
 }
 
 impl EntryFilter {
@@ -176,7 +179,8 @@ impl EntryFilter {
         *self == Self::default()
     }
 
-    /// Whether `entry` passes.
+    /// Whether `entry` passes the size and time bounds (not the excludes,
+    /// which need compiling: see [`EntryFilter::apply`]).
     #[must_use]
     pub fn keeps(&self, entry: &Entry) -> bool {
         let size_ok = entry.size.is_none_or(|n| {
@@ -190,20 +194,39 @@ impl EntryFilter {
     }
 
     /// `entries` without the ones the filter drops, still streamed.
-    #[must_use]
-    pub fn apply(self, entries: Box<dyn EntryStream>) -> Box<dyn EntryStream> {
+    ///
+    /// # Errors
+    /// When an exclude glob does not parse.
+    pub fn apply(self, entries: Box<dyn EntryStream>) -> Result<Box<dyn EntryStream>, SourceError> {
         if self.is_empty() {
-            return entries;
+            return Ok(entries);
         }
-        Box::new(Filtered {
+        let mut set = globset::GlobSetBuilder::new();
+        for pattern in &self.exclude {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| SourceError::InvalidLocation {
+                    location: pattern.clone(),
+                    reason: format!("bad --exclude glob: {e}"),
+                })?;
+            set.add(glob);
+        }
+        let exclude = set.build().map_err(|e| SourceError::InvalidLocation {
+            location: self.exclude.join(" "),
+            reason: format!("bad --exclude globs: {e}"),
+        })?;
+        Ok(Box::new(Filtered {
             filter: self,
+            exclude,
             inner: entries,
-        })
+        }))
     }
 }
 
 struct Filtered {
     filter: EntryFilter,
+    exclude: globset::GlobSet,
     inner: Box<dyn EntryStream>,
 }
 
@@ -211,7 +234,7 @@ struct Filtered {
 impl EntryStream for Filtered {
     async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError> {
         while let Some(e) = self.inner.next_entry().await? {
-            if self.filter.keeps(&e) {
+            if self.filter.keeps(&e) && !self.exclude.is_match(&e.relative) {
                 return Ok(Some(e));
             }
         }
@@ -330,6 +353,7 @@ mod tests {
             min_size: Some(10),
             max_size: Some(100),
             modified_since: Some(at("2026-01-01T00:00:00Z")),
+            exclude: Vec::new(),
         };
         assert!(f.keeps(&entry(Some(10), Some("2026-01-01T00:00:00Z"))));
         assert!(f.keeps(&entry(Some(100), None)));

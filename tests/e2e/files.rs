@@ -242,7 +242,7 @@ fn a_resumed_ingest_skips_the_files_its_interrupted_run_finished() {
 }
 
 #[test]
-fn a_glob_ending_the_location_lists_the_directory_before_it() {
+fn a_glob_ending_the_location_lists_the_directory_before_it_and_excludes_leave_files_out() {
     let s = Scratch::new();
     let root = s.path("tree");
     csv_tree(&root, 12);
@@ -261,6 +261,33 @@ fn a_glob_ending_the_location_lists_the_directory_before_it() {
         .map(|t| t.key)
         .collect();
     assert!(keys[0].starts_with("part-0/f000.csv#"), "{keys:?}");
+
+    // Excluded paths are left out, by glob.
+    let some = s.ingest(
+        &root,
+        &[
+            "-r",
+            "--exclude",
+            "part-1/**",
+            "--exclude",
+            "**/f00[0-2].csv",
+        ],
+    );
+    let kept: Vec<String> = files(&s, job_id(&some))
+        .into_iter()
+        .map(|f| f.relative)
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "part-0/f003.csv",
+            "part-0/f006.csv",
+            "part-0/f009.csv",
+            "part-2/f005.csv",
+            "part-2/f008.csv",
+            "part-2/f011.csv"
+        ]
+    );
 
     // `*` stays within a segment: the files are one level down.
     let err = s.fails(&["ingest", &format!("{base}/*.csv"), "--spec", "t"]);

@@ -123,7 +123,10 @@ fn an_s3_prefix_ingests_to_the_tasks_of_its_local_copy() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("none passes the --min-size"), "{err}");
+    assert!(
+        err.contains("none passes the --exclude, --min-size"),
+        "{err}"
+    );
 
     // Without the slash the prefix is found the same way.
     let s = Scratch::new();

@@ -33,7 +33,7 @@ pub(crate) async fn run(args: LsArgs) -> anyhow::Result<ExitCode> {
     let list = rota_sources::list_request(&args.location, args.recursive, args.glob.as_deref())?;
     let source = args.filter.sources()?.for_location(&list.location)?;
     let listing = source.list(&list).await?;
-    let mut entries = args.filter.filter().apply(listing);
+    let mut entries = args.filter.filter().apply(listing)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut files, mut bytes) = (0u64, 0u64);

@@ -100,6 +100,10 @@ pub(crate) struct FilterArgs {
     /// the environment (`AWS_*`, `ROTA_SFTP_*`, `ROTA_FTP_PASSWORD`, …).
     #[arg(long, env = "ROTA_PROFILE")]
     profile: Option<String>,
+    /// Leave out files whose relative path matches this glob (`*` within a
+    /// path segment, `**` across); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// Only files of at least this size (e.g. `1KiB`).
     #[arg(long, value_parser = parse_size)]
     min_size: Option<u64>,
@@ -130,6 +134,7 @@ impl FilterArgs {
             min_size: self.min_size,
             max_size: self.max_size,
             modified_since: self.modified_since,
+            exclude: self.exclude.clone(),
         }
     }
 }

@@ -404,14 +404,15 @@ pub(crate) async fn check_and_list(
     let list = rota_sources::list_request(&req.location, req.recursive, req.glob.as_deref())?;
     let source = req.sources.for_location(&list.location)?;
     let listing = source.list(&list).await?;
-    let mut listing = req.filter.clone().apply(listing);
+    let mut listing = req.filter.clone().apply(listing)?;
     let Some(first) = listing.next_entry().await? else {
         return Err(IngestError::Invalid(format!(
             "{}: no files to ingest{}",
             rota_sources::redact(&req.location),
             match (&list.glob, list.recursive) {
                 _ if !req.filter.is_empty() => {
-                    " (none passes the --min-size, --max-size and --modified-since filters)"
+                    " (none passes the --exclude, --min-size, --max-size and --modified-since \
+                     filters)"
                         .to_owned()
                 }
                 (Some(g), _) => format!(" match '{g}'"),
