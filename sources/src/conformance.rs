@@ -249,6 +249,15 @@ pub async fn missing_is_not_found(tree: &Tree<'_>, directories: bool) {
     }
 }
 
+/// Every check, for a source that lists directories: listings, prefixes,
+/// byte-equal reads of every file of the tree, typed not-found errors.
+pub async fn all(tree: &Tree<'_>) {
+    listings_match_local(tree).await;
+    prefixes_and_single_files(tree).await;
+    reads_are_byte_equal(tree, TREE_FILES).await;
+    missing_is_not_found(tree, true).await;
+}
+
 /// The files of `fixtures/tree/` every source serves, relative to its root.
 pub const TREE_FILES: &[&str] = &[
     "a.csv",

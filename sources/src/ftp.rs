@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use globset::GlobMatcher;
 use rota_core::SourceError;
 use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, ReadAt, Source};
 use suppaftp::list::{File as Listed, ListParser};
@@ -42,7 +41,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::ranged::RangedAt;
 use crate::redact;
 use crate::resume::{Reopen, Resuming};
-use crate::server_url::{ServerUrl, relative_to};
+use crate::server_url::ServerUrl;
+use crate::walk::{self, Found, Walk, child_path};
 
 /// Connections open to one server at most, listings and reads together.
 pub const MAX_CONNECTIONS_PER_SERVER: usize = 8;
@@ -385,25 +385,12 @@ impl FtpSource {
     }
 }
 
-/// A file or directory found while walking.
-#[derive(Debug)]
-struct Found {
-    path: String,
-    dir: bool,
-    size: Option<u64>,
-    modified: Option<DateTime<Utc>>,
-}
-
 fn found(dir: &str, f: &Listed) -> Option<Found> {
     let name = f.name().trim_end_matches('/');
     if name.is_empty() || name == "." || name == ".." || f.is_symlink() {
         return None;
     }
-    let path = if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    };
+    let path = child_path(dir, name);
     let modified: DateTime<Utc> = f.modified().into();
     Some(Found {
         path,
@@ -420,19 +407,16 @@ fn parse_list_line(line: &str) -> Option<Listed> {
         .ok()
 }
 
-struct Walk {
+/// Lists directories over one connection, which goes back to its pool when
+/// the walk is done.
+struct Lister {
     conn: Option<Conn>,
     url: Url,
-    location: String,
     mlsd: bool,
-    /// The listed directory (no trailing slash; `/` for the root).
-    root: String,
-    recursive: bool,
-    glob: Option<GlobMatcher>,
-    stack: Vec<Vec<Found>>,
 }
 
-impl Walk {
+#[async_trait]
+impl walk::Lister for Lister {
     async fn children(&mut self, dir: &str) -> Result<Vec<Found>, SourceError> {
         let location = self.url.location_of(dir);
         let user = self.url.user().to_owned();
@@ -466,47 +450,18 @@ impl Walk {
                 ),
             }
         }
-        children.sort_by(|a, b| b.path.cmp(&a.path));
         Ok(children)
     }
-}
 
-#[async_trait]
-impl EntryStream for Walk {
-    async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError> {
-        while let Some(top) = self.stack.last_mut() {
-            let Some(f) = top.pop() else {
-                self.stack.pop();
-                continue;
-            };
-            if f.dir {
-                if self.recursive {
-                    let children = self.children(&f.path).await?;
-                    self.stack.push(children);
-                }
-                continue;
-            }
-            let relative = relative_to(&self.root, &f.path);
-            if self.glob.as_ref().is_some_and(|g| !g.is_match(&relative)) {
-                continue;
-            }
-            return Ok(Some(Entry {
-                location: self.url.location_of(&f.path),
-                relative,
-                etag: match (f.modified, f.size) {
-                    (Some(m), Some(s)) => Some(format!("{}-{s}", m.timestamp())),
-                    _ => None,
-                },
-                size: f.size,
-                modified: f.modified,
-            }));
-        }
-        // Done: the connection serves the next request.
+    fn location_of(&self, path: &str) -> String {
+        self.url.location_of(path)
+    }
+
+    fn done(&mut self) {
+        // The connection serves the next request.
         if let Some(conn) = self.conn.take() {
             conn.give_back();
         }
-        tracing::debug!(location = %self.location, "listing done");
-        Ok(None)
     }
 }
 
@@ -765,28 +720,12 @@ impl Source for FtpSource {
         .ok_or_else(|| SourceError::NotFound {
             location: redact(&req.location),
         })?;
-        let mut walk = Walk {
+        let lister = Lister {
             conn: Some(conn),
-            location: redact(&req.location),
-            mlsd,
-            root: url.path.clone(),
-            recursive: req.recursive,
-            glob: crate::glob_matcher(req)?,
-            stack: Vec::new(),
             url,
+            mlsd,
         };
-        if top.dir {
-            let children = walk.children(&walk.root.clone()).await?;
-            walk.stack.push(children);
-        } else {
-            walk.root = top
-                .path
-                .rsplit_once('/')
-                .map_or_else(|| "/".to_owned(), |(d, _)| d.to_owned());
-            walk.glob = None;
-            walk.stack.push(vec![top]);
-        }
-        Ok(Box::new(walk))
+        Ok(Box::new(Walk::start(lister, top, req).await?))
     }
 
     async fn open(

@@ -22,6 +22,7 @@ mod ranged;
 mod resume;
 mod server_url;
 pub mod sftp;
+mod walk;
 mod webdav;
 
 pub use local::LocalSource;

@@ -88,14 +88,6 @@ impl ServerUrl {
     }
 }
 
-/// The path of `path` relative to the listed directory `root` (both
-/// absolute, `root` without a trailing slash).
-pub(crate) fn relative_to(root: &str, path: &str) -> String {
-    path.strip_prefix(root.trim_end_matches('/'))
-        .map_or(path, |r| r.trim_start_matches('/'))
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::ServerUrl;

@@ -25,8 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use globset::GlobMatcher;
+use chrono::DateTime;
 use rota_core::SourceError;
 use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, ReadAt, Source};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
@@ -36,9 +35,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::object::invalid;
 use crate::ranged::RangedAt;
+use crate::redact;
 use crate::resume::{Reopen, Resuming};
-use crate::server_url::{ServerUrl, relative_to};
-use crate::{glob_matcher, redact};
+use crate::server_url::ServerUrl;
+use crate::walk::{self, Found, Walk, child_path};
 
 /// Bytes per chunk read from a file.
 const CHUNK: usize = 1 << 20;
@@ -385,14 +385,6 @@ fn sftp_error(location: &str, e: &russh_sftp::client::error::Error) -> SourceErr
     }
 }
 
-/// A file or directory found while walking.
-struct Found {
-    path: String,
-    dir: bool,
-    size: Option<u64>,
-    modified: Option<DateTime<Utc>>,
-}
-
 fn found(path: String, attrs: &russh_sftp::client::fs::Metadata) -> Found {
     Found {
         path,
@@ -404,18 +396,15 @@ fn found(path: String, attrs: &russh_sftp::client::fs::Metadata) -> Found {
     }
 }
 
-struct Walk {
+/// Lists directories over one SFTP session.
+struct Lister {
     conn: Arc<Conn>,
     url: Url,
-    /// The listed directory (no trailing slash; `/` for the root).
-    root: String,
-    recursive: bool,
-    glob: Option<GlobMatcher>,
-    stack: Vec<Vec<Found>>,
 }
 
-impl Walk {
-    async fn children(&self, dir: &str) -> Result<Vec<Found>, SourceError> {
+#[async_trait]
+impl walk::Lister for Lister {
+    async fn children(&mut self, dir: &str) -> Result<Vec<Found>, SourceError> {
         let location = self.url.location_of(dir);
         let entries = self
             .conn
@@ -423,53 +412,14 @@ impl Walk {
             .read_dir(dir)
             .await
             .map_err(|e| sftp_error(&location, &e))?;
-        let mut children: Vec<Found> = entries
+        Ok(entries
             .filter(|e| e.file_name() != "." && e.file_name() != "..")
-            .map(|e| {
-                let path = if dir == "/" {
-                    format!("/{}", e.file_name())
-                } else {
-                    format!("{dir}/{}", e.file_name())
-                };
-                found(path, &e.metadata())
-            })
-            .collect();
-        children.sort_by(|a, b| b.path.cmp(&a.path));
-        Ok(children)
+            .map(|e| found(child_path(dir, &e.file_name()), &e.metadata()))
+            .collect())
     }
-}
 
-#[async_trait]
-impl EntryStream for Walk {
-    async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError> {
-        while let Some(top) = self.stack.last_mut() {
-            let Some(f) = top.pop() else {
-                self.stack.pop();
-                continue;
-            };
-            if f.dir {
-                if self.recursive {
-                    let children = self.children(&f.path).await?;
-                    self.stack.push(children);
-                }
-                continue;
-            }
-            let relative = relative_to(&self.root, &f.path);
-            if self.glob.as_ref().is_some_and(|g| !g.is_match(&relative)) {
-                continue;
-            }
-            return Ok(Some(Entry {
-                location: self.url.location_of(&f.path),
-                relative,
-                etag: match (f.modified, f.size) {
-                    (Some(m), Some(s)) => Some(format!("{}-{s}", m.timestamp())),
-                    _ => None,
-                },
-                size: f.size,
-                modified: f.modified,
-            }));
-        }
-        Ok(None)
+    fn location_of(&self, path: &str) -> String {
+        self.url.location_of(path)
     }
 }
 
@@ -534,25 +484,8 @@ impl Source for SftpSource {
             .metadata(url.path.clone())
             .await
             .map_err(|e| sftp_error(&req.location, &e))?;
-        let mut walk = Walk {
-            conn,
-            root: url.path.clone(),
-            recursive: req.recursive,
-            glob: glob_matcher(req)?,
-            stack: Vec::new(),
-            url,
-        };
-        if attrs.is_dir() {
-            let children = walk.children(&walk.root.clone()).await?;
-            walk.stack.push(children);
-        } else {
-            let path = walk.root.clone();
-            walk.root = path
-                .rsplit_once('/')
-                .map_or_else(|| "/".to_owned(), |(d, _)| d.to_owned());
-            walk.glob = None;
-            walk.stack.push(vec![found(path, &attrs)]);
-        }
+        let top = found(url.path.clone(), &attrs);
+        let walk = Walk::start(Lister { conn, url }, top, req).await?;
         Ok(Box::new(walk))
     }
 

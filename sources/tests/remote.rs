@@ -34,10 +34,7 @@ async fn s3_conforms() {
         root: "s3://bucket/tree/".to_owned(),
         local: tree_dir(),
     };
-    conformance::listings_match_local(&tree).await;
-    conformance::prefixes_and_single_files(&tree).await;
-    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
-    conformance::missing_is_not_found(&tree, true).await;
+    conformance::all(&tree).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,10 +48,7 @@ async fn the_lean_benchmark_s3_server_conforms_too() {
         root: "s3://bucket/tree/".to_owned(),
         local: tree_dir(),
     };
-    conformance::listings_match_local(&tree).await;
-    conformance::prefixes_and_single_files(&tree).await;
-    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
-    conformance::missing_is_not_found(&tree, true).await;
+    conformance::all(&tree).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,10 +59,7 @@ async fn local_conforms() {
         root: format!("{}/", tree_dir().display()),
         local: tree_dir(),
     };
-    conformance::listings_match_local(&tree).await;
-    conformance::prefixes_and_single_files(&tree).await;
-    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
-    conformance::missing_is_not_found(&tree, true).await;
+    conformance::all(&tree).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,10 +223,7 @@ async fn webdav_conforms_walking_depth_one_with_basic_auth() {
         root: format!("webdav://rota:dav-pass@{}/", server.addr),
         local: tree_dir(),
     };
-    conformance::listings_match_local(&tree).await;
-    conformance::prefixes_and_single_files(&tree).await;
-    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
-    conformance::missing_is_not_found(&tree, true).await;
+    conformance::all(&tree).await;
     let listed = conformance::list_at(&source, &tree.root, true)
         .await
         .expect("list");
@@ -282,10 +270,7 @@ async fn sftp_conforms_with_key_auth_and_checks_host_keys() {
         root: root.clone(),
         local: tree_dir(),
     };
-    conformance::listings_match_local(&tree).await;
-    conformance::prefixes_and_single_files(&tree).await;
-    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
-    conformance::missing_is_not_found(&tree, true).await;
+    conformance::all(&tree).await;
 
     // A key the server does not accept.
     let err = conformance::list_at(
@@ -405,10 +390,7 @@ async fn ftp_conforms(options: FtpdOptions) {
         root: format!("{scheme}://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr),
         local: tree_dir(),
     };
-    conformance::listings_match_local(&tree).await;
-    conformance::prefixes_and_single_files(&tree).await;
-    conformance::reads_are_byte_equal(&tree, TREE_FILES).await;
-    conformance::missing_is_not_found(&tree, true).await;
+    conformance::all(&tree).await;
     let listed = conformance::list_at(&source, &tree.root, true)
         .await
         .expect("list");

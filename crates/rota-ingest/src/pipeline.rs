@@ -362,10 +362,11 @@ async fn ingest_entry(
         Ok(format) => {
             run.file.format = format.name().to_owned();
             let read = progress.start_file(&entry.relative, entry.size);
-            let (stats, result) =
-                ingest_file(store, req, job, entry, format, progress, &read).await;
+            let mut stats = FileStats::default();
+            let result =
+                run_file(store, req, job, entry, format, progress, &read, &mut stats).await;
             progress.end_file(&entry.relative);
-            run.file.bytes = stats.bytes;
+            run.file.bytes = read.load(Ordering::Relaxed);
             run.file.rows = stats.rows;
             run.file.tasks = stats.tasks;
             run.file.skipped = stats.skipped;
@@ -648,8 +649,6 @@ enum Piece {
 /// What one file gave, so far: counted whether or not it was read whole.
 #[derive(Debug, Default)]
 struct FileStats {
-    /// Bytes read from the source.
-    bytes: u64,
     /// Records stored as task payload.
     rows: u64,
     /// Tasks made (stored, new or not).
@@ -662,32 +661,8 @@ struct FileStats {
     sample: Vec<SkippedRecord>,
 }
 
-/// Ingests one file. What it stored is counted even when it fails part way.
-async fn ingest_file(
-    store: &Arc<dyn Store>,
-    req: &IngestRequest,
-    job: &Job,
-    entry: &Entry,
-    format: Arc<dyn Format>,
-    progress: &Arc<Progress>,
-    read_so_far: &Arc<AtomicU64>,
-) -> (FileStats, Result<(), IngestError>) {
-    let mut stats = FileStats::default();
-    let result = run_file(
-        store,
-        req,
-        job,
-        entry,
-        format,
-        progress,
-        read_so_far,
-        &mut stats,
-    )
-    .await;
-    stats.bytes = read_so_far.load(Ordering::Relaxed);
-    (stats, result)
-}
-
+/// Ingests one file. What it stored is counted in `stats` even when it
+/// fails part way.
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one pipeline, its stages side by side
 async fn run_file(
     store: &Arc<dyn Store>,

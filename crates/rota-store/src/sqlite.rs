@@ -507,6 +507,20 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     }
 }
 
+/// Fails with not found unless job `id` exists.
+fn require_job_exists(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
+        .db()?
+        .exists([id])
+        .db()?;
+    if exists {
+        Ok(())
+    } else {
+        Err(job_not_found(id))
+    }
+}
+
 fn require_job(conn: &Connection, id: &str) -> Result<Job, StoreError> {
     load_job(conn, id)?.ok_or_else(|| job_not_found(id))
 }
@@ -1044,14 +1058,7 @@ impl Store for SqliteStore {
     async fn list_tasks(&self, job: JobId, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.read(move |tx| {
             let id = job.to_string();
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
-                .db()?
-                .exists([&id])
-                .db()?;
-            if !exists {
-                return Err(job_not_found(&id));
-            }
+            require_job_exists(tx, &id)?;
             let limit = if filter.limit == 0 {
                 DEFAULT_TASK_LIMIT
             } else {
@@ -1095,14 +1102,7 @@ impl Store for SqliteStore {
         }
         self.write(move |tx, _| {
             let id = job.to_string();
-            if !tx
-                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
-                .db()?
-                .exists([&id])
-                .db()?
-            {
-                return Err(job_not_found(&id));
-            }
+            require_job_exists(tx, &id)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO job_files (job_id, relative, location, size, etag,
@@ -1140,14 +1140,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<FileReport>, StoreError> {
         self.read(move |tx| {
             let id = job.to_string();
-            if !tx
-                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
-                .db()?
-                .exists([&id])
-                .db()?
-            {
-                return Err(job_not_found(&id));
-            }
+            require_job_exists(tx, &id)?;
             let limit = if filter.limit == 0 {
                 DEFAULT_FILE_LIMIT
             } else {
