@@ -38,9 +38,9 @@ use suppaftp::{FtpError, Mode, Status};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::ranged::RangedAt;
+use crate::ranged::ranged_at;
 use crate::redact;
-use crate::resume::{Reopen, Resuming};
+use crate::resume::{Reopen, open_resuming};
 use crate::server_url::ServerUrl;
 use crate::walk::{self, Found, Walk, child_path};
 
@@ -625,14 +625,15 @@ struct Version {
     entry: Entry,
 }
 
-impl Version {
-    /// The file's bytes from `start`; when `check`, first makes sure it has
-    /// the size and modification time it was listed with.
+#[async_trait]
+impl Reopen for Version {
+    /// The file's bytes from `start`; opened `again`, first makes sure it
+    /// has the size and modification time it was listed with.
     async fn open_at(
         &self,
         start: u64,
         end: Option<u64>,
-        check: bool,
+        again: bool,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
         let location = &self.entry.location;
         let url = Url::parse(location)?;
@@ -640,7 +641,7 @@ impl Version {
         let mut conn = self.source.checkout(&url, location).await?;
         let error = |e| ftp_error(location, &user, e);
         let path = url.path.clone();
-        if check {
+        if again {
             let size = timed(location, "SIZE", async {
                 conn.ftp().size(&path).await.map_err(error)
             })
@@ -685,17 +686,6 @@ impl Version {
 }
 
 #[async_trait]
-impl Reopen for Version {
-    async fn reopen(
-        &self,
-        from: u64,
-        end: Option<u64>,
-    ) -> Result<Box<dyn ByteStream>, SourceError> {
-        self.open_at(from, end, true).await
-    }
-}
-
-#[async_trait]
 impl Source for FtpSource {
     fn schemes(&self) -> &'static [&'static str] {
         &["ftp", "ftps"]
@@ -733,28 +723,15 @@ impl Source for FtpSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let start = range.as_ref().map_or(0, |r| r.start);
-        let end = range.as_ref().map(|r| r.end).or(entry.size);
-        let reopen = Version {
+        let version = Version {
             source: self.clone(),
             entry: entry.clone(),
         };
-        let first = reopen.open_at(start, end, false).await?;
-        Ok(Box::new(Resuming::new(
-            first,
-            Box::new(reopen),
-            redact(&entry.location),
-            start,
-            end,
-        )))
+        open_resuming(version, entry, range).await
     }
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
-        let Some(size) = entry.size else {
-            return Ok(None);
-        };
-        Ok(RangedAt::new(Arc::new(self.clone()), entry.clone(), size)
-            .map(|at| Arc::new(at) as Arc<dyn ReadAt>))
+        Ok(ranged_at(Arc::new(self.clone()), entry))
     }
 }
 

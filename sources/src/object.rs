@@ -786,22 +786,16 @@ impl Source for ObjectSource {
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
         let target = Target::parse(&entry.location, &self.s3)?;
         let mut entry = entry.clone();
-        let size = match entry.size {
-            Some(size) => size,
-            None => {
-                let meta = target
-                    .store
-                    .head(&target.path)
-                    .await
-                    .map_err(|e| target.error(&entry.location, e))?;
-                entry.etag = entry.etag.or(meta.e_tag);
-                meta.size
-            }
-        };
-        Ok(
-            crate::ranged::RangedAt::new(Arc::new(self.clone()), entry, size)
-                .map(|at| Arc::new(at) as Arc<dyn ReadAt>),
-        )
+        if entry.size.is_none() {
+            let meta = target
+                .store
+                .head(&target.path)
+                .await
+                .map_err(|e| target.error(&entry.location, e))?;
+            entry.etag = entry.etag.or(meta.e_tag);
+            entry.size = Some(meta.size);
+        }
+        Ok(crate::ranged::ranged_at(Arc::new(self.clone()), &entry))
     }
 }
 

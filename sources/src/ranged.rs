@@ -33,10 +33,17 @@ impl std::fmt::Debug for RangedAt {
     }
 }
 
+/// Random access to `entry` through `source`, when its size is known and
+/// a runtime runs.
+pub(crate) fn ranged_at(source: Arc<dyn Source>, entry: &Entry) -> Option<Arc<dyn ReadAt>> {
+    let size = entry.size?;
+    RangedAt::new(source, entry.clone(), size).map(|at| Arc::new(at) as Arc<dyn ReadAt>)
+}
+
 impl RangedAt {
     /// Random access to `entry`, `size` bytes long, through `source`; `None`
     /// outside a tokio runtime (the reads run on the current one).
-    pub(crate) fn new(source: Arc<dyn Source>, entry: Entry, size: u64) -> Option<Self> {
+    fn new(source: Arc<dyn Source>, entry: Entry, size: u64) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         Some(Self {
             source,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use rota_core::SourceError;
-use rota_core::source::ByteStream;
+use std::ops::Range;
+
+use rota_core::source::{ByteStream, Entry};
 
 /// Breaks in a row, with no byte between them, before a read fails.
 pub(crate) const RESUME_ATTEMPTS: u32 = 5;
@@ -24,17 +26,41 @@ pub(crate) async fn pause_before(attempt: u32) {
     tokio::time::sleep(pause.mul_f64(jitter)).await;
 }
 
-/// Opens an object's bytes again, from an offset, after a break.
+/// Opens one version of an object's bytes from an offset: first to read
+/// it, then again after each break.
 #[async_trait]
 pub(crate) trait Reopen: Send + Sync {
     /// The bytes from `from` up to `end` (the end of the object when
-    /// `None`) of the version of the object that was being read.
+    /// `None`). When `again`, first checks that the object is still the
+    /// version that was being read.
     ///
     /// # Errors
     /// [`SourceError::Interrupted`] when the server cannot be reached (worth
     /// another try); a final error when the object changed or is gone.
-    async fn reopen(&self, from: u64, end: Option<u64>)
-    -> Result<Box<dyn ByteStream>, SourceError>;
+    async fn open_at(
+        &self,
+        from: u64,
+        end: Option<u64>,
+        again: bool,
+    ) -> Result<Box<dyn ByteStream>, SourceError>;
+}
+
+/// Opens `entry` (or `range` of it) through `reopen`, resuming after breaks.
+pub(crate) async fn open_resuming(
+    reopen: impl Reopen + 'static,
+    entry: &Entry,
+    range: Option<Range<u64>>,
+) -> Result<Box<dyn ByteStream>, SourceError> {
+    let start = range.as_ref().map_or(0, |r| r.start);
+    let end = range.as_ref().map(|r| r.end).or(entry.size);
+    let first = reopen.open_at(start, end, false).await?;
+    Ok(Box::new(Resuming::new(
+        first,
+        Box::new(reopen),
+        crate::redact(&entry.location),
+        start,
+        end,
+    )))
 }
 
 /// A stream that resumes by [`Reopen`] when the one under it breaks with a
@@ -96,7 +122,7 @@ impl Resuming {
                 attempt = self.breaks,
                 "resuming a read that broke"
             );
-            match self.reopen.reopen(self.pos, self.end).await {
+            match self.reopen.open_at(self.pos, self.end, true).await {
                 Ok(stream) => {
                     self.inner = Some(stream);
                     return Ok(());
@@ -241,10 +267,11 @@ mod tests {
 
     #[async_trait]
     impl Reopen for Flaky {
-        async fn reopen(
+        async fn open_at(
             &self,
             from: u64,
             end: Option<u64>,
+            _again: bool,
         ) -> Result<Box<dyn ByteStream>, SourceError> {
             let n = self.opens.fetch_add(1, Ordering::SeqCst);
             let end = end.map_or(self.data.len(), |e| e as usize);
@@ -272,7 +299,7 @@ mod tests {
             breaks,
             opens: opens.clone(),
         };
-        let first = flaky.reopen(0, None).await.expect("open");
+        let first = flaky.open_at(0, None, false).await.expect("open");
         let len = data.len() as u64;
         (
             Resuming::new(first, Box::new(flaky), "x".into(), 0, Some(len)),

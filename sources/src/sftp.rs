@@ -34,9 +34,9 @@ use russh_sftp::protocol::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::object::invalid;
-use crate::ranged::RangedAt;
+use crate::ranged::ranged_at;
 use crate::redact;
-use crate::resume::{Reopen, Resuming};
+use crate::resume::{Reopen, open_resuming};
 use crate::server_url::ServerUrl;
 use crate::walk::{self, Found, Walk, child_path};
 
@@ -494,28 +494,15 @@ impl Source for SftpSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let start = range.as_ref().map_or(0, |r| r.start);
-        let end = range.as_ref().map(|r| r.end).or(entry.size);
-        let reopen = Version {
+        let version = Version {
             source: self.clone(),
             entry: entry.clone(),
         };
-        let first = reopen.open_at(start, end, false).await?;
-        Ok(Box::new(Resuming::new(
-            first,
-            Box::new(reopen),
-            redact(&entry.location),
-            start,
-            end,
-        )))
+        open_resuming(version, entry, range).await
     }
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
-        let Some(size) = entry.size else {
-            return Ok(None);
-        };
-        Ok(RangedAt::new(Arc::new(self.clone()), entry.clone(), size)
-            .map(|at| Arc::new(at) as Arc<dyn ReadAt>))
+        Ok(ranged_at(Arc::new(self.clone()), entry))
     }
 }
 
@@ -525,19 +512,20 @@ struct Version {
     entry: Entry,
 }
 
-impl Version {
-    /// The file's bytes from `start`; when `check`, first makes sure it is
-    /// the size and age it was listed with.
+#[async_trait]
+impl Reopen for Version {
+    /// The file's bytes from `start`; opened `again`, first makes sure it
+    /// has the size and modification time it was listed with.
     async fn open_at(
         &self,
         start: u64,
         end: Option<u64>,
-        check: bool,
+        again: bool,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
         let location = &self.entry.location;
         let url = Url::parse(location)?;
         let conn = self.source.connect(&url, location).await?;
-        if check {
+        if again {
             let now = conn
                 .sftp
                 .metadata(url.path.clone())
@@ -577,16 +565,5 @@ impl Version {
             end,
             size: self.entry.size,
         }))
-    }
-}
-
-#[async_trait]
-impl Reopen for Version {
-    async fn reopen(
-        &self,
-        from: u64,
-        end: Option<u64>,
-    ) -> Result<Box<dyn ByteStream>, SourceError> {
-        self.open_at(from, end, true).await
     }
 }
