@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::{ByteStream, Entry, EntryStream};
 use rota_core::{
@@ -167,52 +167,36 @@ pub async fn ingest(
     let mut added = 0;
     let mut formats_seen: Vec<String> = Vec::new();
     let mut records: Vec<FileReport> = Vec::new();
-    let entries = futures::stream::unfold(
-        (Some(Ok(first)), Some(listing)),
-        |(first, listing)| async move {
-            if let Some(first) = first {
-                return Some((first, (None, listing)));
-            }
-            let mut listing = listing?;
-            match listing.next_entry().await {
-                Ok(Some(entry)) => Some((Ok(entry), (None, Some(listing)))),
-                Ok(None) => None,
-                Err(e) => Some((Err(IngestError::from(e)), (None, None))),
-            }
-        },
-    );
+    let mut listing = Some(listing);
+    let mut next = Some(first);
     let result = async {
-        let mut runs = std::pin::pin!(
-            entries
-                .map(|entry| {
-                    let (store, req, explicit, job, progress, finished) =
-                        (&store, &req, &explicit, &job, &progress, &finished);
-                    async move {
-                        let entry = entry?;
-                        if let Some(before) = finished.get(&entry.relative)
-                            && unchanged(before, &entry)
-                        {
-                            return Ok(EntryRun {
-                                file: before.clone(),
-                                error: None,
-                                added: 0,
-                                sample: Vec::new(),
-                                resumed: true,
-                            });
-                        }
-                        Ok::<_, IngestError>(
-                            ingest_entry(store, req, explicit.as_ref(), job, &entry, progress)
-                                .await,
-                        )
-                    }
-                })
-                .buffer_unordered(req.parallel.max(1))
-        );
+        let parallel = req.parallel.max(1);
+        let mut running = futures::stream::FuturesUnordered::new();
         let mut tick = tokio::time::interval(FILE_RECORD_INTERVAL);
         loop {
+            // Keep `parallel` files in flight while the listing has more.
+            while running.len() < parallel {
+                let entry = match next.take() {
+                    Some(entry) => entry,
+                    None => match listing.as_mut() {
+                        Some(l) => match l.next_entry().await? {
+                            Some(entry) => entry,
+                            None => {
+                                listing = None;
+                                break;
+                            }
+                        },
+                        None => break,
+                    },
+                };
+                running.push(
+                    run_entry(entry, &store, &req, explicit.as_ref(), &job, &progress, &finished)
+                        .boxed(),
+                );
+            }
             let run = tokio::select! {
-                run = runs.next() => match run {
-                    Some(run) => run?,
+                run = running.next() => match run {
+                    Some(run) => run,
                     None => break,
                 },
                 _ = tick.tick(), if !records.is_empty() => {
@@ -314,6 +298,31 @@ fn unchanged(before: &FileReport, entry: &Entry) -> bool {
             (None, None) => before.size.is_some() && before.size == entry.size,
             _ => false,
         }
+}
+
+/// Ingests one listed entry, or skips it when the interrupted run it
+/// resumes finished it.
+async fn run_entry(
+    entry: Entry,
+    store: &Arc<dyn Store>,
+    req: &IngestRequest,
+    explicit: Option<&Arc<dyn Format>>,
+    job: &Job,
+    progress: &Arc<Progress>,
+    finished: &HashMap<String, FileReport>,
+) -> EntryRun {
+    if let Some(before) = finished.get(&entry.relative)
+        && unchanged(before, &entry)
+    {
+        return EntryRun {
+            file: before.clone(),
+            error: None,
+            added: 0,
+            sample: Vec::new(),
+            resumed: true,
+        };
+    }
+    ingest_entry(store, req, explicit, job, &entry, progress).await
 }
 
 /// What ingesting one file gave.

@@ -1,0 +1,332 @@
+//! Who may do what: bearer tokens with scopes, and which sources a batch job
+//! may make the server read.
+
+use std::path::{Path, PathBuf};
+
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::error::ApiError;
+
+/// What a token allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Schedule jobs, read and cancel them.
+    Schedule,
+    /// Claim tasks and report on them.
+    Work,
+    /// Everything, registering specs included.
+    Admin,
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "schedule" => Ok(Self::Schedule),
+            "work" => Ok(Self::Work),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "unknown scope '{other}' (expected schedule, work or admin)"
+            )),
+        }
+    }
+}
+
+/// One accepted bearer token. Its `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct Token {
+    secret: String,
+    scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tokens a server accepts. Empty: authentication is off.
+#[derive(Clone, Debug, Default)]
+pub struct Tokens(Vec<Token>);
+
+impl Tokens {
+    /// Tokens from the text of a tokens file: one per line, the secret then
+    /// its scopes separated by commas (`s3cr3t schedule,work`); blank lines
+    /// and lines starting with `#` are ignored.
+    ///
+    /// # Errors
+    /// A line without scopes, or with an unknown scope, named by its number
+    /// (never with the secret in the message).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((secret, scopes)) = line.split_once(char::is_whitespace) else {
+                return Err(format!(
+                    "line {}: expected a token then its scopes (schedule, work, admin)",
+                    n + 1
+                ));
+            };
+            let scopes = scopes
+                .split(',')
+                .map(|s| s.trim().parse())
+                .collect::<Result<Vec<Scope>, _>>()
+                .map_err(|e| format!("line {}: {e}", n + 1))?;
+            tokens.push(Token {
+                secret: secret.to_owned(),
+                scopes,
+            });
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Whether authentication is on.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Checks the request's bearer token against `scope` (an admin token
+    /// passes every check; `None` asks only for a valid token).
+    ///
+    /// # Errors
+    /// 401 without a valid token, 403 with one that lacks the scope.
+    pub fn check(&self, headers: &HeaderMap, scope: Option<Scope>) -> Result<(), ApiError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send a token: Authorization: Bearer TOKEN",
+                )
+            })?;
+        let token = self
+            .0
+            .iter()
+            .find(|t| same(t.secret.as_bytes(), given.as_bytes()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the token is not valid",
+                )
+            })?;
+        match scope {
+            Some(scope)
+                if !token.scopes.contains(&scope) && !token.scopes.contains(&Scope::Admin) =>
+            {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("the token lacks the {scope:?} scope").to_lowercase(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The sources batch jobs may read: URL prefixes (`s3://bucket/`,
+/// `https://data.example.com/`) and local directories. Empty: none.
+#[derive(Clone, Debug, Default)]
+pub struct AllowList {
+    urls: Vec<String>,
+    roots: Vec<PathBuf>,
+}
+
+impl AllowList {
+    /// An allow-list of `entries`: URL prefixes and local directories.
+    ///
+    /// # Errors
+    /// A local directory that does not exist.
+    pub fn new(entries: &[String]) -> Result<Self, String> {
+        let mut list = Self::default();
+        for e in entries {
+            if rota_sources::scheme(e).is_some_and(|s| s != "file") {
+                list.urls.push(e.clone());
+            } else {
+                let path = Path::new(e.trim_start_matches("file://"));
+                let root = path
+                    .canonicalize()
+                    .map_err(|err| format!("allowed source {}: {err}", path.display()))?;
+                list.roots.push(root);
+            }
+        }
+        Ok(list)
+    }
+
+    /// Checks that a batch job may read `location`.
+    ///
+    /// # Errors
+    /// 403 with the reason when it may not.
+    pub fn check(&self, location: &str) -> Result<(), ApiError> {
+        let refuse = |why: String| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "source_not_allowed",
+                format!("{}: {why}", rota_sources::redact(location)),
+            )
+        };
+        match rota_sources::scheme(location) {
+            Some(s) if s != "file" => {
+                // Compare without userinfo: credentials do not change the place.
+                let bare = strip_userinfo(location);
+                if self
+                    .urls
+                    .iter()
+                    .any(|p| bare.starts_with(&strip_userinfo(p)))
+                    && !bare.contains("/../")
+                {
+                    Ok(())
+                } else {
+                    Err(refuse(
+                        "this server does not read from there (start it with --allow-source \
+                         naming the URL prefix)"
+                            .to_owned(),
+                    ))
+                }
+            }
+            _ => {
+                let path = Path::new(location.trim_start_matches("file://"));
+                // The deepest existing ancestor, resolved: `..` and links
+                // cannot escape an allowed root.
+                let mut probe = path.to_path_buf();
+                let resolved = loop {
+                    if let Ok(r) = probe.canonicalize() {
+                        break Some(r);
+                    }
+                    if !probe.pop() {
+                        break None;
+                    }
+                };
+                match resolved {
+                    Some(r)
+                        if path.is_absolute()
+                            && self.roots.iter().any(|root| r.starts_with(root)) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(refuse(
+                        "this server does not read that local path (start it with \
+                         --allow-source naming a directory that holds it; paths must be absolute)"
+                            .to_owned(),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// `location` without a `user[:password]@` part.
+fn strip_userinfo(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_owned();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{}", &rest[end..]),
+        None => location.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_and_check_scopes() {
+        let tokens = Tokens::parse("# comment\nabc schedule\n\nxyz work,schedule\nroot admin\n")
+            .expect("parse");
+        let headers = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
+            h
+        };
+        assert!(tokens.check(&headers("abc"), Some(Scope::Schedule)).is_ok());
+        assert_eq!(
+            tokens
+                .check(&headers("abc"), Some(Scope::Work))
+                .expect_err("no scope")
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        assert!(
+            tokens.check(&headers("root"), Some(Scope::Work)).is_ok(),
+            "admin passes"
+        );
+        assert_eq!(
+            tokens
+                .check(&headers("nope"), None)
+                .expect_err("bad token")
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            tokens
+                .check(&HeaderMap::new(), None)
+                .expect_err("no token")
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        let err = Tokens::parse("secret-value bogus\n").expect_err("bad scope");
+        assert!(
+            err.contains("line 1") && !err.contains("secret-value"),
+            "{err}"
+        );
+        assert!(
+            Tokens::default()
+                .check(&HeaderMap::new(), Some(Scope::Admin))
+                .is_ok(),
+            "off"
+        );
+    }
+
+    #[test]
+    fn the_allow_list_checks_url_prefixes_and_resolved_local_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("in")).expect("mkdir");
+        let list = AllowList::new(&[
+            "s3://bucket/exports/".to_owned(),
+            data.to_string_lossy().into_owned(),
+        ])
+        .expect("allow list");
+        assert!(list.check("s3://bucket/exports/2026/").is_ok());
+        assert!(list.check("s3://bucket/other/").is_err());
+        assert!(list.check("s3://bucket/exports/../other/").is_err());
+        assert!(list.check("https://169.254.169.254/latest/").is_err());
+        assert!(list.check(&format!("{}/in/x.csv", data.display())).is_ok());
+        assert!(
+            list.check(&format!("{}/in/../../secret", data.display()))
+                .is_err()
+        );
+        assert!(list.check("/etc/passwd").is_err());
+        assert!(list.check("relative/path.csv").is_err());
+        let err = list.check("sftp://u:pw@h/x").expect_err("refused");
+        assert!(!err.message.contains("pw@"), "{}", err.message);
+        assert!(
+            AllowList::default().check("s3://any/").is_err(),
+            "empty allows nothing"
+        );
+    }
+}

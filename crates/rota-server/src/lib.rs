@@ -1,0 +1,97 @@
+//! Rota's network API: applications in any language schedule jobs, follow
+//! and await them, and run workers, over JSON and HTTP.
+//!
+//! ```text
+//! POST /schedule ─► Store.create_job (+ one task, or a background ingest of a batch source)
+//! GET  /jobs…     ◄─ Store.get_job / list_jobs / list_tasks / list_files
+//! POST /work/claim ─► Store.claim (long poll) ─► heartbeat / complete (fenced by lease)
+//! ```
+//!
+//! One [`Store`] serves any number of server processes (the embedded SQLite
+//! store on one machine; a shared store for several). The worker protocol is
+//! described in `docs/worker-protocol.md`.
+
+pub mod auth;
+pub mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rota_core::Store;
+use tokio::sync::Notify;
+
+pub use auth::{AllowList, Scope, Tokens};
+pub use error::ApiError;
+
+/// Longest a request body may be, unless configured otherwise.
+pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+/// Longest a claim or a wait may block.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// How a server runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The bearer tokens it accepts; none: no authentication.
+    pub tokens: Tokens,
+    /// The sources batch jobs may read.
+    pub allow: AllowList,
+    /// How batch jobs reach remote sources (credentials, trust).
+    pub sources: rota_sources::SourceSettings,
+    /// Longest request body accepted.
+    pub max_body: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tokens: Tokens::default(),
+            allow: AllowList::default(),
+            sources: rota_sources::SourceSettings::default(),
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Arc<Config>,
+    /// Woken when tasks may have become claimable in this process, so that
+    /// waiting claims need not wait for their next poll.
+    pub(crate) work: Arc<Notify>,
+}
+
+/// The API's routes over `store`.
+pub fn router(store: Arc<dyn Store>, config: Config) -> axum::Router {
+    let max_body = config.max_body;
+    let state = State {
+        store,
+        config: Arc::new(config),
+        work: Arc::new(Notify::new()),
+    };
+    routes::routes(state).layer(axum::extract::DefaultBodyLimit::max(max_body))
+}
+
+/// Serves the API on `listener` until `shutdown` completes; requests in
+/// flight are finished first. Leases held by workers are left to expire
+/// (they are rescued by time), so no work is lost.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(store, config);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,782 @@
+//! The routes: one handler per endpoint, each checking its scope first.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use rota_core::{
+    BatchPolicy, ClaimRequest, FileFilter, FileState, Job, JobFilter, JobId, JobState, Lease,
+    LeaseRef, LeaseToken, NewJob, NewTask, OnError, Outcome, PayloadEncoding, Report, Spec,
+    TaskFilter, TaskId, TaskState,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::{MAX_WAIT, Scope, State};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+pub(crate) fn routes(state: State) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/specs", get(list_specs))
+        .route("/specs/{name}", get(get_spec).put(put_spec))
+        .route("/schedule", post(schedule))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/tasks", get(list_tasks))
+        .route("/jobs/{id}/files", get(list_files))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/wait", get(wait_job))
+        .route("/work/claim", post(claim))
+        .route("/work/heartbeat", post(heartbeat))
+        .route("/work/complete", post(complete))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(text: &str, what: &str) -> Result<T, ApiError> {
+    text.parse()
+        .map_err(|e: String| ApiError::invalid(format!("{what}: {e}")))
+}
+
+fn job_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no job {text} (not a job id)")))
+}
+
+/// A duration as `500ms`, `30s`, `2m` or a number of seconds.
+fn duration(text: &str) -> Result<Duration, ApiError> {
+    let bad = || ApiError::invalid(format!("'{text}' is not a duration (e.g. 500ms, 30s, 2m)"));
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+async fn healthz(Extract(state): Extract<State>) -> Answer {
+    state.store.list_specs().await?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+// ---- specs -----------------------------------------------------------------
+
+async fn list_specs(Extract(state): Extract<State>, headers: HeaderMap) -> Answer {
+    state.config.tokens.check(&headers, None)?;
+    Ok(Json(json!({ "specs": state.store.list_specs().await? })))
+}
+
+async fn get_spec(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Answer {
+    state.config.tokens.check(&headers, None)?;
+    let spec = state
+        .store
+        .get_spec(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no spec {name}")))?;
+    Ok(Json(json!(spec)))
+}
+
+async fn put_spec(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<Spec>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Admin))?;
+    let Json(spec) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    if spec.name != name {
+        return Err(ApiError::invalid(format!(
+            "the spec is named '{}' but was put at /specs/{name}",
+            spec.name
+        )));
+    }
+    state.store.put_spec(spec.clone()).await?;
+    Ok(Json(json!(spec)))
+}
+
+// ---- scheduling ------------------------------------------------------------
+
+/// One job to schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    /// The spec's name.
+    spec: String,
+    /// Parameters handed to every task.
+    #[serde(default)]
+    params: Option<Value>,
+    /// The queue; else the spec's, else `default`.
+    queue: Option<String>,
+    /// Attempts per task; else the spec's retry policy.
+    max_attempts: Option<u32>,
+    /// First retry delay in milliseconds, doubled per attempt.
+    retry_backoff_ms: Option<u64>,
+    /// Scheduling again with the same key returns the same job.
+    idempotency_key: Option<String>,
+    /// File batching: the server reads the source and makes one task per batch.
+    batch: Option<BatchRequest>,
+}
+
+/// A source to batch, and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    /// A file, directory, prefix or URL, as `rota ingest` takes it.
+    source: String,
+    #[serde(default)]
+    recursive: bool,
+    glob: Option<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    format: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+    schema: Option<String>,
+    encoding: Option<String>,
+    /// Most records per task (default 1000 unless `max_bytes` is given).
+    max_rows: Option<u64>,
+    /// Most payload bytes per task.
+    max_bytes: Option<u64>,
+    #[serde(default)]
+    payload: PayloadEncoding,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+/// `/schedule` takes one job or `{"jobs": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ScheduleBody {
+    Many { jobs: Vec<JobRequest> },
+    One(Box<JobRequest>),
+}
+
+async fn schedule(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let body: ScheduleBody = serde_json::from_value(body.clone()).map_err(|_| {
+        // Say what is wrong with the job itself rather than "no variant matched".
+        let one = body
+            .get("jobs")
+            .and_then(Value::as_array)
+            .and_then(|j| j.first().cloned())
+            .unwrap_or(body);
+        match serde_json::from_value::<JobRequest>(one) {
+            Err(e) => ApiError::invalid(format!("not a job: {e}")),
+            Ok(_) => ApiError::invalid("expected a job or {\"jobs\": [...]}"),
+        }
+    })?;
+    let jobs = match body {
+        ScheduleBody::Many { jobs } => jobs,
+        ScheduleBody::One(job) => {
+            let mut job = *job;
+            if job.idempotency_key.is_none() {
+                job.idempotency_key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+            }
+            vec![job]
+        }
+    };
+    if jobs.is_empty() {
+        return Err(ApiError::invalid("no jobs to schedule"));
+    }
+    // Check every job before making any, so a bad one fails the request whole.
+    for job in &jobs {
+        check(&state, job)?;
+    }
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut any_created = false;
+    for job in jobs {
+        let (job, created) = make_job(&state, job).await?;
+        any_created |= created;
+        out.push(json!({ "id": job.id, "created": created, "state": job.state }));
+    }
+    state.work.notify_waiters();
+    let status = if any_created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "jobs": out }))))
+}
+
+fn check(state: &State, job: &JobRequest) -> Result<(), ApiError> {
+    if job.spec.trim().is_empty() {
+        return Err(ApiError::invalid("a job needs a spec"));
+    }
+    if job.max_attempts == Some(0) {
+        return Err(ApiError::invalid("max_attempts must be at least 1"));
+    }
+    if let Some(params) = &job.params
+        && !params.is_object()
+    {
+        return Err(ApiError::invalid("params must be a JSON object"));
+    }
+    let Some(batch) = &job.batch else {
+        return Ok(());
+    };
+    state.config.allow.check(&batch.source)?;
+    policy(batch).validate().map_err(ApiError::invalid)?;
+    if let Some(name) = &batch.format
+        && rota_formats::by_name(name).is_none()
+    {
+        return Err(ApiError::invalid(format!(
+            "unknown format '{name}' (known: {})",
+            rota_formats::names().join(", ")
+        )));
+    }
+    if let Some(schema) = &batch.schema {
+        rota_formats::parse_schema(schema).map_err(ApiError::invalid)?;
+    }
+    if let Some(label) = &batch.encoding {
+        rota_formats::text_encoding(label).map_err(ApiError::invalid)?;
+    }
+    Ok(())
+}
+
+fn policy(batch: &BatchRequest) -> BatchPolicy {
+    BatchPolicy {
+        max_rows: batch
+            .max_rows
+            .or_else(|| batch.max_bytes.is_none().then_some(1_000)),
+        max_bytes: batch.max_bytes,
+    }
+}
+
+/// Creates the job (or finds it by its key): a plain job gets one task whose
+/// payload is its params; a batch job is ingested in the background.
+async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiError> {
+    let spec = state.store.get_spec(&req.spec).await?;
+    let mut retry = spec.as_ref().map(|s| s.retry).unwrap_or_default();
+    if let Some(n) = req.max_attempts {
+        retry.max_attempts = n;
+    }
+    if let Some(ms) = req.retry_backoff_ms {
+        retry.backoff_base_ms = ms;
+    }
+    let queue = req
+        .queue
+        .clone()
+        .or_else(|| spec.as_ref().map(|s| s.queue.clone()))
+        .unwrap_or_else(rota_core::default_queue);
+    let params = req.params.clone().unwrap_or_else(|| json!({}));
+    let Some(batch) = req.batch else {
+        let (job, created) = state
+            .store
+            .create_job(NewJob {
+                key: req.idempotency_key,
+                spec: req.spec,
+                queue,
+                params: params.clone(),
+                retry,
+                hold: false,
+                ingest: None,
+            })
+            .await?;
+        if created {
+            let payload = serde_json::to_vec(&params)
+                .map_err(|e| ApiError::invalid(format!("params: {e}")))?;
+            state
+                .store
+                .add_tasks(
+                    job.id,
+                    vec![NewTask {
+                        key: "0".to_owned(),
+                        payload,
+                        encoding: PayloadEncoding::Json,
+                        rows: 1,
+                    }],
+                )
+                .await?;
+        }
+        let job = state.store.get_job(job.id).await?.unwrap_or(job);
+        return Ok((job, created));
+    };
+    // The job exists (held) before the ingest starts, so its id can be
+    // answered now; the ingest finds it by its key and fills it.
+    let key = req
+        .idempotency_key
+        .unwrap_or_else(|| format!("schedule:{}", uuid::Uuid::now_v7()));
+    let new_job = NewJob {
+        key: Some(key),
+        spec: req.spec,
+        queue,
+        params,
+        retry,
+        hold: true,
+        ingest: None,
+    };
+    let (job, created) = state.store.create_job(new_job.clone()).await?;
+    if !job.released && job.state == JobState::Pending {
+        let ingest = rota_ingest::IngestRequest {
+            location: batch.source.clone(),
+            recursive: batch.recursive,
+            glob: batch.glob.clone(),
+            filter: rota_sources::EntryFilter {
+                exclude: batch.exclude.clone(),
+                ..rota_sources::EntryFilter::default()
+            },
+            sources: state.config.sources.clone(),
+            format: batch.format.clone(),
+            decode: rota_core::format::DecodeOptions {
+                schema: batch
+                    .schema
+                    .as_deref()
+                    .map(rota_formats::parse_schema)
+                    .transpose()
+                    .map_err(ApiError::invalid)?,
+                on_error: batch.on_error,
+                options: batch.options.clone(),
+                ..rota_core::format::DecodeOptions::default()
+            },
+            decompression: rota_formats::Limits::default(),
+            encoding: batch.encoding.clone(),
+            batch: policy(&batch),
+            payload: batch.payload,
+            job: new_job,
+            parallel: rota_ingest::DEFAULT_PARALLEL_FILES,
+        };
+        let (store, work, id) = (state.store.clone(), state.work.clone(), job.id);
+        tokio::spawn(async move {
+            let progress = Arc::new(rota_ingest::Progress::default());
+            match rota_ingest::ingest(store.clone(), ingest, progress).await {
+                Ok(summary) => {
+                    tracing::info!(job = %id, rows = summary.report.rows, tasks = summary.report.tasks, "batch ingested");
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "batch ingest failed");
+                    // A failure before the ingest reached the job (a missing
+                    // path) still fails it, with the reason.
+                    if let Err(fail) = store.fail_job(id, e.to_string(), None).await {
+                        tracing::error!(job = %id, error = %fail, "could not mark the job failed");
+                    }
+                }
+            }
+            work.notify_waiters();
+        });
+    }
+    Ok((job, created))
+}
+
+// ---- jobs ------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    state: Option<String>,
+    spec: Option<String>,
+    queue: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Query(q): Query<JobsQuery>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let jobs = state
+        .store
+        .list_jobs(JobFilter {
+            state: q
+                .state
+                .as_deref()
+                .map(|s| parse::<JobState>(s, "state"))
+                .transpose()?,
+            spec: q.spec,
+            queue: q.queue,
+            before: q.before.as_deref().map(job_id).transpose()?,
+            limit,
+        })
+        .await?;
+    let next = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| j.id))
+        .flatten();
+    Ok(Json(json!({ "jobs": jobs, "next_before": next })))
+}
+
+async fn load_job(state: &State, id: &str) -> Result<Job, ApiError> {
+    let id = job_id(id)?;
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+async fn get_job(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    Ok(Json(json!(load_job(&state, &id).await?)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksQuery {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+    #[serde(default)]
+    results: bool,
+}
+
+async fn list_tasks(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TasksQuery>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let tasks = state
+        .store
+        .list_tasks(
+            job_id(&id)?,
+            TaskFilter {
+                state: q
+                    .state
+                    .as_deref()
+                    .map(|s| parse::<TaskState>(s, "state"))
+                    .transpose()?,
+                after_key: q.after,
+                limit,
+                with_results: q.results,
+            },
+        )
+        .await?;
+    let next = (tasks.len() == limit as usize)
+        .then(|| tasks.last().map(|t| t.key.clone()))
+        .flatten();
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id, "key": t.key, "state": t.state, "attempt": t.attempt,
+                "max_attempts": t.max_attempts, "rows": t.rows, "payload_bytes": t.payload_bytes,
+                "encoding": t.encoding, "available_at": t.available_at,
+                "lease_expires_at": t.lease_expires_at, "worker": t.worker,
+                "result": t.result.as_ref().map(|r| String::from_utf8_lossy(r).into_owned()),
+                "error": t.error, "finished_at": t.finished_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tasks": tasks, "next_after": next })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesQuery {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_files(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<FilesQuery>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+    let files = state
+        .store
+        .list_files(
+            job_id(&id)?,
+            FileFilter {
+                state: q
+                    .state
+                    .as_deref()
+                    .map(|s| parse::<FileState>(s, "state"))
+                    .transpose()?,
+                after: q.after,
+                limit,
+            },
+        )
+        .await?;
+    let next = (files.len() == limit as usize)
+        .then(|| files.last().map(|f| f.relative.clone()))
+        .flatten();
+    Ok(Json(json!({ "files": files, "next_after": next })))
+}
+
+async fn cancel_job(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let id = load_job(&state, &id).await?.id;
+    Ok(Json(json!(state.store.cancel_job(id).await?)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    timeout: Option<String>,
+}
+
+/// Answers when the job has ended, or at the timeout with the job as it is
+/// then: the caller looks at its `state`.
+async fn wait_job(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let timeout = q
+        .timeout
+        .as_deref()
+        .map(duration)
+        .transpose()?
+        .unwrap_or(Duration::from_secs(30))
+        .min(MAX_WAIT);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job = load_job(&state, &id).await?;
+        if job.state.is_terminal() || Instant::now() >= deadline {
+            return Ok(Json(json!(job)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---- the worker protocol over HTTP ------------------------------------------
+
+fn default_queues() -> Vec<String> {
+    vec![rota_core::default_queue()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    /// Who claims (recorded on the tasks).
+    worker: String,
+    #[serde(default = "default_queues")]
+    queues: Vec<String>,
+    /// Most tasks to claim (1 to 100).
+    #[serde(default)]
+    limit: Option<u32>,
+    /// How long each lease lasts without a heartbeat (1 s to 1 h).
+    #[serde(default)]
+    lease_ms: Option<u64>,
+    /// How long to wait for work when there is none (at most 60 s).
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    let Json(value) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+fn lease_json(lease: &Lease) -> Value {
+    let mut task = json!({
+        "task_id": lease.lease.task, "attempt": lease.lease.attempt,
+        "lease_token": lease.lease.token, "expires_at": lease.expires_at,
+        "job_id": lease.job_id, "key": lease.key, "spec": lease.spec, "queue": lease.queue,
+        "params": lease.params, "encoding": lease.encoding,
+        "media_type": lease.encoding.media_type(), "rows": lease.rows,
+        "max_attempts": lease.max_attempts,
+    });
+    let text = (lease.encoding != PayloadEncoding::Arrow)
+        .then(|| std::str::from_utf8(&lease.payload).ok())
+        .flatten();
+    task["payload"] = text.map_or(Value::Null, |t| Value::String(t.to_owned()));
+    if text.is_none() {
+        task["payload_base64"] =
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&lease.payload));
+    }
+    task
+}
+
+async fn claim(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Work))?;
+    let body: ClaimBody = json_body(body)?;
+    if body.worker.trim().is_empty() {
+        return Err(ApiError::invalid("name the worker"));
+    }
+    let req = ClaimRequest {
+        queues: body.queues,
+        worker: body.worker,
+        limit: body.limit.unwrap_or(1).clamp(1, 100),
+        lease: Duration::from_millis(body.lease_ms.unwrap_or(30_000).clamp(1_000, 3_600_000)),
+    };
+    let deadline = Instant::now() + Duration::from_millis(body.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    loop {
+        // Listen before looking, so a schedule in between is not missed.
+        let woken = state.work.notified();
+        let leases = state.store.claim(req.clone()).await?;
+        let now = Instant::now();
+        if !leases.is_empty() || now >= deadline {
+            let tasks: Vec<Value> = leases.iter().map(lease_json).collect();
+            return Ok(Json(json!({ "tasks": tasks })));
+        }
+        // Other nodes add work too: look again at least every 250 ms.
+        let pause = (deadline - now).min(Duration::from_millis(250));
+        let _ = tokio::time::timeout(pause, woken).await;
+    }
+}
+
+/// Names one held attempt.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    task_id: TaskId,
+    attempt: u32,
+    lease_token: LeaseToken,
+}
+
+impl LeaseBody {
+    fn lease(&self) -> LeaseRef {
+        LeaseRef {
+            task: self.task_id,
+            attempt: self.attempt,
+            token: self.lease_token,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    leases: Vec<LeaseBody>,
+    /// How long from now each lease lasts.
+    #[serde(default)]
+    extend_ms: Option<u64>,
+}
+
+async fn heartbeat(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Work))?;
+    let body: HeartbeatBody = json_body(body)?;
+    let extend = Duration::from_millis(body.extend_ms.unwrap_or(30_000).clamp(1_000, 3_600_000));
+    let acks = state
+        .store
+        .heartbeat(body.leases.iter().map(LeaseBody::lease).collect(), extend)
+        .await?;
+    let results: Vec<Value> = acks
+        .into_iter()
+        .map(|ack| match ack {
+            Ok(a) => json!({ "ok": true, "expires_at": a.expires_at, "cancel_requested": a.cancel_requested }),
+            Err(e) => json!({ "ok": false, "error": ApiError::from(e).to_json() }),
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportBody {
+    task_id: TaskId,
+    attempt: u32,
+    lease_token: LeaseToken,
+    /// The result of a success: any JSON value.
+    #[serde(default)]
+    result: Option<Value>,
+    /// Why the attempt failed; its presence makes the report a failure.
+    #[serde(default)]
+    error: Option<String>,
+    /// For a failure: whether another attempt may succeed (default true).
+    #[serde(default)]
+    retryable: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteBody {
+    reports: Vec<ReportBody>,
+}
+
+async fn complete(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Work))?;
+    let body: CompleteBody = json_body(body)?;
+    let mut reports = Vec::with_capacity(body.reports.len());
+    for r in body.reports {
+        let lease = LeaseRef {
+            task: r.task_id,
+            attempt: r.attempt,
+            token: r.lease_token,
+        };
+        let outcome = match r.error {
+            Some(error) => Outcome::Failure {
+                error,
+                retryable: r.retryable.unwrap_or(true),
+            },
+            None => Outcome::Success(match r.result {
+                Some(Value::String(s)) => s.into_bytes(),
+                Some(v) => serde_json::to_vec(&v).map_err(|e| ApiError::invalid(e.to_string()))?,
+                None => Vec::new(),
+            }),
+        };
+        reports.push(Report { lease, outcome });
+    }
+    let states = state.store.report(reports).await?;
+    let results: Vec<Value> = states
+        .into_iter()
+        .map(|s| match s {
+            Ok(task_state) => json!({ "ok": true, "state": task_state }),
+            Err(e) => json!({ "ok": false, "error": ApiError::from(e).to_json() }),
+        })
+        .collect();
+    // A retried task may be claimable again.
+    state.work.notify_waiters();
+    Ok(Json(json!({ "results": results })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(duration("500ms").expect("ms"), Duration::from_millis(500));
+        assert_eq!(duration("30s").expect("s"), Duration::from_secs(30));
+        assert_eq!(duration("2m").expect("m"), Duration::from_secs(120));
+        assert_eq!(duration("5").expect("bare"), Duration::from_secs(5));
+        assert!(duration("soon").is_err() && duration("3h").is_err());
+    }
+}
