@@ -5,5 +5,6 @@ mod crosscheck;
 mod files;
 mod ingest;
 mod remote;
+mod serve;
 mod support;
 mod worker;

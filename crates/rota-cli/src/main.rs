@@ -3,6 +3,7 @@
 mod ingest;
 mod jobs;
 mod ls;
+mod serve;
 mod units;
 mod worker;
 
@@ -48,6 +49,9 @@ enum Command {
     Ls(ls::LsArgs),
     /// List the formats `rota ingest` reads, their options, and the compressions it undoes.
     Formats,
+    /// Serve the network API: schedule jobs (plain or batched from a
+    /// source), follow and await them, and run workers over HTTP.
+    Serve(serve::ServeArgs),
 }
 
 fn init_logging() {
@@ -91,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks { command } => jobs::run_tasks(open_store(&cli.store).await?, command).await,
         Command::Worker(args) => worker::run(open_store(&cli.store).await?, args).await,
         Command::Ls(args) => ls::run(args).await,
+        Command::Serve(args) => serve::run(open_store(&cli.store).await?, args).await,
     }
 }
 

@@ -119,13 +119,7 @@ pub(crate) struct FilterArgs {
 impl FilterArgs {
     /// The source settings: the profile's over the environment's.
     pub(crate) fn sources(&self) -> anyhow::Result<rota_sources::SourceSettings> {
-        let Some(name) = &self.profile else {
-            return Ok(rota_sources::SourceSettings::from_env());
-        };
-        let path = rota_sources::profiles::default_path().ok_or_else(|| {
-            anyhow::anyhow!("--profile {name}: no profiles file (set ROTA_PROFILES or HOME)")
-        })?;
-        Ok(rota_sources::profiles::load(name, &path)?)
+        source_settings(self.profile.as_deref())
     }
 
     /// The filter these flags describe.
@@ -137,6 +131,20 @@ impl FilterArgs {
             exclude: self.exclude.clone(),
         }
     }
+}
+
+/// Source settings: the named profile's over the environment's, or the
+/// environment's alone.
+pub(crate) fn source_settings(
+    profile: Option<&str>,
+) -> anyhow::Result<rota_sources::SourceSettings> {
+    let Some(name) = profile else {
+        return Ok(rota_sources::SourceSettings::from_env());
+    };
+    let path = rota_sources::profiles::default_path().ok_or_else(|| {
+        anyhow::anyhow!("--profile {name}: no profiles file (set ROTA_PROFILES or HOME)")
+    })?;
+    Ok(rota_sources::profiles::load(name, &path)?)
 }
 
 /// A time, as RFC 3339 or a date (midnight UTC).

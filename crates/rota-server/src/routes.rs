@@ -46,6 +46,18 @@ fn parse<T: std::str::FromStr<Err = String>>(text: &str, what: &str) -> Result<T
         .map_err(|e: String| ApiError::invalid(format!("{what}: {e}")))
 }
 
+/// A body that could not be read as JSON, with the status axum gives it
+/// (413 for one past the size limit, 415 without a JSON content type).
+fn rejected(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    let status = e.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid",
+    };
+    ApiError::new(status, code, e.body_text())
+}
+
 fn job_id(text: &str) -> Result<JobId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::not_found(format!("no job {text} (not a job id)")))
@@ -100,7 +112,7 @@ async fn put_spec(
     body: Result<Json<Spec>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
     state.config.tokens.check(&headers, Some(Scope::Admin))?;
-    let Json(spec) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Json(spec) = body.map_err(rejected)?;
     if spec.name != name {
         return Err(ApiError::invalid(format!(
             "the spec is named '{}' but was put at /specs/{name}",
@@ -174,7 +186,7 @@ async fn schedule(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
-    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let body: ScheduleBody = serde_json::from_value(body.clone()).map_err(|_| {
         // Say what is wrong with the job itself rather than "no variant matched".
         let one = body
@@ -597,7 +609,7 @@ struct ClaimBody {
 fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    let Json(value) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Json(value) = body.map_err(rejected)?;
     serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
 }
 

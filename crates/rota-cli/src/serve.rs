@@ -1,0 +1,96 @@
+//! `rota serve`: the network API over the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use rota_core::Store;
+
+use crate::units::parse_size;
+
+/// Arguments of `rota serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "ROTA_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// A file of bearer tokens, one per line: the token, then its scopes
+    /// separated by commas (schedule, work, admin). Without it the API
+    /// asks for no token, and only a loopback address may be listened on.
+    #[arg(long, env = "ROTA_TOKENS_FILE", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// A source batch jobs may read: a URL prefix (`s3://bucket/exports/`,
+    /// `https://data.example.com/`) or a local directory; repeatable. Batch
+    /// jobs naming anything else are refused.
+    #[arg(long = "allow-source", value_name = "PREFIX")]
+    allow_source: Vec<String>,
+    /// Longest request body accepted.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    max_body: u64,
+    /// Listen on a non-loopback address without tokens (anyone who can reach
+    /// it can schedule work and read results).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// A named profile of source settings for batch jobs (see `rota ingest
+    /// --profile`); without one, the environment.
+    #[arg(long, env = "ROTA_PROFILE")]
+    profile: Option<String>,
+}
+
+pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let tokens = match &args.tokens {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the tokens file {}", path.display()))?;
+            rota_server::Tokens::parse(&text)
+                .map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?
+        }
+        None => rota_server::Tokens::default(),
+    };
+    if !tokens.enabled() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to listen on {} without tokens: give --tokens FILE (or --insecure-no-auth)",
+            args.listen
+        );
+    }
+    let config = rota_server::Config {
+        tokens,
+        allow: rota_server::AllowList::new(&args.allow_source).map_err(anyhow::Error::msg)?,
+        sources: crate::units::source_settings(args.profile.as_deref())?,
+        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, auth = config.tokens.enabled(), "serving the API");
+    // Written to stdout so that scripts can learn a port chosen by the system.
+    crate::print_out(&format!("listening on http://{addr}\n"));
+    let shutdown = async {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = interrupt => {}
+                () = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = interrupt.await;
+        tracing::info!("shutting down: finishing the requests in flight");
+    };
+    rota_server::serve(listener, store, config, shutdown)
+        .await
+        .context("the server failed")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,198 @@
+//! `rota serve` as a process: scheduled over HTTP, worked by a Python
+//! worker written from docs/worker-protocol.md, stopped by SIGTERM.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Scratch, finish, signal};
+
+/// `rota serve` on a free loopback port; returns the process and its URL.
+fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut child = s
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rota serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("rota serve said {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+/// POSTs `body` as JSON with a bearer token; returns the JSON answer.
+fn post(url: &str, path: &str, token: &str, body: &serde_json::Value) -> serde_json::Value {
+    http("POST", url, path, token, Some(body))
+}
+
+fn get(url: &str, path: &str, token: &str) -> serde_json::Value {
+    http("GET", url, path, token, None)
+}
+
+/// One HTTP/1.1 request on its own connection (the tests' client needs no
+/// more than this), answered with JSON.
+fn http(
+    method: &str,
+    url: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("read");
+    let (head, rest) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(
+        !head.contains("chunked"),
+        "chunked answers are not read here: {head}"
+    );
+    serde_json::from_str(rest).unwrap_or_else(|_| panic!("not JSON: {head}\n{rest}"))
+}
+
+fn python_worker(url: &str, token: &str, extra: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/workers/http_worker.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(url)
+        .args(["--token", token, "--idle-exit", "2"])
+        .args(extra)
+        .output()
+        .expect("run the python worker");
+    assert!(
+        out.status.success(),
+        "python worker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("worker summary")
+}
+
+#[test]
+fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
+    let s = Scratch::new();
+    std::fs::write(s.path("tokens"), "app-token schedule\nworker-token work\n").expect("tokens");
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let mut csv = String::from("id,name\n");
+    for i in 1..=250 {
+        csv.push_str(&format!("{i},name {i}\n"));
+    }
+    std::fs::write(data.join("people.csv"), &csv).expect("write");
+    let tokens = s.path("tokens");
+    let (server, url) = serve(
+        &s,
+        &[
+            "--tokens",
+            tokens.to_str().expect("path"),
+            "--allow-source",
+            data.to_str().expect("path"),
+        ],
+    );
+
+    let scheduled = post(
+        &url,
+        "/schedule",
+        "app-token",
+        &serde_json::json!({ "jobs": [
+            { "spec": "greet", "params": { "id": 7 } },
+            { "spec": "import", "max_attempts": 3, "retry_backoff_ms": 10, "batch": {
+                "source": data.join("people.csv").to_str().expect("path"),
+                "max_rows": 100 } },
+        ] }),
+    );
+    let plain = scheduled["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let batch = scheduled["jobs"][1]["id"].as_str().expect("id").to_owned();
+    // The batch is ingested in the background; wait for its release.
+    crate::support::wait_until(Duration::from_secs(20), "the batch is ingested", || {
+        get(&url, &format!("/jobs/{batch}"), "app-token")["released"] == true
+    });
+
+    // Each task's first attempt fails (retryably); the second succeeds.
+    let summary = python_worker(&url, "worker-token", &["--fail-first-attempt"]);
+    assert_eq!(
+        summary["reports"], 8,
+        "4 tasks, two attempts each: {summary}"
+    );
+
+    let job = get(
+        &url,
+        &format!("/jobs/{batch}/wait?timeout=10s"),
+        "app-token",
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["counts"]["succeeded"], 3);
+    let tasks = get(
+        &url,
+        &format!("/jobs/{batch}/tasks?results=true"),
+        "app-token",
+    );
+    let mut rows = 0;
+    let mut sum = 0;
+    for t in tasks["tasks"].as_array().expect("tasks") {
+        assert_eq!(t["attempt"], 2, "{t}");
+        let r: serde_json::Value =
+            serde_json::from_str(t["result"].as_str().expect("result")).expect("json");
+        rows += r["rows"].as_u64().expect("rows");
+        sum += r["sum_id"].as_u64().expect("sum");
+    }
+    assert_eq!((rows, sum), (250, 250 * 251 / 2), "every row once");
+    let job = get(&url, &format!("/jobs/{plain}"), "app-token");
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    // The worker's token cannot schedule; the app's cannot claim.
+    let refused = post(
+        &url,
+        "/schedule",
+        "worker-token",
+        &serde_json::json!({ "spec": "x" }),
+    );
+    assert_eq!(refused["error"]["code"], "forbidden");
+    let refused = post(
+        &url,
+        "/work/claim",
+        "app-token",
+        &serde_json::json!({ "worker": "w" }),
+    );
+    assert_eq!(refused["error"]["code"], "forbidden");
+
+    // SIGTERM: the server finishes and exits cleanly.
+    signal(&server, "TERM");
+    let (status, stderr) = finish(server, Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(
+        !stderr.contains("app-token") && !stderr.contains("worker-token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rota_serve_refuses_an_open_address_without_tokens() {
+    let s = Scratch::new();
+    let err = s.fails(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(
+        err.contains("without tokens") && err.contains("--tokens"),
+        "{err}"
+    );
+}
