@@ -186,13 +186,14 @@ impl AllowList {
         };
         match rota_sources::scheme(location) {
             Some(s) if s != "file" => {
-                // Compare without userinfo: credentials do not change the place.
-                let bare = strip_userinfo(location);
+                // Compare without userinfo (credentials do not change the
+                // place), and decoded: sources decode `%2e%2e` to `..`.
+                let bare = decoded(&strip_userinfo(location));
                 if self
                     .urls
                     .iter()
-                    .any(|p| bare.starts_with(&strip_userinfo(p)))
-                    && !bare.contains("/../")
+                    .any(|p| under(&bare, &decoded(&strip_userinfo(p))))
+                    && !has_dot_segment(&bare)
                 {
                     Ok(())
                 } else {
@@ -203,6 +204,11 @@ impl AllowList {
                     ))
                 }
             }
+            _ if has_dot_segment(location) => Err(refuse(
+                "a local path with `.` or `..` segments is not read: give it resolved, under a \
+                 directory named by --allow-source"
+                    .to_owned(),
+            )),
             _ => {
                 let path = Path::new(location.trim_start_matches("file://"));
                 // The deepest existing ancestor, resolved: `..` and links
@@ -232,6 +238,54 @@ impl AllowList {
             }
         }
     }
+}
+
+/// Whether `location` lies under the allowed `prefix`: equal to it, or
+/// continuing it after a `/` (so `https://h.example.com` does not allow
+/// `https://h.example.com.evil.org/`, nor `s3://b/exports` `s3://b/exports-x`).
+/// Schemes compare without case.
+fn under(location: &str, prefix: &str) -> bool {
+    let (location, prefix) = (lower_scheme(location), lower_scheme(prefix));
+    location == prefix
+        || (location.starts_with(&prefix)
+            && (prefix.ends_with('/') || location[prefix.len()..].starts_with('/')))
+}
+
+/// `url` with its scheme in lowercase.
+fn lower_scheme(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether a path or URL has a `.` or `..` segment.
+fn has_dot_segment(location: &str) -> bool {
+    let path = location
+        .split_once("://")
+        .map_or(location, |(_, rest)| rest);
+    path.split(['/', '\\']).any(|seg| seg == ".." || seg == ".")
+}
+
+/// `text` with `%XX` escapes decoded (bytes that do not form UTF-8 are
+/// replaced, which only makes a location less likely to match).
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `location` without a `user[:password]@` part.
@@ -314,10 +368,34 @@ mod tests {
         assert!(list.check("s3://bucket/exports/2026/").is_ok());
         assert!(list.check("s3://bucket/other/").is_err());
         assert!(list.check("s3://bucket/exports/../other/").is_err());
+        assert!(list.check("s3://bucket/exports/%2e%2e/other/").is_err());
+        assert!(
+            list.check("S3://bucket/exports/x.csv").is_ok(),
+            "schemes ignore case"
+        );
+        let hosts = AllowList::new(&["https://data.example.com".to_owned()]).expect("list");
+        assert!(hosts.check("https://data.example.com/a.csv").is_ok());
+        assert!(
+            hosts
+                .check("https://data.example.com.evil.org/a.csv")
+                .is_err()
+        );
+        assert!(
+            hosts
+                .check("https://data.example.com@evil.org/a.csv")
+                .is_err()
+        );
+        let no_slash = AllowList::new(&["s3://b/exports".to_owned()]).expect("list");
+        assert!(no_slash.check("s3://b/exports/x").is_ok());
+        assert!(no_slash.check("s3://b/exports-x/y").is_err());
         assert!(list.check("https://169.254.169.254/latest/").is_err());
         assert!(list.check(&format!("{}/in/x.csv", data.display())).is_ok());
         assert!(
             list.check(&format!("{}/in/../../secret", data.display()))
+                .is_err()
+        );
+        assert!(
+            list.check(&format!("{}/no/../../../etc/passwd", data.display()))
                 .is_err()
         );
         assert!(list.check("/etc/passwd").is_err());
