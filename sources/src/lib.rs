@@ -46,7 +46,41 @@ pub struct SourceSettings {
     pub sftp: sftp::SftpSettings,
     /// FTPS trust.
     pub ftp: ftp::FtpSettings,
+    /// Sources an embedding program adds for schemes of its own (the
+    /// server's `upload://`); asked before the built-in ones.
+    pub extra: ExtraSources,
 }
+
+/// Sources added by an embedding program, each serving the schemes it names.
+/// Two sets are equal when they hold the same sources.
+#[derive(Clone, Default)]
+pub struct ExtraSources(pub Vec<Arc<dyn Source>>);
+
+impl ExtraSources {
+    /// The added source serving `scheme`, if any.
+    fn serving(&self, scheme: &str) -> Option<Arc<dyn Source>> {
+        self.0
+            .iter()
+            .find(|s| s.schemes().contains(&scheme))
+            .cloned()
+    }
+}
+
+impl std::fmt::Debug for ExtraSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|s| s.schemes()))
+            .finish()
+    }
+}
+
+impl PartialEq for ExtraSources {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl Eq for ExtraSources {}
 
 impl SourceSettings {
     /// Settings from the environment (`AWS_*`, see [`S3Settings::from_env`]).
@@ -56,6 +90,7 @@ impl SourceSettings {
             s3: S3Settings::from_env(),
             sftp: sftp::SftpSettings::from_env(),
             ftp: ftp::FtpSettings::from_env(),
+            extra: ExtraSources::default(),
         }
     }
 
@@ -65,6 +100,9 @@ impl SourceSettings {
     /// # Errors
     /// When no source serves the location's scheme.
     pub fn for_location(&self, location: &str) -> Result<Arc<dyn Source>, SourceError> {
+        if let Some(source) = scheme(location).and_then(|s| self.extra.serving(s)) {
+            return Ok(source);
+        }
         match scheme(location) {
             None | Some("file") => Ok(Arc::new(LocalSource)),
             Some("s3" | "http" | "https" | "webdav" | "webdavs") => {

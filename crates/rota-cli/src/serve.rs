@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use rota_core::Store;
 
-use crate::units::parse_size;
+use crate::units::{parse_duration, parse_size};
 
 /// Arguments of `rota serve`.
 #[derive(Debug, Args)]
@@ -38,6 +38,22 @@ pub(crate) struct ServeArgs {
     /// --profile`); without one, the environment.
     #[arg(long, env = "ROTA_PROFILE")]
     profile: Option<String>,
+    /// Where uploads to `/uploads` are kept until their job is made (and
+    /// read again after a restart, to resume them).
+    #[arg(
+        long,
+        env = "ROTA_UPLOAD_DIR",
+        value_name = "DIR",
+        default_value = "rota-uploads"
+    )]
+    upload_dir: PathBuf,
+    /// The largest upload accepted.
+    #[arg(long, value_name = "SIZE", default_value = "1TiB", value_parser = parse_size)]
+    max_upload: u64,
+    /// How long an unfinished upload may go without receiving bytes before it
+    /// expires and its job fails.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    upload_expiry: std::time::Duration,
 }
 
 pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +77,11 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Resul
         allow: rota_server::AllowList::new(&args.allow_source).map_err(anyhow::Error::msg)?,
         sources: crate::units::source_settings(args.profile.as_deref())?,
         max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        uploads: Some(rota_server::UploadConfig {
+            dir: args.upload_dir.clone(),
+            expire_after: args.upload_expiry,
+            max_size: args.max_upload,
+        }),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -804,7 +804,12 @@ async fn run_file(
             if bytes_tx.send(chunk).await.is_err() {
                 break; // the decoder stopped; its error wins
             }
-            next = stream.next_chunk().await?;
+            // A source slow to give more (an upload still arriving) is not
+            // waited for once the decoder has stopped.
+            next = tokio::select! {
+                chunk = stream.next_chunk() => chunk?,
+                () = bytes_tx.closed() => break,
+            };
         }
         Ok::<_, IngestError>(())
     };

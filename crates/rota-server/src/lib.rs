@@ -5,6 +5,7 @@
 //! POST /schedule ─► Store.create_job (+ one task, or a background ingest of a batch source)
 //! GET  /jobs…     ◄─ Store.get_job / list_jobs / list_tasks / list_files
 //! POST /work/claim ─► Store.claim (long poll) ─► heartbeat / complete (fenced by lease)
+//! POST /uploads …  ─► tus: bytes on disk ─► followed by an ingest into a held job
 //! ```
 //!
 //! One [`Store`] serves any number of server processes (the embedded SQLite
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod error;
 mod routes;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tokio::sync::Notify;
 
 pub use auth::{AllowList, Scope, Tokens};
 pub use error::ApiError;
+pub use uploads::UploadConfig;
 
 /// Longest a request body may be, unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
@@ -39,8 +42,10 @@ pub struct Config {
     pub allow: AllowList,
     /// How batch jobs reach remote sources (credentials, trust).
     pub sources: rota_sources::SourceSettings,
-    /// Longest request body accepted.
+    /// Longest request body accepted (upload bodies aside).
     pub max_body: usize,
+    /// Where uploads are kept; `None`: no `/uploads`.
+    pub uploads: Option<UploadConfig>,
 }
 
 impl Default for Config {
@@ -50,6 +55,7 @@ impl Default for Config {
             allow: AllowList::default(),
             sources: rota_sources::SourceSettings::default(),
             max_body: DEFAULT_MAX_BODY,
+            uploads: None,
         }
     }
 }
@@ -62,17 +68,32 @@ pub(crate) struct State {
     /// Woken when tasks may have become claimable in this process, so that
     /// waiting claims need not wait for their next poll.
     pub(crate) work: Arc<Notify>,
+    /// The uploads, when enabled.
+    pub(crate) uploads: Option<Arc<uploads::Uploads>>,
 }
 
-/// The API's routes over `store`.
-pub fn router(store: Arc<dyn Store>, config: Config) -> axum::Router {
+/// The API's routes over `store`. Called on a Tokio runtime: the ingests of
+/// uploads a stopped server left unfinished start again here.
+///
+/// # Errors
+/// When the upload directory cannot be made or read.
+pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Router> {
     let max_body = config.max_body;
+    let uploads = config
+        .uploads
+        .clone()
+        .map(uploads::Uploads::open)
+        .transpose()?;
     let state = State {
         store,
         config: Arc::new(config),
         work: Arc::new(Notify::new()),
+        uploads: uploads.clone(),
     };
-    routes::routes(state).layer(axum::extract::DefaultBodyLimit::max(max_body))
+    if let Some(uploads) = &uploads {
+        uploads.resume(&state);
+    }
+    Ok(routes::routes(state).layer(axum::extract::DefaultBodyLimit::max(max_body)))
 }
 
 /// Serves the API on `listener` until `shutdown` completes; requests in
@@ -87,7 +108,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store, config);
+    let app = router(store, config)?;
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -37,6 +37,7 @@ pub(crate) fn routes(state: State) -> axum::Router {
         .route("/work/claim", post(claim))
         .route("/work/heartbeat", post(heartbeat))
         .route("/work/complete", post(complete))
+        .merge(crate::uploads::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -128,48 +129,48 @@ async fn put_spec(
 /// One job to schedule.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JobRequest {
+pub(crate) struct JobRequest {
     /// The spec's name.
-    spec: String,
+    pub(crate) spec: String,
     /// Parameters handed to every task.
     #[serde(default)]
-    params: Option<Value>,
+    pub(crate) params: Option<Value>,
     /// The queue; else the spec's, else `default`.
-    queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// Attempts per task; else the spec's retry policy.
-    max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<u32>,
     /// First retry delay in milliseconds, doubled per attempt.
-    retry_backoff_ms: Option<u64>,
+    pub(crate) retry_backoff_ms: Option<u64>,
     /// Scheduling again with the same key returns the same job.
-    idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
     /// File batching: the server reads the source and makes one task per batch.
-    batch: Option<BatchRequest>,
+    pub(crate) batch: Option<BatchRequest>,
 }
 
 /// A source to batch, and how.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
+pub(crate) struct BatchRequest {
     /// A file, directory, prefix or URL, as `rota ingest` takes it.
-    source: String,
+    pub(crate) source: String,
     #[serde(default)]
-    recursive: bool,
-    glob: Option<String>,
+    pub(crate) recursive: bool,
+    pub(crate) glob: Option<String>,
     #[serde(default)]
-    exclude: Vec<String>,
-    format: Option<String>,
+    pub(crate) exclude: Vec<String>,
+    pub(crate) format: Option<String>,
     #[serde(default)]
-    options: BTreeMap<String, String>,
-    schema: Option<String>,
-    encoding: Option<String>,
+    pub(crate) options: BTreeMap<String, String>,
+    pub(crate) schema: Option<String>,
+    pub(crate) encoding: Option<String>,
     /// Most records per task (default 1000 unless `max_bytes` is given).
-    max_rows: Option<u64>,
+    pub(crate) max_rows: Option<u64>,
     /// Most payload bytes per task.
-    max_bytes: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
     #[serde(default)]
-    payload: PayloadEncoding,
+    pub(crate) payload: PayloadEncoding,
     #[serde(default)]
-    on_error: OnError,
+    pub(crate) on_error: OnError,
 }
 
 /// `/schedule` takes one job or `{"jobs": [...]}`.
@@ -236,6 +237,19 @@ async fn schedule(
 }
 
 fn check(state: &State, job: &JobRequest) -> Result<(), ApiError> {
+    if let Some(batch) = &job.batch {
+        if rota_sources::scheme(&batch.source) == Some(crate::uploads::SCHEME) {
+            return Err(ApiError::invalid(
+                "a batch source cannot be an upload; upload the data at /uploads instead",
+            ));
+        }
+        state.config.allow.check(&batch.source)?;
+    }
+    validate(job)
+}
+
+/// Checks what a job asks for, apart from where its batch comes from.
+pub(crate) fn validate(job: &JobRequest) -> Result<(), ApiError> {
     if job.spec.trim().is_empty() {
         return Err(ApiError::invalid("a job needs a spec"));
     }
@@ -250,7 +264,6 @@ fn check(state: &State, job: &JobRequest) -> Result<(), ApiError> {
     let Some(batch) = &job.batch else {
         return Ok(());
     };
-    state.config.allow.check(&batch.source)?;
     policy(batch).validate().map_err(ApiError::invalid)?;
     if let Some(name) = &batch.format
         && rota_formats::by_name(name).is_none()
@@ -278,9 +291,11 @@ fn policy(batch: &BatchRequest) -> BatchPolicy {
     }
 }
 
-/// Creates the job (or finds it by its key): a plain job gets one task whose
-/// payload is its params; a batch job is ingested in the background.
-async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiError> {
+/// The job `req` asks for, as the store takes it, with its batch (if any).
+pub(crate) async fn new_job(
+    state: &State,
+    req: JobRequest,
+) -> Result<(NewJob, Option<BatchRequest>), ApiError> {
     let spec = state.store.get_spec(&req.spec).await?;
     let mut retry = spec.as_ref().map(|s| s.retry).unwrap_or_default();
     if let Some(n) = req.max_attempts {
@@ -295,19 +310,32 @@ async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiErro
         .or_else(|| spec.as_ref().map(|s| s.queue.clone()))
         .unwrap_or_else(rota_core::default_queue);
     let params = req.params.clone().unwrap_or_else(|| json!({}));
-    let Some(batch) = req.batch else {
-        let (job, created) = state
-            .store
-            .create_job(NewJob {
-                key: req.idempotency_key,
-                spec: req.spec,
-                queue,
-                params: params.clone(),
-                retry,
-                hold: false,
-                ingest: None,
-            })
-            .await?;
+    let hold = req.batch.is_some();
+    let key = match (&req.batch, req.idempotency_key) {
+        // The job exists (held) before its ingest starts, so that its id can
+        // be answered at once; the ingest finds it by its key and fills it.
+        (Some(_), None) => Some(format!("schedule:{}", uuid::Uuid::now_v7())),
+        (_, key) => key,
+    };
+    let job = NewJob {
+        key,
+        spec: req.spec,
+        queue,
+        params,
+        retry,
+        hold,
+        ingest: None,
+    };
+    Ok((job, req.batch))
+}
+
+/// Creates the job (or finds it by its key): a plain job gets one task whose
+/// payload is its params; a batch job is ingested in the background.
+async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiError> {
+    let (new_job, batch) = new_job(state, req).await?;
+    let Some(batch) = batch else {
+        let params = new_job.params.clone();
+        let (job, created) = state.store.create_job(new_job).await?;
         if created {
             let payload = serde_json::to_vec(&params)
                 .map_err(|e| ApiError::invalid(format!("params: {e}")))?;
@@ -327,70 +355,79 @@ async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiErro
         let job = state.store.get_job(job.id).await?.unwrap_or(job);
         return Ok((job, created));
     };
-    // The job exists (held) before the ingest starts, so its id can be
-    // answered now; the ingest finds it by its key and fills it.
-    let key = req
-        .idempotency_key
-        .unwrap_or_else(|| format!("schedule:{}", uuid::Uuid::now_v7()));
-    let new_job = NewJob {
-        key: Some(key),
-        spec: req.spec,
-        queue,
-        params,
-        retry,
-        hold: true,
-        ingest: None,
-    };
     let (job, created) = state.store.create_job(new_job.clone()).await?;
     if !job.released && job.state == JobState::Pending {
-        let ingest = rota_ingest::IngestRequest {
-            location: batch.source.clone(),
-            recursive: batch.recursive,
-            glob: batch.glob.clone(),
-            filter: rota_sources::EntryFilter {
-                exclude: batch.exclude.clone(),
-                ..rota_sources::EntryFilter::default()
-            },
-            sources: state.config.sources.clone(),
-            format: batch.format.clone(),
-            decode: rota_core::format::DecodeOptions {
-                schema: batch
-                    .schema
-                    .as_deref()
-                    .map(rota_formats::parse_schema)
-                    .transpose()
-                    .map_err(ApiError::invalid)?,
-                on_error: batch.on_error,
-                options: batch.options.clone(),
-                ..rota_core::format::DecodeOptions::default()
-            },
-            decompression: rota_formats::Limits::default(),
-            encoding: batch.encoding.clone(),
-            batch: policy(&batch),
-            payload: batch.payload,
-            job: new_job,
-            parallel: rota_ingest::DEFAULT_PARALLEL_FILES,
-        };
-        let (store, work, id) = (state.store.clone(), state.work.clone(), job.id);
+        let ingest = ingest_request(state, &batch, new_job)?;
+        let state = state.clone();
         tokio::spawn(async move {
-            let progress = Arc::new(rota_ingest::Progress::default());
-            match rota_ingest::ingest(store.clone(), ingest, progress).await {
-                Ok(summary) => {
-                    tracing::info!(job = %id, rows = summary.report.rows, tasks = summary.report.tasks, "batch ingested");
-                }
-                Err(e) => {
-                    tracing::warn!(job = %id, error = %e, "batch ingest failed");
-                    // A failure before the ingest reached the job (a missing
-                    // path) still fails it, with the reason.
-                    if let Err(fail) = store.fail_job(id, e.to_string(), None).await {
-                        tracing::error!(job = %id, error = %fail, "could not mark the job failed");
-                    }
-                }
-            }
-            work.notify_waiters();
+            // The outcome is logged and on the job.
+            let _ = run_ingest(&state, ingest, job.id).await;
         });
     }
     Ok((job, created))
+}
+
+/// The ingest that fills `job` from `batch`.
+pub(crate) fn ingest_request(
+    state: &State,
+    batch: &BatchRequest,
+    job: NewJob,
+) -> Result<rota_ingest::IngestRequest, ApiError> {
+    Ok(rota_ingest::IngestRequest {
+        location: batch.source.clone(),
+        recursive: batch.recursive,
+        glob: batch.glob.clone(),
+        filter: rota_sources::EntryFilter {
+            exclude: batch.exclude.clone(),
+            ..rota_sources::EntryFilter::default()
+        },
+        sources: state.config.sources.clone(),
+        format: batch.format.clone(),
+        decode: rota_core::format::DecodeOptions {
+            schema: batch
+                .schema
+                .as_deref()
+                .map(rota_formats::parse_schema)
+                .transpose()
+                .map_err(ApiError::invalid)?,
+            on_error: batch.on_error,
+            options: batch.options.clone(),
+            ..rota_core::format::DecodeOptions::default()
+        },
+        decompression: rota_formats::Limits::default(),
+        encoding: batch.encoding.clone(),
+        batch: policy(batch),
+        payload: batch.payload,
+        job,
+        parallel: rota_ingest::DEFAULT_PARALLEL_FILES,
+    })
+}
+
+/// Runs a batch job's ingest to its end, logging how it went. A failure
+/// before the ingest reached the job (a missing path) still fails the job,
+/// with the reason. Waiting claims are woken when it ends.
+pub(crate) async fn run_ingest(
+    state: &State,
+    ingest: rota_ingest::IngestRequest,
+    id: JobId,
+) -> Result<rota_ingest::IngestSummary, String> {
+    let progress = Arc::new(rota_ingest::Progress::default());
+    let result = rota_ingest::ingest(state.store.clone(), ingest, progress).await;
+    let out = match result {
+        Ok(summary) => {
+            tracing::info!(job = %id, rows = summary.report.rows, tasks = summary.report.tasks, "batch ingested");
+            Ok(summary)
+        }
+        Err(e) => {
+            tracing::warn!(job = %id, error = %e, "batch ingest failed");
+            if let Err(fail) = state.store.fail_job(id, e.to_string(), None).await {
+                tracing::error!(job = %id, error = %fail, "could not mark the job failed");
+            }
+            Err(e.to_string())
+        }
+    };
+    state.work.notify_waiters();
+    out
 }
 
 // ---- jobs ------------------------------------------------------------------
@@ -432,7 +469,7 @@ async fn list_jobs(
     Ok(Json(json!({ "jobs": jobs, "next_before": next })))
 }
 
-async fn load_job(state: &State, id: &str) -> Result<Job, ApiError> {
+pub(crate) async fn load_job(state: &State, id: &str) -> Result<Job, ApiError> {
     let id = job_id(id)?;
     state
         .store

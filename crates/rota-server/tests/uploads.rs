@@ -1,0 +1,531 @@
+//! Stream batching over tus uploads, driven over real HTTP the way a tus
+//! client drives it: creation, offsets, checksums, deferred lengths,
+//! termination, expiry, and the one-shot upload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use rota_core::{JobId, Store, TaskFilter};
+use serde_json::Value;
+use sha1::Digest as _;
+
+struct Server {
+    url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+}
+
+impl Server {
+    async fn start(tune: impl FnOnce(&mut rota_server::Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
+        let mut config = rota_server::Config {
+            uploads: Some(rota_server::UploadConfig::new(dir.path().join("uploads"))),
+            ..rota_server::Config::default()
+        };
+        tune(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let serving = store.clone();
+        tokio::spawn(async move {
+            rota_server::serve(listener, serving, config, std::future::pending())
+                .await
+                .expect("serve");
+        });
+        Self {
+            url,
+            client: reqwest::Client::new(),
+            _dir: dir,
+            store,
+        }
+    }
+
+    fn tus(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .header("Tus-Resumable", "1.0.0")
+    }
+
+    /// Creates an upload; returns its path and its job.
+    async fn create(&self, length: Option<usize>, meta: &[(&str, &str)]) -> (String, JobId) {
+        let resp = self.creation(length, meta).send().await.expect("create");
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            resp.text().await
+        );
+        let location = header(&resp, "location");
+        let job = header(&resp, "rota-job-id").parse().expect("job id");
+        (location, job)
+    }
+
+    fn creation(&self, length: Option<usize>, meta: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let metadata = meta
+            .iter()
+            .map(|(k, v)| format!("{k} {}", b64(v.as_bytes())))
+            .collect::<Vec<_>>()
+            .join(",");
+        let r = self
+            .tus(Method::POST, "/uploads")
+            .header("Upload-Metadata", metadata);
+        match length {
+            Some(n) => r.header("Upload-Length", n.to_string()),
+            None => r.header("Upload-Defer-Length", "1"),
+        }
+    }
+
+    fn patch(&self, path: &str, offset: usize, bytes: &[u8]) -> reqwest::RequestBuilder {
+        self.tus(Method::PATCH, path)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .body(bytes.to_vec())
+    }
+
+    async fn offset(&self, path: &str) -> u64 {
+        let resp = self.tus(Method::HEAD, path).send().await.expect("head");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "cache-control"), "no-store");
+        header(&resp, "upload-offset").parse().expect("offset")
+    }
+
+    async fn job(&self, id: JobId) -> rota_core::Job {
+        self.store.get_job(id).await.expect("job").expect("exists")
+    }
+
+    /// Waits until the job's ingest is done (released or failed).
+    async fn ingested(&self, id: JobId) -> rota_core::Job {
+        for _ in 0..200 {
+            let job = self.job(id).await;
+            if job.released || job.state.is_terminal() {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {id} was not ingested within 10 s");
+    }
+
+    /// Every payload of the job, in task order, concatenated.
+    async fn payloads(&self, id: JobId) -> (usize, String) {
+        let tasks = self
+            .store
+            .list_tasks(
+                id,
+                TaskFilter {
+                    limit: 10_000,
+                    ..TaskFilter::default()
+                },
+            )
+            .await
+            .expect("tasks");
+        let mut all = String::new();
+        for t in &tasks {
+            let bytes = self.store.get_payload(t.id).await.expect("payload");
+            all.push_str(&String::from_utf8(bytes).expect("utf-8"));
+        }
+        (tasks.len(), all)
+    }
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {:?}", resp.headers()))
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn ndjson(rows: usize) -> String {
+    (0..rows)
+        .map(|i| format!("{{\"id\":{i},\"name\":\"row {i}\"}}\n"))
+        .collect()
+}
+
+fn ndjson_meta() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("spec", "load"),
+        ("filename", "rows.ndjson"),
+        ("max_rows", "100"),
+        ("payload", "ndjson"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_say_the_version_extensions_and_checksum_algorithms() {
+    let s = Server::start(|_| {}).await;
+    let resp = s
+        .client
+        .request(Method::OPTIONS, format!("{}/uploads", s.url))
+        .send()
+        .await
+        .expect("options");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, "tus-version"), "1.0.0");
+    let extensions = header(&resp, "tus-extension");
+    for ext in [
+        "creation",
+        "creation-defer-length",
+        "checksum",
+        "expiration",
+        "termination",
+    ] {
+        assert!(extensions.split(',').any(|e| e == ext), "{extensions}");
+    }
+    assert_eq!(header(&resp, "tus-checksum-algorithm"), "sha1");
+    assert_eq!(header(&resp, "tus-max-size"), (1u64 << 40).to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_uneven_pieces_becomes_exactly_its_batches_in_order() {
+    let s = Server::start(|c| c.max_body = 1024).await;
+    let data = ndjson(1_050);
+    let (path, job) = s.create(Some(data.len()), &ndjson_meta()).await;
+    assert!(path.starts_with("/uploads/"), "{path}");
+    assert_eq!(s.offset(&path).await, 0);
+    // Pieces far over the JSON body limit, cut mid-record.
+    let cuts = [0, 7, 20_000, 20_001, data.len()];
+    for pair in cuts.windows(2) {
+        let resp = s
+            .patch(&path, pair[0], &data.as_bytes()[pair[0]..pair[1]])
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert_eq!(header(&resp, "tus-resumable"), "1.0.0");
+        assert_eq!(header(&resp, "upload-offset"), pair[1].to_string());
+        assert_eq!(s.offset(&path).await, pair[1] as u64);
+        if pair[1] < data.len() {
+            assert!(resp.headers().contains_key("upload-expires"));
+            let held = s.job(job).await;
+            assert!(!held.released, "not claimable before the upload is whole");
+        }
+    }
+    let job = s.ingested(job).await;
+    assert!(job.released, "{job:?}");
+    let report = job.ingest.expect("report");
+    assert_eq!((report.rows, report.tasks), (1_050, 11));
+    let (tasks, all) = s.payloads(job.id).await;
+    assert_eq!(tasks, 11);
+    assert_eq!(all, data, "every row once, in order");
+
+    // What an ended upload says of itself.
+    let info: Value = s
+        .client
+        .get(format!("{}{path}", s.url))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(info["complete"], true, "{info}");
+    assert_eq!(info["ingested"], true, "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_offsets_types_versions_checksums_and_lengths_are_refused_and_keep_nothing() {
+    let s = Server::start(|_| {}).await;
+    let data = ndjson(10);
+    let (path, job) = s.create(Some(data.len()), &ndjson_meta()).await;
+    let bytes = data.as_bytes();
+
+    let resp = s.patch(&path, 5, bytes).send().await.expect("patch");
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "offset_mismatch");
+
+    let resp = s
+        .tus(Method::PATCH, &path)
+        .header("Content-Type", "application/json")
+        .header("Upload-Offset", "0")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let resp = s
+        .client
+        .head(format!("{}{path}", s.url))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(header(&resp, "tus-version"), "1.0.0");
+
+    let wrong = b64(&sha1::Sha1::digest(b"something else"));
+    let resp = s
+        .patch(&path, 0, &bytes[..20])
+        .header("Upload-Checksum", format!("sha1 {wrong}"))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status().as_u16(), 460);
+    assert_eq!(s.offset(&path).await, 0, "a mismatching body is not kept");
+
+    let resp = s
+        .patch(&path, 0, &bytes[..20])
+        .header("Upload-Checksum", "md5 AAAA")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let right = b64(&sha1::Sha1::digest(&bytes[..20]));
+    let resp = s
+        .patch(&path, 0, &bytes[..20])
+        .header("Upload-Checksum", format!("sha1 {right}"))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.offset(&path).await, 20);
+
+    let mut past = bytes[20..].to_vec();
+    past.extend_from_slice(b"{\"id\":99}\n");
+    let resp = s.patch(&path, 20, &past).send().await.expect("patch");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "past the length");
+    assert_eq!(s.offset(&path).await, 20);
+
+    let resp = s
+        .patch(&path, 20, &bytes[20..])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let job = s.ingested(job).await;
+    assert_eq!(job.ingest.expect("report").rows, 10);
+
+    // Creation needs a spec, a length (or a deferral) and base64 metadata.
+    for (req, why) in [
+        (s.creation(Some(10), &[("filename", "x.csv")]), "no spec"),
+        (
+            s.tus(Method::POST, "/uploads")
+                .header("Upload-Metadata", "spec bG9hZA=="),
+            "no length",
+        ),
+        (
+            s.tus(Method::POST, "/uploads")
+                .header("Upload-Length", "10")
+                .header("Upload-Metadata", "spec not*base64"),
+            "bad base64",
+        ),
+        (
+            s.creation(Some(10), &[("spec", "load"), ("format", "nope")]),
+            "unknown format",
+        ),
+    ] {
+        let resp = req.send().await.expect("create");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{why}");
+        assert_eq!(header(&resp, "tus-resumable"), "1.0.0", "{why}");
+    }
+    let resp = s
+        .creation(Some(2 << 40), &[("spec", "load")])
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let resp = s
+        .tus(Method::HEAD, "/uploads/nope")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_length_is_given_by_a_later_patch() {
+    let s = Server::start(|_| {}).await;
+    let data = ndjson(250);
+    let (path, job) = s.create(None, &ndjson_meta()).await;
+    let resp = s.tus(Method::HEAD, &path).send().await.expect("head");
+    assert_eq!(header(&resp, "upload-defer-length"), "1");
+    let half = data.len() / 2;
+    let resp = s
+        .patch(&path, 0, &data.as_bytes()[..half])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!s.job(job).await.released, "the length is not known yet");
+    let resp = s
+        .patch(&path, half, &data.as_bytes()[half..])
+        .header("Upload-Length", data.len().to_string())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, "upload-length"), data.len().to_string());
+    let job = s.ingested(job).await;
+    assert!(job.released);
+    let (tasks, all) = s.payloads(job.id).await;
+    assert_eq!((tasks, all), (3, data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_an_upload_cancels_its_job_and_forgets_it() {
+    let s = Server::start(|_| {}).await;
+    let data = ndjson(500);
+    let (path, job) = s.create(Some(data.len()), &ndjson_meta()).await;
+    let resp = s
+        .patch(&path, 0, &data.as_bytes()[..5_000])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = s.tus(Method::DELETE, &path).send().await.expect("delete");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = s.tus(Method::HEAD, &path).send().await.expect("head");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let job = s.job(job).await;
+    assert_eq!(job.state, rota_core::JobState::Cancelled, "{job:?}");
+    assert_eq!(job.counts.queued + job.counts.running, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_left_idle_expires_and_its_job_fails() {
+    let s = Server::start(|c| {
+        if let Some(u) = &mut c.uploads {
+            u.expire_after = Duration::from_millis(400);
+        }
+    })
+    .await;
+    let data = ndjson(50);
+    let (path, job) = s.create(Some(data.len()), &ndjson_meta()).await;
+    let resp = s
+        .patch(&path, 0, &data.as_bytes()[..100])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let mut failed = None;
+    for _ in 0..100 {
+        let j = s.job(job).await;
+        if j.state == rota_core::JobState::Failed {
+            failed = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failed = failed.expect("the job fails within 5 s of expiring");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("expired"),
+        "{failed:?}"
+    );
+    let resp = s.tus(Method::HEAD, &path).send().await.expect("head");
+    assert!(
+        [StatusCode::NOT_FOUND, StatusCode::GONE].contains(&resp.status()),
+        "{}",
+        resp.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_fails_the_job_and_the_upload_takes_no_more() {
+    let s = Server::start(|_| {}).await;
+    // Past the 10,000 records the schema is inferred from and the next
+    // decoded group of 8,192, so the error shows while the upload is open.
+    let mut data = ndjson(18_000);
+    data.push_str("{\"id\": oops}\n");
+    data.push_str(&ndjson(500));
+    let more = ndjson(20);
+    let (path, job) = s
+        .create(Some(data.len() + more.len()), &ndjson_meta())
+        .await;
+    let resp = s
+        .patch(&path, 0, data.as_bytes())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let job = s.ingested(job).await;
+    assert_eq!(job.state, rota_core::JobState::Failed);
+    let error = job.error.expect("error");
+    assert!(
+        error.contains("rows.ndjson") && error.contains("line 18001"),
+        "{error}"
+    );
+    // Once the upload has recorded its ingest's end, it refuses more bytes.
+    let mut recorded = false;
+    for _ in 0..100 {
+        let info: Value = s
+            .client
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if info["ingested"] == false {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the upload records its failed ingest");
+    let resp = s
+        .patch(&path, data.len(), more.as_bytes())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "ingest_failed", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_chunked_post_answers_with_the_job_it_made() {
+    let s = Server::start(|c| c.max_body = 1024).await;
+    let mut csv = String::from("id,name\n");
+    for i in 0..2_500 {
+        csv.push_str(&format!("{i},name {i}\n"));
+    }
+    // A streamed body: sent chunked, with no length up front.
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = csv
+        .as_bytes()
+        .chunks(4_096)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
+    let resp = s
+        .client
+        .post(format!(
+            "{}/uploads/stream?spec=load&format=csv&max_rows=1000&payload=csv",
+            s.url
+        ))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let job: Value = resp.json().await.expect("json");
+    assert_eq!(job["released"], true, "{job}");
+    assert_eq!(job["ingest"]["rows"], 2_500, "{job}");
+    assert_eq!(job["ingest"]["tasks"], 3, "{job}");
+
+    let resp = s
+        .client
+        .post(format!("{}/uploads/stream?format=csv", s.url))
+        .body("a\n1\n")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "no spec");
+}
