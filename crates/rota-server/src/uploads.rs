@@ -257,9 +257,12 @@ impl Uploads {
                 tracing::error!(upload = %meta.id, error = %e, "cannot resume the upload's ingest");
             }
         }
+        let every = SWEEP_EVERY
+            .min(self.config.expire_after / 2)
+            .max(Duration::from_millis(100));
         let (uploads, state) = (Arc::downgrade(self), state.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY.min(state_expiry(&uploads)));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let Some(uploads) = uploads.upgrade() else {
@@ -314,13 +317,6 @@ impl Uploads {
             tracing::warn!(upload = %id, error = %e, "could not remove an upload's files");
         }
     }
-}
-
-fn state_expiry(uploads: &std::sync::Weak<Uploads>) -> Duration {
-    uploads
-        .upgrade()
-        .map_or(SWEEP_EVERY, |u| u.config.expire_after / 2)
-        .max(Duration::from_millis(100))
 }
 
 fn new_upload(config: &UploadConfig, dir: PathBuf, meta: Meta) -> Upload {
@@ -422,18 +418,18 @@ fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
+/// Checks the token of a request to `/uploads`; returns the uploads.
+fn enabled(state: &State, headers: &HeaderMap) -> Result<Arc<Uploads>, ApiError> {
+    state.config.tokens.check(headers, Some(Scope::Schedule))?;
+    state
+        .uploads
+        .clone()
+        .ok_or_else(|| ApiError::not_found("uploads are not enabled on this server"))
+}
+
 /// Checks the token and the protocol version a tus request asks for.
 fn admit(state: &State, headers: &HeaderMap) -> Result<Arc<Uploads>, Box<Response>> {
-    state
-        .config
-        .tokens
-        .check(headers, Some(Scope::Schedule))
-        .map_err(|e| Box::new(tus_error(e)))?;
-    let uploads = state.uploads.clone().ok_or_else(|| {
-        Box::new(tus_error(ApiError::not_found(
-            "uploads are not enabled on this server",
-        )))
-    })?;
+    let uploads = enabled(state, headers).map_err(|e| Box::new(tus_error(e)))?;
     match headers.get(TUS_RESUMABLE).map(HeaderValue::to_str) {
         Some(Ok(TUS_VERSION)) => Ok(uploads),
         _ => {
@@ -717,11 +713,10 @@ fn start_ingest(
     let req = job_request(&meta.id, &meta.metadata)?;
     let (job, id) = (meta.job, meta.id.clone());
     let state = state.clone();
-    let weak = Arc::downgrade(uploads);
     let handle = {
         let upload = upload.clone();
         let source: Arc<dyn Source> = Arc::new(UploadSource {
-            uploads: weak.clone(),
+            uploads: Arc::downgrade(uploads),
         });
         tokio::spawn(async move {
             let made = async {
@@ -760,9 +755,6 @@ fn start_ingest(
                 let _ = tokio::fs::remove_file(upload.data()).await;
             }
             upload.ended.send_replace(Some(ended));
-            if weak.upgrade().is_none() {
-                tracing::debug!(upload = %id, "server gone");
-            }
         })
     };
     *upload
@@ -866,11 +858,9 @@ async fn info(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = state.config.tokens.check(&headers, Some(Scope::Schedule)) {
-        return e.into_response();
-    }
-    let Some(uploads) = state.uploads.clone() else {
-        return ApiError::not_found("uploads are not enabled on this server").into_response();
+    let uploads = match enabled(&state, &headers) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
     match find(&uploads, &id) {
         Ok(upload) => {
@@ -1129,11 +1119,9 @@ async fn one_shot(
     Query(query): Query<BTreeMap<String, String>>,
     body: Body,
 ) -> Response {
-    if let Err(e) = state.config.tokens.check(&headers, Some(Scope::Schedule)) {
-        return e.into_response();
-    }
-    let Some(uploads) = state.uploads.clone() else {
-        return ApiError::not_found("uploads are not enabled on this server").into_response();
+    let uploads = match enabled(&state, &headers) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
     let done = async {
         let upload = make_upload(&state, &uploads, None, None, query).await?;

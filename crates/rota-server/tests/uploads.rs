@@ -95,6 +95,18 @@ impl Server {
         header(&resp, "upload-offset").parse().expect("offset")
     }
 
+    /// `GET /uploads/{id}`: where the upload stands, as JSON.
+    async fn info(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     async fn job(&self, id: JobId) -> rota_core::Job {
         self.store.get_job(id).await.expect("job").expect("exists")
     }
@@ -220,15 +232,7 @@ async fn an_upload_in_uneven_pieces_becomes_exactly_its_batches_in_order() {
     assert_eq!(all, data, "every row once, in order");
 
     // What an ended upload says of itself.
-    let info: Value = s
-        .client
-        .get(format!("{}{path}", s.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let info = s.info(&path).await;
     assert_eq!(info["complete"], true, "{info}");
     assert_eq!(info["ingested"], true, "{info}");
 }
@@ -464,15 +468,7 @@ async fn a_malformed_record_fails_the_job_and_the_upload_takes_no_more() {
     // Once the upload has recorded its ingest's end, it refuses more bytes.
     let mut recorded = false;
     for _ in 0..100 {
-        let info: Value = s
-            .client
-            .get(format!("{}{path}", s.url))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let info = s.info(&path).await;
         if info["ingested"] == false {
             recorded = true;
             break;
