@@ -76,6 +76,7 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: WorkerArgs) -> anyhow::Resu
                     worker: name.clone(),
                     limit: free,
                     lease: args.lease,
+                    specs: Vec::new(),
                 })
                 .await
             {
@@ -322,7 +323,7 @@ enum Beat {
 }
 
 async fn heartbeat(store: &Arc<dyn Store>, lease: &Lease, extend: Duration) -> Beat {
-    match store.heartbeat(vec![lease.lease], extend).await {
+    match store.heartbeat(vec![lease.lease.into()], extend).await {
         Ok(acks) => match acks.into_iter().next() {
             Some(Ok(ack)) if ack.cancel_requested => Beat::Cancelled,
             Some(Ok(_)) => Beat::Keep,

@@ -445,6 +445,9 @@ pub struct Task {
     pub error: Option<String>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What its worker last said of its progress (any JSON value), from the
+    /// latest attempt's heartbeats.
+    pub progress: Option<serde_json::Value>,
 }
 
 /// What a worker asks for when claiming.
@@ -458,6 +461,28 @@ pub struct ClaimRequest {
     pub limit: u32,
     /// How long the lease lasts without a heartbeat.
     pub lease: Duration,
+    /// Only tasks of jobs of these specs; empty: of any spec.
+    pub specs: Vec<String>,
+}
+
+/// One item of a heartbeat: a held lease, and what its holder says of the
+/// work's progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heartbeat {
+    /// The lease to extend.
+    pub lease: LeaseRef,
+    /// Progress to record on the task (replacing what was there); `None`
+    /// keeps it.
+    pub progress: Option<serde_json::Value>,
+}
+
+impl From<LeaseRef> for Heartbeat {
+    fn from(lease: LeaseRef) -> Self {
+        Self {
+            lease,
+            progress: None,
+        }
+    }
 }
 
 /// Names one attempt of one task, and proves the caller holds its lease.

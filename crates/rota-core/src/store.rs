@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::model::{
-    ClaimRequest, FileFilter, FileReport, HeartbeatAck, IngestReport, Job, JobFilter, Lease,
-    LeaseRef, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
+    ClaimRequest, FileFilter, FileReport, Heartbeat, HeartbeatAck, IngestReport, Job, JobFilter,
+    Lease, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
 };
 
 /// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
@@ -34,6 +34,11 @@ use crate::model::{
 ///   clock) counts as a failed attempt: it is retried, or dead after its last
 ///   attempt. Claims rescue expired leases themselves; nothing depends on a
 ///   worker registry.
+/// - **Claim filters.** A claim takes tasks of the queues it names only, and,
+///   when it names specs, of jobs of those specs only.
+/// - **Progress.** A heartbeat's progress is kept on the task (the last one
+///   given wins) and shown by [`Store::list_tasks`]; a new attempt starts
+///   without any. A stale heartbeat records nothing.
 /// - **Retry.** A retryable failure before the last attempt makes the task
 ///   `retrying` until `now + backoff`; otherwise the task is `dead`.
 /// - **Job state.** A released job is `running` once a task was claimed; when
@@ -112,10 +117,11 @@ pub trait Store: Send + Sync + 'static {
     /// new leases, after rescuing expired ones.
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Lease>, StoreError>;
 
-    /// Extends each lease by `extend` from now.
+    /// Extends each lease by `extend` from now, and records the progress an
+    /// item carries on its task.
     async fn heartbeat(
         &self,
-        leases: Vec<LeaseRef>,
+        beats: Vec<Heartbeat>,
         extend: Duration,
     ) -> Result<Vec<Result<HeartbeatAck, StoreError>>, StoreError>;
 

@@ -28,8 +28,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job, JobFilter,
-    JobId, JobState, Lease, LeaseRef, LeaseToken, ManualClock, NewJob, NewTask, Outcome,
+    ClaimRequest, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck, IngestReport, Job,
+    JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, ManualClock, NewJob, NewTask, Outcome,
     PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, TaskFilter, TaskState,
 };
 
@@ -72,6 +72,8 @@ macro_rules! conformance_tests {
             list_tasks_orders_and_pages,
             batched_calls_answer_per_item,
             queues_are_isolated,
+            claims_filter_by_spec,
+            progress_is_kept_per_attempt,
             payload_round_trips,
             specs_round_trip,
             file_records_replace_and_page,
@@ -107,6 +109,8 @@ pub async fn run_all(h: &dyn Harness) {
     list_tasks_orders_and_pages(h).await;
     batched_calls_answer_per_item(h).await;
     queues_are_isolated(h).await;
+    claims_filter_by_spec(h).await;
+    progress_is_kept_per_attempt(h).await;
     payload_round_trips(h).await;
     specs_round_trip(h).await;
     file_records_replace_and_page(h).await;
@@ -194,6 +198,7 @@ async fn claim_on(
             worker: worker.into(),
             limit,
             lease,
+            specs: Vec::new(),
         })
         .await
         .expect("claim failed")
@@ -242,7 +247,7 @@ async fn beat(
     extend: Duration,
 ) -> Result<HeartbeatAck, StoreError> {
     let mut out = store
-        .heartbeat(vec![lease], extend)
+        .heartbeat(vec![lease.into()], extend)
         .await
         .expect("heartbeat failed as a whole");
     assert_eq!(out.len(), 1, "heartbeat must answer each item");
@@ -1102,7 +1107,7 @@ pub async fn batched_calls_answer_per_item(h: &dyn Harness) {
     let valid = leases[1].lease;
 
     let acks = store
-        .heartbeat(vec![stale, valid], LEASE)
+        .heartbeat(vec![stale.into(), valid.into()], LEASE)
         .await
         .expect("heartbeat");
     assert_eq!(acks.len(), 2);
@@ -1178,6 +1183,122 @@ pub async fn queues_are_isolated(h: &dyn Harness) {
     assert!(
         claim_on(&*store, &[], "w", 10, LEASE).await.is_empty(),
         "no queues, no tasks"
+    );
+}
+
+/// A claim naming specs takes tasks of jobs of those specs only; one naming
+/// none takes any.
+pub async fn claims_filter_by_spec(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let mut ids = Vec::new();
+    for spec in ["import", "export"] {
+        let job = create(
+            &*store,
+            NewJob {
+                spec: spec.into(),
+                ..new_job("q", false, RetryPolicy::default())
+            },
+        )
+        .await;
+        store
+            .add_tasks(job.id, tasks("t", 2))
+            .await
+            .expect("add_tasks failed");
+        ids.push(job.id);
+    }
+    let by_spec = |specs: &[&str], limit| {
+        let store = Arc::clone(&store);
+        let specs = specs.iter().map(|s| (*s).to_owned()).collect();
+        async move {
+            store
+                .claim(ClaimRequest {
+                    queues: vec!["q".into()],
+                    worker: "w".into(),
+                    limit,
+                    lease: LEASE,
+                    specs,
+                })
+                .await
+                .expect("claim failed")
+        }
+    };
+    let export = by_spec(&["export", "unknown"], 10).await;
+    assert_eq!(export.len(), 2, "both export tasks");
+    assert!(
+        export
+            .iter()
+            .all(|l| l.job_id == ids[1] && l.spec == "export"),
+        "a claim for export took another spec's task"
+    );
+    assert!(
+        by_spec(&["export"], 10).await.is_empty(),
+        "export has nothing left, though import has"
+    );
+    assert_eq!(by_spec(&[], 10).await.len(), 2, "no specs: any spec");
+}
+
+/// Progress given with a heartbeat is kept on the task, replaced by the next,
+/// kept when a heartbeat gives none, ignored from a stale lease, and gone
+/// when a new attempt starts.
+pub async fn progress_is_kept_per_attempt(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(3, 0), 1).await;
+    let lease = claim(&*store, "q", 1).await.remove(0).lease;
+    let progress = || async { task_state(&*store, job.id, "t00000").await.progress };
+    assert_eq!(progress().await, None, "no progress before any is given");
+    let say = |value: Option<serde_json::Value>, lease: LeaseRef| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .heartbeat(
+                    vec![Heartbeat {
+                        lease,
+                        progress: value,
+                    }],
+                    LEASE,
+                )
+                .await
+                .expect("heartbeat failed as a whole")
+                .remove(0)
+        }
+    };
+    say(Some(serde_json::json!({ "done": 10, "of": 100 })), lease)
+        .await
+        .expect("heartbeat");
+    say(Some(serde_json::json!({ "done": 40, "of": 100 })), lease)
+        .await
+        .expect("heartbeat");
+    assert_eq!(
+        progress().await,
+        Some(serde_json::json!({ "done": 40, "of": 100 }))
+    );
+    say(None, lease).await.expect("heartbeat without progress");
+    assert_eq!(
+        progress().await,
+        Some(serde_json::json!({ "done": 40, "of": 100 })),
+        "a heartbeat without progress keeps the last"
+    );
+    let stale = LeaseRef {
+        token: LeaseToken::random(),
+        ..lease
+    };
+    assert_lost(
+        say(Some(serde_json::json!("forged")), stale).await,
+        stale,
+        "stale heartbeat",
+    );
+    assert_eq!(
+        progress().await,
+        Some(serde_json::json!({ "done": 40, "of": 100 })),
+        "a stale heartbeat records nothing"
+    );
+    clock.advance(LEASE + Duration::from_secs(1));
+    let again = claim(&*store, "q", 1).await;
+    assert_eq!(again.len(), 1, "the expired task is claimed again");
+    assert_eq!(
+        progress().await,
+        None,
+        "a new attempt starts without progress"
     );
 }
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, Clock, FileFilter, FileReport, FileState, HeartbeatAck, IngestReport, Job,
-    JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, NewJob, NewTask, Outcome,
+    ClaimRequest, Clock, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck, IngestReport,
+    Job, JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, NewJob, NewTask, Outcome,
     PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
     TaskId, TaskState,
 };
@@ -31,7 +31,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, Trans
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
 pub const DEFAULT_JOB_LIMIT: u32 = 100;
@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     error            TEXT,
     created_at       INTEGER NOT NULL,
     finished_at      INTEGER,
+    progress         TEXT,
     UNIQUE (job_id, key)
 );
 CREATE TABLE IF NOT EXISTS payloads (
@@ -210,6 +211,18 @@ impl SqliteStore {
             .db()?;
         }
         // Version 3 adds `job_files`, which the schema above creates.
+        let has_progress: bool = tx
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'progress'",
+                [],
+                |r| r.get(0),
+            )
+            .db()?;
+        if !has_progress {
+            // Version 4 keeps the progress workers report on their tasks.
+            tx.execute_batch("ALTER TABLE tasks ADD COLUMN progress TEXT;")
+                .db()?;
+        }
         if version < SCHEMA_VERSION {
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .db()?;
@@ -722,6 +735,11 @@ fn task_from_row(r: &Row<'_>) -> Result<Task, StoreError> {
         result: r.get(12).db()?,
         error: r.get(13).db()?,
         finished_at: opt_time(r.get(14).db()?)?,
+        progress: r
+            .get::<_, Option<String>>(15)
+            .db()?
+            .map(|p| from_json(&p, "task progress"))
+            .transpose()?,
     })
 }
 
@@ -1066,7 +1084,8 @@ impl Store for SqliteStore {
             };
             let mut sql = format!(
                 "SELECT id, job_id, key, state, attempt, max_attempts, rows, payload_bytes,
-                        encoding, available_at, lease_expires_at, worker, {}, error, finished_at
+                        encoding, available_at, lease_expires_at, worker, {}, error, finished_at,
+                        progress
                  FROM tasks WHERE job_id = ?1",
                 if filter.with_results {
                     "result"
@@ -1223,13 +1242,16 @@ impl Store for SqliteStore {
                            AND t.available_at <= ?2
                            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id
                                            AND j.state IN ('cancelled', 'failed'))
+                           AND (?4 = '[]' OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id
+                                AND j.spec IN (SELECT value FROM json_each(?4))))
                          ORDER BY t.available_at, t.id LIMIT ?3",
                     )
                     .db()?;
                 let queues: HashSet<&String> = req.queues.iter().collect();
+                let specs = json(&req.specs)?;
                 for queue in queues {
                     let rows = stmt
-                        .query_map(rusqlite::params![queue, now, limit], |r| {
+                        .query_map(rusqlite::params![queue, now, limit, specs], |r| {
                             Ok(Candidate {
                                 available_at: r.get(0)?,
                                 id: r.get(1)?,
@@ -1249,7 +1271,7 @@ impl Store for SqliteStore {
             let mut take = tx
                 .prepare_cached(
                     "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease_token = ?2,
-                            lease_expires_at = ?3, worker = ?4
+                            lease_expires_at = ?3, worker = ?4, progress = NULL
                      WHERE id = ?1
                      RETURNING job_id, key, queue, attempt, max_attempts, rows, encoding",
                 )
@@ -1337,7 +1359,7 @@ impl Store for SqliteStore {
 
     async fn heartbeat(
         &self,
-        leases: Vec<LeaseRef>,
+        beats: Vec<Heartbeat>,
         extend: Duration,
     ) -> Result<Vec<Result<HeartbeatAck, StoreError>>, StoreError> {
         self.write(move |tx, now| {
@@ -1345,7 +1367,7 @@ impl Store for SqliteStore {
             let expires_at = time(expires)?;
             let mut extend_lease = tx
                 .prepare_cached(
-                    "UPDATE tasks SET lease_expires_at = ?5
+                    "UPDATE tasks SET lease_expires_at = ?5, progress = COALESCE(?6, progress)
                      WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'running'
                        AND lease_expires_at > ?4
                      RETURNING job_id",
@@ -1354,8 +1376,9 @@ impl Store for SqliteStore {
             let mut job_state = tx
                 .prepare_cached("SELECT state FROM jobs WHERE id = ?1")
                 .db()?;
-            let mut out = Vec::with_capacity(leases.len());
-            for lease in leases {
+            let mut out = Vec::with_capacity(beats.len());
+            for Heartbeat { lease, progress } in beats {
+                let progress = progress.as_ref().map(json).transpose()?;
                 let job: Option<String> = extend_lease
                     .query_row(
                         rusqlite::params![
@@ -1363,7 +1386,8 @@ impl Store for SqliteStore {
                             lease.attempt,
                             lease.token.to_string(),
                             now,
-                            expires
+                            expires,
+                            progress
                         ],
                         |r| r.get(0),
                     )

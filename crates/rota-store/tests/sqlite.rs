@@ -132,6 +132,7 @@ async fn two_connections_never_claim_the_same_task() {
                         worker: format!("w{i}"),
                         limit: u32::try_from(round % 5 + 1).expect("small"),
                         lease: Duration::from_secs(60),
+                        specs: Vec::new(),
                     })
                     .await
                     .expect("claim");
@@ -355,4 +356,71 @@ async fn version_1_database_is_upgraded() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("user_version");
     assert_eq!(version, rota_store::SCHEMA_VERSION);
+}
+
+/// A database of schema version 3 (tasks without progress) opens, keeps its
+/// tasks, and records progress on them from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_3_database_gains_task_progress() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v3.db");
+    {
+        let store = SqliteStore::open(&path, Arc::new(ManualClock::new(start()))).expect("open");
+        let (job, _) = store.create_job(keyed_job("v3")).await.expect("create_job");
+        store
+            .add_tasks(
+                job.id,
+                vec![NewTask {
+                    key: "a".into(),
+                    payload: b"{}".to_vec(),
+                    encoding: PayloadEncoding::Ndjson,
+                    rows: 1,
+                }],
+            )
+            .await
+            .expect("add_tasks");
+    }
+    {
+        // Back to version 3's layout.
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch("ALTER TABLE tasks DROP COLUMN progress; PRAGMA user_version = 3;")
+            .expect("v3 layout");
+    }
+    let store = SqliteStore::open(&path, Arc::new(ManualClock::new(start()))).expect("upgrade");
+    let lease = store
+        .claim(ClaimRequest {
+            queues: vec!["q".into()],
+            worker: "w".into(),
+            limit: 1,
+            lease: Duration::from_secs(30),
+            specs: Vec::new(),
+        })
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the v3 task is claimable")
+        .lease;
+    let progress = serde_json::json!({ "done": 1 });
+    store
+        .heartbeat(
+            vec![rota_core::Heartbeat {
+                lease,
+                progress: Some(progress.clone()),
+            }],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("heartbeat")
+        .remove(0)
+        .expect("lease held");
+    let job = store
+        .list_jobs(rota_core::JobFilter::default())
+        .await
+        .expect("jobs")[0]
+        .id;
+    let tasks = store
+        .list_tasks(job, rota_core::TaskFilter::default())
+        .await
+        .expect("tasks");
+    assert_eq!(tasks[0].progress, Some(progress));
 }
