@@ -14,10 +14,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The cross-check test reads every fixture with independent Python readers;
-# the FTP tests run pyftpdlib (with pyopenssl for FTPS).
-if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml, pyftpdlib, OpenSSL" >/dev/null 2>&1; then
-  echo "installing the cross-check's readers (pyarrow, zstandard, msgpack, fastavro with its snappy and zstd codecs, openpyxl, xlrd, python-calamine, lxml, pyyaml) and the FTP test server (pyftpdlib, pyopenssl)"
-  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml pyftpdlib pyopenssl
+# the FTP tests run pyftpdlib (with pyopenssl for FTPS); the server tests
+# upload with tuspy (the tus project's Python client) and run a worker over
+# the websockets library.
+if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml, pyftpdlib, OpenSSL, tusclient, websockets" >/dev/null 2>&1; then
+  echo "installing the cross-check's readers (pyarrow, zstandard, msgpack, fastavro with its snappy and zstd codecs, openpyxl, xlrd, python-calamine, lxml, pyyaml), the FTP test server (pyftpdlib, pyopenssl), a tus client (tuspy) and websockets"
+  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml pyftpdlib pyopenssl tuspy websockets
 fi
 
 # The remote-source tests serve files over HTTP and WebDAV with nginx (the S3

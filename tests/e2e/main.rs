@@ -7,4 +7,6 @@ mod ingest;
 mod remote;
 mod serve;
 mod support;
+mod upload;
 mod worker;
+mod ws;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::{Scratch, finish, signal};
 
 /// `rota serve` on a free loopback port; returns the process and its URL.
-fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
+pub(crate) fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut child = s
@@ -31,11 +31,16 @@ fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
 }
 
 /// POSTs `body` as JSON with a bearer token; returns the JSON answer.
-fn post(url: &str, path: &str, token: &str, body: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn post(
+    url: &str,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
     http("POST", url, path, token, Some(body))
 }
 
-fn get(url: &str, path: &str, token: &str) -> serde_json::Value {
+pub(crate) fn get(url: &str, path: &str, token: &str) -> serde_json::Value {
     http("GET", url, path, token, None)
 }
 
@@ -48,27 +53,42 @@ fn http(
     token: &str,
     body: Option<&serde_json::Value>,
 ) -> serde_json::Value {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let start = format!("{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\n");
+    let (head, rest) = http_raw(&start, url, token, body.as_bytes());
+    assert!(
+        !head.contains("chunked"),
+        "chunked answers are not read here: {head}"
+    );
+    serde_json::from_slice(&rest)
+        .unwrap_or_else(|_| panic!("not JSON: {head}\n{}", String::from_utf8_lossy(&rest)))
+}
+
+/// Sends `start` (a request line and any header lines, each ending in
+/// CRLF) with a bearer token and `body` on a connection of its own; returns
+/// the answer's head, lower-cased, and its body.
+pub(crate) fn http_raw(start: &str, url: &str, token: &str, body: &[u8]) -> (String, Vec<u8>) {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{start}Host: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .expect("write");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("read");
-    let (head, rest) = answer.split_once("\r\n\r\n").expect("a response");
-    assert!(
-        !head.contains("chunked"),
-        "chunked answers are not read here: {head}"
-    );
-    serde_json::from_str(rest).unwrap_or_else(|_| panic!("not JSON: {head}\n{rest}"))
+    conn.write_all(body).expect("write body");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).expect("read");
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response");
+    let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
+    (head, answer[split + 4..].to_vec())
 }
 
 fn python_worker(url: &str, token: &str, extra: &[&str]) -> serde_json::Value {
@@ -151,6 +171,7 @@ fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
     let mut sum = 0;
     for t in tasks["tasks"].as_array().expect("tasks") {
         assert_eq!(t["attempt"], 2, "{t}");
+        assert_eq!(t["progress"]["total"], t["rows"], "progress is kept: {t}");
         let r: serde_json::Value =
             serde_json::from_str(t["result"].as_str().expect("result")).expect("json");
         rows += r["rows"].as_u64().expect("rows");

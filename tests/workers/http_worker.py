@@ -6,8 +6,8 @@ Usage: http_worker.py URL [--token T] [--queue Q] [--idle-exit SECONDS]
        [--fail-first-attempt]
 
 For each task it counts the records of the payload (JSON array or NDJSON)
-and reports {"rows": N, "sum_id": S} as the result, heartbeating while it
-works. With --fail-first-attempt it reports a retryable failure on each
+and reports {"rows": N, "sum_id": S} as the result, heartbeating (with a
+progress of {"done": 0, "total": ROWS}) before it works. With --fail-first-attempt it reports a retryable failure on each
 task's first attempt. It exits once no task came for --idle-exit seconds.
 """
 import argparse
@@ -54,7 +54,9 @@ def main():
             continue
         idle_since = time.monotonic()
         leases = [{k: t[k] for k in ("task_id", "attempt", "lease_token")} for t in tasks]
-        beat = call(a.url, a.token, "/work/heartbeat", {"leases": leases, "extend_ms": 10000})
+        progress = [{**lease, "progress": {"done": 0, "total": t["rows"]}}
+                    for t, lease in zip(tasks, leases)]
+        beat = call(a.url, a.token, "/work/heartbeat", {"leases": progress, "extend_ms": 10000})
         reports = []
         for t, lease, ack in zip(tasks, leases, beat["results"]):
             if not ack["ok"]:

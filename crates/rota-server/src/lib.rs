@@ -16,6 +16,8 @@ pub mod auth;
 pub mod error;
 mod routes;
 mod uploads;
+mod work;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use tokio::sync::Notify;
 pub use auth::{AllowList, Scope, Tokens};
 pub use error::ApiError;
 pub use uploads::UploadConfig;
+pub use work::{DEFAULT_INLINE_MAX, MAX_INLINE};
+pub use ws::HEARTBEAT_MS;
 
 /// Longest a request body may be, unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
@@ -70,6 +74,10 @@ pub(crate) struct State {
     pub(crate) work: Arc<Notify>,
     /// The uploads, when enabled.
     pub(crate) uploads: Option<Arc<uploads::Uploads>>,
+    /// The WebSocket workers connected to this server.
+    pub(crate) workers: Arc<ws::Workers>,
+    /// Becomes `true` when the server starts to stop.
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The API's routes over `store`. Called on a Tokio runtime: the ingests of
@@ -78,6 +86,10 @@ pub(crate) struct State {
 /// # Errors
 /// When the upload directory cannot be made or read.
 pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Router> {
+    build(store, config).map(|(router, _)| router)
+}
+
+fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router, State)> {
     let max_body = config.max_body;
     let uploads = config
         .uploads
@@ -89,16 +101,21 @@ pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Ro
         config: Arc::new(config),
         work: Arc::new(Notify::new()),
         uploads: uploads.clone(),
+        workers: Arc::default(),
+        stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     if let Some(uploads) = &uploads {
         uploads.resume(&state);
     }
-    Ok(routes::routes(state).layer(axum::extract::DefaultBodyLimit::max(max_body)))
+    let router =
+        routes::routes(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
+    Ok((router, state))
 }
 
 /// Serves the API on `listener` until `shutdown` completes; requests in
-/// flight are finished first. Leases held by workers are left to expire
-/// (they are rescued by time), so no work is lost.
+/// flight are finished first, and WebSocket workers are told the server is
+/// stopping. Leases held by workers are left to expire (they are rescued by
+/// time), so no work is lost.
 ///
 /// # Errors
 /// When serving fails.
@@ -108,11 +125,22 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(store, config)?;
+    let (app, state) = build(store, config)?;
+    let stopping = state.stopping.clone();
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    })
+    .await?;
+    // WebSocket sessions outlive their requests: give them a moment to say
+    // goodbye to their workers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !state.workers.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }

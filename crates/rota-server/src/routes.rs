@@ -8,11 +8,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use rota_core::{
-    BatchPolicy, ClaimRequest, FileFilter, FileState, Job, JobFilter, JobId, JobState, Lease,
-    LeaseRef, LeaseToken, NewJob, NewTask, OnError, Outcome, PayloadEncoding, Report, Spec,
-    TaskFilter, TaskId, TaskState,
+    BatchPolicy, FileFilter, FileState, Job, JobFilter, JobId, JobState, NewJob, NewTask, OnError,
+    PayloadEncoding, Spec, Task, TaskFilter, TaskState,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,9 +32,7 @@ pub(crate) fn routes(state: State) -> axum::Router {
         .route("/jobs/{id}/files", get(list_files))
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/wait", get(wait_job))
-        .route("/work/claim", post(claim))
-        .route("/work/heartbeat", post(heartbeat))
-        .route("/work/complete", post(complete))
+        .merge(crate::work::routes())
         .merge(crate::uploads::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
@@ -49,7 +45,7 @@ fn parse<T: std::str::FromStr<Err = String>>(text: &str, what: &str) -> Result<T
 
 /// A body that could not be read as JSON, with the status axum gives it
 /// (413 for one past the size limit, 415 without a JSON content type).
-fn rejected(e: axum::extract::rejection::JsonRejection) -> ApiError {
+pub(crate) fn rejected(e: axum::extract::rejection::JsonRejection) -> ApiError {
     let status = e.status();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
@@ -484,7 +480,36 @@ async fn get_job(
     Path(id): Path<String>,
 ) -> Answer {
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
-    Ok(Json(json!(load_job(&state, &id).await?)))
+    let job = load_job(&state, &id).await?;
+    let running = if job.counts.running > 0 {
+        state
+            .store
+            .list_tasks(
+                job.id,
+                TaskFilter {
+                    state: Some(TaskState::Running),
+                    limit: RUNNING_SHOWN,
+                    ..TaskFilter::default()
+                },
+            )
+            .await?
+    } else {
+        Vec::new()
+    };
+    let mut out = json!(job);
+    out["running"] = running.iter().map(running_json).collect();
+    Ok(Json(out))
+}
+
+/// Running tasks shown with their progress on `GET /jobs/{id}`, at most.
+const RUNNING_SHOWN: u32 = 100;
+
+/// A running task as `GET /jobs/{id}` shows it.
+fn running_json(t: &Task) -> Value {
+    json!({
+        "id": t.id, "key": t.key, "attempt": t.attempt, "worker": t.worker,
+        "rows": t.rows, "lease_expires_at": t.lease_expires_at, "progress": t.progress,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -533,7 +558,7 @@ async fn list_tasks(
                 "encoding": t.encoding, "available_at": t.available_at,
                 "lease_expires_at": t.lease_expires_at, "worker": t.worker,
                 "result": t.result.as_ref().map(|r| String::from_utf8_lossy(r).into_owned()),
-                "error": t.error, "finished_at": t.finished_at,
+                "error": t.error, "finished_at": t.finished_at, "progress": t.progress,
             })
         })
         .collect();
@@ -617,202 +642,6 @@ async fn wait_job(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-// ---- the worker protocol over HTTP ------------------------------------------
-
-fn default_queues() -> Vec<String> {
-    vec![rota_core::default_queue()]
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClaimBody {
-    /// Who claims (recorded on the tasks).
-    worker: String,
-    #[serde(default = "default_queues")]
-    queues: Vec<String>,
-    /// Most tasks to claim (1 to 100).
-    #[serde(default)]
-    limit: Option<u32>,
-    /// How long each lease lasts without a heartbeat (1 s to 1 h).
-    #[serde(default)]
-    lease_ms: Option<u64>,
-    /// How long to wait for work when there is none (at most 60 s).
-    #[serde(default)]
-    wait_ms: Option<u64>,
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, ApiError> {
-    let Json(value) = body.map_err(rejected)?;
-    serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
-}
-
-fn lease_json(lease: &Lease) -> Value {
-    let mut task = json!({
-        "task_id": lease.lease.task, "attempt": lease.lease.attempt,
-        "lease_token": lease.lease.token, "expires_at": lease.expires_at,
-        "job_id": lease.job_id, "key": lease.key, "spec": lease.spec, "queue": lease.queue,
-        "params": lease.params, "encoding": lease.encoding,
-        "media_type": lease.encoding.media_type(), "rows": lease.rows,
-        "max_attempts": lease.max_attempts,
-    });
-    let text = (lease.encoding != PayloadEncoding::Arrow)
-        .then(|| std::str::from_utf8(&lease.payload).ok())
-        .flatten();
-    task["payload"] = text.map_or(Value::Null, |t| Value::String(t.to_owned()));
-    if text.is_none() {
-        task["payload_base64"] =
-            Value::String(base64::engine::general_purpose::STANDARD.encode(&lease.payload));
-    }
-    task
-}
-
-async fn claim(
-    Extract(state): Extract<State>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Answer {
-    state.config.tokens.check(&headers, Some(Scope::Work))?;
-    let body: ClaimBody = json_body(body)?;
-    if body.worker.trim().is_empty() {
-        return Err(ApiError::invalid("name the worker"));
-    }
-    let req = ClaimRequest {
-        queues: body.queues,
-        worker: body.worker,
-        limit: body.limit.unwrap_or(1).clamp(1, 100),
-        lease: Duration::from_millis(body.lease_ms.unwrap_or(30_000).clamp(1_000, 3_600_000)),
-    };
-    let deadline = Instant::now() + Duration::from_millis(body.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    loop {
-        // Listen before looking, so a schedule in between is not missed.
-        let woken = state.work.notified();
-        let leases = state.store.claim(req.clone()).await?;
-        let now = Instant::now();
-        if !leases.is_empty() || now >= deadline {
-            let tasks: Vec<Value> = leases.iter().map(lease_json).collect();
-            return Ok(Json(json!({ "tasks": tasks })));
-        }
-        // Other nodes add work too: look again at least every 250 ms.
-        let pause = (deadline - now).min(Duration::from_millis(250));
-        let _ = tokio::time::timeout(pause, woken).await;
-    }
-}
-
-/// Names one held attempt.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaseBody {
-    task_id: TaskId,
-    attempt: u32,
-    lease_token: LeaseToken,
-}
-
-impl LeaseBody {
-    fn lease(&self) -> LeaseRef {
-        LeaseRef {
-            task: self.task_id,
-            attempt: self.attempt,
-            token: self.lease_token,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeartbeatBody {
-    leases: Vec<LeaseBody>,
-    /// How long from now each lease lasts.
-    #[serde(default)]
-    extend_ms: Option<u64>,
-}
-
-async fn heartbeat(
-    Extract(state): Extract<State>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Answer {
-    state.config.tokens.check(&headers, Some(Scope::Work))?;
-    let body: HeartbeatBody = json_body(body)?;
-    let extend = Duration::from_millis(body.extend_ms.unwrap_or(30_000).clamp(1_000, 3_600_000));
-    let acks = state
-        .store
-        .heartbeat(body.leases.iter().map(LeaseBody::lease).collect(), extend)
-        .await?;
-    let results: Vec<Value> = acks
-        .into_iter()
-        .map(|ack| match ack {
-            Ok(a) => json!({ "ok": true, "expires_at": a.expires_at, "cancel_requested": a.cancel_requested }),
-            Err(e) => json!({ "ok": false, "error": ApiError::from(e).to_json() }),
-        })
-        .collect();
-    Ok(Json(json!({ "results": results })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReportBody {
-    task_id: TaskId,
-    attempt: u32,
-    lease_token: LeaseToken,
-    /// The result of a success: any JSON value.
-    #[serde(default)]
-    result: Option<Value>,
-    /// Why the attempt failed; its presence makes the report a failure.
-    #[serde(default)]
-    error: Option<String>,
-    /// For a failure: whether another attempt may succeed (default true).
-    #[serde(default)]
-    retryable: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompleteBody {
-    reports: Vec<ReportBody>,
-}
-
-async fn complete(
-    Extract(state): Extract<State>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Answer {
-    state.config.tokens.check(&headers, Some(Scope::Work))?;
-    let body: CompleteBody = json_body(body)?;
-    let mut reports = Vec::with_capacity(body.reports.len());
-    for r in body.reports {
-        let lease = LeaseRef {
-            task: r.task_id,
-            attempt: r.attempt,
-            token: r.lease_token,
-        };
-        let outcome = match r.error {
-            Some(error) => Outcome::Failure {
-                error,
-                retryable: r.retryable.unwrap_or(true),
-            },
-            None => Outcome::Success(match r.result {
-                Some(Value::String(s)) => s.into_bytes(),
-                Some(v) => serde_json::to_vec(&v).map_err(|e| ApiError::invalid(e.to_string()))?,
-                None => Vec::new(),
-            }),
-        };
-        reports.push(Report { lease, outcome });
-    }
-    let states = state.store.report(reports).await?;
-    let results: Vec<Value> = states
-        .into_iter()
-        .map(|s| match s {
-            Ok(task_state) => json!({ "ok": true, "state": task_state }),
-            Err(e) => json!({ "ok": false, "error": ApiError::from(e).to_json() }),
-        })
-        .collect();
-    // A retried task may be claimable again.
-    state.work.notify_waiters();
-    Ok(Json(json!({ "results": results })))
 }
 
 #[cfg(test)]
