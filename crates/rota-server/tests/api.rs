@@ -513,3 +513,247 @@ async fn tokens_and_scopes_guard_the_endpoints_with_json_errors() {
         (StatusCode::OK, Some("ok"))
     );
 }
+
+// ---- the worker protocol over WebSocket -------------------------------------
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `/work`, with `token` if given.
+async fn ws_connect(
+    s: &Server,
+    token: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("{}/work", s.url.replacen("http", "ws", 1))
+        .into_client_request()
+        .expect("request");
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn ws_send(ws: &mut Socket, value: Value) {
+    use futures::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        value.to_string(),
+    ))
+    .await
+    .expect("send");
+}
+
+/// The next JSON message, within 5 s; `None` when the server closed.
+async fn ws_next(ws: &mut Socket) -> Option<Value> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s");
+        match msg {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("json")),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Nothing arrives within `wait`.
+async fn ws_quiet(ws: &mut Socket, wait: Duration) {
+    use futures::StreamExt as _;
+    if let Ok(msg) = tokio::time::timeout(wait, ws.next()).await {
+        panic!("expected nothing, got {msg:?}");
+    }
+}
+
+async fn ws_register(s: &Server, capacity: u32) -> Socket {
+    let mut ws = ws_connect(s, None).await.expect("connect");
+    ws_send(
+        &mut ws,
+        json!({ "type": "register", "worker": "rs-1", "hostname": "h", "os": "linux",
+                "capacity": capacity, "lease_ms": 5000 }),
+    )
+    .await;
+    let hello = ws_next(&mut ws).await.expect("registered");
+    assert_eq!(hello["type"], "registered", "{hello}");
+    assert_eq!(hello["heartbeat_ms"], 1000);
+    assert_eq!(hello["lease_ms"], 5000);
+    ws
+}
+
+fn lease_of(task: &Value) -> Value {
+    json!({ "task_id": task["task_id"], "attempt": task["attempt"],
+            "lease_token": task["lease_token"] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_worker_is_pushed_work_within_its_capacity_and_its_progress_shows() {
+    let s = Server::start(config()).await;
+    let mut ws = ws_register(&s, 2).await;
+    ws_send(&mut ws, json!({ "type": "ready", "slots": 5 })).await;
+    ws_quiet(&mut ws, Duration::from_millis(300)).await;
+
+    // Work scheduled while the worker waits is pushed to it; never more than
+    // its capacity, though it asked for five.
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let (_, body) = s
+            .post(
+                "/schedule",
+                json!({ "spec": "greet", "params": { "i": i } }),
+            )
+            .await;
+        jobs.push(body["jobs"][0]["id"].as_str().expect("id").to_owned());
+    }
+    let first = ws_next(&mut ws).await.expect("assign");
+    let second = ws_next(&mut ws).await.expect("assign");
+    assert_eq!(
+        (&first["type"], &second["type"]),
+        (&json!("assign"), &json!("assign"))
+    );
+    ws_quiet(&mut ws, Duration::from_millis(500)).await;
+    let task = &first["task"];
+    assert!(
+        task["payload"].is_string() && task["expires_at"].is_string(),
+        "{task}"
+    );
+
+    // Progress given with a heartbeat shows on the job.
+    let mut beat = lease_of(task);
+    beat["progress"] = json!({ "done": 1, "total": 3 });
+    ws_send(
+        &mut ws,
+        json!({ "type": "heartbeat", "cpu": 0.5, "ram_bytes": 1024, "tasks": [beat],
+                "logs": [{ "task_id": task["task_id"], "message": "one of three" }] }),
+    )
+    .await;
+    let ack = ws_next(&mut ws).await.expect("heartbeat_ack");
+    assert_eq!(ack["type"], "heartbeat_ack", "{ack}");
+    let acks = ack["tasks"].as_array().expect("tasks");
+    assert_eq!(acks.len(), 2, "every held lease is extended: {ack}");
+    assert!(acks.iter().all(|a| a["ok"] == true), "{ack}");
+    let job = task["job_id"].as_str().expect("job");
+    let (_, shown) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(
+        shown["running"][0]["progress"],
+        json!({ "done": 1, "total": 3 }),
+        "{shown}"
+    );
+    assert_eq!(shown["running"][0]["worker"], "rs-1", "{shown}");
+    let (_, workers) = s.get("/workers").await;
+    let me = &workers["workers"][0];
+    assert_eq!(
+        (&me["worker"], &me["cpu"], &me["ram_bytes"]),
+        (&json!("rs-1"), &json!(0.5), &json!(1024))
+    );
+    assert_eq!(me["logs"][0]["message"], "one of three", "{me}");
+    assert_eq!(me["tasks"].as_array().map(Vec::len), Some(2), "{me}");
+
+    // A result frees a slot; the next ready brings the third task.
+    let mut result = lease_of(task);
+    result["type"] = json!("result");
+    result["result"] = json!({ "sent": true });
+    ws_send(&mut ws, result.clone()).await;
+    let ack = ws_next(&mut ws).await.expect("result_ack");
+    assert_eq!(
+        (&ack["type"], &ack["ok"], &ack["state"], &ack["task_id"]),
+        (
+            &json!("result_ack"),
+            &json!(true),
+            &json!("succeeded"),
+            &task["task_id"]
+        ),
+        "{ack}"
+    );
+    ws_quiet(&mut ws, Duration::from_millis(300)).await;
+    ws_send(&mut ws, json!({ "type": "ready", "slots": 1 })).await;
+    let third = ws_next(&mut ws).await.expect("assign");
+    assert_eq!(third["type"], "assign", "{third}");
+
+    // The same report again is stale: refused per task, connection kept.
+    ws_send(&mut ws, result).await;
+    let stale = ws_next(&mut ws).await.expect("result_ack");
+    assert_eq!(
+        (&stale["ok"], &stale["error"]["code"]),
+        (&json!(false), &json!("lease_lost")),
+        "{stale}"
+    );
+    let (_, done) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_protocol_refuses_bad_messages_and_bad_tokens_with_reasons() {
+    // Without a valid work token the upgrade is refused with a status.
+    let guarded = Server::start(rota_server::Config {
+        tokens: rota_server::Tokens::parse("app schedule\nwrk work\n").expect("tokens"),
+        ..config()
+    })
+    .await;
+    for (token, status) in [(None, 401), (Some("nope"), 401), (Some("app"), 403)] {
+        match ws_connect(&guarded, token).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), status, "{token:?}");
+            }
+            other => panic!("{token:?}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(ws_connect(&guarded, Some("wrk")).await.is_ok());
+
+    let s = Server::start(config()).await;
+    // A first message that is not register: an error, then the close.
+    let mut ws = ws_connect(&s, None).await.expect("connect");
+    ws_send(&mut ws, json!({ "type": "ready", "slots": 1 })).await;
+    let e = ws_next(&mut ws).await.expect("error");
+    assert_eq!(e["type"], "error", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("register")),
+        "{e}"
+    );
+    assert!(
+        ws_next(&mut ws).await.is_none(),
+        "closed after a bad register"
+    );
+    let mut ws = ws_connect(&s, None).await.expect("connect");
+    ws_send(
+        &mut ws,
+        json!({ "type": "register", "worker": "w", "capacity": 0 }),
+    )
+    .await;
+    let e = ws_next(&mut ws).await.expect("error");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("capacity")),
+        "{e}"
+    );
+
+    // After registering, a bad message is answered and the connection stays.
+    let mut ws = ws_register(&s, 1).await;
+    for bad in [
+        json!({ "type": "heartbeat", "cpuu": 1 }),
+        json!({ "type": "dance" }),
+        json!({ "type": "register", "worker": "again", "capacity": 1 }),
+    ] {
+        ws_send(&mut ws, bad.clone()).await;
+        let e = ws_next(&mut ws).await.expect("error");
+        assert_eq!(
+            (&e["type"], &e["error"]["code"]),
+            (&json!("error"), &json!("invalid")),
+            "{bad}: {e}"
+        );
+    }
+    ws_send(&mut ws, json!({ "type": "heartbeat" })).await;
+    ws_send(&mut ws, json!({ "type": "ready", "slots": 1 })).await;
+    s.post("/schedule", json!({ "spec": "x" })).await;
+    let assign = ws_next(&mut ws).await.expect("assign");
+    assert_eq!(assign["type"], "assign", "still served: {assign}");
+}
