@@ -32,6 +32,7 @@ pub(crate) fn routes(state: State) -> axum::Router {
         .route("/jobs/{id}/files", get(list_files))
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/wait", get(wait_job))
+        .route("/jobs/{id}/events", get(job_events))
         .merge(crate::work::routes())
         .merge(crate::uploads::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -642,6 +643,65 @@ async fn wait_job(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How often `GET /jobs/{id}/events` looks at the job.
+const EVENTS_POLL: Duration = Duration::from_millis(250);
+
+/// The job's changes as server-sent events: an `event: job` whose data is the
+/// job (as `GET /jobs/{id}` shows it, without `running`) at once and on every
+/// change of its state or counts, ending after the event of its final state.
+/// `id` counts the events, so a client can tell it missed none.
+async fn job_events(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let first = load_job(&state, &id).await?;
+    let job_id = first.id;
+    let event = |n: u64, job: &Job| {
+        Event::default()
+            .event("job")
+            .id(n.to_string())
+            .data(json!(job).to_string())
+    };
+    // (next job to send, last one sent, events sent, ended)
+    let start = (Some(first), None::<Job>, 0u64, false);
+    let stream = futures::stream::unfold(start, move |(next, last, n, ended)| {
+        let state = state.clone();
+        async move {
+            if ended {
+                return None;
+            }
+            let mut job = next;
+            loop {
+                if let Some(job) = job.take() {
+                    let changed = last.as_ref().is_none_or(|l| {
+                        (l.state, &l.counts, l.released) != (job.state, &job.counts, job.released)
+                    });
+                    if changed {
+                        let out = event(n + 1, &job);
+                        let end = job.state.is_terminal();
+                        return Some((Ok(out), (None, Some(job), n + 1, end)));
+                    }
+                }
+                tokio::time::sleep(EVENTS_POLL).await;
+                match state.store.get_job(job_id).await {
+                    Ok(Some(j)) => job = Some(j),
+                    // Gone or unreadable: end the stream; the client may ask again.
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 #[cfg(test)]

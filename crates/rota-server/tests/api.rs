@@ -757,3 +757,72 @@ async fn the_websocket_protocol_refuses_bad_messages_and_bad_tokens_with_reasons
     let assign = ws_next(&mut ws).await.expect("assign");
     assert_eq!(assign["type"], "assign", "still served: {assign}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_events_stream_each_change_and_end_with_the_final_state() {
+    use futures::StreamExt as _;
+    let s = Server::start(config()).await;
+    let (_, body) = s.post("/schedule", json!({ "spec": "greet" })).await;
+    let id = body["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let resp = s
+        .req(reqwest::Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/event-stream",
+        "server-sent events"
+    );
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut worked = false;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+                };
+                if let (Some(n), Some(data)) = (field("id: "), field("data: ")) {
+                    assert_eq!(field("event: ").as_deref(), Some("job"), "{block}");
+                    events.push((n, serde_json::from_str(&data).expect("json")));
+                }
+            }
+            if !worked && !events.is_empty() {
+                // The first event is the job as it is; now work it.
+                worked = true;
+                let (_, claimed) = s.post("/work/claim", json!({ "worker": "w" })).await;
+                let t = &claimed["tasks"][0];
+                s.post("/work/complete", json!({ "reports": [lease_of(t)] }))
+                    .await;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream ends after the final state: {events:?}"
+    );
+    let ids: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<String> = (1..=events.len()).map(|n| n.to_string()).collect();
+    assert_eq!(ids, expected, "ids count the events");
+    assert_eq!(events[0].1["state"], "pending", "{events:?}");
+    assert_eq!(
+        events.last().map(|e| &e.1["state"]),
+        Some(&json!("succeeded"))
+    );
+    assert_eq!(
+        events.last().map(|e| &e.1["counts"]["succeeded"]),
+        Some(&json!(1))
+    );
+    let (status, _) = s
+        .get("/jobs/00000000-0000-0000-0000-000000000000/events")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
