@@ -205,6 +205,77 @@ fn an_s3_prefix_ingests_to_the_tasks_of_its_local_copy() {
 }
 
 #[test]
+fn a_batch_scheduled_at_an_s3_prefix_makes_the_tasks_rota_ingest_makes_of_it() {
+    let rt = multi_thread();
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr = rt.block_on(s3_server(root.path()));
+    let endpoint = format!("http://{addr}");
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    let by_ingest = Scratch::new();
+    let out = by_ingest
+        .command(&ingest_args("s3://bucket/tree/", &["--recursive"]))
+        .envs(env)
+        .output()
+        .expect("run rota");
+    let want = ingested(&by_ingest, &out);
+    assert!(want.len() > 8, "the tree makes tasks: {}", want.len());
+
+    let s = Scratch::new();
+    std::fs::write(s.path("tokens"), "app-token schedule\n").expect("tokens");
+    let tokens = s.path("tokens");
+    let (server, url) = crate::serve::serve_env(
+        &s,
+        &[
+            "--tokens",
+            tokens.to_str().expect("path"),
+            "--allow-source",
+            "s3://bucket/tree/",
+        ],
+        &env,
+    );
+    let answer = crate::serve::post(
+        &url,
+        "/schedule",
+        "app-token",
+        &serde_json::json!({ "spec": "t", "batch": {
+            "source": "s3://bucket/tree/", "recursive": true, "max_rows": 2 } }),
+    );
+    let id = answer["jobs"][0]["id"].as_str().expect("id").to_owned();
+    crate::support::wait_until(
+        std::time::Duration::from_secs(30),
+        "the batch is ingested",
+        || crate::serve::get(&url, &format!("/jobs/{id}"), "app-token")["released"] == true,
+    );
+    let job = crate::serve::get(&url, &format!("/jobs/{id}"), "app-token");
+    assert_eq!(job["error"], serde_json::Value::Null, "{job}");
+    let got: Vec<(String, Vec<u8>)> = tasks(&s, id.parse().expect("job id"))
+        .iter()
+        .map(|t| (t.key.clone(), payload(&s, t)))
+        .collect();
+    assert_eq!(got, want, "the scheduled batch's tasks equal rota ingest's");
+    assert!(
+        !job.to_string().contains(SECRET),
+        "no secret on the job: {job}"
+    );
+    // Another bucket is not on the allow-list.
+    let refused = crate::serve::post(
+        &url,
+        "/schedule",
+        "app-token",
+        &serde_json::json!({ "spec": "t", "batch": { "source": "s3://other/tree/" } }),
+    );
+    assert_eq!(refused["error"]["code"], "source_not_allowed", "{refused}");
+    crate::support::signal(&server, "TERM");
+    let (status, stderr) = crate::support::finish(server, std::time::Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}
+
+#[test]
 fn http_files_ingest_to_the_tasks_of_their_local_copies() {
     let server = nginx(&tree_dir());
     for relative in ["a.csv", "odd%20names/100%25.csv", "sub/data.parquet"] {

@@ -10,10 +10,16 @@ use crate::support::{Scratch, finish, signal};
 
 /// `rota serve` on a free loopback port; returns the process and its URL.
 pub(crate) fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
+    serve_env(s, extra, &[])
+}
+
+/// `rota serve` as [`serve`], with extra environment variables.
+pub(crate) fn serve_env(s: &Scratch, extra: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut child = s
         .command(&args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
