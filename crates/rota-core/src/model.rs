@@ -582,3 +582,75 @@ pub struct TaskFilter {
     /// Include each task's result.
     pub with_results: bool,
 }
+
+/// A URL that receives a POST when its job changes state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCallback {
+    /// Where to POST (http or https).
+    pub url: String,
+    /// The states to announce; empty: every state after `pending`.
+    #[serde(default)]
+    pub events: Vec<JobState>,
+}
+
+/// A callback and how its deliveries went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackStatus {
+    /// Its place among the job's callbacks, from 0.
+    pub index: u32,
+    /// Where it POSTs, as given.
+    pub url: String,
+    /// The states it announces; empty: every state after `pending`.
+    pub events: Vec<JobState>,
+    /// The last state delivered (answered 2xx).
+    pub delivered: Option<JobState>,
+    /// When that was.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The state last attempted, and how many attempts it has had.
+    pub attempting: Option<JobState>,
+    /// Attempts at delivering `attempting`.
+    pub attempts: u32,
+    /// When the next attempt is due, while one is.
+    pub next_at: Option<DateTime<Utc>>,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// A state whose delivery was given up after its last attempt.
+    pub gave_up: Option<JobState>,
+}
+
+/// A delivery to attempt now, leased to the caller by
+/// [`crate::Store::due_callbacks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackDue {
+    /// The job.
+    pub job: JobId,
+    /// The callback's index.
+    pub index: u32,
+    /// Where to POST.
+    pub url: String,
+    /// The state to announce (the job's state when leased).
+    pub state: JobState,
+    /// Which attempt at delivering this state this is, from 1.
+    pub attempt: u32,
+}
+
+/// How a delivery attempt went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// Its status.
+        status: u16,
+    },
+    /// It did not.
+    Failed {
+        /// The status, when there was an answer.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// When to try again; `None`: give up on this state.
+        retry_at: Option<DateTime<Utc>>,
+    },
+}

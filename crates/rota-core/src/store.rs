@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::model::{
-    ClaimRequest, FileFilter, FileReport, Heartbeat, HeartbeatAck, IngestReport, Job, JobFilter,
-    Lease, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, FileFilter, FileReport, Heartbeat,
+    HeartbeatAck, IngestReport, Job, JobFilter, Lease, NewCallback, NewJob, NewTask, Report, Spec,
+    Task, TaskFilter, TaskState,
 };
 
 /// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
@@ -39,6 +40,9 @@ use crate::model::{
 /// - **Progress.** A heartbeat's progress is kept on the task (the last one
 ///   given wins) and shown by [`Store::list_tasks`]; a new attempt starts
 ///   without any. A stale heartbeat records nothing.
+/// - **Callbacks.** [`Store::due_callbacks`] leases each due delivery to one
+///   caller (by the store's clock); a delivered or given-up state is not due
+///   again, and a job's later state is.
 /// - **Retry.** A retryable failure before the last attempt makes the task
 ///   `retrying` until `now + backoff`; otherwise the task is `dead`.
 /// - **Job state.** A released job is `running` once a task was claimed; when
@@ -130,6 +134,40 @@ pub trait Store: Send + Sync + 'static {
         &self,
         reports: Vec<Report>,
     ) -> Result<Vec<Result<TaskState, StoreError>>, StoreError>;
+
+    /// Attaches callbacks to a job; a callback whose index (its place in
+    /// `callbacks`) the job has already is left as it is, so a replayed
+    /// schedule adds nothing.
+    async fn add_callbacks(
+        &self,
+        job: JobId,
+        callbacks: Vec<NewCallback>,
+    ) -> Result<(), StoreError>;
+
+    /// A job's callbacks with their delivery state, by index.
+    async fn list_callbacks(&self, job: JobId) -> Result<Vec<CallbackStatus>, StoreError>;
+
+    /// Leases up to `limit` deliveries that are due for `lease`: callbacks
+    /// whose job is in a state they announce that was neither delivered
+    /// nor given up, and whose next attempt is due. A leased delivery is
+    /// not returned again until it is recorded or its lease runs out.
+    async fn due_callbacks(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<CallbackDue>, StoreError>;
+
+    /// Records how a delivery attempt went.
+    async fn record_callback(
+        &self,
+        due: &CallbackDue,
+        outcome: CallbackOutcome,
+    ) -> Result<(), StoreError>;
+
+    /// Tasks of every job by queue and state (for metrics).
+    async fn task_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::model::TaskCounts>, StoreError>;
 
     /// Treats every expired lease as a failed attempt. Returns how many were
     /// rescued. [`Store::claim`] does this too; this is for a periodic sweeper.

@@ -28,9 +28,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck, IngestReport, Job,
-    JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, ManualClock, NewJob, NewTask, Outcome,
-    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, TaskFilter, TaskState,
+    CallbackOutcome, ClaimRequest, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck,
+    IngestReport, Job, JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, ManualClock,
+    NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec, Store,
+    StoreError, TaskFilter, TaskState,
 };
 
 /// Makes stores for the scenarios.
@@ -74,6 +75,7 @@ macro_rules! conformance_tests {
             queues_are_isolated,
             claims_filter_by_spec,
             progress_is_kept_per_attempt,
+            callbacks_are_due_on_state_changes,
             payload_round_trips,
             specs_round_trip,
             file_records_replace_and_page,
@@ -111,6 +113,7 @@ pub async fn run_all(h: &dyn Harness) {
     queues_are_isolated(h).await;
     claims_filter_by_spec(h).await;
     progress_is_kept_per_attempt(h).await;
+    callbacks_are_due_on_state_changes(h).await;
     payload_round_trips(h).await;
     specs_round_trip(h).await;
     file_records_replace_and_page(h).await;
@@ -1176,6 +1179,16 @@ pub async fn queues_are_isolated(h: &dyn Harness) {
         "an unknown queue has nothing"
     );
     let c = job_with_tasks(&*store, "c", RetryPolicy::default(), 2).await;
+    let counts = store.task_counts().await.expect("task_counts failed");
+    let shape: Vec<(&str, u64, u64, u64)> = counts
+        .iter()
+        .map(|(q, c)| (q.as_str(), c.total, c.queued, c.running))
+        .collect();
+    assert_eq!(
+        shape,
+        [("a", 3, 0, 3), ("b", 3, 3, 0), ("c", 2, 2, 0)],
+        "task counts by queue and state"
+    );
     let both = claim_on(&*store, &["b", "c"], "w", 10, LEASE).await;
     assert_eq!(both.len(), 5, "a claim may name several queues");
     let jobs: BTreeSet<JobId> = both.iter().map(|l| l.job_id).collect();
@@ -1300,6 +1313,135 @@ pub async fn progress_is_kept_per_attempt(h: &dyn Harness) {
         None,
         "a new attempt starts without progress"
     );
+}
+
+/// Callbacks are due when their job enters a state they announce; a due
+/// delivery is leased to one caller; a failure is retried when it says, a
+/// lease that ran out is due again, and a delivered or given-up state is not.
+pub async fn callbacks_are_due_on_state_changes(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(3, 0), 1).await;
+    let callback = |url: &str, events: Vec<JobState>| NewCallback {
+        url: url.into(),
+        events,
+    };
+    store
+        .add_callbacks(
+            job.id,
+            vec![
+                callback("http://a.example/1", vec![]),
+                callback("http://b.example/2", vec![JobState::Succeeded]),
+            ],
+        )
+        .await
+        .expect("add_callbacks failed");
+    store
+        .add_callbacks(job.id, vec![callback("http://changed.example/", vec![])])
+        .await
+        .expect("add_callbacks failed");
+    let list = store
+        .list_callbacks(job.id)
+        .await
+        .expect("list_callbacks failed");
+    let urls: Vec<&str> = list.iter().map(|c| c.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        ["http://a.example/1", "http://b.example/2"],
+        "replays add nothing"
+    );
+    let due = || async {
+        store
+            .due_callbacks(10, LEASE)
+            .await
+            .expect("due_callbacks failed")
+    };
+    assert!(due().await.is_empty(), "nothing is announced while pending");
+
+    let lease = claim(&*store, "q", 1).await.remove(0).lease;
+    let running = due().await;
+    assert_eq!(
+        running.len(),
+        1,
+        "only the first announces running: {running:?}"
+    );
+    assert_eq!(
+        (running[0].index, running[0].state, running[0].attempt),
+        (0, JobState::Running, 1)
+    );
+    assert!(due().await.is_empty(), "a leased delivery is not due twice");
+    let retry_at = rota_core::Clock::now(&*clock) + chrono::Duration::seconds(10);
+    store
+        .record_callback(
+            &running[0],
+            CallbackOutcome::Failed {
+                status: Some(500),
+                error: "HTTP 500".into(),
+                retry_at: Some(retry_at),
+            },
+        )
+        .await
+        .expect("record failed");
+    assert!(due().await.is_empty(), "not due before its retry time");
+    clock.advance(Duration::from_secs(11));
+    let again = due().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2, "the second attempt at running");
+    store
+        .record_callback(&again[0], CallbackOutcome::Delivered { status: 200 })
+        .await
+        .expect("record failed");
+    assert!(due().await.is_empty(), "running was delivered");
+    let shown = &store.list_callbacks(job.id).await.expect("list")[0];
+    assert_eq!(
+        (
+            shown.delivered,
+            shown.attempts,
+            shown.last_status,
+            &shown.last_error
+        ),
+        (Some(JobState::Running), 2, Some(200), &None)
+    );
+
+    complete(&*store, lease).await.expect("complete");
+    let ended = due().await;
+    assert_eq!(ended.len(), 2, "both announce succeeded: {ended:?}");
+    assert!(
+        ended
+            .iter()
+            .all(|d| d.state == JobState::Succeeded && d.attempt == 1)
+    );
+    clock.advance(LEASE + Duration::from_secs(1));
+    let retaken = due().await;
+    assert_eq!(retaken.len(), 2, "a lease that ran out is due again");
+    assert!(retaken.iter().all(|d| d.attempt == 2), "{retaken:?}");
+    store
+        .record_callback(
+            &retaken[0],
+            CallbackOutcome::Failed {
+                status: None,
+                error: "connection refused".into(),
+                retry_at: None,
+            },
+        )
+        .await
+        .expect("record failed");
+    store
+        .record_callback(&retaken[1], CallbackOutcome::Delivered { status: 204 })
+        .await
+        .expect("record failed");
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        due().await.is_empty(),
+        "given up and delivered: nothing due"
+    );
+    let list = store.list_callbacks(job.id).await.expect("list");
+    let by_index = |i: u32| list.iter().find(|c| c.index == i).expect("callback");
+    assert_eq!(by_index(0).gave_up, Some(JobState::Succeeded));
+    assert_eq!(
+        by_index(0).last_error.as_deref(),
+        Some("connection refused")
+    );
+    assert_eq!(by_index(1).delivered, Some(JobState::Succeeded));
 }
 
 /// Payloads come back byte for byte, from leases and from `get_payload`.

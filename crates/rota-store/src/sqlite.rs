@@ -8,7 +8,7 @@
 //! waited on for [`BUSY_TIMEOUT`] before the call fails with
 //! [`StoreError::Transient`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,10 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    ClaimRequest, Clock, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck, IngestReport,
-    Job, JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, NewJob, NewTask, Outcome,
-    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
-    TaskId, TaskState,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, FileFilter, FileReport,
+    FileState, Heartbeat, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
+    LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report,
+    RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
 };
 use rusqlite::types::Value;
 
@@ -110,6 +110,24 @@ CREATE TABLE IF NOT EXISTS job_files (
     error    TEXT,
     PRIMARY KEY (job_id, relative)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS callbacks (
+    job_id         TEXT NOT NULL,
+    idx            INTEGER NOT NULL,
+    url            TEXT NOT NULL,
+    events         TEXT NOT NULL,
+    delivered      TEXT,
+    delivered_at   INTEGER,
+    attempting     TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    next_at        INTEGER,
+    lease_until    INTEGER,
+    last_status    INTEGER,
+    last_error     TEXT,
+    gave_up        TEXT,
+    done           INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks (job_id) WHERE done = 0;
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (queue, available_at, id)
     WHERE state IN ('queued', 'scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (state, lease_expires_at);
@@ -219,7 +237,8 @@ impl SqliteStore {
             )
             .db()?;
         if !has_progress {
-            // Version 4 keeps the progress workers report on their tasks.
+            // Version 4 keeps the progress workers report on their tasks,
+            // and adds `callbacks`, which the schema above creates.
             tx.execute_batch("ALTER TABLE tasks ADD COLUMN progress TEXT;")
                 .db()?;
         }
@@ -1487,5 +1506,218 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self) -> Result<u64, StoreError> {
         self.write(|tx, now| rescue(tx, now)).await
+    }
+
+    async fn add_callbacks(
+        &self,
+        job: JobId,
+        callbacks: Vec<NewCallback>,
+    ) -> Result<(), StoreError> {
+        if callbacks.is_empty() {
+            return Ok(());
+        }
+        let id = job.to_string();
+        self.write(move |tx, _| {
+            require_job_exists(tx, &id)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO callbacks (job_id, idx, url, events) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (job_id, idx) DO NOTHING",
+                )
+                .db()?;
+            for (i, c) in callbacks.iter().enumerate() {
+                insert
+                    .execute(rusqlite::params![
+                        id,
+                        i64::try_from(i).unwrap_or(i64::MAX),
+                        c.url,
+                        json(&c.events)?
+                    ])
+                    .db()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_callbacks(&self, job: JobId) -> Result<Vec<CallbackStatus>, StoreError> {
+        let id = job.to_string();
+        self.run(move |conn, _| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT idx, url, events, delivered, delivered_at, attempting, attempts,
+                            next_at, last_status, last_error, gave_up
+                     FROM callbacks WHERE job_id = ?1 ORDER BY idx",
+                )
+                .db()?;
+            let mut rows = stmt.query([&id]).db()?;
+            let mut out = Vec::new();
+            let state = |v: Option<String>| -> Result<Option<JobState>, StoreError> {
+                v.map(|s| parse(&s, "job state")).transpose()
+            };
+            while let Some(r) = rows.next().db()? {
+                let events: String = r.get(2).db()?;
+                out.push(CallbackStatus {
+                    index: to_u32(r.get(0).db()?),
+                    url: r.get(1).db()?,
+                    events: from_json(&events, "callback events")?,
+                    delivered: state(r.get(3).db()?)?,
+                    delivered_at: opt_time(r.get(4).db()?)?,
+                    attempting: state(r.get(5).db()?)?,
+                    attempts: to_u32(r.get(6).db()?),
+                    next_at: opt_time(r.get(7).db()?)?,
+                    last_status: r
+                        .get::<_, Option<i64>>(8)
+                        .db()?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    last_error: r.get(9).db()?,
+                    gave_up: state(r.get(10).db()?)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn due_callbacks(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<CallbackDue>, StoreError> {
+        self.write(move |tx, now| {
+            let mut due = tx
+                .prepare_cached(
+                    "SELECT c.job_id, c.idx, c.url, j.state, c.attempting, c.attempts
+                     FROM callbacks c JOIN jobs j ON j.id = c.job_id
+                     WHERE c.done = 0 AND j.state != 'pending'
+                       AND j.state IS NOT c.delivered AND j.state IS NOT c.gave_up
+                       AND (c.events = '[]' OR j.state IN (SELECT value FROM json_each(c.events)))
+                       AND (c.next_at IS NULL OR c.next_at <= ?1 OR c.attempting IS NOT j.state)
+                       AND (c.lease_until IS NULL OR c.lease_until <= ?1)
+                     LIMIT ?2",
+                )
+                .db()?;
+            let rows = due
+                .query_map(rusqlite::params![now, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .db()?
+                .collect::<Result<Vec<_>, _>>()
+                .db()?;
+            let mut take = tx
+                .prepare_cached(
+                    "UPDATE callbacks SET lease_until = ?3, attempting = ?4, attempts = ?5
+                     WHERE job_id = ?1 AND idx = ?2",
+                )
+                .db()?;
+            let until = now.saturating_add(millis(lease));
+            let mut out = Vec::with_capacity(rows.len());
+            for (job, idx, url, state, attempting, attempts) in rows {
+                let attempt = if attempting.as_deref() == Some(state.as_str()) {
+                    to_u32(attempts).saturating_add(1)
+                } else {
+                    1
+                };
+                take.execute(rusqlite::params![job, idx, until, state, attempt])
+                    .db()?;
+                out.push(CallbackDue {
+                    job: parse(&job, "job id")?,
+                    index: to_u32(idx),
+                    url,
+                    state: parse(&state, "job state")?,
+                    attempt,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_callback(
+        &self,
+        due: &CallbackDue,
+        outcome: CallbackOutcome,
+    ) -> Result<(), StoreError> {
+        let (job, idx, state) = (due.job.to_string(), due.index, due.state.as_str());
+        // A final state, delivered or given up, closes the callback.
+        let done = due.state.is_terminal();
+        self.write(move |tx, now| {
+            match outcome {
+                CallbackOutcome::Delivered { status } => tx
+                    .prepare_cached(
+                        "UPDATE callbacks SET delivered = ?3, delivered_at = ?4, last_status = ?5,
+                                last_error = NULL, next_at = NULL, lease_until = NULL, done = ?6
+                         WHERE job_id = ?1 AND idx = ?2",
+                    )
+                    .db()?
+                    .execute(rusqlite::params![job, idx, state, now, status, done]),
+                CallbackOutcome::Failed {
+                    status,
+                    error,
+                    retry_at: Some(at),
+                } => tx
+                    .prepare_cached(
+                        "UPDATE callbacks SET last_status = ?3, last_error = ?4, next_at = ?5,
+                                lease_until = NULL
+                         WHERE job_id = ?1 AND idx = ?2",
+                    )
+                    .db()?
+                    .execute(rusqlite::params![
+                        job,
+                        idx,
+                        status,
+                        error,
+                        at.timestamp_millis()
+                    ]),
+                CallbackOutcome::Failed {
+                    status,
+                    error,
+                    retry_at: None,
+                } => tx
+                    .prepare_cached(
+                        "UPDATE callbacks SET gave_up = ?3, last_status = ?4, last_error = ?5,
+                                next_at = NULL, lease_until = NULL, done = ?6
+                         WHERE job_id = ?1 AND idx = ?2",
+                    )
+                    .db()?
+                    .execute(rusqlite::params![job, idx, state, status, error, done]),
+            }
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn task_counts(&self) -> Result<BTreeMap<String, TaskCounts>, StoreError> {
+        self.run(move |conn, _| {
+            let mut stmt = conn
+                .prepare_cached("SELECT queue, state, COUNT(*) FROM tasks GROUP BY queue, state")
+                .db()?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .db()?;
+            let mut out: BTreeMap<String, TaskCounts> = BTreeMap::new();
+            for row in rows {
+                let (queue, state, n) = row.db()?;
+                out.entry(queue)
+                    .or_default()
+                    .add(parse(&state, "task state")?, to_u64(n));
+            }
+            Ok(out)
+        })
+        .await
     }
 }
