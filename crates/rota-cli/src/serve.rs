@@ -54,6 +54,15 @@ pub(crate) struct ServeArgs {
     /// expires and its job fails.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     upload_expiry: std::time::Duration,
+    /// A file holding the key callbacks are signed with (HMAC-SHA256; its
+    /// bytes, surrounding whitespace trimmed, at least 16). Without one, jobs
+    /// with callbacks are refused.
+    #[arg(long, env = "ROTA_CALLBACK_KEY_FILE", value_name = "FILE")]
+    callback_key_file: Option<PathBuf>,
+    /// A URL prefix callbacks may point at (repeatable); callbacks anywhere
+    /// else are refused.
+    #[arg(long = "allow-callback", value_name = "PREFIX")]
+    allow_callback: Vec<String>,
 }
 
 pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -72,6 +81,29 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Resul
             args.listen
         );
     }
+    let key = match &args.callback_key_file {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read the callback key file {}", path.display()))?;
+            let key = text.trim_ascii().to_vec();
+            if key.len() < 16 {
+                anyhow::bail!(
+                    "the callback key in {} is {} bytes; use at least 16 (e.g. openssl rand -hex 32)",
+                    path.display(),
+                    key.len()
+                );
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    if let Some(bad) = args
+        .allow_callback
+        .iter()
+        .find(|p| !matches!(rota_sources::scheme(p), Some("http" | "https")))
+    {
+        anyhow::bail!("--allow-callback takes http(s) URL prefixes, not '{bad}'");
+    }
     let config = rota_server::Config {
         tokens,
         allow: rota_server::AllowList::new(&args.allow_source).map_err(anyhow::Error::msg)?,
@@ -82,6 +114,11 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Resul
             expire_after: args.upload_expiry,
             max_size: args.max_upload,
         }),
+        callbacks: rota_server::CallbackConfig {
+            key,
+            allow: rota_server::AllowList::new(&args.allow_callback).map_err(anyhow::Error::msg)?,
+            ..rota_server::CallbackConfig::default()
+        },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -13,7 +13,9 @@
 //! described in `docs/worker-protocol.md`.
 
 pub mod auth;
+pub mod callbacks;
 pub mod error;
+mod metrics;
 mod routes;
 mod uploads;
 mod work;
@@ -27,6 +29,7 @@ use rota_core::Store;
 use tokio::sync::Notify;
 
 pub use auth::{AllowList, Scope, Tokens};
+pub use callbacks::CallbackConfig;
 pub use error::ApiError;
 pub use uploads::UploadConfig;
 pub use work::{DEFAULT_INLINE_MAX, MAX_INLINE};
@@ -50,6 +53,8 @@ pub struct Config {
     pub max_body: usize,
     /// Where uploads are kept; `None`: no `/uploads`.
     pub uploads: Option<UploadConfig>,
+    /// How callbacks are signed, allowed and retried.
+    pub callbacks: callbacks::CallbackConfig,
 }
 
 impl Default for Config {
@@ -60,6 +65,7 @@ impl Default for Config {
             sources: rota_sources::SourceSettings::default(),
             max_body: DEFAULT_MAX_BODY,
             uploads: None,
+            callbacks: callbacks::CallbackConfig::default(),
         }
     }
 }
@@ -76,6 +82,8 @@ pub(crate) struct State {
     pub(crate) uploads: Option<Arc<uploads::Uploads>>,
     /// The WebSocket workers connected to this server.
     pub(crate) workers: Arc<ws::Workers>,
+    /// What this process counts, for `GET /metrics`.
+    pub(crate) metrics: Arc<metrics::Metrics>,
     /// Becomes `true` when the server starts to stop.
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -91,10 +99,11 @@ pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Ro
 
 fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router, State)> {
     let max_body = config.max_body;
+    let metrics = Arc::new(metrics::Metrics::default());
     let uploads = config
         .uploads
         .clone()
-        .map(uploads::Uploads::open)
+        .map(|c| uploads::Uploads::open(c, metrics.clone()))
         .transpose()?;
     let state = State {
         store,
@@ -102,11 +111,13 @@ fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router
         work: Arc::new(Notify::new()),
         uploads: uploads.clone(),
         workers: Arc::default(),
+        metrics,
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     if let Some(uploads) = &uploads {
         uploads.resume(&state);
     }
+    callbacks::spawn_dispatcher(state.clone());
     let router =
         routes::routes(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
     Ok((router, state))

@@ -1,7 +1,6 @@
 //! The routes: one handler per endpoint, each checking its scope first.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -23,6 +22,7 @@ type Answer = Result<Json<Value>, ApiError>;
 pub(crate) fn routes(state: State) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/specs", get(list_specs))
         .route("/specs/{name}", get(get_spec).put(put_spec))
         .route("/schedule", post(schedule))
@@ -142,6 +142,9 @@ pub(crate) struct JobRequest {
     pub(crate) idempotency_key: Option<String>,
     /// File batching: the server reads the source and makes one task per batch.
     pub(crate) batch: Option<BatchRequest>,
+    /// URLs told of the job's state changes.
+    #[serde(default)]
+    pub(crate) callbacks: Vec<crate::callbacks::CallbackRequest>,
 }
 
 /// A source to batch, and how.
@@ -234,6 +237,7 @@ async fn schedule(
 }
 
 fn check(state: &State, job: &JobRequest) -> Result<(), ApiError> {
+    crate::callbacks::check(&state.config.callbacks, &job.callbacks)?;
     if let Some(batch) = &job.batch {
         if rota_sources::scheme(&batch.source) == Some(crate::uploads::SCHEME) {
             return Err(ApiError::invalid(
@@ -328,11 +332,13 @@ pub(crate) async fn new_job(
 
 /// Creates the job (or finds it by its key): a plain job gets one task whose
 /// payload is its params; a batch job is ingested in the background.
-async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiError> {
+async fn make_job(state: &State, mut req: JobRequest) -> Result<(Job, bool), ApiError> {
+    let callbacks = std::mem::take(&mut req.callbacks);
     let (new_job, batch) = new_job(state, req).await?;
     let Some(batch) = batch else {
         let params = new_job.params.clone();
         let (job, created) = state.store.create_job(new_job).await?;
+        crate::callbacks::attach(state, job.id, callbacks).await?;
         if created {
             let payload = serde_json::to_vec(&params)
                 .map_err(|e| ApiError::invalid(format!("params: {e}")))?;
@@ -353,6 +359,7 @@ async fn make_job(state: &State, req: JobRequest) -> Result<(Job, bool), ApiErro
         return Ok((job, created));
     };
     let (job, created) = state.store.create_job(new_job.clone()).await?;
+    crate::callbacks::attach(state, job.id, callbacks).await?;
     if !job.released && job.state == JobState::Pending {
         let ingest = ingest_request(state, &batch, new_job)?;
         let state = state.clone();
@@ -408,8 +415,8 @@ pub(crate) async fn run_ingest(
     ingest: rota_ingest::IngestRequest,
     id: JobId,
 ) -> Result<rota_ingest::IngestSummary, String> {
-    let progress = Arc::new(rota_ingest::Progress::default());
-    let result = rota_ingest::ingest(state.store.clone(), ingest, progress).await;
+    let result =
+        rota_ingest::ingest(state.store.clone(), ingest, state.metrics.ingest.clone()).await;
     let out = match result {
         Ok(summary) => {
             tracing::info!(job = %id, rows = summary.report.rows, tasks = summary.report.tasks, "batch ingested");
@@ -497,8 +504,13 @@ async fn get_job(
     } else {
         Vec::new()
     };
+    let callbacks = state.store.list_callbacks(job.id).await?;
     let mut out = json!(job);
     out["running"] = running.iter().map(running_json).collect();
+    out["callbacks"] = callbacks
+        .iter()
+        .map(crate::callbacks::status_json)
+        .collect();
     Ok(Json(out))
 }
 

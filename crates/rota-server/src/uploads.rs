@@ -195,12 +195,16 @@ fn internal(message: String) -> ApiError {
 pub(crate) struct Uploads {
     config: UploadConfig,
     open: Mutex<HashMap<String, Arc<Upload>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Uploads {
     /// The uploads in `config.dir` (made if missing). Bytes past an upload's
     /// recorded offset (a write the crash interrupted) are dropped.
-    pub(crate) fn open(config: UploadConfig) -> std::io::Result<Arc<Self>> {
+    pub(crate) fn open(
+        config: UploadConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.dir)?;
         let mut open = HashMap::new();
         for entry in std::fs::read_dir(&config.dir)? {
@@ -228,6 +232,7 @@ impl Uploads {
         Ok(Arc::new(Self {
             config,
             open: Mutex::new(open),
+            metrics,
         }))
     }
 
@@ -574,6 +579,7 @@ fn job_request(id: &str, meta: &BTreeMap<String, String>) -> Result<JobRequest, 
             payload: parsed::<PayloadEncoding>(meta, "payload")?.unwrap_or_default(),
             on_error: parsed::<OnError>(meta, "on_error")?.unwrap_or_default(),
         }),
+        callbacks: Vec::new(),
     })
 }
 
@@ -1040,12 +1046,15 @@ async fn append(
         unsynced += chunk.len();
         if hasher.is_none() && unsynced >= SYNC_EVERY {
             sync_to(upload, &mut file, &mut meta, at).await?;
+            uploads.metrics.uploaded(unsynced as u64);
             unsynced = 0;
         }
     };
     if let Some(e) = broke {
         if hasher.is_none() && at > meta.offset {
+            let synced = at - meta.offset;
             sync_to(upload, &mut file, &mut meta, at).await?;
+            uploads.metrics.uploaded(synced);
         }
         return Err(ApiError::invalid(format!(
             "the request body broke off: {e}"
@@ -1061,7 +1070,9 @@ async fn append(
         ));
     }
     if at > meta.offset {
+        let synced = at - meta.offset;
         sync_to(upload, &mut file, &mut meta, at).await?;
+        uploads.metrics.uploaded(synced);
     }
     Ok(())
 }

@@ -144,6 +144,7 @@ async fn claim(
         let leases = state.store.claim(req.clone()).await?;
         let now = Instant::now();
         if !leases.is_empty() || now >= deadline {
+            state.metrics.claimed(leases.len());
             let tasks: Vec<Value> = leases
                 .iter()
                 .map(|l| lease_json(l, inline_max, req.lease.as_millis()))
@@ -296,6 +297,7 @@ async fn complete(
         .map(ReportBody::into_report)
         .collect();
     let states = state.store.report(reports).await?;
+    state.metrics.reported(&states);
     let results: Vec<Value> = states.into_iter().map(state_json).collect();
     // A retried task may be claimable again.
     state.work.notify_waiters();

@@ -147,6 +147,10 @@ impl Workers {
             .remove(session);
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0
             .lock()
@@ -413,6 +417,7 @@ impl Conn {
         let mut req = self.claim.clone();
         req.limit = self.wanted.min(100);
         let leases = self.state.store.claim(req).await?;
+        self.state.metrics.claimed(leases.len());
         self.next_claim = if leases.is_empty() {
             Instant::now() + CLAIM_POLL
         } else {
@@ -470,6 +475,7 @@ impl Conn {
                 let task = report.task_id;
                 let answer = match self.state.store.report(vec![report.into_report()]).await {
                     Ok(mut states) => {
+                        self.state.metrics.reported(&states);
                         let state = states.pop().unwrap_or(Err(rota_core::StoreError::Invalid {
                             message: "no answer".into(),
                         }));

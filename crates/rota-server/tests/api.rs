@@ -826,3 +826,223 @@ async fn job_events_stream_each_change_and_end_with_the_final_state() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+// ---- callbacks and metrics ------------------------------------------------------
+
+/// What a callback receiver got: headers and body of each request.
+type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A receiver on loopback that answers 500 to its first `fail` requests,
+/// then 204; returns its URL and what it received.
+async fn receiver(fail: usize) -> (String, Received) {
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let mut all = seen.lock().expect("lock");
+                    all.push((headers, body.to_vec()));
+                    if all.len() <= fail {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("receiver");
+    });
+    (url, got)
+}
+
+const KEY: &[u8] = b"callback-key-for-tests";
+
+fn callback_config(allow: &[String]) -> rota_server::Config {
+    rota_server::Config {
+        callbacks: rota_server::CallbackConfig {
+            key: Some(KEY.to_vec()),
+            allow: rota_server::AllowList::new(allow).expect("allow"),
+            backoff: Duration::from_millis(50),
+            max_attempts: 4,
+            ..rota_server::CallbackConfig::default()
+        },
+        ..config()
+    }
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_signed_retried_and_their_delivery_shows_on_the_job() {
+    use hmac::{KeyInit as _, Mac as _};
+    let (hooks, got) = receiver(2).await;
+    // A port nothing listens on: its deliveries fail until given up.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let s = Server::start(callback_config(&[hooks.clone(), dead.clone()])).await;
+    let good = format!("{hooks}/hook?token=s3cret");
+    let (status, body) = s
+        .post(
+            "/schedule",
+            json!({ "spec": "send", "params": { "n": 3 }, "callbacks": [
+                good, { "url": format!("{dead}/hook"), "events": ["succeeded"] } ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let (_, claimed) = s.post("/work/claim", json!({ "worker": "w" })).await;
+    let mut report = lease_of(&claimed["tasks"][0]);
+    report["result"] = json!({ "sent": 3 });
+    s.post("/work/complete", json!({ "reports": [report] }))
+        .await;
+
+    let mut job = Value::Null;
+    until("both callbacks reach the final state", async || {
+        job = s.get(&format!("/jobs/{id}")).await.1;
+        job["callbacks"][0]["delivered"] == "succeeded"
+            && job["callbacks"][1]["gave_up"] == "succeeded"
+    })
+    .await;
+    let shown = &job["callbacks"];
+    assert_eq!(
+        shown[0]["url"],
+        format!("{hooks}/…"),
+        "no path or query shown: {shown}"
+    );
+    assert_eq!(shown[0]["last_status"], 204, "{shown}");
+    assert_eq!(
+        shown[1]["attempts"], 4,
+        "given up after max attempts: {shown}"
+    );
+    assert!(
+        shown[1]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect")),
+        "{shown}"
+    );
+    assert!(!job.to_string().contains("s3cret"), "{job}");
+
+    // Every request is signed: t=T,v1=HMAC-SHA256(key, "T.body").
+    let got = got.lock().expect("lock").clone();
+    assert!(
+        got.len() >= 3,
+        "two failures, then the deliveries: {}",
+        got.len()
+    );
+    for (headers, body) in &got {
+        let sig = headers["rota-signature"].to_str().expect("ascii");
+        let (t, v1) = sig
+            .strip_prefix("t=")
+            .and_then(|r| r.split_once(",v1="))
+            .unwrap_or_else(|| panic!("signature {sig}"));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY).expect("key");
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(v1, want, "signature of {}", String::from_utf8_lossy(body));
+        assert_eq!(headers["rota-job-id"], id.as_str());
+        assert_eq!(headers["content-type"], "application/json");
+    }
+    let (headers, last) = got.last().expect("a delivery");
+    let last: Value = serde_json::from_slice(last).expect("json");
+    assert_eq!(headers["rota-event"], "succeeded");
+    assert_eq!(
+        (&last["event"], &last["job"]["state"]),
+        (&json!("succeeded"), &json!("succeeded"))
+    );
+    assert_eq!(
+        last["result"],
+        json!({ "sent": 3 }),
+        "a plain job's result: {last}"
+    );
+    assert_eq!(last["job"]["counts"]["succeeded"], 1);
+
+    // The counters say so too.
+    let metrics = s
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("rota_callback_deliveries_total ") >= 1, "{metrics}");
+    assert!(value("rota_callback_failures_total ") >= 2 + 4, "{metrics}");
+    assert_eq!(value("rota_tasks_claimed_total "), 1, "{metrics}");
+    assert_eq!(
+        value("rota_task_reports_total{outcome=\"succeeded\"} "),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("rota_tasks{queue=\"default\",state=\"succeeded\"} "),
+        1,
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE rota_tasks gauge"), "{metrics}");
+
+    // Callbacks elsewhere, or without a key, are refused before any job is made.
+    let (status, body) = s
+        .post(
+            "/schedule",
+            json!({ "spec": "x", "callbacks": ["http://elsewhere.example/hook"] }),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::FORBIDDEN, &json!("callback_not_allowed")),
+        "{body}"
+    );
+    let (status, body) = s
+        .post(
+            "/schedule",
+            json!({ "spec": "x", "callbacks": ["file:///etc/passwd"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let keyless = Server::start(config()).await;
+    let (status, body) = keyless
+        .post(
+            "/schedule",
+            json!({ "spec": "x", "callbacks": [format!("{hooks}/hook")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--callback-key-file")),
+        "{body}"
+    );
+}
