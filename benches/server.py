@@ -138,34 +138,35 @@ def make_tasks(rota, work, store, n):
 
 
 def ws_worker(url, n):
+    """A no-op WebSocket worker: each assign answered by its result at once;
+    after each acknowledged result, ready again with every slot free (a
+    worker's free slots are those without a task it has not reported)."""
     from websockets.sync.client import connect
-    ws = connect(url.replace("http", "ws", 1) + "/work",
-                 additional_headers={"Authorization": f"Bearer {TOKEN}"})
-    ws.send(json.dumps({"type": "register", "worker": "bench-ws", "capacity": 64,
-                        "lease_ms": 30000}))
-    json.loads(ws.recv())
-    started = time.perf_counter()
-    ws.send(json.dumps({"type": "ready", "slots": 64}))
-    done = 0
-    last_beat = time.monotonic()
-    while done < n:
-        m = json.loads(ws.recv(timeout=30))
-        if m["type"] == "assign":
-            t = m["task"]
-            ws.send(json.dumps({"type": "result", "task_id": t["task_id"],
-                                "attempt": t["attempt"], "lease_token": t["lease_token"],
-                                "result": "ok"}))
-        elif m["type"] == "result_ack":
-            if not m["ok"]:
-                sys.exit(f"refused: {m}")
-            done += 1
-            ws.send(json.dumps({"type": "ready", "slots": 1}))
-        if time.monotonic() - last_beat > 0.5:
-            ws.send(json.dumps({"type": "heartbeat"}))
-            last_beat = time.monotonic()
-    wall = time.perf_counter() - started
-    ws.close()
-    return wall
+    with connect(url.replace("http", "ws", 1) + "/work",
+                 additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        ws.send(json.dumps({"type": "register", "worker": "bench-ws", "capacity": 64,
+                            "lease_ms": 30000}))
+        json.loads(ws.recv())
+        started = time.perf_counter()
+        ws.send(json.dumps({"type": "ready", "slots": 64}))
+        done = 0
+        last_beat = time.monotonic()
+        while done < n:
+            m = json.loads(ws.recv(timeout=30))
+            if m["type"] == "assign":
+                t = m["task"]
+                ws.send(json.dumps({"type": "result", "task_id": t["task_id"],
+                                    "attempt": t["attempt"], "lease_token": t["lease_token"],
+                                    "result": "ok"}))
+            elif m["type"] == "result_ack":
+                if not m["ok"]:
+                    sys.exit(f"refused: {m}")
+                done += 1
+                ws.send(json.dumps({"type": "ready", "slots": 64}))
+            if time.monotonic() - last_beat > 0.5:
+                ws.send(json.dumps({"type": "heartbeat"}))
+                last_beat = time.monotonic()
+        return time.perf_counter() - started
 
 
 def http_worker(url, n):
@@ -191,15 +192,17 @@ def main():
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--chunk-mib", type=int, default=16)
+    ap.add_argument("--workers-only", action="store_true",
+                    help="only the worker-protocol throughput (DATA is not read)")
     a = ap.parse_args()
     data = os.path.abspath(a.data)
-    size = os.path.getsize(data)
+    size = 0 if a.workers_only else os.path.getsize(data)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/rota/target"))
     rota, _ = build(target, package="rota-cli", binary="rota")
 
     best = {}
     rows = tasks = None
-    for run in range(a.runs):
+    for run in range(0 if a.workers_only else a.runs):
         with tempfile.TemporaryDirectory(dir=os.path.dirname(data)) as work:
             store = os.path.join(work, "ingest.db")
             wall, rss, out = timed([rota, "ingest", data, "--spec", "bench", "--format",
@@ -241,6 +244,10 @@ def main():
             finally:
                 stop_server(p)
 
+    if a.workers_only:
+        print(f"no-op tasks ({a.tasks:,}), one worker: WebSocket {rates['ws']:,.0f} tasks/s, "
+              f"HTTP {rates['http']:,.0f} tasks/s")
+        return
     base = best["ingest"][0]
     print(f"\n{os.path.basename(data)}: {rows:,} rows, {size / 1e6:,.0f} MB, {tasks:,} tasks "
           f"(best of {a.runs})\n")

@@ -36,6 +36,8 @@ const REGISTER_WITHIN: Duration = Duration::from_secs(10);
 const CLAIM_POLL: Duration = Duration::from_millis(250);
 /// Log lines and alerts kept per worker for `GET /workers`.
 const KEEP_LINES: usize = 50;
+/// Most messages handled together.
+const MAX_BATCH: usize = 256;
 /// Largest message a worker may send.
 const MAX_MESSAGE: usize = 16 << 20;
 
@@ -376,10 +378,34 @@ impl Conn {
                         Some(Err(e)) => return format!("the connection broke: {e}"),
                     };
                     heard = Instant::now();
-                    for answer in self.handle(&text).await {
+                    // Take what else has arrived, so that results (and
+                    // readies) sent together are handled together: one
+                    // store call for many results, one claim for many slots.
+                    let mut batch = vec![text];
+                    let mut ended = None;
+                    while batch.len() < MAX_BATCH {
+                        match futures::FutureExt::now_or_never(socket.recv()) {
+                            Some(Some(Ok(Message::Text(t)))) => batch.push(t),
+                            Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                            Some(Some(Ok(Message::Binary(_)))) => {}
+                            Some(Some(Ok(Message::Close(_))) | None) => {
+                                ended = Some("the worker closed the connection".to_owned());
+                                break;
+                            }
+                            Some(Some(Err(e))) => {
+                                ended = Some(format!("the connection broke: {e}"));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    for answer in self.handle(&batch).await {
                         if socket.send(crate::ws::text(&answer)).await.is_err() {
                             return "the connection broke".into();
                         }
+                    }
+                    if let Some(why) = ended {
+                        return why;
                     }
                 }
                 () = wait_for_work(due, woken), if self.wanted > 0 => {
@@ -450,49 +476,76 @@ impl Conn {
             .saturating_sub(u32::try_from(self.held.len()).unwrap_or(u32::MAX))
     }
 
-    /// Answers one message.
-    async fn handle(&mut self, message: &str) -> Vec<Value> {
-        let incoming = match serde_json::from_str::<Incoming>(message) {
-            Ok(m) => m,
-            Err(e) => return vec![error_message("invalid", &e.to_string())],
-        };
-        match incoming {
-            Incoming::Register(_) => vec![error_message("invalid", "already registered")],
-            Incoming::Ready { slots } => {
-                // Never more than its capacity, counting what it holds.
-                self.wanted = slots.min(self.free());
-                self.next_claim = Instant::now();
-                Vec::new()
-            }
-            Incoming::Heartbeat {
-                cpu,
-                ram_bytes,
-                tasks,
-                logs,
-                alerts,
-            } => self.heartbeat(cpu, ram_bytes, tasks, logs, alerts).await,
-            Incoming::Result(report) => {
-                let task = report.task_id;
-                let answer = match self.state.store.report(vec![report.into_report()]).await {
-                    Ok(mut states) => {
-                        self.state.metrics.reported(&states);
-                        let state = states.pop().unwrap_or(Err(rota_core::StoreError::Invalid {
-                            message: "no answer".into(),
-                        }));
-                        self.held.remove(&task);
-                        state_json(state)
-                    }
-                    Err(e) => json!({ "ok": false, "error": ApiError::from(e).to_json() }),
-                };
-                self.show_tasks();
-                // A retried task may be claimable again.
-                self.state.work.notify_waiters();
-                let mut answer = answer;
-                answer["type"] = json!("result_ack");
-                answer["task_id"] = json!(task);
-                vec![answer]
+    /// Answers messages that arrived together: results are reported to
+    /// the store in one call, and the last `ready` counts once they are.
+    async fn handle(&mut self, messages: &[axum::extract::ws::Utf8Bytes]) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut results = Vec::new();
+        let mut ready = None;
+        for message in messages {
+            let incoming = match serde_json::from_str::<Incoming>(message) {
+                Ok(m) => m,
+                Err(e) => {
+                    out.push(error_message("invalid", &e.to_string()));
+                    continue;
+                }
+            };
+            match incoming {
+                Incoming::Register(_) => out.push(error_message("invalid", "already registered")),
+                Incoming::Ready { slots } => ready = Some(slots),
+                Incoming::Heartbeat {
+                    cpu,
+                    ram_bytes,
+                    tasks,
+                    logs,
+                    alerts,
+                } => out.extend(self.heartbeat(cpu, ram_bytes, tasks, logs, alerts).await),
+                Incoming::Result(report) => results.push(report),
             }
         }
+        if !results.is_empty() {
+            out.extend(self.report(results).await);
+        }
+        if let Some(slots) = ready {
+            // Never more than its capacity, counting what it holds.
+            self.wanted = slots.min(self.free());
+            self.next_claim = Instant::now();
+        }
+        out
+    }
+
+    /// Reports results in one store call; answers each.
+    async fn report(&mut self, results: Vec<ReportBody>) -> Vec<Value> {
+        let tasks: Vec<TaskId> = results.iter().map(|r| r.task_id).collect();
+        let reports = results.into_iter().map(ReportBody::into_report).collect();
+        let answers: Vec<Value> = match self.state.store.report(reports).await {
+            Ok(states) => {
+                self.state.metrics.reported(&states);
+                for task in &tasks {
+                    self.held.remove(task);
+                }
+                states.into_iter().map(state_json).collect()
+            }
+            Err(e) => {
+                let e = ApiError::from(e).to_json();
+                tasks
+                    .iter()
+                    .map(|_| json!({ "ok": false, "error": e }))
+                    .collect()
+            }
+        };
+        self.show_tasks();
+        // A retried task may be claimable again.
+        self.state.work.notify_waiters();
+        tasks
+            .into_iter()
+            .zip(answers)
+            .map(|(task, mut answer)| {
+                answer["type"] = json!("result_ack");
+                answer["task_id"] = json!(task);
+                answer
+            })
+            .collect()
     }
 
     /// Extends every lease the worker holds (with the progress it gives for
