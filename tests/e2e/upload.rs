@@ -187,3 +187,94 @@ fn a_tus_client_resumes_an_upload_across_a_server_kill_and_every_row_lands_once(
     assert!(status.success(), "{stderr}");
     assert!(!stderr.contains("app-token"), "{stderr}");
 }
+
+#[test]
+fn rota_upload_killed_mid_file_resumes_when_run_again() {
+    let s = Scratch::new();
+    std::fs::write(s.path("tokens"), "app-token schedule\n").expect("tokens");
+    let tokens = s.path("tokens");
+    let (server, url) = serve(&s, &["--tokens", tokens.to_str().expect("path")]);
+    let file = s.path("events.ndjson");
+    let mut data = Vec::new();
+    for i in 1..=400_000u64 {
+        writeln!(data, r#"{{"id":{i},"kind":"event","n":{}}}"#, i % 7).expect("write");
+    }
+    std::fs::write(&file, &data).expect("write data");
+    let state = s.path("state");
+    let upload = |s: &Scratch| {
+        let mut cmd = s.command(&[
+            "upload",
+            file.to_str().expect("path"),
+            "--server",
+            &url,
+            "--spec",
+            "events",
+            "--batch-rows",
+            "1000",
+            "--chunk-size",
+            "16KiB",
+            "--state-dir",
+            state.to_str().expect("path"),
+            "--json",
+        ]);
+        cmd.env("ROTA_TOKEN", "app-token")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = upload(&s).spawn().expect("spawn rota upload");
+    // Killed once the server has some of the file.
+    let mut record = None;
+    wait_until(Duration::from_secs(20), "the upload is under way", || {
+        record = std::fs::read_dir(&state)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok());
+        record
+            .as_deref()
+            .and_then(|u| u.trim().strip_prefix(&url))
+            .is_some_and(|path| offset(&url, path) >= 512 << 10)
+    });
+    first.kill().expect("kill");
+    let _ = first.wait();
+    let path = record
+        .expect("record")
+        .trim()
+        .strip_prefix(&url)
+        .expect("path")
+        .to_owned();
+    let had = offset(&url, &path);
+    assert!(had < data.len() as u64, "the kill came before the end");
+
+    let out = upload(&s).output().expect("run rota upload again");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(done["resumed_at"].as_u64() >= Some(had), "{done}");
+    assert_eq!(done["bytes"], data.len() as u64, "{done}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at"));
+    let id = done["job_id"].as_str().expect("job id").to_owned();
+    wait_until(Duration::from_secs(30), "the job is released", || {
+        get(&url, &format!("/jobs/{id}"), "app-token")["released"] == true
+    });
+    let shown = s
+        .command(&["--server", &url, "jobs", "show", &id, "--json"])
+        .env("ROTA_TOKEN", "app-token")
+        .output()
+        .expect("rota jobs show");
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let job: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(job["counts"]["total"], 400, "{job}");
+    assert_eq!(job["ingest"]["rows"], 400_000, "every row once: {job}");
+
+    signal(&server, "TERM");
+    let (status, stderr) = finish(server, Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+}

@@ -126,7 +126,7 @@ fn parse_on_error(s: &str) -> Result<OnError, String> {
     s.parse()
 }
 
-fn param_value(v: &str) -> serde_json::Value {
+pub(crate) fn param_value(v: &str) -> serde_json::Value {
     serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()))
 }
 

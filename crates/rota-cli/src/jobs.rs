@@ -374,3 +374,103 @@ pub(crate) async fn run_tasks(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `rota --server URL jobs …`: the same commands, through the server's API.
+pub(crate) async fn run_jobs_remote(
+    client: &rota_client::Client,
+    cmd: JobsCommand,
+) -> anyhow::Result<ExitCode> {
+    let parse_job = |v: serde_json::Value| -> anyhow::Result<Job> {
+        serde_json::from_value(v).context("the server answered something that is not a job")
+    };
+    match cmd {
+        JobsCommand::List {
+            state,
+            spec,
+            queue,
+            before,
+            limit,
+            json,
+        } => {
+            let mut query = vec![format!("limit={limit}")];
+            if let Some(s) = state {
+                query.push(format!("state={}", s.as_str()));
+            }
+            for (name, value) in [("spec", spec), ("queue", queue)] {
+                if let Some(v) = value {
+                    query.push(format!("{name}={}", encode(&v)));
+                }
+            }
+            if let Some(b) = before {
+                query.push(format!("before={b}"));
+            }
+            let answer = client.get(&format!("/jobs?{}", query.join("&"))).await?;
+            let mut out = String::new();
+            for v in answer["jobs"].as_array().into_iter().flatten() {
+                let j = parse_job(v.clone())?;
+                if json {
+                    out.push_str(&serde_json::to_string(&j)?);
+                    out.push('\n');
+                } else {
+                    out.push_str(&job_line(&j));
+                }
+            }
+            print_out(&out);
+        }
+        JobsCommand::Show { id, json } => {
+            let answer = client.get(&format!("/jobs/{id}")).await?;
+            if json {
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&answer)?));
+            } else {
+                print_out(&job_text(&parse_job(answer)?));
+            }
+        }
+        JobsCommand::Cancel { id } => {
+            let job = client.cancel(id).await?;
+            print_out(&format!("job {} {}\n", job.id, job.state));
+        }
+        JobsCommand::Files {
+            id,
+            state,
+            after,
+            limit,
+            json,
+        } => {
+            let mut query = vec![format!("limit={limit}")];
+            if let Some(s) = state {
+                query.push(format!("state={}", s.as_str()));
+            }
+            if let Some(a) = after {
+                query.push(format!("after={}", encode(&a)));
+            }
+            let answer = client
+                .get(&format!("/jobs/{id}/files?{}", query.join("&")))
+                .await?;
+            let mut out = String::new();
+            for v in answer["files"].as_array().into_iter().flatten() {
+                let f: FileReport = serde_json::from_value(v.clone())
+                    .context("the server answered something that is not a file record")?;
+                if json {
+                    out.push_str(&serde_json::to_string(&f)?);
+                    out.push('\n');
+                } else {
+                    out.push_str(&file_line(&f));
+                }
+            }
+            print_out(&out);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A query value, percent-encoded.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@ mod jobs;
 mod ls;
 mod serve;
 mod units;
+mod upload;
 mod worker;
 
 use std::process::ExitCode;
@@ -21,6 +22,15 @@ struct Cli {
     /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`.
     #[arg(long, global = true, env = "ROTA_STORE", default_value = "./rota.db")]
     store: String,
+
+    /// A Rota server (`http://host:7878`): `jobs` and `upload` talk to it
+    /// instead of a store.
+    #[arg(long, global = true, env = "ROTA_SERVER", value_name = "URL")]
+    server: Option<String>,
+
+    /// The bearer token for `--server` (better given in the environment).
+    #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -50,8 +60,12 @@ enum Command {
     /// List the formats `rota ingest` reads, their options, and the compressions it undoes.
     Formats,
     /// Serve the network API: schedule jobs (plain or batched from a
-    /// source), follow and await them, and run workers over HTTP.
+    /// source), follow and await them, upload files into jobs, and run
+    /// workers over WebSocket or HTTP.
     Serve(serve::ServeArgs),
+    /// Upload a file to a server (`--server`) into a job of batched tasks,
+    /// over tus; running it again after an interruption resumes.
+    Upload(Box<upload::UploadArgs>),
 }
 
 fn init_logging() {
@@ -69,8 +83,24 @@ async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     rota_store::open_store(url).with_context(|| format!("cannot open the store {url}"))
 }
 
+fn client(cli: &Cli) -> anyhow::Result<rota_client::Client> {
+    let server = cli
+        .server
+        .as_deref()
+        .context("name the server: --server URL (or ROTA_SERVER)")?;
+    rota_client::Client::new(server, cli.token.clone()).map_err(anyhow::Error::msg)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let remote = cli.server.is_some().then(|| client(&cli)).transpose()?;
+    let command = match (cli.command, remote) {
+        (Command::Jobs { command }, Some(client)) => {
+            return jobs::run_jobs_remote(&client, command).await;
+        }
+        (Command::Upload(args), Some(client)) => return upload::run(client, *args).await,
+        (command, _) => command,
+    };
+    match command {
         Command::Formats => {
             let mut out = String::new();
             for f in rota_formats::builtin() {
@@ -96,6 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::run(open_store(&cli.store).await?, args).await,
         Command::Ls(args) => ls::run(args).await,
         Command::Serve(args) => serve::run(open_store(&cli.store).await?, args).await,
+        Command::Upload(_) => {
+            anyhow::bail!("rota upload sends to a server: give --server URL (or ROTA_SERVER)")
+        }
     }
 }
 
