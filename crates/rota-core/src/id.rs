@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A job's id: a UUIDv7, which sorts by creation time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
@@ -41,6 +42,7 @@ impl FromStr for JobId {
 
 /// A task's id, assigned by the store when the task is inserted. A task is also
 /// addressed by `(job id, key)`, which is what makes inserts idempotent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(pub i64);
@@ -60,6 +62,7 @@ impl FromStr for TaskId {
 
 /// The secret half of a lease: whoever holds `(task, attempt, token)` may
 /// heartbeat, complete or fail that attempt, and nobody else.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LeaseToken(pub Uuid);

@@ -47,6 +47,7 @@ macro_rules! named_enum {
 }
 
 /// The life of a job. Derived from its tasks once it has been released.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -75,6 +76,7 @@ impl JobState {
 }
 
 /// The life of a task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -109,6 +111,7 @@ impl TaskState {
 }
 
 /// How a batch of records is serialised into a task's payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadEncoding {
@@ -140,6 +143,7 @@ impl PayloadEncoding {
 }
 
 /// What to do with a record that does not decode.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
@@ -153,6 +157,7 @@ named_enum!(OnError, "on-error policy", { Fail => "fail", Skip => "skip" });
 
 /// Bounds of one batch. At least one bound is set; a single record larger than
 /// `max_bytes` still becomes a batch of its own rather than an error.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchPolicy {
@@ -188,6 +193,7 @@ impl BatchPolicy {
 }
 
 /// A named kind of work: what a job of this name means and how it is run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
@@ -240,6 +246,7 @@ pub struct NewJob {
 }
 
 /// Where a batched job's records came from and what became of them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngestReport {
     /// The source location as given, with any secret redacted.
@@ -270,6 +277,7 @@ pub struct IngestReport {
 }
 
 /// How the ingest of one file ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileState {
@@ -282,6 +290,7 @@ pub enum FileState {
 named_enum!(FileState, "file state", { Done => "done", Failed => "failed" });
 
 /// What became of one file of a batched job's ingest.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReport {
     /// Its path relative to the ingested location: the prefix of its task
@@ -322,6 +331,7 @@ pub struct FileFilter {
 }
 
 /// A record dropped under `on_error = skip`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedRecord {
     /// The error with its position, as text.
@@ -331,6 +341,7 @@ pub struct SkippedRecord {
 }
 
 /// How many of a job's tasks are in each state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)] // one field per task state, named after it
 pub struct TaskCounts {
@@ -367,6 +378,7 @@ impl TaskCounts {
 }
 
 /// A job as stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// Its id.
@@ -584,6 +596,7 @@ pub struct TaskFilter {
 }
 
 /// A URL that receives a POST when its job changes state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewCallback {
     /// Where to POST (http or https).
@@ -594,6 +607,7 @@ pub struct NewCallback {
 }
 
 /// A callback and how its deliveries went.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackStatus {
     /// Its place among the job's callbacks, from 0.
