@@ -15,11 +15,11 @@ fi
 
 # The cross-check test reads every fixture with independent Python readers;
 # the FTP tests run pyftpdlib (with pyopenssl for FTPS); the server tests
-# upload with tuspy (the tus project's Python client) and run a worker over
-# the websockets library.
-if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml, pyftpdlib, OpenSSL, tusclient, websockets" >/dev/null 2>&1; then
-  echo "installing the cross-check's readers (pyarrow, zstandard, msgpack, fastavro with its snappy and zstd codecs, openpyxl, xlrd, python-calamine, lxml, pyyaml), the FTP test server (pyftpdlib, pyopenssl), a tus client (tuspy) and websockets"
-  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml pyftpdlib pyopenssl tuspy websockets
+# upload with tuspy (the tus project's Python client), run a worker over
+# the websockets library, and check the OpenAPI document with schemathesis.
+if ! python3 -c "import pyarrow, zstandard, msgpack, fastavro, cramjam, backports.zstd, openpyxl, xlrd, python_calamine, lxml, yaml, pyftpdlib, OpenSSL, tusclient, websockets, schemathesis" >/dev/null 2>&1; then
+  echo "installing the cross-check's readers (pyarrow, zstandard, msgpack, fastavro with its snappy and zstd codecs, openpyxl, xlrd, python-calamine, lxml, pyyaml), the FTP test server (pyftpdlib, pyopenssl), a tus client (tuspy), websockets and schemathesis"
+  python3 -m pip install --quiet pyarrow zstandard msgpack fastavro cramjam backports.zstd openpyxl xlrd python-calamine lxml pyyaml pyftpdlib pyopenssl tuspy websockets schemathesis
 fi
 
 # The remote-source tests serve files over HTTP and WebDAV with nginx (the S3

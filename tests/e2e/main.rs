@@ -4,6 +4,7 @@
 mod crosscheck;
 mod files;
 mod ingest;
+mod openapi;
 mod remote;
 mod serve;
 mod support;

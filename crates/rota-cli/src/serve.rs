@@ -63,6 +63,10 @@ pub(crate) struct ServeArgs {
     /// else are refused.
     #[arg(long = "allow-callback", value_name = "PREFIX")]
     allow_callback: Vec<String>,
+    /// Longest a long-polling claim or a `GET /jobs/{id}/wait` blocks before
+    /// it answers (keep it under the idle timeout of any proxy in front).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    max_wait: std::time::Duration,
 }
 
 pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -119,6 +123,7 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Resul
             allow: rota_server::AllowList::new(&args.allow_callback).map_err(anyhow::Error::msg)?,
             ..rota_server::CallbackConfig::default()
         },
+        max_wait: args.max_wait,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -69,7 +69,7 @@ impl Default for CallbackConfig {
 
 /// A callback as `/schedule` takes it: a URL, or a URL with the states to
 /// announce.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum CallbackRequest {
     Url(String),

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod error;
 mod metrics;
+mod openapi;
 mod routes;
 mod uploads;
 mod work;
@@ -37,7 +38,7 @@ pub use ws::HEARTBEAT_MS;
 
 /// Longest a request body may be, unless configured otherwise.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
-/// Longest a claim or a wait may block.
+/// Longest a claim or a wait may block, unless configured otherwise.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// How a server runs.
@@ -55,6 +56,9 @@ pub struct Config {
     pub uploads: Option<UploadConfig>,
     /// How callbacks are signed, allowed and retried.
     pub callbacks: callbacks::CallbackConfig,
+    /// Longest a long-polling claim or `GET /jobs/{id}/wait` blocks (keep it
+    /// under the idle timeout of any proxy in front).
+    pub max_wait: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             uploads: None,
             callbacks: callbacks::CallbackConfig::default(),
+            max_wait: MAX_WAIT,
         }
     }
 }

@@ -92,6 +92,7 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn metrics(
     Extract(state): Extract<State>,
     headers: HeaderMap,

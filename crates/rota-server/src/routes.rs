@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::State as Extract;
+
+use crate::error::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use rota_core::{
@@ -15,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::{MAX_WAIT, Scope, State};
+use crate::{Scope, State};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -23,6 +25,7 @@ pub(crate) fn routes(state: State) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/specs", get(list_specs))
         .route("/specs/{name}", get(get_spec).put(put_spec))
         .route("/schedule", post(schedule))
@@ -44,16 +47,21 @@ fn parse<T: std::str::FromStr<Err = String>>(text: &str, what: &str) -> Result<T
         .map_err(|e: String| ApiError::invalid(format!("{what}: {e}")))
 }
 
-/// A body that could not be read as JSON, with the status axum gives it
-/// (413 for one past the size limit, 415 without a JSON content type).
+/// A body that could not be read as JSON: 413 for one past the size limit,
+/// 415 without a JSON content type, else 400 (JSON of the wrong shape
+/// included, which axum would answer 422).
 pub(crate) fn rejected(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    let status = e.status();
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        _ => "invalid",
-    };
-    ApiError::new(status, code, e.body_text())
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            e.body_text(),
+        ),
+        _ => ApiError::invalid(e.body_text()),
+    }
 }
 
 fn job_id(text: &str) -> Result<JobId, ApiError> {
@@ -77,19 +85,22 @@ fn duration(text: &str) -> Result<Duration, ApiError> {
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
-async fn healthz(Extract(state): Extract<State>) -> Answer {
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()), responses((status = 200, description = "The server and its store answer", body = crate::openapi::Health)))]
+pub(crate) async fn healthz(Extract(state): Extract<State>) -> Answer {
     state.store.list_specs().await?;
     Ok(Json(json!({ "status": "ok" })))
 }
 
 // ---- specs -----------------------------------------------------------------
 
-async fn list_specs(Extract(state): Extract<State>, headers: HeaderMap) -> Answer {
+#[utoipa::path(get, path = "/specs", tag = "specs", responses((status = 200, description = "Every spec, by name", body = crate::openapi::SpecList), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn list_specs(Extract(state): Extract<State>, headers: HeaderMap) -> Answer {
     state.config.tokens.check(&headers, None)?;
     Ok(Json(json!({ "specs": state.store.list_specs().await? })))
 }
 
-async fn get_spec(
+#[utoipa::path(get, path = "/specs/{name}", tag = "specs", params(("name" = String, Path, description = "The spec's name")), responses((status = 200, description = "The spec", body = rota_core::Spec), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn get_spec(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(name): Path<String>,
@@ -103,7 +114,8 @@ async fn get_spec(
     Ok(Json(json!(spec)))
 }
 
-async fn put_spec(
+#[utoipa::path(put, path = "/specs/{name}", tag = "specs", params(("name" = String, Path, description = "The spec's name")), request_body = rota_core::Spec, responses((status = 200, description = "The spec as registered", body = rota_core::Spec), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "The body is not JSON", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn put_spec(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(name): Path<String>,
@@ -124,7 +136,7 @@ async fn put_spec(
 // ---- scheduling ------------------------------------------------------------
 
 /// One job to schedule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobRequest {
     /// The spec's name.
@@ -148,7 +160,7 @@ pub(crate) struct JobRequest {
 }
 
 /// A source to batch, and how.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
     /// A file, directory, prefix or URL, as `rota ingest` takes it.
@@ -174,14 +186,15 @@ pub(crate) struct BatchRequest {
 }
 
 /// `/schedule` takes one job or `{"jobs": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum ScheduleBody {
+pub(crate) enum ScheduleBody {
     Many { jobs: Vec<JobRequest> },
     One(Box<JobRequest>),
 }
 
-async fn schedule(
+#[utoipa::path(post, path = "/schedule", tag = "jobs", params(("Idempotency-Key" = Option<String>, Header, description = "The idempotency key of a single job")), request_body = ScheduleBody, responses((status = 201, description = "At least one job was made", body = crate::openapi::ScheduleAnswer), (status = 200, description = "Every job existed (idempotency keys)", body = crate::openapi::ScheduleAnswer), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "The body is not JSON", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn schedule(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -436,9 +449,10 @@ pub(crate) async fn run_ingest(
 
 // ---- jobs ------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct JobsQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct JobsQuery {
     state: Option<String>,
     spec: Option<String>,
     queue: Option<String>,
@@ -446,7 +460,8 @@ struct JobsQuery {
     limit: Option<u32>,
 }
 
-async fn list_jobs(
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobsQuery), responses((status = 200, description = "Jobs, newest first", body = crate::openapi::JobsPage), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn list_jobs(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Query(q): Query<JobsQuery>,
@@ -463,7 +478,14 @@ async fn list_jobs(
                 .transpose()?,
             spec: q.spec,
             queue: q.queue,
-            before: q.before.as_deref().map(job_id).transpose()?,
+            before: q
+                .before
+                .as_deref()
+                .map(|b| {
+                    b.parse()
+                        .map_err(|_| ApiError::invalid(format!("before: '{b}' is not a job id")))
+                })
+                .transpose()?,
             limit,
         })
         .await?;
@@ -482,7 +504,8 @@ pub(crate) async fn load_job(state: &State, id: &str) -> Result<Job, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-async fn get_job(
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "A job id")), responses((status = 200, description = "The job", body = crate::openapi::JobView), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn get_job(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -525,9 +548,10 @@ fn running_json(t: &Task) -> Value {
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct TasksQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct TasksQuery {
     state: Option<String>,
     after: Option<String>,
     limit: Option<u32>,
@@ -535,7 +559,8 @@ struct TasksQuery {
     results: bool,
 }
 
-async fn list_tasks(
+#[utoipa::path(get, path = "/jobs/{id}/tasks", tag = "jobs", params(("id" = String, Path, description = "A job id"), TasksQuery), responses((status = 200, description = "The job's tasks, by key", body = crate::openapi::TasksPage), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn list_tasks(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -578,15 +603,17 @@ async fn list_tasks(
     Ok(Json(json!({ "tasks": tasks, "next_after": next })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct FilesQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct FilesQuery {
     state: Option<String>,
     after: Option<String>,
     limit: Option<u32>,
 }
 
-async fn list_files(
+#[utoipa::path(get, path = "/jobs/{id}/files", tag = "jobs", params(("id" = String, Path, description = "A job id"), FilesQuery), responses((status = 200, description = "What became of the files of the job's ingest", body = crate::openapi::FilesPage), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn list_files(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -615,7 +642,8 @@ async fn list_files(
     Ok(Json(json!({ "files": files, "next_after": next })))
 }
 
-async fn cancel_job(
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "A job id")), responses((status = 200, description = "The job, cancelled (or as it ended)", body = rota_core::Job), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn cancel_job(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -625,15 +653,17 @@ async fn cancel_job(
     Ok(Json(json!(state.store.cancel_job(id).await?)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct WaitQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct WaitQuery {
     timeout: Option<String>,
 }
 
 /// Answers when the job has ended, or at the timeout with the job as it is
 /// then: the caller looks at its `state`.
-async fn wait_job(
+#[utoipa::path(get, path = "/jobs/{id}/wait", tag = "jobs", params(("id" = String, Path, description = "A job id"), WaitQuery), responses((status = 200, description = "The job once it ended, or at the timeout", body = rota_core::Job), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn wait_job(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -646,7 +676,7 @@ async fn wait_job(
         .map(duration)
         .transpose()?
         .unwrap_or(Duration::from_secs(30))
-        .min(MAX_WAIT);
+        .min(state.config.max_wait);
     let deadline = Instant::now() + timeout;
     loop {
         let job = load_job(&state, &id).await?;
@@ -664,7 +694,8 @@ const EVENTS_POLL: Duration = Duration::from_millis(250);
 /// job (as `GET /jobs/{id}` shows it, without `running`) at once and on every
 /// change of its state or counts, ending after the event of its final state.
 /// `id` counts the events, so a client can tell it missed none.
-async fn job_events(
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "A job id")), responses((status = 200, description = "Server-sent events: `event: job` with the job as data, on every change, ending after its final state", content_type = "text/event-stream", body = crate::openapi::JobEvent), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn job_events(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::State as Extract;
+
+use crate::error::{Path, Query};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -463,7 +465,8 @@ fn number(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, ApiErro
         .transpose()
 }
 
-async fn options(Extract(state): Extract<State>) -> Response {
+#[utoipa::path(options, path = "/uploads", tag = "uploads", security(()), responses((status = 204, description = "The tus version, extensions, checksum algorithms and largest upload, in headers")))]
+pub(crate) async fn options(Extract(state): Extract<State>) -> Response {
     let max = state
         .uploads
         .as_ref()
@@ -770,7 +773,8 @@ fn start_ingest(
     Ok(())
 }
 
-async fn create(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
+#[utoipa::path(post, path = "/uploads", tag = "uploads", params(("Tus-Resumable" = String, Header, description = "1.0.0"), ("Upload-Length" = Option<u64>, Header, description = "The size, or"), ("Upload-Defer-Length" = Option<u8>, Header, description = "1: the size comes later"), ("Upload-Metadata" = Option<String>, Header, description = "key base64(value) pairs, comma-separated: spec (required), format, max_rows, …")), responses((status = 201, description = "The upload, at `Location`", body = crate::openapi::UploadCreated), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn create(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
     let uploads = match admit(&state, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
@@ -831,7 +835,8 @@ fn find(uploads: &Uploads, id: &str) -> Result<Arc<Upload>, ApiError> {
     Ok(upload)
 }
 
-async fn head(
+#[utoipa::path(head, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = String, Header, description = "1.0.0")), responses((status = 200, description = "Upload-Offset, Upload-Length, Upload-Expires and Rota-Job-Id, in headers"), (status = 404, description = "No such upload"), (status = 410, description = "The upload expired"), (status = 401, description = "No valid token"), (status = 403, description = "The token lacks the scope"), (status = 412, description = "Not tus 1.0.0")))]
+pub(crate) async fn head(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -859,7 +864,8 @@ async fn head(
 }
 
 /// `GET /uploads/{id}`: where an upload stands, as JSON.
-async fn info(
+#[utoipa::path(get, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload")), responses((status = 200, description = "The upload", body = crate::openapi::UploadInfo), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 410, description = "The upload expired", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn info(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -888,7 +894,8 @@ async fn info(
     }
 }
 
-async fn patch(
+#[utoipa::path(patch, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = String, Header, description = "1.0.0"), ("Upload-Offset" = u64, Header, description = "Where the body goes"), ("Upload-Checksum" = Option<String>, Header, description = "sha1 base64(digest)")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "Appended; the new Upload-Offset in a header"), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "Upload-Offset is not the upload's", body = crate::openapi::ErrorBody), (status = 410, description = "The upload expired", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "Not application/offset+octet-stream", body = crate::openapi::ErrorBody), (status = 422, description = "The upload's job failed", body = crate::openapi::ErrorBody), (status = 460, description = "The body does not match Upload-Checksum", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn patch(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -1094,7 +1101,8 @@ async fn sync_to(
     upload.record(meta.clone()).await
 }
 
-async fn terminate(
+#[utoipa::path(delete, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = String, Header, description = "1.0.0")), responses((status = 204, description = "Gone, its job cancelled"), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn terminate(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -1124,7 +1132,8 @@ async fn terminate(
 /// `POST /uploads/stream?spec=…&format=…`: the body (chunked or not) is the
 /// data; the answer comes when its job is made, with the job. The query
 /// takes the same keys as tus `Upload-Metadata`.
-async fn one_shot(
+#[utoipa::path(post, path = "/uploads/stream", tag = "uploads", params(("spec" = String, Query, description = "The job's spec; the other Upload-Metadata keys are query parameters too")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "The whole body became the job's tasks", body = rota_core::Job), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A record did not decode", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn one_shot(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,

@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::State as Extract;
+
+use crate::error::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -19,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::{MAX_WAIT, Scope, State};
+use crate::{Scope, State};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -92,9 +94,9 @@ pub(crate) fn lease_json(lease: &Lease, inline_max: usize, lease_ms: u128) -> Va
     task
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ClaimBody {
+pub(crate) struct ClaimBody {
     /// Who claims (recorded on the tasks).
     worker: String,
     #[serde(default = "default_queues")]
@@ -116,7 +118,8 @@ struct ClaimBody {
     inline_max_bytes: Option<usize>,
 }
 
-async fn claim(
+#[utoipa::path(post, path = "/work/claim", tag = "work", request_body = ClaimBody, responses((status = 200, description = "Up to `limit` tasks, or none at the end of the wait", body = crate::openapi::ClaimAnswer), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "The body is not JSON", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn claim(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -137,7 +140,8 @@ async fn claim(
         lease: lease_duration(body.lease_ms, 30_000),
         specs: body.specs,
     };
-    let deadline = Instant::now() + Duration::from_millis(body.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = Instant::now()
+        + Duration::from_millis(body.wait_ms.unwrap_or(0)).min(state.config.max_wait);
     loop {
         // Listen before looking, so a schedule in between is not missed.
         let woken = state.work.notified();
@@ -159,7 +163,7 @@ async fn claim(
 
 /// One held attempt in a heartbeat, with what its worker says of its
 /// progress.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BeatBody {
     pub(crate) task_id: TaskId,
@@ -197,16 +201,17 @@ pub(crate) fn ack_json(ack: Result<HeartbeatAck, StoreError>) -> Value {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HeartbeatBody {
+pub(crate) struct HeartbeatBody {
     leases: Vec<BeatBody>,
     /// How long from now each lease lasts.
     #[serde(default)]
     extend_ms: Option<u64>,
 }
 
-async fn heartbeat(
+#[utoipa::path(post, path = "/work/heartbeat", tag = "work", request_body = HeartbeatBody, responses((status = 200, description = "Per lease", body = crate::openapi::HeartbeatAnswer), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "The body is not JSON", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn heartbeat(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -229,7 +234,7 @@ async fn heartbeat(
 }
 
 /// A worker's report on one attempt.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReportBody {
     pub(crate) task_id: TaskId,
@@ -278,13 +283,14 @@ pub(crate) fn state_json(state: Result<TaskState, StoreError>) -> Value {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CompleteBody {
+pub(crate) struct CompleteBody {
     reports: Vec<ReportBody>,
 }
 
-async fn complete(
+#[utoipa::path(post, path = "/work/complete", tag = "work", request_body = CompleteBody, responses((status = 200, description = "Per report", body = crate::openapi::CompleteAnswer), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "The body is not JSON", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn complete(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -304,9 +310,10 @@ async fn complete(
     Ok(Json(json!({ "results": results })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PayloadQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct PayloadQuery {
     attempt: u32,
     lease_token: LeaseToken,
     lease_ms: Option<u64>,
@@ -314,7 +321,8 @@ struct PayloadQuery {
 
 /// A task's payload, for the holder of its lease; fetching it extends the
 /// lease as a heartbeat would.
-async fn payload(
+#[utoipa::path(get, path = "/work/tasks/{task}/payload", tag = "work", params(("task" = i64, Path, description = "The task"), PayloadQuery), responses((status = 200, description = "The payload's bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "The lease is no longer held", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn payload(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(task): Path<i64>,

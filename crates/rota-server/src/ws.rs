@@ -183,6 +183,7 @@ fn push_lines(into: &mut VecDeque<Line>, lines: Vec<Line>) {
 }
 
 /// `GET /workers`: the WebSocket workers connected to this server.
+#[utoipa::path(get, path = "/workers", tag = "work", responses((status = 200, description = "The WebSocket workers connected to this server", body = crate::openapi::WorkersList), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn list_workers(
     Extract(state): Extract<State>,
     headers: HeaderMap,
@@ -193,6 +194,7 @@ pub(crate) async fn list_workers(
 
 /// `GET /work`: checks the token, then speaks the protocol on the upgraded
 /// connection.
+#[utoipa::path(get, path = "/work", tag = "work", responses((status = 101, description = "The WebSocket worker protocol (docs/worker-protocol.md)"), (status = 400, description = "Not a WebSocket upgrade", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn upgrade(
     Extract(state): Extract<State>,
     headers: HeaderMap,
