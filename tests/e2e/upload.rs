@@ -273,6 +273,28 @@ fn rota_upload_killed_mid_file_resumes_when_run_again() {
     let job: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
     assert_eq!(job["counts"]["total"], 400, "{job}");
     assert_eq!(job["ingest"]["rows"], 400_000, "every row once: {job}");
+    for (args, want) in [
+        (vec!["jobs", "list", "--json"], id.clone()),
+        (
+            vec!["jobs", "files", &id, "--json"],
+            "events.ndjson".to_owned(),
+        ),
+    ] {
+        let mut all = vec!["--server", url.as_str()];
+        all.extend(args.iter().copied());
+        let out = s
+            .command(&all)
+            .env("ROTA_TOKEN", "app-token")
+            .output()
+            .expect("rota --server");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&want), "{args:?}: {text}");
+    }
 
     signal(&server, "TERM");
     let (status, stderr) = finish(server, Duration::from_secs(20));

@@ -264,16 +264,7 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
                 })
                 .await
                 .context("cannot list jobs")?;
-            let mut out = String::new();
-            for j in &jobs {
-                if json {
-                    out.push_str(&serde_json::to_string(j)?);
-                    out.push('\n');
-                } else {
-                    out.push_str(&job_line(j));
-                }
-            }
-            print_out(&out);
+            print_list(&jobs, json, job_line)?;
         }
         JobsCommand::Show { id, json } => {
             let job = get_job(&store, id).await?;
@@ -309,16 +300,7 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
                 )
                 .await
                 .with_context(|| format!("cannot list the files of job {id}"))?;
-            let mut out = String::new();
-            for f in &files {
-                if json {
-                    out.push_str(&serde_json::to_string(f)?);
-                    out.push('\n');
-                } else {
-                    out.push_str(&file_line(f));
-                }
-            }
-            print_out(&out);
+            print_list(&files, json, file_line)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -405,17 +387,13 @@ pub(crate) async fn run_jobs_remote(
                 query.push(format!("before={b}"));
             }
             let answer = client.get(&format!("/jobs?{}", query.join("&"))).await?;
-            let mut out = String::new();
-            for v in answer["jobs"].as_array().into_iter().flatten() {
-                let j = parse_job(v.clone())?;
-                if json {
-                    out.push_str(&serde_json::to_string(&j)?);
-                    out.push('\n');
-                } else {
-                    out.push_str(&job_line(&j));
-                }
-            }
-            print_out(&out);
+            let jobs = answer["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| parse_job(v.clone()))
+                .collect::<anyhow::Result<Vec<Job>>>()?;
+            print_list(&jobs, json, job_line)?;
         }
         JobsCommand::Show { id, json } => {
             let answer = client.get(&format!("/jobs/{id}")).await?;
@@ -446,21 +424,31 @@ pub(crate) async fn run_jobs_remote(
             let answer = client
                 .get(&format!("/jobs/{id}/files?{}", query.join("&")))
                 .await?;
-            let mut out = String::new();
-            for v in answer["files"].as_array().into_iter().flatten() {
-                let f: FileReport = serde_json::from_value(v.clone())
-                    .context("the server answered something that is not a file record")?;
-                if json {
-                    out.push_str(&serde_json::to_string(&f)?);
-                    out.push('\n');
-                } else {
-                    out.push_str(&file_line(&f));
-                }
-            }
-            print_out(&out);
+            let files: Vec<FileReport> = serde_json::from_value(answer["files"].clone())
+                .context("the server answered something that is not a list of file records")?;
+            print_list(&files, json, file_line)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints items one per line: as JSON lines, or as `line` renders them.
+fn print_list<T: serde::Serialize>(
+    items: &[T],
+    json: bool,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for item in items {
+        if json {
+            out.push_str(&serde_json::to_string(item)?);
+            out.push('\n');
+        } else {
+            out.push_str(&line(item));
+        }
+    }
+    print_out(&out);
+    Ok(())
 }
 
 /// A query value, percent-encoded.
