@@ -385,11 +385,12 @@ impl Conn {
                     // store call for many results, one claim for many slots.
                     let mut batch = vec![text];
                     let mut ended = None;
+                    let mut binary = 0;
                     while batch.len() < MAX_BATCH {
                         match futures::FutureExt::now_or_never(socket.recv()) {
                             Some(Some(Ok(Message::Text(t)))) => batch.push(t),
                             Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                            Some(Some(Ok(Message::Binary(_)))) => {}
+                            Some(Some(Ok(Message::Binary(_)))) => binary += 1,
                             Some(Some(Ok(Message::Close(_))) | None) => {
                                 ended = Some("the worker closed the connection".to_owned());
                                 break;
@@ -401,7 +402,11 @@ impl Conn {
                             None => break,
                         }
                     }
-                    for answer in self.handle(&batch).await {
+                    let mut answers = self.handle(&batch).await;
+                    answers.extend(
+                        (0..binary).map(|_| error_message("invalid", "messages are JSON text frames")),
+                    );
+                    for answer in answers {
                         if socket.send(crate::ws::text(&answer)).await.is_err() {
                             return "the connection broke".into();
                         }

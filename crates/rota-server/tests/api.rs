@@ -751,6 +751,21 @@ async fn the_websocket_protocol_refuses_bad_messages_and_bad_tokens_with_reasons
             "{bad}: {e}"
         );
     }
+    {
+        use futures::SinkExt as _;
+        ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1, 2, 3,
+        ]))
+        .await
+        .expect("send");
+    }
+    let e = ws_next(&mut ws).await.expect("error");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("text frames")),
+        "{e}"
+    );
     ws_send(&mut ws, json!({ "type": "heartbeat" })).await;
     ws_send(&mut ws, json!({ "type": "ready", "slots": 1 })).await;
     s.post("/schedule", json!({ "spec": "x" })).await;
