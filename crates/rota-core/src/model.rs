@@ -243,6 +243,25 @@ pub struct NewJob {
     pub hold: bool,
     /// The ingest that makes this job's tasks, if any.
     pub ingest: Option<IngestReport>,
+    /// When and how eagerly its tasks run.
+    pub timing: Timing,
+}
+
+/// When and how eagerly a job's tasks run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Among a queue's claimable tasks, higher priorities are claimed first
+    /// (then the oldest); default 0, negative allowed.
+    #[serde(default)]
+    pub priority: i32,
+    /// Its tasks are not claimable before this time.
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Longest one attempt may run, heartbeats or not: past it the attempt
+    /// fails (and is retried as any failure is).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Where a batched job's records came from and what became of them.
@@ -401,6 +420,9 @@ pub struct Job {
     pub error: Option<String>,
     /// The ingest that made its tasks, if any.
     pub ingest: Option<IngestReport>,
+    /// When and how eagerly its tasks run.
+    #[serde(default)]
+    pub timing: Timing,
     /// Its tasks by state.
     pub counts: TaskCounts,
     /// When it was created.

@@ -76,6 +76,7 @@ macro_rules! conformance_tests {
             claims_filter_by_spec,
             progress_is_kept_per_attempt,
             callbacks_are_due_on_state_changes,
+            priority_run_at_and_timeout_shape_claims,
             payload_round_trips,
             specs_round_trip,
             file_records_replace_and_page,
@@ -114,6 +115,7 @@ pub async fn run_all(h: &dyn Harness) {
     claims_filter_by_spec(h).await;
     progress_is_kept_per_attempt(h).await;
     callbacks_are_due_on_state_changes(h).await;
+    priority_run_at_and_timeout_shape_claims(h).await;
     payload_round_trips(h).await;
     specs_round_trip(h).await;
     file_records_replace_and_page(h).await;
@@ -152,6 +154,7 @@ fn new_job(queue: &str, hold: bool, retry: RetryPolicy) -> NewJob {
         retry,
         hold,
         ingest: None,
+        timing: rota_core::Timing::default(),
     }
 }
 
@@ -1442,6 +1445,140 @@ pub async fn callbacks_are_due_on_state_changes(h: &dyn Harness) {
         Some("connection refused")
     );
     assert_eq!(by_index(1).delivered, Some(JobState::Succeeded));
+}
+
+/// Higher priorities are claimed first (then the oldest); a job's tasks are
+/// not claimable before its run-at, held or not; a job's timeout caps each
+/// attempt's lease, heartbeats or not, and an attempt past it fails as timed
+/// out and is retried.
+pub async fn priority_run_at_and_timeout_shape_claims(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let now = rota_core::Clock::now(&*clock);
+    let make = |timing: rota_core::Timing, hold: bool| {
+        let store = Arc::clone(&store);
+        async move {
+            let job = create(
+                &*store,
+                NewJob {
+                    timing,
+                    ..new_job("q", hold, policy(2, 0))
+                },
+            )
+            .await;
+            store
+                .add_tasks(job.id, tasks("t", 1))
+                .await
+                .expect("add_tasks failed");
+            job
+        }
+    };
+    let low = make(
+        rota_core::Timing {
+            priority: -5,
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let plain = make(rota_core::Timing::default(), false).await;
+    let high = make(
+        rota_core::Timing {
+            priority: 10,
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let later = make(
+        rota_core::Timing {
+            priority: 100,
+            run_at: Some(now + chrono::Duration::seconds(60)),
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let held_later = make(
+        rota_core::Timing {
+            run_at: Some(now + chrono::Duration::seconds(60)),
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    store
+        .release_job(held_later.id, None)
+        .await
+        .expect("release");
+    let first = claim(&*store, "q", 10).await;
+    let order: Vec<JobId> = first.iter().map(|l| l.job_id).collect();
+    assert_eq!(
+        order,
+        [high.id, plain.id, low.id],
+        "by priority, and nothing before its run-at"
+    );
+    for l in &first {
+        complete(&*store, l.lease).await.expect("complete");
+    }
+    clock.advance(Duration::from_secs(61));
+    let due: BTreeSet<JobId> = claim(&*store, "q", 10)
+        .await
+        .iter()
+        .map(|l| l.job_id)
+        .collect();
+    assert_eq!(
+        due,
+        [later.id, held_later.id].into_iter().collect(),
+        "due at their run-at"
+    );
+
+    let timed = make(
+        rota_core::Timing {
+            timeout_ms: Some(5_000),
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let lease = claim(&*store, "q", 1).await.remove(0);
+    assert_eq!(lease.job_id, timed.id);
+    let started = rota_core::Clock::now(&*clock);
+    assert_eq!(
+        lease.expires_at,
+        started + chrono::Duration::seconds(5),
+        "the lease ends at the timeout, not after LEASE"
+    );
+    clock.advance(Duration::from_secs(3));
+    let ack = beat(&*store, lease.lease, LEASE).await.expect("heartbeat");
+    assert_eq!(
+        ack.expires_at,
+        started + chrono::Duration::seconds(5),
+        "heartbeats stop at the timeout"
+    );
+    clock.advance(Duration::from_secs(3));
+    store.rescue_expired().await.expect("rescue");
+    let task = task_state(&*store, timed.id, "t00000").await;
+    assert_eq!(
+        task.state,
+        TaskState::Retrying,
+        "a timed-out attempt is retried"
+    );
+    assert!(
+        task.error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out")),
+        "{:?}",
+        task.error
+    );
+    let again = claim(&*store, "q", 1).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].lease.attempt, 2);
+    let shown = get(&*store, timed.id).await;
+    assert_eq!(
+        shown.timing.timeout_ms,
+        Some(5_000),
+        "the job shows its timing"
+    );
 }
 
 /// Payloads come back byte for byte, from leases and from `get_payload`.

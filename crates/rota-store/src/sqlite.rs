@@ -19,7 +19,7 @@ use rota_core::{
     CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, FileFilter, FileReport,
     FileState, Heartbeat, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
     LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report,
-    RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
+    RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState, Timing,
 };
 use rusqlite::types::Value;
 
@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ingest      TEXT,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
-    finished_at INTEGER
+    finished_at INTEGER,
+    timing      TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id               INTEGER PRIMARY KEY,
@@ -86,6 +87,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at       INTEGER NOT NULL,
     finished_at      INTEGER,
     progress         TEXT,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    deadline         INTEGER,
     UNIQUE (job_id, key)
 );
 CREATE TABLE IF NOT EXISTS payloads (
@@ -128,14 +131,12 @@ CREATE TABLE IF NOT EXISTS callbacks (
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks (job_id) WHERE done = 0;
-CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (queue, available_at, id)
-    WHERE state IN ('queued', 'scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS tasks_job_state ON tasks (job_id, state);
 ";
 
 const JOB_COLUMNS: &str = "id, key, spec, queue, params, state, retry, released, error, ingest, \
-                           created_at, updated_at, finished_at";
+                           created_at, updated_at, finished_at, timing";
 
 /// A [`Store`] over one SQLite database, in a file or in memory.
 ///
@@ -229,19 +230,34 @@ impl SqliteStore {
             .db()?;
         }
         // Version 3 adds `job_files`, which the schema above creates.
-        let has_progress: bool = tx
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'progress'",
-                [],
-                |r| r.get(0),
-            )
-            .db()?;
-        if !has_progress {
-            // Version 4 keeps the progress workers report on their tasks,
-            // and adds `callbacks`, which the schema above creates.
-            tx.execute_batch("ALTER TABLE tasks ADD COLUMN progress TEXT;")
+        // Version 4 keeps the progress workers report on their tasks, job
+        // timing (priority, run-at, timeout) and task deadlines, claims by
+        // priority, and adds `callbacks`, which the schema above creates.
+        for (table, column, ty) in [
+            ("tasks", "progress", "TEXT"),
+            ("tasks", "priority", "INTEGER NOT NULL DEFAULT 0"),
+            ("tasks", "deadline", "INTEGER"),
+            ("jobs", "timing", "TEXT"),
+        ] {
+            let has: bool = tx
+                .query_row(
+                    "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| r.get(0),
+                )
                 .db()?;
+            if !has {
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))
+                    .db()?;
+            }
         }
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS tasks_claim;
+             CREATE INDEX IF NOT EXISTS tasks_claim_by_priority
+                 ON tasks (queue, priority DESC, available_at, id)
+                 WHERE state IN ('queued', 'scheduled', 'retrying');",
+        )
+        .db()?;
         if version < SCHEMA_VERSION {
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .db()?;
@@ -466,6 +482,7 @@ struct JobRow {
     created_at: i64,
     updated_at: i64,
     finished_at: Option<i64>,
+    timing: Option<String>,
 }
 
 impl JobRow {
@@ -484,6 +501,7 @@ impl JobRow {
             created_at: r.get(10)?,
             updated_at: r.get(11)?,
             finished_at: r.get(12)?,
+            timing: r.get(13)?,
         })
     }
 
@@ -503,6 +521,12 @@ impl JobRow {
                 .as_deref()
                 .map(|s| from_json(s, "ingest report"))
                 .transpose()?,
+            timing: self
+                .timing
+                .as_deref()
+                .map(|s| from_json(s, "job timing"))
+                .transpose()?
+                .unwrap_or_default(),
             counts,
             created_at: time(self.created_at)?,
             updated_at: time(self.updated_at)?,
@@ -681,27 +705,37 @@ fn fail_attempt(
 /// Treats every running task whose lease expired by `now` as a failed
 /// attempt. Returns how many were rescued.
 fn rescue(conn: &Connection, now: i64) -> Result<u64, StoreError> {
-    let expired: Vec<(i64, String, i64, i64, Option<String>)> = {
+    type Expired = (i64, String, i64, i64, Option<String>, Option<i64>);
+    let expired: Vec<Expired> = {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, job_id, attempt, max_attempts, worker FROM tasks
+                "SELECT id, job_id, attempt, max_attempts, worker, deadline FROM tasks
                  WHERE state = 'running' AND lease_expires_at <= ?1",
             )
             .db()?;
         let rows = stmt
             .query_map([now], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .db()?;
         rows.collect::<Result<_, _>>().db()?
     };
     let mut jobs = HashMap::new();
     let mut touched = HashSet::new();
-    for (task, job, attempt, max_attempts, worker) in &expired {
-        let error = format!(
-            "lease expired (worker {} stopped heartbeating)",
-            worker.as_deref().unwrap_or("unknown")
-        );
+    for (task, job, attempt, max_attempts, worker, deadline) in &expired {
+        let worker = worker.as_deref().unwrap_or("unknown");
+        let error = if deadline.is_some_and(|d| d <= now) {
+            format!("timed out: the attempt (worker {worker}) ran past the job's timeout")
+        } else {
+            format!("lease expired (worker {worker} stopped heartbeating)")
+        };
         fail_attempt(
             conn,
             &mut jobs,
@@ -719,6 +753,18 @@ fn rescue(conn: &Connection, now: i64) -> Result<u64, StoreError> {
         derive_job_state(conn, job, now)?;
     }
     Ok(expired.len() as u64)
+}
+
+/// A job's stored timing (none before version 4: the defaults).
+fn job_timing(text: Option<&str>) -> Result<Timing, StoreError> {
+    text.map(|t| from_json(t, "job timing"))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// When a job's tasks first become claimable: now, or its run-at if later.
+fn first_run(timing: &Timing, now: i64) -> i64 {
+    timing.run_at.map_or(now, |t| t.timestamp_millis().max(now))
 }
 
 /// Cancels a job's tasks in the given states (a SQL list of quoted names).
@@ -766,6 +812,7 @@ fn task_from_row(r: &Row<'_>) -> Result<Task, StoreError> {
 struct Candidate {
     available_at: i64,
     id: i64,
+    priority: i64,
 }
 
 #[async_trait]
@@ -827,6 +874,7 @@ impl Store for SqliteStore {
         }
         let params = json(&job.params)?;
         let retry = json(&job.retry)?;
+        let timing = json(&job.timing)?;
         let ingest = job.ingest.as_ref().map(json).transpose()?;
         self.write(move |tx, now| {
             if let Some(key) = &job.key {
@@ -843,12 +891,12 @@ impl Store for SqliteStore {
             let id = JobId::new().to_string();
             tx.prepare_cached(
                 "INSERT INTO jobs (id, key, spec, queue, params, state, retry, released, ingest,
-                                   created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9)",
+                                   created_at, updated_at, timing)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?10)",
             )
             .db()?
             .execute(rusqlite::params![
-                id, job.key, job.spec, job.queue, params, retry, !job.hold, ingest, now
+                id, job.key, job.spec, job.queue, params, retry, !job.hold, ingest, now, timing
             ])
             .db()?;
             Ok((require_job(tx, &id)?, true))
@@ -875,13 +923,24 @@ impl Store for SqliteStore {
         let files = self.files.clone();
         self.write(move |tx, now| {
             let id = job.to_string();
-            let (state, queue, retry, released): (String, String, String, bool) = tx
-                .prepare_cached("SELECT state, queue, retry, released FROM jobs WHERE id = ?1")
+            let (state, queue, retry, released, timing): (
+                String,
+                String,
+                String,
+                bool,
+                Option<String>,
+            ) = tx
+                .prepare_cached(
+                    "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
+                )
                 .db()?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_row([&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .optional()
                 .db()?
                 .ok_or_else(|| job_not_found(&id))?;
+            let timing = job_timing(timing.as_deref())?;
             let state: JobState = parse(&state, "job state")?;
             if matches!(state, JobState::Failed | JobState::Cancelled) {
                 return Err(StoreError::Conflict {
@@ -890,15 +949,15 @@ impl Store for SqliteStore {
             }
             let retry: RetryPolicy = from_json(&retry, "retry policy")?;
             let (task_state, available_at) = if released {
-                (TaskState::Queued, Some(now))
+                (TaskState::Queued, Some(first_run(&timing, now)))
             } else {
                 (TaskState::Scheduled, None)
             };
             let mut insert_task = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO tasks (job_id, key, queue, state, attempt, max_attempts,
-                            rows, payload_bytes, encoding, available_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            rows, payload_bytes, encoding, available_at, created_at, priority)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .db()?;
             let mut insert_payload = tx
@@ -921,7 +980,8 @@ impl Store for SqliteStore {
                         to_i64(task.payload.len() as u64, "payload size")?,
                         task.encoding.as_str(),
                         available_at,
-                        now
+                        now,
+                        timing.priority
                     ])
                     .db()?;
                 if changed == 1 {
@@ -988,12 +1048,18 @@ impl Store for SqliteStore {
             .db()?
             .execute(rusqlite::params![id, ingest, now])
             .db()?;
+            let timing: Option<String> = tx
+                .prepare_cached("SELECT timing FROM jobs WHERE id = ?1")
+                .db()?
+                .query_row([&id], |r| r.get(0))
+                .db()?;
+            let at = first_run(&job_timing(timing.as_deref())?, now);
             tx.prepare_cached(
                 "UPDATE tasks SET state = 'queued', available_at = ?2
                  WHERE job_id = ?1 AND state = 'scheduled'",
             )
             .db()?
-            .execute(rusqlite::params![id, now])
+            .execute(rusqlite::params![id, at])
             .db()?;
             derive_job_state(tx, &id, now)?;
             require_job(tx, &id)
@@ -1256,14 +1322,14 @@ impl Store for SqliteStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT t.available_at, t.id FROM tasks t
+                        "SELECT t.available_at, t.id, t.priority FROM tasks t
                          WHERE t.queue = ?1 AND t.state IN ('queued', 'scheduled', 'retrying')
                            AND t.available_at <= ?2
                            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id
                                            AND j.state IN ('cancelled', 'failed'))
                            AND (?4 = '[]' OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id
                                 AND j.spec IN (SELECT value FROM json_each(?4))))
-                         ORDER BY t.available_at, t.id LIMIT ?3",
+                         ORDER BY t.priority DESC, t.available_at, t.id LIMIT ?3",
                     )
                     .db()?;
                 let queues: HashSet<&String> = req.queues.iter().collect();
@@ -1274,6 +1340,7 @@ impl Store for SqliteStore {
                             Ok(Candidate {
                                 available_at: r.get(0)?,
                                 id: r.get(1)?,
+                                priority: r.get(2)?,
                             })
                         })
                         .db()?;
@@ -1282,7 +1349,7 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            candidates.sort_by_key(|c| (c.available_at, c.id));
+            candidates.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.available_at, c.id));
             candidates.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
 
             let expires = now.saturating_add(millis(req.lease));
@@ -1290,14 +1357,20 @@ impl Store for SqliteStore {
             let mut take = tx
                 .prepare_cached(
                     "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease_token = ?2,
-                            lease_expires_at = ?3, worker = ?4, progress = NULL
+                            lease_expires_at = ?3, worker = ?4, progress = NULL, deadline = NULL
                      WHERE id = ?1
                      RETURNING job_id, key, queue, attempt, max_attempts, rows, encoding",
                 )
                 .db()?;
             let mut payload = tx.prepare_cached(SELECT_STORED).db()?;
             let mut job_of = tx
-                .prepare_cached("SELECT spec, params FROM jobs WHERE id = ?1")
+                .prepare_cached("SELECT spec, params, timing FROM jobs WHERE id = ?1")
+                .db()?;
+            let mut limit_to = tx
+                .prepare_cached(
+                    "UPDATE tasks SET deadline = ?2, lease_expires_at = MIN(lease_expires_at, ?2)
+                     WHERE id = ?1",
+                )
                 .db()?;
             let mut start = tx
                 .prepare_cached(
@@ -1305,7 +1378,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1 AND state = 'pending'",
                 )
                 .db()?;
-            let mut jobs: HashMap<String, (String, serde_json::Value)> = HashMap::new();
+            let mut jobs: HashMap<String, (String, serde_json::Value, Timing)> = HashMap::new();
             let mut leases = Vec::with_capacity(candidates.len());
             for c in candidates {
                 let token = LeaseToken::random();
@@ -1342,16 +1415,26 @@ impl Store for SqliteStore {
                     None => Vec::new(),
                 };
                 if !jobs.contains_key(&job) {
-                    let (spec, params): (String, String) = job_of
-                        .query_row([&job], |r| Ok((r.get(0)?, r.get(1)?)))
+                    let (spec, params, timing): (String, String, Option<String>) = job_of
+                        .query_row([&job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                         .db()?;
                     let params = from_json(&params, "job params")?;
                     start.execute(rusqlite::params![job, now]).db()?;
-                    jobs.insert(job.clone(), (spec, params));
+                    jobs.insert(job.clone(), (spec, params, job_timing(timing.as_deref())?));
                 }
-                let (spec, params) = jobs
+                let (spec, params, timing) = jobs
                     .get(&job)
                     .ok_or_else(|| corrupt(format!("job {job} vanished")))?;
+                // A job's timeout bounds each attempt: the lease cannot
+                // outlive it, heartbeats or not.
+                let mut expires_at = expires_at;
+                if let Some(ms) = timing.timeout_ms {
+                    let deadline = now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+                    limit_to.execute(rusqlite::params![c.id, deadline]).db()?;
+                    if deadline < expires {
+                        expires_at = time(deadline)?;
+                    }
+                }
                 let encoding: PayloadEncoding = parse(&encoding, "payload encoding")?;
                 leases.push(Lease {
                     lease: LeaseRef {
@@ -1383,13 +1466,14 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Result<HeartbeatAck, StoreError>>, StoreError> {
         self.write(move |tx, now| {
             let expires = now.saturating_add(millis(extend));
-            let expires_at = time(expires)?;
+
             let mut extend_lease = tx
                 .prepare_cached(
-                    "UPDATE tasks SET lease_expires_at = ?5, progress = COALESCE(?6, progress)
+                    "UPDATE tasks SET lease_expires_at = MIN(?5, COALESCE(deadline, ?5)),
+                            progress = COALESCE(?6, progress)
                      WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'running'
                        AND lease_expires_at > ?4
-                     RETURNING job_id",
+                     RETURNING job_id, lease_expires_at",
                 )
                 .db()?;
             let mut job_state = tx
@@ -1398,7 +1482,7 @@ impl Store for SqliteStore {
             let mut out = Vec::with_capacity(beats.len());
             for Heartbeat { lease, progress } in beats {
                 let progress = progress.as_ref().map(json).transpose()?;
-                let job: Option<String> = extend_lease
+                let extended: Option<(String, i64)> = extend_lease
                     .query_row(
                         rusqlite::params![
                             lease.task.0,
@@ -1408,11 +1492,11 @@ impl Store for SqliteStore {
                             expires,
                             progress
                         ],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
                     .db()?;
-                let Some(job) = job else {
+                let Some((job, until)) = extended else {
                     out.push(Err(StoreError::LeaseLost {
                         task: lease.task,
                         attempt: lease.attempt,
@@ -1422,7 +1506,7 @@ impl Store for SqliteStore {
                 let state: Option<String> =
                     job_state.query_row([&job], |r| r.get(0)).optional().db()?;
                 out.push(Ok(HeartbeatAck {
-                    expires_at,
+                    expires_at: time(until)?,
                     cancel_requested: matches!(state.as_deref(), Some("cancelled" | "failed")),
                 }));
             }

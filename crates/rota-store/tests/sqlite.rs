@@ -86,6 +86,7 @@ async fn two_connections_never_claim_the_same_task() {
             retry: RetryPolicy::default(),
             hold: true,
             ingest: None,
+            timing: rota_core::Timing::default(),
         })
         .await
         .expect("create_job");
@@ -111,6 +112,7 @@ async fn two_connections_never_claim_the_same_task() {
             retry: RetryPolicy::default(),
             hold: true,
             ingest: None,
+            timing: rota_core::Timing::default(),
         })
         .await
         .expect("create_job on b");
@@ -179,6 +181,7 @@ async fn file_store_persists() {
                 retry: RetryPolicy::default(),
                 hold: false,
                 ingest: None,
+                timing: rota_core::Timing::default(),
             })
             .await
             .expect("create_job");
@@ -202,6 +205,7 @@ fn keyed_job(key: &str) -> NewJob {
         retry: RetryPolicy::default(),
         hold: false,
         ingest: None,
+        timing: rota_core::Timing::default(),
     }
 }
 
