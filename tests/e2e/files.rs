@@ -186,6 +186,7 @@ fn a_resumed_ingest_skips_the_files_its_interrupted_run_finished() {
             retry: RetryPolicy::default(),
             hold: true,
             ingest: None,
+            timing: rota_core::Timing::default(),
         }))
         .expect("create job");
     let record = |etag: &str| FileReport {
@@ -233,6 +234,7 @@ fn a_resumed_ingest_skips_the_files_its_interrupted_run_finished() {
             retry: RetryPolicy::default(),
             hold: true,
             ingest: None,
+            timing: rota_core::Timing::default(),
         }))
         .expect("create job");
     rt.block_on(store.put_files(again.id, vec![record("1-1")]))

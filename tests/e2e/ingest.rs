@@ -640,3 +640,37 @@ fn a_file_whose_name_says_nothing_is_told_by_its_first_bytes() {
         "{err}"
     );
 }
+
+#[test]
+fn ingest_keeps_priority_run_at_and_timeout_on_the_job() {
+    let s = Scratch::new();
+    let file = s.path("p.csv");
+    write_csv(&file, 10);
+    let summary = s.ingest(
+        &file,
+        &[
+            "--priority",
+            "-3",
+            "--run-at",
+            "2030-01-02T03:04:05Z",
+            "--timeout",
+            "90s",
+        ],
+    );
+    let job = job(&s, job_id(&summary));
+    assert_eq!(job.timing.priority, -3);
+    assert_eq!(
+        job.timing.run_at.map(|t| t.to_rfc3339()),
+        Some("2030-01-02T03:04:05+00:00".to_owned())
+    );
+    assert_eq!(job.timing.timeout_ms, Some(90_000));
+    let err = s.fails(&[
+        "ingest",
+        file.to_str().expect("path"),
+        "--spec",
+        "t",
+        "--run-at",
+        "soon",
+    ]);
+    assert!(err.contains("RFC 3339"), "{err}");
+}

@@ -66,6 +66,17 @@ pub(crate) struct IngestArgs {
     /// Idempotency key: ingesting again with the same key adds nothing.
     #[arg(long)]
     job_key: Option<String>,
+    /// Higher priorities are claimed first among a queue's tasks (default 0).
+    #[arg(long, default_value = "0", allow_negative_numbers = true)]
+    priority: i32,
+    /// The tasks are not claimable before this time (RFC 3339, e.g.
+    /// `2026-12-24T06:00:00Z`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Longest one attempt may run, heartbeats or not (e.g. `10m`); past it
+    /// the attempt fails and is retried.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Descend into subdirectories.
     #[arg(long, short = 'r')]
     recursive: bool,
@@ -126,6 +137,12 @@ fn parse_on_error(s: &str) -> Result<OnError, String> {
     s.parse()
 }
 
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("'{s}' is not an RFC 3339 time (2026-12-24T06:00:00Z): {e}"))
+}
+
 pub(crate) fn param_value(v: &str) -> serde_json::Value {
     serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()))
 }
@@ -180,6 +197,13 @@ impl IngestArgs {
                 retry,
                 hold: true,
                 ingest: None,
+                timing: rota_core::Timing {
+                    priority: self.priority,
+                    run_at: self.run_at,
+                    timeout_ms: self
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                },
             },
             parallel: self.parallel.max(1),
         })

@@ -157,6 +157,15 @@ pub(crate) struct JobRequest {
     /// URLs told of the job's state changes.
     #[serde(default)]
     pub(crate) callbacks: Vec<crate::callbacks::CallbackRequest>,
+    /// Higher first among a queue's claimable tasks (default 0).
+    #[serde(default)]
+    pub(crate) priority: Option<i32>,
+    /// Not claimable before this time (RFC 3339).
+    #[serde(default)]
+    pub(crate) run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Longest one attempt may run, in milliseconds (at least 1000).
+    #[serde(default)]
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// A source to batch, and how.
@@ -270,6 +279,14 @@ pub(crate) fn validate(job: &JobRequest) -> Result<(), ApiError> {
     if job.max_attempts == Some(0) {
         return Err(ApiError::invalid("max_attempts must be at least 1"));
     }
+    if job
+        .timeout_ms
+        .is_some_and(|t| !(1_000..=7 * 24 * 3_600_000).contains(&t))
+    {
+        return Err(ApiError::invalid(
+            "timeout_ms must be 1 000 (1 s) to 604 800 000 (7 days)",
+        ));
+    }
     if let Some(params) = &job.params
         && !params.is_object()
     {
@@ -339,6 +356,11 @@ pub(crate) async fn new_job(
         retry,
         hold,
         ingest: None,
+        timing: rota_core::Timing {
+            priority: req.priority.unwrap_or_default(),
+            run_at: req.run_at,
+            timeout_ms: req.timeout_ms,
+        },
     };
     Ok((job, req.batch))
 }

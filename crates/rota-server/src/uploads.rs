@@ -583,6 +583,9 @@ fn job_request(id: &str, meta: &BTreeMap<String, String>) -> Result<JobRequest, 
             on_error: parsed::<OnError>(meta, "on_error")?.unwrap_or_default(),
         }),
         callbacks: Vec::new(),
+        priority: num(meta, "priority")?,
+        run_at: parsed(meta, "run_at")?,
+        timeout_ms: num(meta, "timeout_ms")?,
     })
 }
 

@@ -1061,3 +1061,54 @@ async fn callbacks_are_signed_retried_and_their_delivery_shows_on_the_job() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_priority_run_at_and_timeout_are_kept_and_obeyed() {
+    let s = Server::start(config()).await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (status, body) = s
+        .post(
+            "/schedule",
+            json!({ "jobs": [
+                { "spec": "low", "priority": -1 },
+                { "spec": "high", "priority": 5, "timeout_ms": 60000 },
+                { "spec": "later", "priority": 9, "run_at": later },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, claimed) = s
+        .post(
+            "/work/claim",
+            json!({ "worker": "w", "limit": 10, "lease_ms": 3600000 }),
+        )
+        .await;
+    let specs: Vec<&Value> = claimed["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| &t["spec"])
+        .collect();
+    assert_eq!(
+        specs,
+        [&json!("high"), &json!("low")],
+        "by priority; later not yet"
+    );
+    let high = &claimed["tasks"][0];
+    let expires = chrono::DateTime::parse_from_rfc3339(high["expires_at"].as_str().expect("time"))
+        .expect("rfc3339");
+    assert!(
+        expires < chrono::Utc::now() + chrono::Duration::seconds(61),
+        "the 60 s timeout caps the hour-long lease: {high}"
+    );
+    let id = body["jobs"][1]["id"].as_str().expect("id");
+    let (_, job) = s.get(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        job["timing"],
+        json!({ "priority": 5, "run_at": null, "timeout_ms": 60000 })
+    );
+    let (status, body) = s
+        .post("/schedule", json!({ "spec": "x", "timeout_ms": 10 }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
