@@ -211,6 +211,13 @@ pub struct Spec {
     /// How long a worker may hold a task without a heartbeat, in milliseconds.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// A JSON Schema the params of its jobs must match (after `defaults`
+    /// are filled in); none: any object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_schema: Option<serde_json::Value>,
+    /// Params its jobs get unless they give their own (top-level keys).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub defaults: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The queue used when nothing names one.

@@ -129,6 +129,11 @@ pub(crate) async fn put_spec(
             spec.name
         )));
     }
+    if let Some(schema) = &spec.params_schema {
+        jsonschema::validator_for(schema).map_err(|e| {
+            ApiError::invalid(format!("params_schema is not a valid JSON Schema: {e}"))
+        })?;
+    }
     state.store.put_spec(spec.clone()).await?;
     Ok(Json(json!(spec)))
 }
@@ -241,6 +246,8 @@ pub(crate) async fn schedule(
     // Check every job before making any, so a bad one fails the request whole.
     for job in &jobs {
         check(&state, job)?;
+        let spec = state.store.get_spec(&job.spec).await?;
+        spec_params(spec.as_ref(), job.params.clone())?;
     }
     let mut out = Vec::with_capacity(jobs.len());
     let mut any_created = false;
@@ -269,6 +276,44 @@ fn check(state: &State, job: &JobRequest) -> Result<(), ApiError> {
         state.config.allow.check(&batch.source)?;
     }
     validate(job)
+}
+
+/// A job's params with its spec's defaults filled in, checked against the
+/// spec's schema.
+fn spec_params(spec: Option<&Spec>, params: Option<Value>) -> Result<Value, ApiError> {
+    let mut params = params.unwrap_or_else(|| json!({}));
+    let Some(spec) = spec else {
+        return Ok(params);
+    };
+    if let Value::Object(given) = &mut params {
+        for (k, v) in &spec.defaults {
+            given.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(schema) = &spec.params_schema {
+        let validator = jsonschema::validator_for(schema).map_err(|e| {
+            ApiError::invalid(format!(
+                "spec '{}' has an invalid params_schema: {e}",
+                spec.name
+            ))
+        })?;
+        let errors: Vec<String> = validator
+            .iter_errors(&params)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {e}", if at.is_empty() { "/" } else { at.as_str() })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "params do not match spec '{}': {}",
+                spec.name,
+                errors.join("; ")
+            )));
+        }
+    }
+    Ok(params)
 }
 
 /// Checks what a job asks for, apart from where its batch comes from.
@@ -340,7 +385,7 @@ pub(crate) async fn new_job(
         .clone()
         .or_else(|| spec.as_ref().map(|s| s.queue.clone()))
         .unwrap_or_else(rota_core::default_queue);
-    let params = req.params.clone().unwrap_or_else(|| json!({}));
+    let params = spec_params(spec.as_ref(), req.params.clone())?;
     let hold = req.batch.is_some();
     let key = match (&req.batch, req.idempotency_key) {
         // The job exists (held) before its ingest starts, so that its id can

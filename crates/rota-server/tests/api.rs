@@ -1112,3 +1112,70 @@ async fn scheduled_priority_run_at_and_timeout_are_kept_and_obeyed() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_specs_params_schema_is_enforced_and_its_defaults_filled_in() {
+    let s = Server::start(config()).await;
+    let (status, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/specs/send-email",
+            Some(json!({
+                "name": "send-email",
+                "params_schema": {
+                    "type": "object",
+                    "required": ["to"],
+                    "properties": {
+                        "to": { "type": "string", "format": "email" },
+                        "retries": { "type": "integer", "minimum": 0 }
+                    }
+                },
+                "defaults": { "retries": 2, "from": "noreply@example.com" }
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/specs/bad",
+            Some(json!({ "name": "bad", "params_schema": { "type": "no-such-type" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // Defaults fill what the job leaves out; the job's own values win.
+    let (status, body) = s
+        .post(
+            "/schedule",
+            json!({ "spec": "send-email", "params": { "to": "a@example.com", "retries": 5 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let (_, job) = s.get(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        job["params"],
+        json!({ "to": "a@example.com", "retries": 5, "from": "noreply@example.com" })
+    );
+
+    // A job that does not match fails the whole request, saying where.
+    let (_, before) = s.get("/jobs").await;
+    let (status, body) = s
+        .post(
+            "/schedule",
+            json!({ "jobs": [
+                { "spec": "send-email", "params": { "to": "b@example.com" } },
+                { "spec": "send-email", "params": { "retries": -1 } },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("\"to\"") && message.contains("/retries"),
+        "{message}"
+    );
+    let (_, after) = s.get("/jobs").await;
+    assert_eq!(before["jobs"], after["jobs"], "no job was made");
+}

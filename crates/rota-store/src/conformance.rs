@@ -1677,6 +1677,11 @@ pub async fn specs_round_trip(h: &dyn Harness) {
         queue: "q".into(),
         retry: policy(2, 10),
         lease_ms: 5_000,
+        params_schema: Some(serde_json::json!({ "type": "object", "required": ["to"] })),
+        defaults: serde_json::json!({ "region": "eu" })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
     };
     store.put_spec(spec("b", "first")).await.expect("put_spec");
     store.put_spec(spec("a", "other")).await.expect("put_spec");
