@@ -36,6 +36,8 @@ const REGISTER_WITHIN: Duration = Duration::from_secs(10);
 const CLAIM_POLL: Duration = Duration::from_millis(250);
 /// Log lines and alerts kept per worker for `GET /workers`.
 const KEEP_LINES: usize = 50;
+/// The answer to a binary frame.
+const NOT_TEXT: &str = "messages are JSON text frames";
 /// Most messages handled together.
 const MAX_BATCH: usize = 256;
 /// Largest message a worker may send.
@@ -372,7 +374,7 @@ impl Conn {
                             continue;
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let e = error_message("invalid", "messages are JSON text frames");
+                            let e = error_message("invalid", NOT_TEXT);
                             if socket.send(text(&e)).await.is_err() { return "the connection broke".into(); }
                             continue;
                         }
@@ -404,7 +406,7 @@ impl Conn {
                     }
                     let mut answers = self.handle(&batch).await;
                     answers.extend(
-                        (0..binary).map(|_| error_message("invalid", "messages are JSON text frames")),
+                        (0..binary).map(|_| error_message("invalid", NOT_TEXT)),
                     );
                     for answer in answers {
                         if socket.send(crate::ws::text(&answer)).await.is_err() {
