@@ -582,7 +582,13 @@ fn job_request(id: &str, meta: &BTreeMap<String, String>) -> Result<JobRequest, 
             payload: parsed::<PayloadEncoding>(meta, "payload")?.unwrap_or_default(),
             on_error: parsed::<OnError>(meta, "on_error")?.unwrap_or_default(),
         }),
-        callbacks: Vec::new(),
+        callbacks: match meta.get("callbacks").map(|c| c.trim()) {
+            None | Some("") => Vec::new(),
+            // A JSON list, as on `/schedule`, or a single URL.
+            Some(list) if list.starts_with('[') => serde_json::from_str(list)
+                .map_err(|e| ApiError::invalid(format!("metadata 'callbacks': {e}")))?,
+            Some(url) => vec![crate::callbacks::CallbackRequest::Url(url.to_owned())],
+        },
         priority: num(meta, "priority")?,
         run_at: parsed(meta, "run_at")?,
         timeout_ms: num(meta, "timeout_ms")?,
@@ -640,8 +646,10 @@ async fn make_upload(
         return Err(too_large(uploads.config.max_size));
     }
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let req = job_request(&id, &metadata)?;
+    let mut req = job_request(&id, &metadata)?;
     crate::routes::validate(&req)?;
+    crate::callbacks::check(&state.config.callbacks, &req.callbacks)?;
+    let callbacks = std::mem::take(&mut req.callbacks);
     let (new_job, batch) = crate::routes::new_job(state, req).await?;
     let mut new_job = new_job;
     if new_job
@@ -665,6 +673,17 @@ async fn make_upload(
                 job.id
             ),
         ));
+    }
+    if let Err(e) = crate::callbacks::attach(state, job.id, callbacks).await {
+        let _ = state
+            .store
+            .fail_job(
+                job.id,
+                "the upload's callbacks could not be stored".to_owned(),
+                None,
+            )
+            .await;
+        return Err(e);
     }
     let now = Utc::now();
     let meta = Meta {

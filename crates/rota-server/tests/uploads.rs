@@ -525,3 +525,52 @@ async fn a_one_shot_chunked_post_answers_with_the_job_it_made() {
         .expect("post");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "no spec");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_in_the_metadata_are_the_uploads_jobs() {
+    let hooks = "http://127.0.0.1:9/hooks/".to_owned();
+    let s = Server::start(|c| {
+        c.callbacks.key = Some(b"a-key-of-sixteen-bytes".to_vec());
+        c.callbacks.allow =
+            rota_server::AllowList::new(std::slice::from_ref(&hooks)).expect("allow");
+    })
+    .await;
+    let list =
+        format!(r#"["{hooks}a", {{"url": "{hooks}b?sig=s3cret", "events": ["succeeded"]}}]"#);
+    let mut meta = ndjson_meta();
+    meta.push(("callbacks", &list));
+    let (_, job) = s.create(Some(10), &meta).await;
+    let mut kept = s.store.list_callbacks(job).await.expect("callbacks");
+    kept.sort_by(|a, b| a.url.cmp(&b.url));
+    let urls: Vec<_> = kept.iter().map(|c| c.url.as_str()).collect();
+    assert_eq!(urls, [format!("{hooks}a"), format!("{hooks}b?sig=s3cret")]);
+    assert_eq!(kept[1].events, [rota_core::JobState::Succeeded]);
+    // A single URL, not a list, is one callback.
+    let one = format!("{hooks}c");
+    let mut meta = ndjson_meta();
+    meta.push(("callbacks", &one));
+    let (_, job) = s.create(Some(10), &meta).await;
+    let kept = s.store.list_callbacks(job).await.expect("callbacks");
+    assert_eq!(kept.len(), 1);
+
+    // Anywhere else is refused, with nothing made.
+    let mut meta = ndjson_meta();
+    meta.push(("callbacks", "http://127.0.0.1:9/elsewhere"));
+    let resp = s.creation(Some(10), &meta).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let err: Value = resp.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "callback_not_allowed", "{err}");
+    let mut meta = ndjson_meta();
+    meta.push(("callbacks", "[not json"));
+    let resp = s.creation(Some(10), &meta).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let jobs = s
+        .store
+        .list_jobs(rota_core::JobFilter {
+            limit: 100,
+            ..rota_core::JobFilter::default()
+        })
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), 2, "refused uploads made no job");
+}
