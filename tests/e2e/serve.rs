@@ -17,9 +17,15 @@ pub(crate) fn serve(s: &Scratch, extra: &[&str]) -> (Child, String) {
 pub(crate) fn serve_env(s: &Scratch, extra: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let mut child = s
-        .command(&args)
-        .envs(env.iter().copied())
+    let mut cmd = s.command(&args);
+    cmd.envs(env.iter().copied());
+    serve_command(cmd)
+}
+
+/// Spawns `cmd`, a `rota serve` command; returns the process and its URL
+/// once it listens.
+fn serve_command(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -220,6 +226,71 @@ fn rota_serve_refuses_an_open_address_without_tokens() {
     let err = s.fails(&["serve", "--listen", "0.0.0.0:0"]);
     assert!(
         err.contains("without tokens") && err.contains("--tokens"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rota_serve_takes_settings_from_a_config_file_under_its_flags() {
+    let s = Scratch::new();
+    let etc = s.path("etc");
+    std::fs::create_dir_all(etc.join("state")).expect("mkdir");
+    std::fs::write(etc.join("tokens"), "file-token admin\n").expect("tokens");
+    // Relative paths are the file's; the flag's address wins over the
+    // file's (which could not be listened on without tokens anyway).
+    std::fs::write(
+        etc.join("rota.toml"),
+        "listen = \"0.0.0.0:1\"\nstore = \"state/rota.db\"\ntokens = \"tokens\"\n\
+         upload_dir = \"state/uploads\"\nmax_body = \"1KiB\"\nmax_wait = \"1s\"\n",
+    )
+    .expect("config");
+    let config = etc.join("rota.toml");
+    let mut cmd = s.command(&["serve", "--listen", "127.0.0.1:0"]);
+    cmd.env_remove("ROTA_STORE").env("ROTA_CONFIG", &config);
+    let (child, url) = serve_command(cmd);
+
+    let start = "GET /jobs HTTP/1.1\r\n";
+    let (head, _) = http_raw(start, &url, "not-a-token", b"");
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    let job = post(
+        &url,
+        "/schedule",
+        "file-token",
+        &serde_json::json!({"spec": "small"}),
+    );
+    let id = job["jobs"][0]["id"].as_str().expect("an id").to_owned();
+    let big = serde_json::json!({"spec": "big", "params": {"x": "y".repeat(2000)}}).to_string();
+    let start = "POST /schedule HTTP/1.1\r\nContent-Type: application/json\r\n";
+    let (head, _) = http_raw(start, &url, "file-token", big.as_bytes());
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    // max_wait = 1s: a wait on a job nobody works answers within it.
+    let started = std::time::Instant::now();
+    let waited = get(&url, &format!("/jobs/{id}/wait?timeout=30s"), "file-token");
+    assert_eq!(waited["state"], "pending", "{waited}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    signal(&child, "TERM");
+    let (status, stderr) = finish(child, Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        etc.join("state/rota.db").exists(),
+        "the file's store was not used"
+    );
+    assert!(
+        etc.join("state/uploads").is_dir(),
+        "the file's upload dir was not used"
+    );
+
+    // A mistake in the file names the file and the key.
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax_wiat = \"1s\"\n").expect("config");
+    let err = s.fails(&["serve", "--config", config.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("rota.toml") && err.contains("max_wiat"),
+        "{err}"
+    );
+    std::fs::write(&config, "max_wait = \"soon\"\n").expect("config");
+    let err = s.fails(&["serve", "--config", config.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("rota.toml") && err.contains("max_wait"),
         "{err}"
     );
 }

@@ -19,9 +19,10 @@ use rota_core::Store;
 #[derive(Debug, Parser)]
 #[command(name = "rota", version, about, long_about = None)]
 struct Cli {
-    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`.
-    #[arg(long, global = true, env = "ROTA_STORE", default_value = "./rota.db")]
-    store: String,
+    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`
+    /// [default: ./rota.db].
+    #[arg(long, global = true, env = "ROTA_STORE")]
+    store: Option<String>,
 
     /// A Rota server (`http://host:7878`): `jobs` and `upload` talk to it
     /// instead of a store.
@@ -91,7 +92,11 @@ fn client(cli: &Cli) -> anyhow::Result<rota_client::Client> {
     rota_client::Client::new(server, cli.token.clone()).map_err(anyhow::Error::msg)
 }
 
+/// The store used when none is named.
+const DEFAULT_STORE: &str = "./rota.db";
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let store = cli.store.as_deref().unwrap_or(DEFAULT_STORE);
     let remote = cli.server.is_some().then(|| client(&cli)).transpose()?;
     let command = match (cli.command, remote) {
         (Command::Jobs { command }, Some(client)) => {
@@ -120,12 +125,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         // A dry run opens no store, so it creates no database file either.
         Command::Ingest(args) if args.dry_run => ingest::dry_run(*args).await,
-        Command::Ingest(args) => ingest::run(open_store(&cli.store).await?, *args).await,
-        Command::Jobs { command } => jobs::run_jobs(open_store(&cli.store).await?, command).await,
-        Command::Tasks { command } => jobs::run_tasks(open_store(&cli.store).await?, command).await,
-        Command::Worker(args) => worker::run(open_store(&cli.store).await?, args).await,
+        Command::Ingest(args) => ingest::run(open_store(store).await?, *args).await,
+        Command::Jobs { command } => jobs::run_jobs(open_store(store).await?, command).await,
+        Command::Tasks { command } => jobs::run_tasks(open_store(store).await?, command).await,
+        Command::Worker(args) => worker::run(open_store(store).await?, args).await,
         Command::Ls(args) => ls::run(args).await,
-        Command::Serve(args) => serve::run(open_store(&cli.store).await?, args).await,
+        Command::Serve(args) => {
+            let settings = args.settings()?;
+            let url = cli.store.clone().or(settings.store.clone());
+            serve::run(
+                open_store(url.as_deref().unwrap_or(DEFAULT_STORE)).await?,
+                settings,
+            )
+            .await
+        }
         Command::Upload(_) => {
             anyhow::bail!("rota upload sends to a server: give --server URL (or ROTA_SERVER)")
         }

@@ -1,35 +1,50 @@
 //! `rota serve`: the network API over the store.
+//!
+//! Settings come from flags, then the environment, then a TOML file given
+//! with `--config`, then the built-in defaults, in that order of precedence.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rota_core::Store;
+use serde::Deserialize;
 
 use crate::units::{parse_duration, parse_size};
 
-/// Arguments of `rota serve`.
+/// Where `rota serve` listens unless told otherwise.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// Arguments of `rota serve`. Every setting may also be given in the
+/// `--config` file under the flag's name with `_` for `-`; a flag or its
+/// environment variable wins over the file.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Where to listen.
-    #[arg(long, env = "ROTA_LISTEN", default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
+    /// A TOML file of settings (`listen = "0.0.0.0:7878"`, `store = "…"`,
+    /// `allow_source = ["s3://bucket/"]`, …); relative paths in it are
+    /// taken from the file's directory.
+    #[arg(long, env = "ROTA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where to listen [default: 127.0.0.1:7878].
+    #[arg(long, env = "ROTA_LISTEN")]
+    listen: Option<SocketAddr>,
     /// A file of bearer tokens, one per line: the token, then its scopes
     /// separated by commas (schedule, work, admin). Without it the API
     /// asks for no token, and only a loopback address may be listened on.
     #[arg(long, env = "ROTA_TOKENS_FILE", value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// A source batch jobs may read: a URL prefix (`s3://bucket/exports/`,
-    /// `https://data.example.com/`) or a local directory; repeatable. Batch
-    /// jobs naming anything else are refused.
+    /// `https://data.example.com/`) or a local directory; repeatable, and
+    /// given here it replaces the config file's list. Batch jobs naming
+    /// anything else are refused.
     #[arg(long = "allow-source", value_name = "PREFIX")]
     allow_source: Vec<String>,
-    /// Longest request body accepted.
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
-    max_body: u64,
+    /// Longest request body accepted [default: 16MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_body: Option<u64>,
     /// Listen on a non-loopback address without tokens (anyone who can reach
     /// it can schedule work and read results).
     #[arg(long)]
@@ -39,37 +54,179 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "ROTA_PROFILE")]
     profile: Option<String>,
     /// Where uploads to `/uploads` are kept until their job is made (and
-    /// read again after a restart, to resume them).
-    #[arg(
-        long,
-        env = "ROTA_UPLOAD_DIR",
-        value_name = "DIR",
-        default_value = "rota-uploads"
-    )]
-    upload_dir: PathBuf,
-    /// The largest upload accepted.
-    #[arg(long, value_name = "SIZE", default_value = "1TiB", value_parser = parse_size)]
-    max_upload: u64,
+    /// read again after a restart, to resume them) [default: rota-uploads].
+    #[arg(long, env = "ROTA_UPLOAD_DIR", value_name = "DIR")]
+    upload_dir: Option<PathBuf>,
+    /// The largest upload accepted [default: 1TiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_upload: Option<u64>,
     /// How long an unfinished upload may go without receiving bytes before it
-    /// expires and its job fails.
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
-    upload_expiry: std::time::Duration,
+    /// expires and its job fails [default: 24h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    upload_expiry: Option<Duration>,
     /// A file holding the key callbacks are signed with (HMAC-SHA256; its
     /// bytes, surrounding whitespace trimmed, at least 16). Without one, jobs
     /// with callbacks are refused.
     #[arg(long, env = "ROTA_CALLBACK_KEY_FILE", value_name = "FILE")]
     callback_key_file: Option<PathBuf>,
-    /// A URL prefix callbacks may point at (repeatable); callbacks anywhere
-    /// else are refused.
+    /// A URL prefix callbacks may point at (repeatable, and given here it
+    /// replaces the config file's list); callbacks anywhere else are
+    /// refused.
     #[arg(long = "allow-callback", value_name = "PREFIX")]
     allow_callback: Vec<String>,
     /// Longest a long-polling claim or a `GET /jobs/{id}/wait` blocks before
-    /// it answers (keep it under the idle timeout of any proxy in front).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    max_wait: std::time::Duration,
+    /// it answers (keep it under the idle timeout of any proxy in front)
+    /// [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_wait: Option<Duration>,
 }
 
-pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The `--config` file: the flags' settings, every one optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    store: Option<String>,
+    listen: Option<String>,
+    tokens: Option<PathBuf>,
+    #[serde(default)]
+    allow_source: Vec<String>,
+    max_body: Option<String>,
+    #[serde(default)]
+    insecure_no_auth: bool,
+    profile: Option<String>,
+    upload_dir: Option<PathBuf>,
+    max_upload: Option<String>,
+    upload_expiry: Option<String>,
+    callback_key_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_callback: Vec<String>,
+    max_wait: Option<String>,
+}
+
+/// Every setting of `rota serve`, resolved.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// The store URL, when the file names one (flags and the environment
+    /// name it through the global `--store`).
+    pub(crate) store: Option<String>,
+    listen: SocketAddr,
+    tokens: Option<PathBuf>,
+    allow_source: Vec<String>,
+    max_body: u64,
+    insecure_no_auth: bool,
+    profile: Option<String>,
+    upload_dir: PathBuf,
+    max_upload: u64,
+    upload_expiry: Duration,
+    callback_key_file: Option<PathBuf>,
+    allow_callback: Vec<String>,
+    max_wait: Duration,
+}
+
+impl ServeArgs {
+    /// Merges the flags (and environment) over the config file, if any, over
+    /// the defaults.
+    pub(crate) fn settings(self) -> anyhow::Result<Settings> {
+        let (file, base) = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                let file: ConfigFile = toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (file, base)
+            }
+            None => (ConfigFile::default(), PathBuf::new()),
+        };
+        let at = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let file_value =
+            |key: &str, value: Option<String>, parse: fn(&str) -> Result<u64, String>| {
+                value
+                    .map(|v| parse(&v).map_err(|e| config_error(&self.config, key, &e)))
+                    .transpose()
+            };
+        let file_duration = |key: &str, value: Option<String>| {
+            value
+                .map(|v| parse_duration(&v).map_err(|e| config_error(&self.config, key, &e)))
+                .transpose()
+        };
+        let file_listen = file
+            .listen
+            .map(|v| {
+                v.parse::<SocketAddr>().map_err(|e| {
+                    config_error(
+                        &self.config,
+                        "listen",
+                        &format!("'{v}' is not host:port ({e})"),
+                    )
+                })
+            })
+            .transpose()?;
+        let or_file =
+            |given: Vec<String>, file: Vec<String>| if given.is_empty() { file } else { given };
+        Ok(Settings {
+            store: file.store.map(|s| store_at(&base, s)),
+            listen: self
+                .listen
+                .or(file_listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses")),
+            tokens: self.tokens.or(file.tokens.map(at)),
+            allow_source: or_file(self.allow_source, file.allow_source),
+            max_body: match self.max_body {
+                Some(v) => v,
+                None => file_value("max_body", file.max_body, parse_size)?.unwrap_or(16 << 20),
+            },
+            insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
+            profile: self.profile.or(file.profile),
+            upload_dir: self
+                .upload_dir
+                .or(file.upload_dir.map(at))
+                .unwrap_or_else(|| PathBuf::from("rota-uploads")),
+            max_upload: match self.max_upload {
+                Some(v) => v,
+                None => file_value("max_upload", file.max_upload, parse_size)?.unwrap_or(1 << 40),
+            },
+            upload_expiry: match self.upload_expiry {
+                Some(v) => v,
+                None => file_duration("upload_expiry", file.upload_expiry)?
+                    .unwrap_or(Duration::from_secs(24 * 3600)),
+            },
+            callback_key_file: self.callback_key_file.or(file.callback_key_file.map(at)),
+            allow_callback: or_file(self.allow_callback, file.allow_callback),
+            max_wait: match self.max_wait {
+                Some(v) => v,
+                None => {
+                    file_duration("max_wait", file.max_wait)?.unwrap_or(Duration::from_secs(60))
+                }
+            },
+        })
+    }
+}
+
+/// A store named in the config file: a relative SQLite path (plain or
+/// `sqlite://PATH`) is taken from the file's directory.
+fn store_at(base: &Path, store: String) -> String {
+    let (scheme, path) = match store.strip_prefix("sqlite://") {
+        Some(path) => ("sqlite://", path),
+        None if store.contains(':') => return store,
+        None => ("", store.as_str()),
+    };
+    if Path::new(path).is_absolute() {
+        return store;
+    }
+    format!("{scheme}{}", base.join(path).display())
+}
+
+/// An error in the config file's `key`.
+fn config_error(path: &Option<PathBuf>, key: &str, message: &str) -> anyhow::Error {
+    let path = path.as_deref().unwrap_or(Path::new("?"));
+    anyhow::anyhow!("config file {}: {key}: {message}", path.display())
+}
+
+pub(crate) async fn run(
+    store: Arc<dyn rota_core::Store>,
+    args: Settings,
+) -> anyhow::Result<ExitCode> {
     let tokens = match &args.tokens {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -156,4 +313,28 @@ pub(crate) async fn run(store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Resul
         .await
         .context("the server failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store_at;
+    use std::path::Path;
+
+    #[test]
+    fn relative_sqlite_stores_in_the_config_file_are_the_files() {
+        let base = Path::new("/etc/rota");
+        assert_eq!(store_at(base, "rota.db".into()), "/etc/rota/rota.db");
+        assert_eq!(
+            store_at(base, "sqlite://state/rota.db".into()),
+            "sqlite:///etc/rota/state/rota.db"
+        );
+        for kept in [
+            "/var/lib/rota.db",
+            "sqlite:///var/lib/rota.db",
+            "sqlite::memory:",
+            "postgres://db/rota",
+        ] {
+            assert_eq!(store_at(base, kept.into()), kept);
+        }
+    }
 }
