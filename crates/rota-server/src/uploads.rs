@@ -40,7 +40,6 @@ use rota_core::{JobId, OnError, PayloadEncoding, SourceError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha1::Digest as _;
-use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -133,8 +132,9 @@ struct Upload {
     expire_after: chrono::Duration,
     meta: Mutex<Meta>,
     tail: watch::Sender<Tail>,
-    /// Held while a request writes; one writer at a time.
-    writing: tokio::sync::Mutex<()>,
+    /// Held while a request writes (until its writing thread ends); one
+    /// writer at a time.
+    writing: Arc<tokio::sync::Mutex<()>>,
     /// The ingest filling the upload's job, while it runs.
     ingest: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set when the ingest ends.
@@ -169,13 +169,26 @@ impl Upload {
             .await
             .map_err(|e| internal(format!("upload record thread failed: {e}")))?
             .map_err(|e| internal(format!("cannot record the upload: {e}")))?;
+        self.publish(meta);
+        Ok(())
+    }
+
+    /// [`Upload::record`], blocking the calling thread.
+    fn record_now(&self, meta: Meta) -> Result<(), ApiError> {
+        write_meta(&self.dir, &meta)
+            .map_err(|e| internal(format!("cannot record the upload: {e}")))?;
+        self.publish(meta);
+        Ok(())
+    }
+
+    /// Makes a recorded `meta` the upload's, and lets the reader see it.
+    fn publish(&self, meta: Meta) {
         let tail = Self::tail(&meta, false);
         *self
             .meta
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
         self.tail.send_replace(tail);
-        Ok(())
     }
 }
 
@@ -335,7 +348,7 @@ fn new_upload(config: &UploadConfig, dir: PathBuf, meta: Meta) -> Upload {
             .unwrap_or(chrono::Duration::MAX),
         meta: Mutex::new(meta),
         tail: watch::Sender::new(tail),
-        writing: tokio::sync::Mutex::new(()),
+        writing: Arc::new(tokio::sync::Mutex::new(())),
         ingest: Mutex::new(None),
         ended: watch::Sender::new(ended),
     }
@@ -997,7 +1010,7 @@ async fn append(
     checksum: Option<Vec<u8>>,
     mut body: impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin,
 ) -> Result<(), ApiError> {
-    let _writing = upload.writing.lock().await;
+    let writing = Arc::clone(&upload.writing).lock_owned().await;
     let mut meta = upload.meta();
     if let Some(ended) = &meta.ended
         && let Some(error) = &ended.error
@@ -1039,25 +1052,36 @@ async fn append(
         _ => {}
     }
     let limit = meta.length.unwrap_or(uploads.config.max_size);
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(upload.data())
-        .await
-        .map_err(|e| internal(format!("cannot open upload {}: {e}", meta.id)))?;
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(|e| internal(format!("cannot seek in upload {}: {e}", meta.id)))?;
+    // A thread writes (and syncs) the bytes while this task receives more.
+    let (tx, rx) = tokio::sync::mpsc::channel(WRITES_AHEAD);
+    let writer = {
+        let upload = Arc::clone(upload);
+        let metrics = Arc::clone(&uploads.metrics);
+        let meta = meta.clone();
+        let sync_as_it_goes = checksum.is_none();
+        // The thread holds the upload until it ends, even if this request
+        // is dropped before it.
+        tokio::task::spawn_blocking(move || {
+            let _writing = writing;
+            write_body(&upload, meta, sync_as_it_goes, rx, &metrics)
+        })
+    };
     let mut hasher = checksum.as_ref().map(|_| sha1::Sha1::new());
     let mut at = offset;
-    let mut unsynced = 0usize;
-    let broke = loop {
+    let mut batch = Vec::new();
+    let mut batched = 0;
+    let received = loop {
         let chunk = match body.next().await {
             Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => break Some(e),
-            None => break None,
+            Some(Err(e)) => {
+                break Err(ApiError::invalid(format!(
+                    "the request body broke off: {e}"
+                )));
+            }
+            None => break Ok(()),
         };
         if at + chunk.len() as u64 > limit {
-            return Err(if meta.length.is_some() {
+            break Err(if meta.length.is_some() {
                 ApiError::invalid(format!(
                     "the body goes past the upload's length of {limit} bytes"
                 ))
@@ -1065,62 +1089,129 @@ async fn append(
                 too_large(limit)
             });
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| internal(format!("cannot write upload {}: {e}", meta.id)))?;
         if let Some(h) = &mut hasher {
             h.update(&chunk);
         }
         at += chunk.len() as u64;
-        unsynced += chunk.len();
-        if hasher.is_none() && unsynced >= SYNC_EVERY {
-            sync_to(upload, &mut file, &mut meta, at).await?;
-            uploads.metrics.uploaded(unsynced as u64);
-            unsynced = 0;
+        batched += chunk.len();
+        batch.push(chunk);
+        if batched >= WRITE_CHUNK {
+            batched = 0;
+            if tx
+                .send(Write::Bytes(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+            {
+                break Ok(()); // the writer failed: its error is below
+            }
         }
     };
-    if let Some(e) = broke {
-        if hasher.is_none() && at > meta.offset {
-            let synced = at - meta.offset;
-            sync_to(upload, &mut file, &mut meta, at).await?;
-            uploads.metrics.uploaded(synced);
-        }
-        return Err(ApiError::invalid(format!(
-            "the request body broke off: {e}"
-        )));
+    // Without a checksum what arrived is kept, even from a body that broke
+    // off; with one, only a whole body that matches it.
+    let matches = match (hasher, &checksum) {
+        (Some(h), Some(want)) => received.is_ok() && h.finalize().as_slice() == want.as_slice(),
+        _ => true,
+    };
+    let keep = checksum.is_none() || matches;
+    if keep {
+        let _ = tx.send(Write::Bytes(batch)).await;
+        let _ = tx.send(Write::Commit).await;
     }
-    if let (Some(h), Some(want)) = (hasher, checksum)
-        && h.finalize().as_slice() != want.as_slice()
-    {
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| internal(format!("upload write thread failed: {e}")))??;
+    received?;
+    if !matches {
         return Err(ApiError::new(
             StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
             "checksum_mismatch",
             "the body does not match Upload-Checksum; nothing of it was kept",
         ));
     }
-    if at > meta.offset {
-        let synced = at - meta.offset;
-        sync_to(upload, &mut file, &mut meta, at).await?;
-        uploads.metrics.uploaded(synced);
+    Ok(())
+}
+
+/// Bytes of a request body gathered into one write.
+const WRITE_CHUNK: usize = 4 << 20;
+/// Writes queued for the writing thread while it writes or syncs.
+const WRITES_AHEAD: usize = 4;
+
+/// What the task receiving a body asks of the thread writing it.
+enum Write {
+    /// Write these bytes next.
+    Bytes(Vec<axum::body::Bytes>),
+    /// Sync and record every byte written (without it, the bytes since the
+    /// last sync are written but not recorded, so they do not count).
+    Commit,
+}
+
+/// Writes a request body into an upload's file from its recorded offset, as
+/// [`append`] receives it: synced and recorded every [`SYNC_EVERY`] bytes
+/// when `sync_as_it_goes`, and on [`Write::Commit`].
+fn write_body(
+    upload: &Upload,
+    mut meta: Meta,
+    sync_as_it_goes: bool,
+    mut rx: tokio::sync::mpsc::Receiver<Write>,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), ApiError> {
+    use std::io::Seek as _;
+    let id = meta.id.clone();
+    let failed =
+        |what: &str, e: std::io::Error| internal(format!("cannot {what} upload {id}: {e}"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(upload.data())
+        .map_err(|e| failed("open", e))?;
+    file.seek(std::io::SeekFrom::Start(meta.offset))
+        .map_err(|e| failed("seek in", e))?;
+    let mut at = meta.offset;
+    let commit = |file: &std::fs::File, meta: &mut Meta, at: u64| {
+        file.sync_data().map_err(|e| failed("sync", e))?;
+        metrics.uploaded(at - meta.offset);
+        meta.offset = at;
+        meta.expires = Utc::now() + upload.expire_after;
+        upload.record_now(meta.clone())
+    };
+    while let Some(write) = rx.blocking_recv() {
+        match write {
+            Write::Bytes(chunks) => {
+                at += write_chunks(&mut file, &chunks).map_err(|e| failed("write", e))?;
+                if sync_as_it_goes && at - meta.offset >= SYNC_EVERY as u64 {
+                    commit(&file, &mut meta, at)?;
+                }
+            }
+            Write::Commit => {
+                if at > meta.offset {
+                    commit(&file, &mut meta, at)?;
+                }
+                break;
+            }
+        }
     }
     Ok(())
 }
 
-/// Syncs the upload's bytes, then records `at` as its offset (and pushes its
-/// expiry back).
-async fn sync_to(
-    upload: &Upload,
-    file: &mut tokio::fs::File,
-    meta: &mut Meta,
-    at: u64,
-) -> Result<(), ApiError> {
-    file.flush()
-        .await
-        .and(file.sync_data().await)
-        .map_err(|e| internal(format!("cannot sync upload {}: {e}", meta.id)))?;
-    meta.offset = at;
-    meta.expires = Utc::now() + upload.expire_after;
-    upload.record(meta.clone()).await
+/// Writes every byte of `chunks`, as few system calls as it takes; returns
+/// how many.
+fn write_chunks(file: &mut std::fs::File, chunks: &[axum::body::Bytes]) -> std::io::Result<u64> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
+    let mut left = &mut slices[..];
+    let mut written = 0;
+    while !left.is_empty() {
+        match file.write_vectored(left) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n as u64;
+                std::io::IoSlice::advance_slices(&mut left, n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 #[utoipa::path(delete, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = String, Header, description = "1.0.0")), responses((status = 204, description = "Gone, its job cancelled"), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody)))]
@@ -1250,31 +1341,18 @@ impl Source for UploadSource {
     ) -> Result<Box<dyn ByteStream>, SourceError> {
         let (upload, _) = self.upload(&entry.location)?;
         let range = range.unwrap_or(0..u64::MAX);
-        let file = tokio::fs::File::open(upload.data())
-            .await
-            .map_err(|e| SourceError::Io {
-                location: entry.location.clone(),
-                source: e,
-            })?;
-        let mut stream = Following {
+        let file = std::fs::File::open(upload.data()).map_err(|e| SourceError::Io {
+            location: entry.location.clone(),
+            source: e,
+        })?;
+        Ok(Box::new(Following {
             location: entry.location.clone(),
             file,
-            at: 0,
+            at: range.start,
+            dropped: range.start - range.start % DROP_SPAN,
             end: range.end,
             tail: upload.tail.subscribe(),
-        };
-        if range.start > 0 {
-            stream
-                .file
-                .seek(std::io::SeekFrom::Start(range.start))
-                .await
-                .map_err(|e| SourceError::Io {
-                    location: entry.location.clone(),
-                    source: e,
-                })?;
-            stream.at = range.start;
-        }
-        Ok(Box::new(stream))
+        }))
     }
 }
 
@@ -1292,16 +1370,42 @@ impl EntryStream for One {
 /// is complete.
 struct Following {
     location: String,
-    file: tokio::fs::File,
+    /// Read in place, as local files are: recorded bytes were just written,
+    /// so they are in the page cache (and dropped from it once read).
+    file: std::fs::File,
     at: u64,
+    /// Bytes before this were dropped from the page cache.
+    dropped: u64,
     end: u64,
     tail: watch::Receiver<Tail>,
+}
+
+/// Read bytes leave the page cache in aligned spans this long: the kernel
+/// drops only the page-cache folios (up to 2 MiB) wholly inside a span.
+const DROP_SPAN: u64 = 16 << 20;
+
+impl Following {
+    /// Asks the kernel to drop the bytes read so far from the page cache:
+    /// they are on disk (synced) and read once, so a long upload does not
+    /// fill the cache (nor take fresh memory for every byte).
+    fn drop_behind(&mut self) {
+        let upto = self.at - self.at % DROP_SPAN;
+        if let Some(len) = std::num::NonZeroU64::new(upto.saturating_sub(self.dropped)) {
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                self.dropped,
+                Some(len),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.dropped = upto;
+        }
+    }
 }
 
 #[async_trait]
 impl ByteStream for Following {
     async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
-        use tokio::io::AsyncReadExt as _;
+        use std::os::unix::fs::FileExt as _;
         loop {
             let tail = *self.tail.borrow_and_update();
             let end = tail.length.unwrap_or(u64::MAX).min(self.end);
@@ -1313,13 +1417,13 @@ impl ByteStream for Following {
                 let want = usize::try_from(ready).unwrap_or(usize::MAX).min(READ_CHUNK);
                 let mut buf = vec![0; want];
                 self.file
-                    .read_exact(&mut buf)
-                    .await
+                    .read_exact_at(&mut buf, self.at)
                     .map_err(|e| SourceError::Io {
                         location: self.location.clone(),
                         source: e,
                     })?;
                 self.at += want as u64;
+                self.drop_behind();
                 return Ok(Some(buf));
             }
             if tail.gone {

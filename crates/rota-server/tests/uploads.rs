@@ -574,3 +574,63 @@ async fn callbacks_in_the_metadata_are_the_uploads_jobs() {
         .expect("jobs");
     assert_eq!(jobs.len(), 2, "refused uploads made no job");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_off_keeps_what_arrived_and_the_upload_resumes_there() {
+    let s = Server::start(|_| {}).await;
+    // Past a sync point (every 16 MiB) and into the next stretch.
+    let data = ndjson(700_000);
+    let meta = [
+        ("spec", "load"),
+        ("filename", "rows.ndjson"),
+        ("max_rows", "10000"),
+        ("payload", "ndjson"),
+    ];
+    let (path, job) = s.create(Some(data.len()), &meta).await;
+    let sent = 18 << 20;
+    assert!(data.len() > sent + (1 << 20));
+    let mut pieces: Vec<Result<Vec<u8>, std::io::Error>> = data.as_bytes()[..sent]
+        .chunks(1 << 20)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    pieces.push(Err(std::io::Error::other("the client went away")));
+    let broken = s
+        .tus(Method::PATCH, &path)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+        .send()
+        .await;
+    assert!(
+        broken.as_ref().map_or(true, |r| !r.status().is_success()),
+        "{broken:?}"
+    );
+    // What arrived is kept (synced) once the server has seen the break.
+    let mut kept = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = s.offset(&path).await;
+        if now > 0 && now == kept {
+            break;
+        }
+        kept = now;
+    }
+    // Past the last sync point: the bytes after it were synced on the break.
+    assert!(
+        kept > 16 << 20 && kept <= sent as u64,
+        "kept {kept} of {sent}"
+    );
+    let kept = usize::try_from(kept).expect("small");
+    let resp = s
+        .patch(&path, kept, &data.as_bytes()[kept..])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&resp, "upload-offset"), data.len().to_string());
+    let job = s.ingested(job).await;
+    let report = job.ingest.expect("report");
+    assert_eq!((report.rows, report.tasks), (700_000, 70));
+    let (_, all) = s.payloads(job.id).await;
+    assert!(all == data, "every row once, in order");
+}
