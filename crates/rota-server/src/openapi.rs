@@ -33,6 +33,18 @@ pub(crate) struct ErrorInner {
     message: String,
 }
 
+/// The `Tus-Resumable` header: the one tus version spoken.
+#[derive(Serialize, ToSchema)]
+#[expect(
+    dead_code,
+    reason = "only its schema is used: the header is checked as text"
+)]
+pub(crate) enum TusVersion {
+    /// tus 1.0.0.
+    #[serde(rename = "1.0.0")]
+    V1,
+}
+
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Health {
@@ -256,6 +268,8 @@ impl Modify for Bearer {
     ),
     modifiers(&Bearer),
     security(("bearer" = [])),
+    // Types only headers name, which are not collected on their own.
+    components(schemas(TusVersion)),
     paths(
         crate::routes::healthz,
         crate::routes::list_specs,
@@ -299,4 +313,42 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every `$ref` in `value`.
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(r)) => found.push(r),
+                        _ => refs(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_in_the_document_is_to_a_schema_it_holds() {
+        let doc = serde_json::to_value(super::document()).expect("json");
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 20, "{found:?}");
+        for r in found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r} is not a schema reference"));
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} is not in the document"
+            );
+        }
+    }
 }

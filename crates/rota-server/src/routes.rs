@@ -145,13 +145,16 @@ pub(crate) async fn put_spec(
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobRequest {
     /// The spec's name.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub(crate) spec: String,
-    /// Parameters handed to every task.
+    /// Parameters handed to every task: a JSON object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub(crate) params: Option<Value>,
     /// The queue; else the spec's, else `default`.
     pub(crate) queue: Option<String>,
     /// Attempts per task; else the spec's retry policy.
+    #[schema(minimum = 1)]
     pub(crate) max_attempts: Option<u32>,
     /// First retry delay in milliseconds, doubled per attempt.
     pub(crate) retry_backoff_ms: Option<u64>,
@@ -168,8 +171,9 @@ pub(crate) struct JobRequest {
     /// Not claimable before this time (RFC 3339).
     #[serde(default)]
     pub(crate) run_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Longest one attempt may run, in milliseconds (at least 1000).
+    /// Longest one attempt may run, in milliseconds (1 s to 7 days).
     #[serde(default)]
+    #[schema(minimum = 1000, maximum = 604_800_000)]
     pub(crate) timeout_ms: Option<u64>,
 }
 
@@ -203,7 +207,10 @@ pub(crate) struct BatchRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum ScheduleBody {
-    Many { jobs: Vec<JobRequest> },
+    Many {
+        #[schema(min_items = 1)]
+        jobs: Vec<JobRequest>,
+    },
     One(Box<JobRequest>),
 }
 
@@ -520,9 +527,15 @@ pub(crate) async fn run_ingest(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct JobsQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
+    /// Only jobs of this spec.
     spec: Option<String>,
+    /// Only jobs on this queue.
     queue: Option<String>,
+    /// Only jobs older than this one (the last page's `next_before`).
+    #[param(value_type = Option<JobId>)]
     before: Option<String>,
     limit: Option<u32>,
 }
@@ -619,6 +632,8 @@ fn running_json(t: &Task) -> Value {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct TasksQuery {
+    /// Only tasks in this state.
+    #[param(value_type = Option<TaskState>)]
     state: Option<String>,
     after: Option<String>,
     limit: Option<u32>,
@@ -674,6 +689,8 @@ pub(crate) async fn list_tasks(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct FilesQuery {
+    /// Only files that ended so.
+    #[param(value_type = Option<FileState>)]
     state: Option<String>,
     after: Option<String>,
     limit: Option<u32>,
@@ -724,6 +741,9 @@ pub(crate) async fn cancel_job(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct WaitQuery {
+    /// How long to wait: `500ms`, `30s`, `2m` or seconds (default 30 s,
+    /// at most the server's `--max-wait`).
+    #[param(pattern = r"^[0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m)?$")]
     timeout: Option<String>,
 }
 

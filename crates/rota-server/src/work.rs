@@ -98,6 +98,7 @@ pub(crate) fn lease_json(lease: &Lease, inline_max: usize, lease_ms: u128) -> Va
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClaimBody {
     /// Who claims (recorded on the tasks).
+    #[schema(min_length = 1)]
     worker: String,
     #[serde(default = "default_queues")]
     queues: Vec<String>,
