@@ -205,6 +205,10 @@ fn a_malformed_row_under_fail_names_file_line_and_offset_and_leaves_nothing_clai
     let listed: serde_json::Value =
         serde_json::from_str(jobs.lines().next().expect("one job")).expect("json");
     let id = listed["id"].as_str().expect("id").parse().expect("uuid");
+    // Listed by creation time, either side of it.
+    let created = listed["created_at"].as_str().expect("created_at");
+    assert_eq!(s.ok(&["jobs", "list", "--since", created, "--json"]), jobs);
+    assert_eq!(s.ok(&["jobs", "list", "--until", created]), "");
     let j = job(&s, id);
     assert_eq!(j.state, JobState::Failed);
     assert!(

@@ -31,6 +31,13 @@ pub(crate) enum JobsCommand {
         /// Only jobs older than this job id (the next page).
         #[arg(long)]
         before: Option<JobId>,
+        /// Only jobs created at or after this time (RFC 3339, e.g.
+        /// 2026-12-01T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only jobs created before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<chrono::DateTime<chrono::Utc>>,
         /// Most jobs shown.
         #[arg(long, default_value = "50")]
         limit: u32,
@@ -251,6 +258,8 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
             spec,
             queue,
             before,
+            since,
+            until,
             limit,
             json,
         } => {
@@ -260,6 +269,8 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
                     spec,
                     queue,
                     before,
+                    created_after: since,
+                    created_before: until,
                     limit,
                 })
                 .await
@@ -371,6 +382,8 @@ pub(crate) async fn run_jobs_remote(
             spec,
             queue,
             before,
+            since,
+            until,
             limit,
             json,
         } => {
@@ -385,6 +398,11 @@ pub(crate) async fn run_jobs_remote(
             }
             if let Some(b) = before {
                 query.push(format!("before={b}"));
+            }
+            for (name, time) in [("created_after", since), ("created_before", until)] {
+                if let Some(t) = time {
+                    query.push(format!("{name}={}", encode(&t.to_rfc3339())));
+                }
             }
             let answer = client.get(&format!("/jobs?{}", query.join("&"))).await?;
             let jobs = answer["jobs"]

@@ -607,6 +607,10 @@ pub struct JobFilter {
     pub queue: Option<String>,
     /// Only jobs older than this id (cursor paging).
     pub before: Option<JobId>,
+    /// Only jobs created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created before this time.
+    pub created_before: Option<DateTime<Utc>>,
     /// Most jobs to return.
     pub limit: u32,
 }

@@ -537,6 +537,11 @@ pub(crate) struct JobsQuery {
     /// Only jobs older than this one (the last page's `next_before`).
     #[param(value_type = Option<JobId>)]
     before: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339).
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only jobs created before this time (RFC 3339).
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Most jobs (1 to 500, default 50).
     limit: Option<u32>,
 }
 
@@ -566,6 +571,8 @@ pub(crate) async fn list_jobs(
                         .map_err(|_| ApiError::invalid(format!("before: '{b}' is not a job id")))
                 })
                 .transpose()?,
+            created_after: q.created_after,
+            created_before: q.created_before,
             limit,
         })
         .await?;

@@ -177,6 +177,29 @@ async fn a_plain_job_is_scheduled_claimed_heartbeated_completed_and_awaited() {
     assert_eq!(tasks["tasks"][0]["result"], "{\"sent\":true}");
     let (_, jobs) = s.get("/jobs?state=succeeded").await;
     assert_eq!(jobs["jobs"][0]["id"], id.as_str());
+
+    // A creation-time range, in RFC 3339.
+    let created = awaited["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_owned();
+    let (_, from) = s
+        .get(&format!(
+            "/jobs?created_after={}",
+            created.replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(from["jobs"][0]["id"], id.as_str(), "{from}");
+    let (_, before) = s
+        .get(&format!(
+            "/jobs?created_before={}",
+            created.replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(before["jobs"], json!([]), "{before}");
+    let (status, bad) = s.get("/jobs?created_after=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["error"]["code"], "invalid", "{bad}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

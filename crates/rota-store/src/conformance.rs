@@ -901,11 +901,16 @@ pub async fn job_state_follows_tasks(h: &dyn Harness) {
     assert!(job.finished_at.is_some());
 }
 
-/// Jobs list newest first, filter by state, spec and queue, and page by id.
+/// Jobs list newest first, filter by state, spec, queue and creation time,
+/// and page by id.
 pub async fn list_jobs_filters_and_pages(h: &dyn Harness) {
-    let (_, store) = setup(h).await;
+    let (clock, store) = setup(h).await;
     let mut ids = Vec::new();
     for i in 0..8 {
+        // A second apart: jobs 0..=3 before `start + 4 s`, the rest after.
+        if i > 0 {
+            clock.advance(Duration::from_secs(1));
+        }
         let mut nj = new_job(
             if i < 5 { "q1" } else { "q2" },
             false,
@@ -972,6 +977,29 @@ pub async fn list_jobs_filters_and_pages(h: &dyn Harness) {
         both,
         [ids[0], ids[2], ids[4]].into_iter().collect(),
         "combined filters"
+    );
+    let at = |secs: u64| start_time() + Duration::from_secs(secs);
+    let newer = by(JobFilter {
+        created_after: Some(at(4)),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(
+        newer,
+        ids[4..].iter().copied().collect(),
+        "created_after includes its own instant"
+    );
+    let window = by(JobFilter {
+        created_after: Some(at(2)),
+        created_before: Some(at(5)),
+        queue: Some("q1".into()),
+        ..JobFilter::default()
+    })
+    .await;
+    assert_eq!(
+        window,
+        ids[2..5].iter().copied().collect(),
+        "created_before excludes its own instant, and combines"
     );
 
     let mut paged = Vec::new();

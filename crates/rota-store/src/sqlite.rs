@@ -1131,6 +1131,8 @@ impl Store for SqliteStore {
                         "SELECT {JOB_COLUMNS} FROM jobs
                          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR spec = ?2)
                            AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR id < ?4)
+                           AND (?6 IS NULL OR created_at >= ?6)
+                           AND (?7 IS NULL OR created_at < ?7)
                          ORDER BY id DESC LIMIT ?5"
                     ))
                     .db()?;
@@ -1140,7 +1142,9 @@ impl Store for SqliteStore {
                         filter.spec,
                         filter.queue,
                         filter.before.map(|b| b.to_string()),
-                        limit
+                        limit,
+                        filter.created_after.map(|t| t.timestamp_millis()),
+                        filter.created_before.map(|t| t.timestamp_millis()),
                     ],
                     JobRow::from_row,
                 )
