@@ -219,6 +219,20 @@ impl Client {
     /// # Errors
     /// As the server answers.
     pub async fn wait(&self, id: JobId, timeout: Duration) -> Result<Job, Error> {
+        Ok(self.wait_result(id, timeout).await?.0)
+    }
+
+    /// [`Client::wait`], with the job's result: for a job of one task that
+    /// succeeded, what its worker returned (JSON if it was JSON, else text);
+    /// `None` otherwise (other jobs' results are on their tasks).
+    ///
+    /// # Errors
+    /// As the server answers.
+    pub async fn wait_result(
+        &self,
+        id: JobId,
+        timeout: Duration,
+    ) -> Result<(Job, Option<Value>), Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -232,9 +246,10 @@ impl Client {
                     .timeout(step + Duration::from_secs(30)),
                 )
                 .await?;
+            let result = Some(v["result"].clone()).filter(|r| !r.is_null());
             let job = parse_job(v)?;
             if job.state.is_terminal() || left <= step {
-                return Ok(job);
+                return Ok((job, result));
             }
         }
     }

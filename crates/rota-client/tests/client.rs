@@ -94,13 +94,14 @@ async fn jobs_are_scheduled_worked_by_the_sdk_and_awaited() {
         "{summary:?}"
     );
     assert_eq!(handler.calls.load(Ordering::Relaxed), 4);
-    for id in ids {
-        let job = s
+    for (id, sum) in ids.into_iter().zip([5, 7]) {
+        let (job, result) = s
             .client
-            .wait(id, Duration::from_secs(10))
+            .wait_result(id, Duration::from_secs(10))
             .await
             .expect("wait");
         assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(result, Some(json!({ "rows": 1, "sum": sum })), "{job:?}");
     }
     let jobs = s
         .client

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hmac::{KeyInit as _, Mac as _};
-use rota_core::{CallbackDue, CallbackOutcome, CallbackStatus, JobState, NewCallback, TaskFilter};
+use rota_core::{CallbackDue, CallbackOutcome, CallbackStatus, JobState, NewCallback};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -230,22 +230,10 @@ async fn body(state: &State, due: &CallbackDue) -> Result<Vec<u8>, ApiError> {
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {}", due.job)))?;
     let mut out = json!({ "event": due.state, "job": job });
-    if due.state == JobState::Succeeded && job.counts.total == 1 {
-        let tasks = state
-            .store
-            .list_tasks(
-                due.job,
-                TaskFilter {
-                    limit: 1,
-                    with_results: true,
-                    ..TaskFilter::default()
-                },
-            )
-            .await?;
-        if let Some(result) = tasks.first().and_then(|t| t.result.as_ref()) {
-            out["result"] = serde_json::from_slice(result)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(result).into_owned()));
-        }
+    if due.state == JobState::Succeeded
+        && let Some(result) = crate::routes::job_result(state, &job).await?
+    {
+        out["result"] = result;
     }
     Ok(out.to_string().into_bytes())
 }

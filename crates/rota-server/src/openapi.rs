@@ -90,6 +90,26 @@ pub(crate) struct JobView {
     running: Vec<RunningTask>,
     /// Callbacks with their delivery state (URLs cut to their origin).
     callbacks: Vec<CallbackStatus>,
+    /// For a job of one task that succeeded, that task's result (JSON if it
+    /// is JSON, else text); else `null`. Other jobs' results are on their
+    /// tasks (`GET /jobs/{id}/tasks?results=true`).
+    result: Option<Value>,
+    /// Up to 10 failed tasks (dead first, then retrying) with their last
+    /// error.
+    errors: Vec<FailedTask>,
+}
+
+/// A failed task on `GET /jobs/{id}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FailedTask {
+    id: TaskId,
+    key: String,
+    /// `dead` or `retrying`.
+    state: TaskState,
+    attempt: u32,
+    /// The last attempt's error.
+    error: Option<String>,
+    finished_at: Option<DateTime<Utc>>,
 }
 
 /// A running task on `GET /jobs/{id}`.

@@ -599,6 +599,13 @@ pub(crate) async fn get_job(
 ) -> Answer {
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
     let job = load_job(&state, &id).await?;
+    Ok(Json(job_view(&state, job).await?))
+}
+
+/// A job as `GET /jobs/{id}` and `/wait` show it: with its running tasks,
+/// its callbacks, its result (a job of one task that succeeded) and a sample
+/// of its failed tasks with their errors.
+async fn job_view(state: &State, job: Job) -> Result<Value, ApiError> {
     let running = if job.counts.running > 0 {
         state
             .store
@@ -615,13 +622,60 @@ pub(crate) async fn get_job(
         Vec::new()
     };
     let callbacks = state.store.list_callbacks(job.id).await?;
+    let mut errors = Vec::new();
+    for (failed, count) in [
+        (TaskState::Dead, job.counts.dead),
+        (TaskState::Retrying, job.counts.retrying),
+    ] {
+        let room = ERRORS_SHOWN.saturating_sub(errors.len() as u32);
+        if count > 0 && room > 0 {
+            let filter = TaskFilter {
+                state: Some(failed),
+                limit: room,
+                ..TaskFilter::default()
+            };
+            errors.extend(state.store.list_tasks(job.id, filter).await?);
+        }
+    }
+    let result = job_result(state, &job).await?;
     let mut out = json!(job);
     out["running"] = running.iter().map(running_json).collect();
     out["callbacks"] = callbacks
         .iter()
         .map(crate::callbacks::status_json)
         .collect();
-    Ok(Json(out))
+    out["result"] = result.unwrap_or(Value::Null);
+    out["errors"] = errors
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id, "key": t.key, "state": t.state, "attempt": t.attempt,
+                "error": t.error, "finished_at": t.finished_at,
+            })
+        })
+        .collect();
+    Ok(out)
+}
+
+/// Failed tasks shown with their errors on `GET /jobs/{id}`, at most.
+const ERRORS_SHOWN: u32 = 10;
+
+/// The result of a job of one task that succeeded: that task's result, as
+/// JSON if it is JSON, else as text.
+pub(crate) async fn job_result(state: &State, job: &Job) -> Result<Option<Value>, ApiError> {
+    if job.state != JobState::Succeeded || job.counts.total != 1 {
+        return Ok(None);
+    }
+    let filter = TaskFilter {
+        limit: 1,
+        with_results: true,
+        ..TaskFilter::default()
+    };
+    let tasks = state.store.list_tasks(job.id, filter).await?;
+    Ok(tasks.first().and_then(|t| t.result.as_ref()).map(|r| {
+        serde_json::from_slice(r)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(r).into_owned()))
+    }))
 }
 
 /// Running tasks shown with their progress on `GET /jobs/{id}`, at most.
@@ -756,7 +810,7 @@ pub(crate) struct WaitQuery {
 
 /// Answers when the job has ended, or at the timeout with the job as it is
 /// then: the caller looks at its `state`.
-#[utoipa::path(get, path = "/jobs/{id}/wait", tag = "jobs", params(("id" = String, Path, description = "A job id"), WaitQuery), responses((status = 200, description = "The job once it ended, or at the timeout", body = rota_core::Job), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/jobs/{id}/wait", tag = "jobs", params(("id" = String, Path, description = "A job id"), WaitQuery), responses((status = 200, description = "The job once it ended, or at the timeout", body = crate::openapi::JobView), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn wait_job(
     Extract(state): Extract<State>,
     headers: HeaderMap,
@@ -775,7 +829,7 @@ pub(crate) async fn wait_job(
     loop {
         let job = load_job(&state, &id).await?;
         if job.state.is_terminal() || Instant::now() >= deadline {
-            return Ok(Json(json!(job)));
+            return Ok(Json(job_view(&state, job).await?));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -163,6 +163,11 @@ async fn a_plain_job_is_scheduled_claimed_heartbeated_completed_and_awaited() {
         .expect("join");
     assert_eq!(awaited["state"], "succeeded", "{awaited}");
     assert_eq!(awaited["counts"]["succeeded"], 1);
+    // Awaiting gives the result of a job of one task, as GET /jobs/{id} does.
+    assert_eq!(awaited["result"], json!({ "sent": true }), "{awaited}");
+    assert_eq!(awaited["errors"], json!([]), "{awaited}");
+    let (_, shown) = s.get(&format!("/jobs/{id}")).await;
+    assert_eq!(shown["result"], json!({ "sent": true }), "{shown}");
 
     // The stale attempt's second report is refused, per item, with a code.
     let mut again = lease.clone();
@@ -294,9 +299,16 @@ async fn failures_retry_then_die_and_a_non_retryable_one_dies_at_once() {
             .await;
         let want = if attempt == 1 { "retrying" } else { "dead" };
         assert_eq!(r["results"][0]["state"], want);
+        // The job shows its failed task with its error, then and at the end.
+        let (_, job) = s.get(&format!("/jobs/{id}")).await;
+        assert_eq!(job["errors"][0]["state"], want, "{job}");
+        assert_eq!(job["errors"][0]["error"], "boom", "{job}");
+        assert_eq!(job["errors"][0]["attempt"], attempt, "{job}");
     }
     let (_, job) = s.get(&format!("/jobs/{id}")).await;
     assert_eq!(job["state"], "failed");
+    assert_eq!(job["errors"].as_array().map(Vec::len), Some(1), "{job}");
+    assert_eq!(job["result"], Value::Null, "{job}");
 
     let (_, body) = s.post("/schedule", json!({ "spec": "bad-input" })).await;
     let id = body["jobs"][0]["id"].as_str().expect("id").to_owned();
