@@ -22,7 +22,8 @@ For each of --runs rounds, each on a fresh SQLite store:
            http.client), timed the same way
 Then, on a store holding --tasks (default 20 000) one-row tasks:
   ws       a no-op worker over WebSocket (`websockets`): register with
-           capacity 64, answer every assign with a result at once
+           capacity 64, answer the assigns that have arrived at once, in one
+           `results` message
   http     a no-op worker over HTTP: claim 64 (long poll), complete them in
            one call, again
 It prints each upload's rows/s, MB/s and the server's peak RSS, as a ratio of
@@ -138,9 +139,10 @@ def make_tasks(rota, work, store, n):
 
 
 def ws_worker(url, n):
-    """A no-op WebSocket worker: each assign answered by its result at once;
-    after each acknowledged result, ready again with every slot free (a
-    worker's free slots are those without a task it has not reported)."""
+    """A no-op WebSocket worker: the assigns that have arrived answered at
+    once, in one `results` message; after the acknowledgements that have
+    arrived, ready again with every slot free (a worker's free slots are
+    those without a task it has not reported)."""
     from websockets.sync.client import connect
     with connect(url.replace("http", "ws", 1) + "/work",
                  additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
@@ -152,16 +154,26 @@ def ws_worker(url, n):
         done = 0
         last_beat = time.monotonic()
         while done < n:
-            m = json.loads(ws.recv(timeout=30))
-            if m["type"] == "assign":
-                t = m["task"]
-                ws.send(json.dumps({"type": "result", "task_id": t["task_id"],
-                                    "attempt": t["attempt"], "lease_token": t["lease_token"],
-                                    "result": "ok"}))
-            elif m["type"] == "result_ack":
-                if not m["ok"]:
-                    sys.exit(f"refused: {m}")
-                done += 1
+            arrived = [json.loads(ws.recv(timeout=30))]
+            while True:
+                try:
+                    arrived.append(json.loads(ws.recv(timeout=0)))
+                except TimeoutError:
+                    break
+            results, acked = [], 0
+            for m in arrived:
+                if m["type"] == "assign":
+                    t = m["task"]
+                    results.append({"task_id": t["task_id"], "attempt": t["attempt"],
+                                    "lease_token": t["lease_token"], "result": "ok"})
+                elif m["type"] == "result_ack":
+                    if not m["ok"]:
+                        sys.exit(f"refused: {m}")
+                    acked += 1
+            if results:
+                ws.send(json.dumps({"type": "results", "results": results}))
+            if acked:
+                done += acked
                 ws.send(json.dumps({"type": "ready", "slots": 64}))
             if time.monotonic() - last_beat > 0.5:
                 ws.send(json.dumps({"type": "heartbeat"}))

@@ -102,6 +102,10 @@ enum Incoming {
         alerts: Vec<Line>,
     },
     Result(ReportBody),
+    /// Many results in one message, answered as if sent one by one.
+    Results {
+        results: Vec<ReportBody>,
+    },
     Register(Box<Register>),
 }
 
@@ -510,6 +514,7 @@ impl Conn {
                     alerts,
                 } => out.extend(self.heartbeat(cpu, ram_bytes, tasks, logs, alerts).await),
                 Incoming::Result(report) => results.push(report),
+                Incoming::Results { results: many } => results.extend(many),
             }
         }
         if !results.is_empty() {

@@ -721,6 +721,37 @@ async fn a_websocket_worker_is_pushed_work_within_its_capacity_and_its_progress_
     );
     let (_, done) = s.get(&format!("/jobs/{job}")).await;
     assert_eq!(done["state"], "succeeded", "{done}");
+
+    // The other two in one `results` message: an ack each, in order.
+    let mut ok = lease_of(&second["task"]);
+    ok["result"] = json!("fine");
+    let mut failed = lease_of(&third["task"]);
+    failed["error"] = json!("no such user");
+    failed["retryable"] = json!(false);
+    ws_send(
+        &mut ws,
+        json!({ "type": "results", "results": [ok, failed] }),
+    )
+    .await;
+    for (task, state) in [(&second["task"], "succeeded"), (&third["task"], "dead")] {
+        let ack = ws_next(&mut ws).await.expect("result_ack");
+        assert_eq!(
+            (&ack["type"], &ack["task_id"], &ack["state"]),
+            (&json!("result_ack"), &task["task_id"], &json!(state)),
+            "{ack}"
+        );
+    }
+    let (_, failed_job) = s
+        .get(&format!(
+            "/jobs/{}",
+            third["task"]["job_id"].as_str().expect("job")
+        ))
+        .await;
+    assert_eq!(failed_job["state"], "failed", "{failed_job}");
+    assert_eq!(
+        failed_job["errors"][0]["error"], "no such user",
+        "{failed_job}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
