@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rota_core::Store;
+use rota_store::DEFAULT_STORE_URL;
 
 /// Rota: turn data files into batched jobs that workers in any language process.
 #[derive(Debug, Parser)]
@@ -92,11 +93,8 @@ fn client(cli: &Cli) -> anyhow::Result<rota_client::Client> {
     rota_client::Client::new(server, cli.token.clone()).map_err(anyhow::Error::msg)
 }
 
-/// The store used when none is named.
-const DEFAULT_STORE: &str = "./rota.db";
-
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let store = cli.store.as_deref().unwrap_or(DEFAULT_STORE);
+    let store = cli.store.as_deref().unwrap_or(DEFAULT_STORE_URL);
     let remote = cli.server.is_some().then(|| client(&cli)).transpose()?;
     let command = match (cli.command, remote) {
         (Command::Jobs { command }, Some(client)) => {
@@ -134,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = args.settings()?;
             let url = cli.store.clone().or(settings.store.clone());
             serve::run(
-                open_store(url.as_deref().unwrap_or(DEFAULT_STORE)).await?,
+                open_store(url.as_deref().unwrap_or(DEFAULT_STORE_URL)).await?,
                 settings,
             )
             .await

@@ -25,15 +25,24 @@ pub const DEFAULT_STORE_URL: &str = "./rota.db";
 /// Opens the store named by `url`, on the system clock.
 ///
 /// Accepted forms: `sqlite::memory:` (a private in-memory database),
-/// `sqlite://PATH`, `sqlite:PATH`, or a plain file path such as `./rota.db`.
+/// `sqlite://PATH`, `sqlite:PATH`, or a plain file path such as `./rota.db`;
+/// any of them may end in `?compress=lz4` to store text payloads compressed
+/// (see [`SqliteStore::with_compression`]; `?compress=none`, the default,
+/// stores them as they are).
 ///
 /// # Errors
 /// [`StoreError::Invalid`] for an unsupported scheme or an empty path; any
 /// error of [`SqliteStore::open`].
 pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let clock = Arc::new(SystemClock);
+    let (url, compress) = match url.rsplit_once('?') {
+        Some((base, options)) => (base, compression(options)?),
+        None => (url, false),
+    };
     let path = if url == "sqlite::memory:" || url == ":memory:" {
-        return Ok(Arc::new(SqliteStore::in_memory(clock)?));
+        return Ok(Arc::new(
+            SqliteStore::in_memory(clock)?.with_compression(compress),
+        ));
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         path
     } else if let Some(path) = url.strip_prefix("sqlite:") {
@@ -53,7 +62,29 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             message: format!("store url '{url}' names no database file"),
         });
     }
-    Ok(Arc::new(SqliteStore::open(Path::new(path), clock)?))
+    Ok(Arc::new(
+        SqliteStore::open(Path::new(path), clock)?.with_compression(compress),
+    ))
+}
+
+/// The store URL's options (`compress=lz4` or `compress=none`): whether
+/// text payloads are stored compressed.
+fn compression(options: &str) -> Result<bool, StoreError> {
+    let mut compress = false;
+    for option in options.split('&').filter(|o| !o.is_empty()) {
+        compress = match option {
+            "compress=lz4" => true,
+            "compress=none" => false,
+            other => {
+                return Err(StoreError::Invalid {
+                    message: format!(
+                        "unknown store option '{other}' (supported: compress=lz4, compress=none)"
+                    ),
+                });
+            }
+        };
+    }
+    Ok(compress)
 }
 
 #[cfg(test)]
@@ -71,6 +102,24 @@ mod tests {
             text.contains("postgres") && text.contains("sqlite"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn store_options_choose_compression_and_unknown_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("o.db");
+        for url in [
+            format!("{}?compress=lz4", db.display()),
+            format!("sqlite://{}?compress=none", db.display()),
+            "sqlite::memory:?compress=lz4".to_owned(),
+        ] {
+            open_store(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert!(db.exists(), "the option is not part of the path");
+        let Err(err) = open_store(&format!("{}?compress=zstd", db.display())) else {
+            panic!("an unknown option was accepted");
+        };
+        assert!(err.to_string().contains("compress=zstd"), "{err}");
     }
 
     #[test]

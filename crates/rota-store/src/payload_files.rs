@@ -129,6 +129,10 @@ impl Appender {
     /// Flushes what was appended (and any new directory entry) to disk.
     pub(crate) fn sync(self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(|e| self.error(&e))?;
+        // On disk now, and read once by a worker later: the page cache need
+        // not hold them meanwhile (a long ingest would fill it, and take
+        // fresh memory for every byte written).
+        let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
         for dir in &self.sync_dirs {
             File::open(dir)
                 .and_then(|d| d.sync_all())

@@ -33,6 +33,7 @@ mod in_memory {
 struct FileHarness {
     dir: tempfile::TempDir,
     next: AtomicUsize,
+    compress: bool,
 }
 
 impl FileHarness {
@@ -40,6 +41,15 @@ impl FileHarness {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
             next: AtomicUsize::new(0),
+            compress: false,
+        }
+    }
+
+    /// Stores whose text payloads are LZ4-compressed.
+    fn compressed() -> Self {
+        Self {
+            compress: true,
+            ..Self::new()
         }
     }
 
@@ -52,7 +62,11 @@ impl FileHarness {
 #[async_trait]
 impl Harness for FileHarness {
     async fn fresh(&self, clock: Arc<ManualClock>) -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open(&self.path(), clock).expect("open file store"))
+        Arc::new(
+            SqliteStore::open(&self.path(), clock)
+                .expect("open file store")
+                .with_compression(self.compress),
+        )
     }
 }
 
@@ -60,6 +74,12 @@ mod file {
     use super::*;
 
     rota_store::conformance_tests!(FileHarness::new());
+}
+
+mod file_compressed {
+    use super::*;
+
+    rota_store::conformance_tests!(FileHarness::compressed());
 }
 
 fn start() -> chrono::DateTime<chrono::Utc> {
@@ -228,7 +248,9 @@ async fn large_payloads_live_in_a_file_per_job() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.db");
     let clock = Arc::new(ManualClock::new(start()));
-    let store = SqliteStore::open(&path, clock.clone()).expect("open");
+    let store = SqliteStore::open(&path, clock.clone())
+        .expect("open")
+        .with_compression(true);
     let (job, _) = store
         .create_job(keyed_job("files"))
         .await
@@ -318,6 +340,57 @@ async fn large_payloads_live_in_a_file_per_job() {
         store.get_payload(listed[1].id).await.is_ok(),
         "inline payloads stay readable"
     );
+}
+
+/// Payloads are stored as they are unless compression is asked for; a
+/// store reads what was stored either way, whichever it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_stored_raw_by_default_and_read_back_however_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mixed.db");
+    let clock = Arc::new(ManualClock::new(start()));
+    let payload = json_rows(400_000);
+    let task = |key: &str| NewTask {
+        key: key.into(),
+        payload: payload.clone(),
+        encoding: PayloadEncoding::Json,
+        rows: 1,
+    };
+    let raw = SqliteStore::open(&path, clock.clone()).expect("open");
+    let (job, _) = raw.create_job(keyed_job("mixed")).await.expect("job");
+    raw.add_tasks(job.id, vec![task("a")]).await.expect("add");
+    let seg = dir
+        .path()
+        .join("mixed.db-payloads")
+        .join(format!("{}.seg", job.id));
+    let after_raw = std::fs::metadata(&seg).expect("payload file").len();
+    assert!(
+        after_raw >= payload.len() as u64,
+        "stored as it is: {after_raw} bytes"
+    );
+    let packed = SqliteStore::open(&path, clock)
+        .expect("open again")
+        .with_compression(true);
+    packed
+        .add_tasks(job.id, vec![task("b")])
+        .await
+        .expect("add");
+    let grown = std::fs::metadata(&seg).expect("payload file").len() - after_raw;
+    assert!(
+        grown < payload.len() as u64 / 2,
+        "stored compressed: {grown} bytes"
+    );
+    let tasks = raw
+        .list_tasks(job.id, rota_core::TaskFilter::default())
+        .await
+        .expect("tasks");
+    assert_eq!(tasks.len(), 2);
+    for store in [&raw, &packed] {
+        for t in &tasks {
+            let got = store.get_payload(t.id).await.expect("payload");
+            assert!(got == payload, "payload of {} differs", t.key);
+        }
+    }
 }
 
 /// A database made by schema version 1 (payloads inline and raw) opens, and
