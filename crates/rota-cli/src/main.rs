@@ -20,7 +20,8 @@ use rota_store::DEFAULT_STORE_URL;
 #[derive(Debug, Parser)]
 #[command(name = "rota", version, about, long_about = None)]
 struct Cli {
-    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`
+    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`,
+    /// with `?compress=lz4` to store text payloads compressed
     /// [default: ./rota.db].
     #[arg(long, global = true, env = "ROTA_STORE")]
     store: Option<String>,
