@@ -139,68 +139,71 @@ impl ServeArgs {
             None => (ConfigFile::default(), PathBuf::new()),
         };
         let at = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
-        let file_value =
-            |key: &str, value: Option<String>, parse: fn(&str) -> Result<u64, String>| {
-                value
-                    .map(|v| parse(&v).map_err(|e| config_error(&self.config, key, &e)))
-                    .transpose()
-            };
-        let file_duration = |key: &str, value: Option<String>| {
-            value
-                .map(|v| parse_duration(&v).map_err(|e| config_error(&self.config, key, &e)))
-                .transpose()
-        };
-        let file_listen = file
-            .listen
-            .map(|v| {
-                v.parse::<SocketAddr>().map_err(|e| {
-                    config_error(
-                        &self.config,
-                        "listen",
-                        &format!("'{v}' is not host:port ({e})"),
-                    )
-                })
-            })
-            .transpose()?;
+        let config = &self.config;
         let or_file =
             |given: Vec<String>, file: Vec<String>| if given.is_empty() { file } else { given };
+        let parse_listen = |v: &str| {
+            v.parse::<SocketAddr>()
+                .map_err(|e| format!("'{v}' is not host:port ({e})"))
+        };
         Ok(Settings {
             store: file.store.map(|s| store_at(&base, s)),
-            listen: self
-                .listen
-                .or(file_listen)
+            listen: pick(self.listen, config, "listen", file.listen, parse_listen)?
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses")),
             tokens: self.tokens.or(file.tokens.map(at)),
             allow_source: or_file(self.allow_source, file.allow_source),
-            max_body: match self.max_body {
-                Some(v) => v,
-                None => file_value("max_body", file.max_body, parse_size)?.unwrap_or(16 << 20),
-            },
+            max_body: pick(self.max_body, config, "max_body", file.max_body, parse_size)?
+                .unwrap_or(16 << 20),
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
             profile: self.profile.or(file.profile),
             upload_dir: self
                 .upload_dir
                 .or(file.upload_dir.map(at))
                 .unwrap_or_else(|| PathBuf::from("rota-uploads")),
-            max_upload: match self.max_upload {
-                Some(v) => v,
-                None => file_value("max_upload", file.max_upload, parse_size)?.unwrap_or(1 << 40),
-            },
-            upload_expiry: match self.upload_expiry {
-                Some(v) => v,
-                None => file_duration("upload_expiry", file.upload_expiry)?
-                    .unwrap_or(Duration::from_secs(24 * 3600)),
-            },
+            max_upload: pick(
+                self.max_upload,
+                config,
+                "max_upload",
+                file.max_upload,
+                parse_size,
+            )?
+            .unwrap_or(1 << 40),
+            upload_expiry: pick(
+                self.upload_expiry,
+                config,
+                "upload_expiry",
+                file.upload_expiry,
+                parse_duration,
+            )?
+            .unwrap_or(Duration::from_secs(24 * 3600)),
             callback_key_file: self.callback_key_file.or(file.callback_key_file.map(at)),
             allow_callback: or_file(self.allow_callback, file.allow_callback),
-            max_wait: match self.max_wait {
-                Some(v) => v,
-                None => {
-                    file_duration("max_wait", file.max_wait)?.unwrap_or(Duration::from_secs(60))
-                }
-            },
+            max_wait: pick(
+                self.max_wait,
+                config,
+                "max_wait",
+                file.max_wait,
+                parse_duration,
+            )?
+            .unwrap_or(Duration::from_secs(60)),
         })
     }
+}
+
+/// A setting: the flag's (or environment's) value if given, else the config
+/// file's `key` parsed, else `None`.
+fn pick<T>(
+    given: Option<T>,
+    config: &Option<PathBuf>,
+    key: &str,
+    file: Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    file.map(|v| parse(&v).map_err(|e| config_error(config, key, &e)))
+        .transpose()
 }
 
 /// A store named in the config file: a relative SQLite path (plain or
