@@ -191,6 +191,7 @@ impl MsgpackDecoder {
                 line: None,
                 record: Some(record),
                 column: e.position.column,
+                part: e.position.part,
             };
         }
         e

@@ -241,6 +241,7 @@ impl SheetDecoder {
                 line: None,
                 record: Some(line),
                 column: e.position.column,
+                part: e.position.part,
             };
         }
         e

@@ -161,6 +161,7 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             line: Some(line),
             record,
             column: None,
+            part: None,
         }
     }
 
@@ -322,6 +323,7 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
                     line: Some(1),
                     record: None,
                     column: None,
+                    part: None,
                 };
                 self.error(position, e.kind, e.message)
             })?;

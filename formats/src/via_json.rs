@@ -89,6 +89,7 @@ impl JsonRecords {
                 line: Some(start.line),
                 record: Some(self.next_record()),
                 column: None,
+                part: None,
             },
             kind,
             message: message.into(),
@@ -157,6 +158,7 @@ impl JsonRecords {
                 line: at.map(|s| s.line),
                 record: Some(record),
                 column: e.position.column,
+                part: e.position.part,
             };
         }
         e

@@ -140,10 +140,28 @@ pub struct Position {
     pub record: Option<u64>,
     /// The column, by name where known.
     pub column: Option<String>,
+    /// The part of a structured file the problem lies in, where the format
+    /// has parts: `row group 3` (Parquet), `record batch 2` (Arrow IPC),
+    /// `sheet 'Orders', cell B7` (workbooks). Shown first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(part) = &self.part {
+            write!(f, "{part}")?;
+            // A part with no byte offset of its own (a sheet cell inside a
+            // compressed workbook) says no more.
+            if self.line.is_none()
+                && self.record.is_none()
+                && self.column.is_none()
+                && self.byte_offset == 0
+            {
+                return Ok(());
+            }
+            write!(f, ", ")?;
+        }
         if let Some(line) = self.line {
             write!(f, "line {line}, ")?;
         }
@@ -205,6 +223,27 @@ impl DecodeError {
             location: location.to_owned(),
             position: Position {
                 byte_offset: offset,
+                ..Position::default()
+            },
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A failure in a part of a structured file (see [`Position::part`]),
+    /// at byte `offset` of the input when the part has one (else 0).
+    pub fn in_part(
+        location: &str,
+        part: impl Into<String>,
+        offset: u64,
+        kind: DecodeErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            location: location.to_owned(),
+            position: Position {
+                byte_offset: offset,
+                part: Some(part.into()),
                 ..Position::default()
             },
             kind,
