@@ -21,17 +21,9 @@ fn decode_err(format: &dyn Format, rel: &str, split: usize) -> DecodeError {
         location: rel.to_owned(),
         ..DecodeOptions::default()
     };
-    let mut decoder = format.decoder(&options).expect("decoder");
-    let mut out = Vec::new();
-    let result = (|| {
-        for piece in bytes.chunks(split) {
-            decoder.push(piece, &mut out)?;
-        }
-        decoder.finish(&mut out)?;
-        while decoder.drain(&mut out)? {}
-        Ok::<_, DecodeError>(())
-    })();
-    result.expect_err("a hostile input must not decode")
+    let mut decoder = rota_formats::decoder(format, &options).expect("decoder");
+    rota_formats::drive::decode_all(decoder.as_mut(), &bytes, split)
+        .expect_err("a hostile input must not decode")
 }
 
 /// Peak resident memory of this process so far, in bytes (Linux only).
