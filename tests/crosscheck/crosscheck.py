@@ -43,10 +43,25 @@ def read_delimited(path, opts, delimiter):
     if not rows:
         return []
     if header:
-        names, rows = rows[0], rows[1:]
+        names, rows = unique_names(rows[0]), rows[1:]
     else:
         names = [f"column_{i + 1}" for i in range(len(rows[0]))]
     return [dict(zip(names, r)) for r in rows]
+
+
+def unique_names(header):
+    """Column names by Rota's documented rule: an empty name is column_N, a
+    repeated one gets the first free suffix _2, _3, ... (a later column's own
+    name is not taken)."""
+    names = [n if n else f"column_{i + 1}" for i, n in enumerate(header)]
+    taken, out = set(), []
+    for i, name in enumerate(names):
+        unique, n = name, 2
+        while unique in taken or (unique != name and unique in names[i + 1:]):
+            unique, n = f"{name}_{n}", n + 1
+        taken.add(unique)
+        out.append(unique)
+    return out
 
 
 def read_ndjson(path, opts):
@@ -283,9 +298,22 @@ def read_yaml(path, opts):
     import yaml
 
     steps = [k.strip() for k in opts["path"].split(".")] if opts.get("path") else []
+
+    class Loader(yaml.SafeLoader):
+        """The safe loader, reading a value with an application's own tag
+        (!Ref x) as the value, as Rota does."""
+
+    def untagged(loader, _suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", untagged)
     rows = []
     with open(path, encoding="utf-8-sig") as f:
-        for doc in yaml.safe_load_all(f):
+        for doc in yaml.load_all(f, Loader=Loader):
             for key in steps:
                 doc = doc[key]
             if doc is None:
@@ -357,6 +385,9 @@ def normalise(v):
         return None
     if isinstance(v, bool):
         return v
+    if isinstance(v, int) and abs(v) > 2**53:
+        # Integers a float would round are compared exactly.
+        return v
     if isinstance(v, (int, float, decimal.Decimal)):
         f = float(v)
         return None if math.isnan(f) else round(f, 9)
@@ -370,6 +401,8 @@ def normalise(v):
         t = v.strip()
         if t in ("true", "false"):
             return t == "true"
+        if t.lstrip("-").isdigit() and abs(int(t)) > 2**53:
+            return int(t)
         try:
             return round(float(t), 9)
         except ValueError:
