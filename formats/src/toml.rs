@@ -121,6 +121,33 @@ impl std::fmt::Write for Sink<'_> {
     }
 }
 
+/// Where each item of the array of tables at `path` starts in `text` (byte
+/// offsets), or where the table at `path` (or the whole input) starts; from
+/// the spans of a second, span-keeping parse. Empty when there is no such
+/// place.
+fn starts_at(text: &str, path: &[String]) -> Vec<usize> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(root) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let mut here = root.get_ref();
+    let mut span = root.span();
+    for (i, key) in path.iter().enumerate() {
+        let Some(value) = here.get(key.as_str()) else {
+            return Vec::new();
+        };
+        span = value.span();
+        match value.get_ref() {
+            DeValue::Table(t) => here = t,
+            DeValue::Array(items) if i + 1 == path.len() => {
+                return items.iter().map(|item| item.span().start).collect();
+            }
+            _ => return Vec::new(),
+        }
+    }
+    vec![span.start]
+}
+
 impl TomlDecoder {
     fn too_large(&self) -> DecodeError {
         self.records.error(
@@ -166,6 +193,14 @@ impl TomlDecoder {
                 format!("invalid TOML: {}", e.message().trim()),
             )
         })?;
+        // Each record is positioned at its table: `[[items]]` or `{…}`.
+        let starts = starts_at(text, &self.path);
+        let at = |i: usize| {
+            starts.get(i).map_or(START, |&b| Start {
+                byte: (bom + b) as u64,
+                line: 1 + newlines(&buf[..b.min(buf.len())]),
+            })
+        };
         let mut found: Option<&toml::Value> = None;
         let mut here = &table;
         for (i, key) in self.path.iter().enumerate() {
@@ -187,7 +222,7 @@ impl TomlDecoder {
         }
         match found {
             None => self.records.record(
-                START,
+                at(0),
                 |out| {
                     write_table(&table, out);
                     Ok(())
@@ -195,7 +230,7 @@ impl TomlDecoder {
                 String::new,
             ),
             Some(toml::Value::Table(t)) => self.records.record(
-                START,
+                at(0),
                 |out| {
                     write_table(t, out);
                     Ok(())
@@ -203,9 +238,9 @@ impl TomlDecoder {
                 String::new,
             ),
             Some(toml::Value::Array(items)) => {
-                for item in items {
+                for (i, item) in items.iter().enumerate() {
                     self.records.record(
-                        START,
+                        at(i),
                         |out| {
                             write_json(item, out);
                             Ok(())

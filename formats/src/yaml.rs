@@ -427,6 +427,12 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
         Ok(())
     }
 
+    /// A document with a tag of the application's own: its value.
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        de::VariantAccess::newtype_variant_seed(value, self)
+    }
+
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         if !self.path.is_empty() {
             return Err(de::Error::custom(format!(
@@ -459,7 +465,7 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
     }
 }
 
-impl Visitor<'_> for KeySeed {
+impl<'de> Visitor<'de> for KeySeed {
     type Value = String;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -482,6 +488,10 @@ impl Visitor<'_> for KeySeed {
     }
     fn visit_unit<E: de::Error>(self) -> Result<String, E> {
         Ok("null".to_owned())
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<String, A::Error> {
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        de::VariantAccess::newtype_variant_seed(value, self)
     }
 }
 
@@ -590,6 +600,14 @@ impl<'de> Visitor<'de> for JsonWriter<'_> {
             first = false;
         }
         self.raw("]")
+    }
+
+    /// A value with a tag of the application's own (`!Ref x`, `!secret y`):
+    /// the value, its tag dropped (a YAML reader without the application's
+    /// types has no meaning for it).
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        de::VariantAccess::newtype_variant_seed(value, self)
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
