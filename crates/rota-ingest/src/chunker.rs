@@ -13,6 +13,8 @@ use crate::payload::{PayloadBuilder, builder};
 pub struct Chunker {
     policy: BatchPolicy,
     encoding: PayloadEncoding,
+    /// The schema of the rows the builder takes.
+    schema: SchemaRef,
     builder: Box<dyn PayloadBuilder>,
     key_prefix: String,
     seq: u64,
@@ -37,6 +39,7 @@ impl Chunker {
         Ok(Self {
             policy,
             encoding,
+            schema: schema.clone(),
             builder,
             key_prefix,
             seq: 0,
@@ -67,11 +70,26 @@ impl Chunker {
 
     /// Adds a batch of rows; appends every task that filled up.
     ///
+    /// Rows may come with a wider schema than earlier ones (a decoder widens
+    /// its inferred schema when a record needs it). JSON payloads take them
+    /// as they come; a CSV or Arrow payload holds one schema, so the task
+    /// being filled ends there and the next starts with the new schema.
+    ///
     /// # Errors
     /// When rows cannot be encoded.
     pub fn push(&mut self, batch: &RecordBatch, out: &mut Vec<NewTask>) -> Result<(), IngestError> {
         if batch.num_rows() == 0 {
             return Ok(());
+        }
+        if batch.schema() != self.schema {
+            self.schema = batch.schema();
+            if matches!(self.encoding, PayloadEncoding::Csv | PayloadEncoding::Arrow) {
+                if self.rows > 0 {
+                    self.emit(out)?;
+                }
+                self.builder = builder(self.encoding, &self.schema)?;
+                self.bytes = self.builder.overhead();
+            }
         }
         let sizes = self.builder.load(batch)?;
         let mut run = 0;
