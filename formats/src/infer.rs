@@ -11,13 +11,12 @@
 //!   value as written (below) past 38 digits;
 //! - integers and fractions together are `Float64`, unless an integer is too
 //!   large for a float to hold exactly (beyond 2^53): then as written;
-//! - text with numbers or booleans is text (`"08123"` and `8123` are both
-//!   `Utf8`; the number keeps its digits as written);
+//! - scalars of different types (text with numbers, `"08123"` and `8123`;
+//!   booleans with numbers) keep each value as written (below);
 //! - lists merge their items, objects their fields (in order of first
 //!   appearance, every field nullable);
 //! - values of different shapes (a scalar and a list, a list and an object),
-//!   or booleans with numbers, or a number beyond a float's range, keep each
-//!   value as it was written: a `Utf8` column of JSON text marked with the
+//!   or a number beyond a float's range, keep each value as it was written: a `Utf8` column of JSON text marked with the
 //!   canonical extension type `arrow.json`, which JSON payloads write back
 //!   as the JSON it holds.
 //!
@@ -82,8 +81,11 @@ pub(crate) enum Kind {
     Int(Ints),
     /// Numbers with a fraction or an exponent (and small integers).
     Float,
-    /// Text (and numbers or booleans among text, kept as written).
+    /// Text.
     Text,
+    /// Scalars of different types: text with numbers or booleans, or
+    /// booleans with numbers.
+    Scalars,
     /// Lists of the inner kind.
     List(Box<Kind>),
     /// Objects with these fields, in order of first appearance.
@@ -99,7 +101,7 @@ impl Kind {
 
     /// The narrowest kind both values fit.
     pub(crate) fn merge(self, other: Self) -> Self {
-        use Kind::{Bool, Float, Int, List, Null, Object, Raw, Text};
+        use Kind::{Bool, Float, Int, List, Null, Object, Raw, Scalars, Text};
         match (self, other) {
             (Null, k) | (k, Null) => k,
             (Raw, _) | (_, Raw) => Raw,
@@ -113,7 +115,8 @@ impl Kind {
                     Raw
                 }
             }
-            (Text, k) | (k, Text) if k.is_scalar() => Text,
+            (Text, Text) => Text,
+            (a, b) if a.is_scalar() && b.is_scalar() => Scalars,
             (List(a), List(b)) => List(Box::new(a.merge(*b))),
             (Object(mut a), Object(b)) => {
                 for (name, kind) in b {
@@ -127,7 +130,7 @@ impl Kind {
                 }
                 Object(a)
             }
-            // Booleans with numbers; scalars, lists and objects together.
+            // Scalars, lists and objects together.
             _ => Raw,
         }
     }
@@ -148,7 +151,7 @@ impl Kind {
                 }
             }
             Self::Float => DataType::Float64,
-            Self::Text | Self::Raw => DataType::Utf8,
+            Self::Text | Self::Scalars | Self::Raw => DataType::Utf8,
             Self::List(item) => DataType::List(Arc::new(item.field("item"))),
             Self::Object(fields) => {
                 DataType::Struct(fields.iter().map(|(n, k)| k.field(n)).collect::<Fields>())
@@ -166,7 +169,7 @@ impl Kind {
             return Self::Raw.field(name);
         }
         let field = Field::new(name, self.data_type(), true);
-        if *self == Self::Raw {
+        if matches!(self, Self::Raw | Self::Scalars) {
             field.with_metadata(std::collections::HashMap::from([(
                 EXTENSION_TYPE_NAME_KEY.to_owned(),
                 JSON_EXTENSION.to_owned(),
@@ -381,7 +384,7 @@ pub(crate) fn unescape_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     let mut i = 0;
-    while let Some(k) = memchr::memchr(b'\\', &bytes[i..]) {
+    while let Some(k) = bytes.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
         let at = i + k;
         let Some(&next) = bytes.get(at + 1) else {
             break;
@@ -722,14 +725,21 @@ mod tests {
 
     #[test]
     fn mixed_values_widen() {
-        assert_eq!(
-            column_type(&[r#"{"zip":"08123"}"#, r#"{"zip":8123}"#], "zip"),
-            DataType::Utf8
+        // Text with a number: each kept as written (JSON text).
+        let zips = kind(r#"{"zip":"08123"}"#).merge(kind(r#"{"zip":8123}"#));
+        assert_eq!(zips, Kind::Object(vec![("zip".into(), Kind::Scalars)]));
+        let schema = zips.schema().expect("object");
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        assert!(
+            schema
+                .field(0)
+                .metadata()
+                .contains_key(EXTENSION_TYPE_NAME_KEY)
         );
-        let list = column_type(&[r#"{"a":[1,"x"]}"#], "a");
+        let list = kind(r#"{"a":[1,"x"]}"#);
         assert_eq!(
             list,
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+            Kind::Object(vec![("a".into(), Kind::List(Box::new(Kind::Scalars)))])
         );
         let merged = kind(r#"{"a":1}"#).merge(kind(r#"{"a":[1]}"#));
         assert_eq!(merged, Kind::Object(vec![("a".into(), Kind::Raw)]));
@@ -807,5 +817,15 @@ mod tests {
                 .contains('\u{100000}')
         );
         assert_eq!(unescape_surrogates(br#"{"a":"\u00e9 \\u"}"#), None);
+        // Cut or broken escapes are left for the reader to refuse.
+        for broken in [
+            &br#"["\uD800\u"]"#[..],
+            br#"["\uD800\u1"]"#,
+            br#"["\ud800"#,
+            br#""\u"#,
+            br"\",
+        ] {
+            assert_eq!(unescape_surrogates(broken), None, "{broken:?}");
+        }
     }
 }

@@ -79,6 +79,12 @@ impl Format for JsonFormat {
     }
 }
 
+/// Whitespace as JSON has it: space, tab, line feed and carriage return
+/// (not a form feed or vertical tab).
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// One record per line.
 struct LineFramer {
     resume: usize,
@@ -98,7 +104,7 @@ impl Framer for LineFramer {
         };
         self.resume = 0;
         let end = trim_cr(buf, pos, end);
-        if buf[pos..end].iter().all(u8::is_ascii_whitespace) {
+        if buf[pos..end].iter().all(|&b| is_json_space(b)) {
             return Ok(Found::Gap { next, newlines });
         }
         Ok(Found::Record(Frame {
@@ -180,7 +186,7 @@ impl ArrayFramer {
                     }
                 }
             } else if scalar {
-                if matches!(b, b',' | b']') || b.is_ascii_whitespace() {
+                if matches!(b, b',' | b']') || is_json_space(b) {
                     return Some(i);
                 }
             } else {
@@ -205,10 +211,10 @@ impl ArrayFramer {
 
 impl Framer for ArrayFramer {
     fn next(&mut self, buf: &[u8], pos: usize, eof: bool) -> Result<Found, FrameError> {
-        // Whitespace between tokens.
+        // Whitespace between tokens: JSON's four, not a form feed.
         let mut i = pos;
         let mut newlines = 0;
-        while i < buf.len() && buf[i].is_ascii_whitespace() {
+        while i < buf.len() && is_json_space(buf[i]) {
             newlines += u64::from(buf[i] == b'\n');
             i += 1;
         }
@@ -284,6 +290,16 @@ impl Framer for ArrayFramer {
                 if b == b',' {
                     return Err(syntax(i, "expected an array element, found ','".into()));
                 }
+                if b < 0x20 {
+                    return Err(syntax(
+                        i,
+                        format!(
+                            "expected a JSON value, found {} (a control character is not JSON \
+                             whitespace)",
+                            show(b)
+                        ),
+                    ));
+                }
                 match self.value_end(buf, pos) {
                     Some(end) => {
                         let newlines = self.scan.newlines;
@@ -355,6 +371,7 @@ fn shape(kind: &Kind) -> &'static str {
         Kind::Bool => "a boolean",
         Kind::Int(_) | Kind::Float => "a number",
         Kind::Text => "a string",
+        Kind::Scalars => "a value",
         Kind::List(_) => "a list",
         Kind::Object(_) => "an object",
         Kind::Raw => "a value",

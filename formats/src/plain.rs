@@ -36,10 +36,36 @@ use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, Schema, TimeUn
 use rota_core::format::{Decoded, Decoder};
 use rota_core::{DecodeError, DecodeErrorKind, OnError, Position};
 
+/// The canonical extension type of UUIDs (16 bytes each).
+const UUID_EXTENSION: &str = "arrow.uuid";
+
+/// Whether `field` holds UUIDs as the canonical extension type.
+fn is_uuid(field: &Field) -> bool {
+    field
+        .metadata()
+        .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
+        .is_some_and(|n| n == UUID_EXTENSION)
+        && *field.data_type() == DataType::FixedSizeBinary(16)
+}
+
+/// Whether a time zone is UTC already.
+fn is_utc(tz: &str) -> bool {
+    matches!(
+        tz,
+        "+00:00" | "UTC" | "Z" | "utc" | "Etc/UTC" | "+0000" | "+00"
+    )
+}
+
+/// Whether the values of `field` must be unpacked before they are written.
+fn field_needs(field: &Field) -> bool {
+    is_uuid(field) || needs_unpacking(field.data_type())
+}
+
 /// Whether arrays of `data_type` must be unpacked before they are written.
 fn needs_unpacking(data_type: &DataType) -> bool {
     match data_type {
         DataType::Dictionary(..) | DataType::RunEndEncoded(..) | DataType::Union(..) => true,
+        DataType::Timestamp(_, Some(tz)) => !is_utc(tz),
         DataType::Map(entries, _) => match entries.data_type() {
             DataType::Struct(kv) => {
                 !matches!(kv[0].data_type(), DataType::Utf8 | DataType::LargeUtf8)
@@ -50,9 +76,35 @@ fn needs_unpacking(data_type: &DataType) -> bool {
         DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
             needs_unpacking(f.data_type())
         }
-        DataType::Struct(fields) => fields.iter().any(|f| needs_unpacking(f.data_type())),
+        DataType::Struct(fields) => fields.iter().any(|f| field_needs(f)),
         _ => false,
     }
+}
+
+/// The values of `field` in `array`, unpacked: UUIDs as their text, the
+/// rest as [`unpack`] makes them.
+fn unpack_field(field: &Field, array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    if is_uuid(field) {
+        let bytes = array.as_fixed_size_binary();
+        let text: arrow_array::StringArray = bytes
+            .iter()
+            .map(|v| {
+                v.map(|b| {
+                    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    format!(
+                        "{}-{}-{}-{}-{}",
+                        &hex[..8],
+                        &hex[8..12],
+                        &hex[12..16],
+                        &hex[16..20],
+                        &hex[20..]
+                    )
+                })
+            })
+            .collect();
+        return Ok(Arc::new(text));
+    }
+    unpack(array)
 }
 
 /// Whether values of `data_type` (or inside it) may be beyond what a writer
@@ -81,6 +133,12 @@ fn unpack(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
         return Ok(Arc::clone(array));
     }
     match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => {
+            // The same instants, written in UTC: an offset of a zone's
+            // history with seconds in it (local mean time) would otherwise
+            // be cut to minutes.
+            arrow_cast::cast(array, &DataType::Timestamp(*unit, Some("+00:00".into())))
+        }
         DataType::Dictionary(_, values) => {
             // Casting takes the values by key: a null value gives null.
             let plain = arrow_cast::cast(array, values)?;
@@ -193,10 +251,10 @@ fn unpack(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
         }
         DataType::Struct(fields) => {
             let strukt = array.as_struct();
-            let columns = strukt
-                .columns()
+            let columns = fields
                 .iter()
-                .map(unpack)
+                .zip(strukt.columns())
+                .map(|(f, c)| unpack_field(f, c))
                 .collect::<Result<Vec<_>, _>>()?;
             let fields: Fields = fields
                 .iter()
@@ -219,10 +277,14 @@ fn retyped(field: &FieldRef, values: &ArrayRef) -> FieldRef {
     if field.data_type() == values.data_type() {
         return Arc::clone(field);
     }
-    Arc::new(
-        Field::new(field.name(), values.data_type().clone(), true)
-            .with_metadata(field.metadata().clone()),
-    )
+    // An extension type names the type it had; it goes with that type.
+    let metadata: std::collections::HashMap<String, String> = field
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("ARROW:extension:"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Arc::new(Field::new(field.name(), values.data_type().clone(), true).with_metadata(metadata))
 }
 
 /// The logical values of a run-end encoded array.
@@ -444,15 +506,13 @@ impl Plain {
 
     fn batch(&mut self, batch: RecordBatch, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         let schema = batch.schema();
-        let unpacks = schema
-            .fields()
-            .iter()
-            .any(|f| needs_unpacking(f.data_type()));
+        let unpacks = schema.fields().iter().any(|f| field_needs(f));
         let batch = if unpacks {
-            let columns = batch
-                .columns()
+            let columns = schema
+                .fields()
                 .iter()
-                .map(unpack)
+                .zip(batch.columns())
+                .map(|(f, c)| unpack_field(f, c))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| self.error(0, None, format!("cannot unpack the values: {e}")))?;
             let fields: Vec<FieldRef> = schema
@@ -564,11 +624,7 @@ impl Decoder for Plain {
 
     fn schema(&self) -> Option<arrow_schema::SchemaRef> {
         let inner = self.inner.schema()?;
-        if inner
-            .fields()
-            .iter()
-            .any(|f| needs_unpacking(f.data_type()))
-        {
+        if inner.fields().iter().any(|f| field_needs(f)) {
             // The plain schema is known once a batch was made plain.
             return self.schema.clone().or(Some(inner));
         }
@@ -711,6 +767,42 @@ mod tests {
             json(&out),
             [r#"{"m":{"1":"one","-2":null}}"#, r#"{"m":null}"#]
         );
+    }
+
+    #[test]
+    fn zoned_timestamps_are_written_as_utc_instants_and_uuids_as_text() {
+        // 1800-01-01T00:00:00Z; Paris was then 9 minutes 21 seconds ahead.
+        let when = TimestampSecondArray::from(vec![-5_364_662_400]).with_timezone("Europe/Paris");
+        let uuid = arrow_array::FixedSizeBinaryArray::try_from_iter(
+            [[
+                0x16u8, 0xf7, 0x5b, 0xb9, 0x8e, 0x26, 0x4c, 0x5e, 0x9a, 0x1f, 0, 1, 2, 3, 4, 5,
+            ]]
+            .into_iter(),
+        )
+        .expect("uuid");
+        let uuid_field = Field::new("id", DataType::FixedSizeBinary(16), true).with_metadata(
+            std::collections::HashMap::from([(
+                arrow_schema::extension::EXTENSION_TYPE_NAME_KEY.to_owned(),
+                UUID_EXTENSION.to_owned(),
+            )]),
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("when", when.data_type().clone(), true),
+            uuid_field,
+        ]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(when), Arc::new(uuid)]).expect("batch");
+        let mut decoder = Plain::new(Box::new(Batches(vec![batch])), "t.arrow", OnError::Fail);
+        let mut out = Vec::new();
+        decoder.finish(&mut out).expect("plain");
+        assert_eq!(
+            json(&out),
+            [r#"{"when":"1800-01-01T00:00:00Z","id":"16f75bb9-8e26-4c5e-9a1f-000102030405"}"#]
+        );
+        let Decoded::Batch(b) = &out[0] else {
+            panic!("a batch")
+        };
+        assert!(b.schema().field(1).metadata().is_empty());
     }
 
     #[test]

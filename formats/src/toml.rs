@@ -179,7 +179,18 @@ impl TomlDecoder {
                 ));
             }
         };
-        if text.trim().is_empty() {
+        if text.starts_with('\u{feff}') {
+            return Err(self.records.error(
+                DecodeErrorKind::Syntax,
+                Start {
+                    byte: bom as u64,
+                    line: 1,
+                },
+                "invalid TOML: a second byte order mark (U+FEFF) at the start",
+            ));
+        }
+        // Only TOML's own whitespace: a form feed is not blank but invalid.
+        if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() {
             return Ok(());
         }
         let table: toml::Table = toml::from_str(text).map_err(|e| {
@@ -221,6 +232,9 @@ impl TomlDecoder {
             }
         }
         match found {
+            // A file with no keys (only comments) holds no record, as an
+            // empty file does.
+            None if table.is_empty() => Ok(()),
             None => self.records.record(
                 at(0),
                 |out| {

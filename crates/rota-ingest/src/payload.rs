@@ -222,10 +222,21 @@ impl arrow_json::writer::EncoderFactory for AsWritten {
         array: &'a dyn Array,
         _options: &'a arrow_json::writer::EncoderOptions,
     ) -> Result<Option<arrow_json::writer::NullableEncoder<'a>>, arrow_schema::ArrowError> {
-        let is_json = field
-            .metadata()
-            .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
-            .is_some_and(|name| name == rota_formats::JSON_EXTENSION);
+        let json_text = |f: &arrow_schema::Field| {
+            f.metadata()
+                .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
+                .is_some_and(|name| name == rota_formats::JSON_EXTENSION)
+        };
+        // A list's items are encoded with the list's field: look at its item.
+        let is_json = json_text(field)
+            || match field.data_type() {
+                arrow_schema::DataType::List(item)
+                | arrow_schema::DataType::LargeList(item)
+                | arrow_schema::DataType::FixedSizeList(item, _) => {
+                    json_text(item) && item.data_type() == array.data_type()
+                }
+                _ => false,
+            };
         let Some(texts) = array
             .as_any()
             .downcast_ref::<arrow_array::StringArray>()
