@@ -348,6 +348,9 @@ def read_toml(path, opts):
             return {k: texted(x) for k, x in v.items()}
         return v
 
+    if doc == {} and not opts.get("path"):
+        # A file with no keys (only comments) holds no record.
+        return []
     return [texted(r) for r in (doc if isinstance(doc, list) else [doc])]
 
 
@@ -428,7 +431,12 @@ def rows_by_rota(rota, path, fmt, opts, work):
     cmd = [rota, "--store", store, "ingest", path, "--spec", "crosscheck", "--format", fmt,
            "--payload", "ndjson", "--batch-rows", "1000000", "--json", "--quiet"]
     for k, v in opts.items():
-        cmd += ["--format-opt", f"{k}={v}"]
+        if k == "infer_records":
+            cmd += ["--infer-rows", v]
+        elif k == "schema":
+            cmd += ["--schema", v]
+        else:
+            cmd += ["--format-opt", f"{k}={v}"]
     summary = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     listed = subprocess.run([rota, "--store", store, "tasks", "list", summary["job_id"], "--json"],
                             check=True, capture_output=True, text=True).stdout

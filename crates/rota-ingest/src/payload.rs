@@ -227,16 +227,20 @@ impl arrow_json::writer::EncoderFactory for AsWritten {
                 .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
                 .is_some_and(|name| name == rota_formats::JSON_EXTENSION)
         };
-        // A list's items are encoded with the list's field: look at its item.
-        let is_json = json_text(field)
-            || match field.data_type() {
+        // A list's items (and its lists' items) are encoded with the outer
+        // list's field: look down its items for the field of these values.
+        let mut at: &arrow_schema::Field = field;
+        let is_json = loop {
+            if json_text(at) && at.data_type() == array.data_type() {
+                break true;
+            }
+            match at.data_type() {
                 arrow_schema::DataType::List(item)
                 | arrow_schema::DataType::LargeList(item)
-                | arrow_schema::DataType::FixedSizeList(item, _) => {
-                    json_text(item) && item.data_type() == array.data_type()
-                }
-                _ => false,
-            };
+                | arrow_schema::DataType::FixedSizeList(item, _) => at = item,
+                _ => break false,
+            }
+        };
         let Some(texts) = array
             .as_any()
             .downcast_ref::<arrow_array::StringArray>()
