@@ -452,7 +452,11 @@ fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
             message: "the text is not UTF-8; if it is Latin-1 or Windows-1252 (old Excel \
                       exports), pass --encoding windows-1252"
                 .into(),
-            column: clean_arrow_message(&raw).1,
+            // "… for line 1 and field 2": the field counts from 1.
+            column: raw
+                .rsplit_once("and field ")
+                .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1)),
         };
     }
     let (message, column) = clean_arrow_message(&raw);
