@@ -8,7 +8,7 @@ use std::fs::File;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::{FileReader, StreamDecoder};
 use arrow_schema::{ArrowError, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::source::{FileAt, ReadAt};
 use rota_core::{DecodeError, DecodeErrorKind};
 
@@ -179,6 +179,15 @@ impl Format for ArrowFormat {
             read: 0,
             state: State::Sniff(Vec::with_capacity(HEAD_BYTES)),
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        // The file magic, or a stream's first message (its continuation marker).
+        if head.bytes.starts_with(FILE_MAGIC) || head.bytes.starts_with(&[0xFF; 4]) {
+            100
+        } else {
+            0
+        }
     }
 }
 

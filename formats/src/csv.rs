@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow_array::{Array, RecordBatch};
 use arrow_csv::reader::{Decoder as ArrowCsvDecoder, Format as ArrowCsvFormat, ReaderBuilder};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
@@ -43,6 +43,17 @@ impl Format for CsvFormat {
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         csv_decoder(options, b',')
     }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        if first.contains(',') && first.matches('\t').count() < first.matches(',').count() {
+            30
+        } else {
+            0
+        }
+    }
 }
 
 impl Format for TsvFormat {
@@ -61,6 +72,18 @@ impl Format for TsvFormat {
     }
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         csv_decoder(options, b'\t')
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        let tabs = first.matches('\t').count();
+        if tabs > 0 && tabs >= first.matches(',').count() {
+            40
+        } else {
+            0
+        }
     }
 }
 

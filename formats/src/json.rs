@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder as ArrowJsonDecoder, ReaderBuilder};
 use arrow_schema::{Schema, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::infer::{ExactDecoders, Kind, kind_of, unescape_surrogates};
@@ -49,6 +49,20 @@ impl Format for NdjsonFormat {
             options,
         )))
     }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        // One whole object on the first line, and more lines.
+        match head.first_line {
+            Some(first)
+                if first.starts_with('{')
+                    && head.more_lines
+                    && serde_json::from_str::<serde::de::IgnoredAny>(first).is_ok() =>
+            {
+                75
+            }
+            _ => 0,
+        }
+    }
 }
 
 impl Format for JsonFormat {
@@ -76,6 +90,13 @@ impl Format for JsonFormat {
             JsonBatcher::new(options),
             options,
         )))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        match head.first_line {
+            Some(first) if first.starts_with('{') || first.starts_with('[') => 70,
+            _ => 0,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::reader::{ChunkReader, Length};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind};
 
@@ -98,6 +98,14 @@ impl Format for ParquetFormat {
                 state: State::Ready(input),
             }) as Box<dyn Decoder>
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        if head.bytes.starts_with(b"PAR1") {
+            100
+        } else {
+            0
+        }
     }
 }
 

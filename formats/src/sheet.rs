@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use calamine::{Data, DataRef, ExcelDateTime, Ods, Reader, Xls, Xlsx};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind, Position};
 
@@ -95,6 +95,10 @@ macro_rules! sheet_format {
 
             fn prefers_random_access(&self) -> bool {
                 true
+            }
+
+            fn sniff(&self, head: &Head<'_>) -> u8 {
+                sniff_workbook($kind, head.bytes)
             }
 
             fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
@@ -932,4 +936,28 @@ where
         writer.row(number, row)?;
     }
     Ok(())
+}
+
+/// The magic number of OLE compound files (XLS workbooks).
+const OLE: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+
+/// The first entry of an ODS zip: its media type, stored uncompressed.
+const ODS_MIMETYPE: &[u8] = b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet";
+
+/// How sure the first bytes make a workbook of `kind` (see
+/// [`Format::sniff`]): an OLE file is XLS, a zip whose first entry is the
+/// ODS media type ODS, a zip naming `[Content_Types].xml` or `xl/` XLSX.
+fn sniff_workbook(kind: Kind, head: &[u8]) -> u8 {
+    let zip = head.starts_with(b"PK\x03\x04");
+    let ods = zip && head.get(30..).is_some_and(|h| h.starts_with(ODS_MIMETYPE));
+    let xlsx = zip
+        && !ods
+        && (memchr::memmem::find(head, b"[Content_Types].xml").is_some()
+            || memchr::memmem::find(head, b"xl/").is_some());
+    let found = match kind {
+        Kind::Xls => head.starts_with(OLE),
+        Kind::Ods => ods,
+        Kind::Xlsx => xlsx,
+    };
+    if found { 100 } else { 0 }
 }

@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 
 use arrow_schema::SchemaRef;
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
@@ -52,6 +52,26 @@ impl Format for TomlFormat {
             max_bytes: options.max_record_bytes,
             buf: Vec::new(),
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        // `key = value`.
+        let key_end = first.find(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)));
+        if key_end.is_some_and(|i| i > 0 && first[i..].trim_start().starts_with('=')) {
+            return 80;
+        }
+        // `[table]` or `[[array.of.tables]]`, which is not JSON.
+        let is_table = first.starts_with('[')
+            && first.ends_with(']')
+            && serde_json::from_str::<serde::de::IgnoredAny>(first).is_err()
+            && first
+                .trim_matches(['[', ']'])
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_-. \"'".contains(c));
+        if is_table { 80 } else { 0 }
     }
 }
 

@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::fmt;
 
 use arrow_schema::SchemaRef;
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -73,6 +73,25 @@ impl Format for YamlFormat {
             line: 1,
             bom_checked: false,
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        if first == "---" || first.starts_with("--- ") || first.starts_with("%YAML") {
+            return 90;
+        }
+        // `key: value` or `- item`.
+        let key_end = first.find(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)));
+        let rest = key_end.map(|i| first[i..].trim_start());
+        if key_end.is_some_and(|i| i > 0) && rest.is_some_and(|r| r == ":" || r.starts_with(": ")) {
+            return 60;
+        }
+        if first.starts_with("- ") {
+            return 60;
+        }
+        0
     }
 }
 
