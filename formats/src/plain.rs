@@ -6,8 +6,10 @@
 //!
 //! - dictionary and run-end encoded arrays become arrays of their values (a
 //!   dictionary whose values hold nulls gives null, never `0` or `""`);
-//! - a union becomes a struct with one field per variant, only the value's
-//!   own variant set;
+//! - a union becomes JSON text (the `arrow.json` extension type) of each
+//!   value's own variant, so a JSON payload holds the value itself;
+//! - a date counted in milliseconds (`Date64`) is written as a date when it
+//!   is whole days;
 //! - a map whose keys are not text gets its keys as text (JSON object keys
 //!   are text);
 //!
@@ -66,6 +68,7 @@ fn needs_unpacking(data_type: &DataType) -> bool {
     match data_type {
         DataType::Dictionary(..) | DataType::RunEndEncoded(..) | DataType::Union(..) => true,
         DataType::Timestamp(_, Some(tz)) => !is_utc(tz),
+        DataType::Date64 => true,
         DataType::Map(entries, _) => match entries.data_type() {
             DataType::Struct(kv) => {
                 !matches!(kv[0].data_type(), DataType::Utf8 | DataType::LargeUtf8)
@@ -133,6 +136,20 @@ fn unpack(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
         return Ok(Arc::clone(array));
     }
     match array.data_type() {
+        DataType::Date64 => {
+            // A date counted in milliseconds: a date, when it is whole days
+            // (as the format says it must be), written as one.
+            let whole_days = array
+                .as_primitive::<Date64Type>()
+                .iter()
+                .flatten()
+                .all(|ms| ms % 86_400_000 == 0);
+            if whole_days {
+                arrow_cast::cast(array, &DataType::Date32)
+            } else {
+                Ok(Arc::clone(array))
+            }
+        }
         DataType::Timestamp(unit, Some(_)) => {
             // The same instants, written in UTC: an offset of a zone's
             // history with seconds in it (local mean time) would otherwise
@@ -158,35 +175,24 @@ fn unpack(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
             unpack(&logical)
         }
         DataType::Union(fields, _) => {
+            // Each value as the JSON of its own variant's value.
             let union = array.as_union();
-            let mut columns = Vec::new();
-            let mut out_fields = Vec::new();
-            for (type_id, field) in fields.iter() {
+            let mut texts: Vec<Option<String>> = vec![None; union.len()];
+            for (type_id, _) in fields.iter() {
                 let child = union.child(type_id);
-                let indices: UInt32Array = (0..union.len())
-                    .map(|i| {
-                        (union.type_id(i) == type_id)
-                            .then(|| u32::try_from(union.value_offset(i)).ok())
-                            .flatten()
-                    })
+                let rows: Vec<usize> = (0..union.len())
+                    .filter(|&i| union.type_id(i) == type_id)
                     .collect();
-                let taken = arrow_select::take::take(child.as_ref(), &indices, None)?;
-                let taken = unpack(&taken)?;
-                let name = if field.name().is_empty()
-                    || out_fields.iter().any(|f: &Field| f.name() == field.name())
-                {
-                    format!("variant_{type_id}")
-                } else {
-                    field.name().clone()
-                };
-                out_fields.push(Field::new(name, taken.data_type().clone(), true));
-                columns.push(taken);
+                let indices: UInt32Array = rows
+                    .iter()
+                    .map(|&i| u32::try_from(union.value_offset(i)).ok())
+                    .collect();
+                let taken = unpack(&arrow_select::take::take(child.as_ref(), &indices, None)?)?;
+                for (row, text) in rows.into_iter().zip(json_texts(&taken)?) {
+                    texts[row] = text;
+                }
             }
-            Ok(Arc::new(StructArray::try_new(
-                Fields::from(out_fields),
-                columns,
-                None,
-            )?))
+            Ok(Arc::new(arrow_array::StringArray::from(texts)))
         }
         DataType::Map(entries_field, sorted) => {
             let map = array.as_map();
@@ -271,8 +277,31 @@ fn unpack(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     }
 }
 
+/// The values of `array` as JSON text each (`None` for null).
+fn json_texts(array: &ArrayRef) -> Result<Vec<Option<String>>, ArrowError> {
+    let batch = RecordBatch::try_from_iter_with_nullable([("v", Arc::clone(array), true)])?;
+    let mut lines = Vec::new();
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(&mut lines);
+    writer.write(&batch)?;
+    writer.finish()?;
+    drop(writer);
+    let text = String::from_utf8(lines).map_err(|e| ArrowError::JsonError(e.to_string()))?;
+    Ok(text
+        .lines()
+        .map(|line| {
+            let value = line
+                .strip_prefix("{\"v\":")
+                .and_then(|v| v.strip_suffix('}'))
+                .unwrap_or("null");
+            (value != "null").then(|| value.to_owned())
+        })
+        .collect())
+}
+
 /// `field` with the type of `values`, nullable where the unpacking made
-/// nulls possible.
+/// nulls possible; a union field becomes a field of JSON text.
 fn retyped(field: &FieldRef, values: &ArrayRef) -> FieldRef {
     if field.data_type() == values.data_type() {
         return Arc::clone(field);
@@ -283,6 +312,12 @@ fn retyped(field: &FieldRef, values: &ArrayRef) -> FieldRef {
         .iter()
         .filter(|(k, _)| !k.starts_with("ARROW:extension:"))
         .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(matches!(field.data_type(), DataType::Union(..)).then(|| {
+            (
+                arrow_schema::extension::EXTENSION_TYPE_NAME_KEY.to_owned(),
+                crate::JSON_EXTENSION.to_owned(),
+            )
+        }))
         .collect();
     Arc::new(Field::new(field.name(), values.data_type().clone(), true).with_metadata(metadata))
 }
@@ -719,7 +754,7 @@ mod tests {
     }
 
     #[test]
-    fn a_union_becomes_a_struct_of_its_variants() {
+    fn a_union_becomes_json_text_of_each_values_own_variant() {
         let fields = UnionFields::try_new(
             [0, 1],
             [
@@ -741,11 +776,17 @@ mod tests {
         let out = plain(vec![("u", Arc::new(union) as ArrayRef)], OnError::Fail).expect("plain");
         assert_eq!(
             json(&out),
-            [
-                r#"{"u":{"n":5,"s":null}}"#,
-                r#"{"u":{"n":null,"s":"x"}}"#,
-                r#"{"u":{"n":7,"s":null}}"#
-            ]
+            [r#"{"u":"5"}"#, r#"{"u":"\"x\""}"#, r#"{"u":"7"}"#]
+        );
+        let Decoded::Batch(b) = &out[0] else {
+            panic!("a batch")
+        };
+        assert_eq!(
+            b.schema()
+                .field(0)
+                .metadata()
+                .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY),
+            Some(&crate::JSON_EXTENSION.to_owned())
         );
     }
 
