@@ -555,6 +555,12 @@ async fn run_file(
     let encoding = req.payload;
     let prefix = entry.relative.clone();
     let encode_progress = progress.clone();
+    let location = entry.location.clone();
+    // An encoding failure names the file it happened in.
+    let in_file = move |e: IngestError| match e {
+        IngestError::Encode(why) => IngestError::Encode(format!("{location}: {why}")),
+        other => other,
+    };
     let encode = tokio::task::spawn_blocking(move || {
         let mut chunker: Option<Chunker> = None;
         let mut skipped = 0u64;
@@ -570,9 +576,10 @@ async fn run_file(
                             encoding,
                             &batch.schema(),
                             prefix.clone(),
-                        )?),
+                        )
+                        .map_err(in_file.clone())?),
                     };
-                    chunker.push(&batch, &mut tasks)?;
+                    chunker.push(&batch, &mut tasks).map_err(in_file.clone())?;
                 }
                 Piece::Skipped(record) => {
                     skipped += 1;
@@ -587,7 +594,7 @@ async fn run_file(
             }
         }
         if let Some(chunker) = &mut chunker {
-            chunker.finish(&mut tasks)?;
+            chunker.finish(&mut tasks).map_err(in_file)?;
         }
         if !tasks.is_empty() {
             let _ = task_tx.blocking_send(tasks);
