@@ -328,7 +328,10 @@ def read_parquet(path, opts):
 
     columns = opts.get("columns")
     columns = [c.strip() for c in columns.split(",")] if columns else None
-    return pq.read_table(path, columns=columns).to_pylist()
+    # INT96 timestamps as microseconds, as Rota reads them: nanoseconds
+    # cannot hold dates past 2262.
+    return pq.read_table(path, columns=columns,
+                         coerce_int96_timestamp_unit="us").to_pylist()
 
 
 READERS = {
