@@ -532,7 +532,11 @@ impl Decoder for ArrowDecoder {
                     ));
                 }
                 let reader = FileReader::try_new(file, None).map_err(|e| {
-                    let why = match clean(&e) {
+                    let why = clean(&e);
+                    if why.contains("endianness") {
+                        return self.error(DecodeErrorKind::Syntax, 0, BIG_ENDIAN.to_owned());
+                    }
+                    let why = match why {
                         // A seek before the start of the file.
                         io if io.contains("os error") => "it points outside the file".to_owned(),
                         why => why,
