@@ -441,13 +441,14 @@ impl ParquetDecoder {
 fn footer_problem(message: &str) -> String {
     if message.contains("encrypt") {
         "encrypted Parquet files are not supported".to_owned()
-    } else if let Some(i) = message.find("Unexpected ConvertedType") {
+    } else if let Some(i) = message.to_lowercase().find("unexpected convertedtype") {
         format!(
-            "the footer annotates a column with a type this reader does not know ({}), so \
-             the file cannot be read",
-            message[i..]
-                .trim_start_matches("Unexpected ")
-                .to_lowercase()
+            "the footer annotates a column with a converted type this reader does not know \
+             (number {}), so the file cannot be read",
+            message
+                .get(i + "unexpected convertedtype".len()..)
+                .unwrap_or_default()
+                .trim()
         )
     } else if message.contains("too small") {
         format!(
