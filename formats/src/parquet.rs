@@ -540,6 +540,8 @@ fn chunks(meta: &ArrowReaderMetadata, leaves: &[usize]) -> Vec<Chunk> {
                     end: start.saturating_add(len),
                     group: g,
                     column: column.column_path().string(),
+                    declared: u64::try_from(column.uncompressed_size()).unwrap_or(0),
+                    seen: Mutex::new(None),
                 });
             }
         }
@@ -830,6 +832,32 @@ struct Chunk {
     end: u64,
     group: usize,
     column: String,
+    /// Bytes its pages hold once decompressed, headers included, by the
+    /// footer: what the batch sizes are estimated from, so the pages may
+    /// not hold more.
+    declared: u64,
+    /// The offset of the last page header read and the decompressed bytes
+    /// of the pages up to it, as read.
+    seen: Mutex<Option<(u64, u64)>>,
+}
+
+impl Chunk {
+    /// Counts the page at `start` of `size` bytes decompressed, unless it
+    /// was counted already; returns the bytes of the pages so far.
+    fn count(&self, start: u64, size: u64) -> Option<u64> {
+        let mut seen = self.seen.lock().ok()?;
+        if start == self.start {
+            *seen = None; // read again from the start
+        }
+        match *seen {
+            Some((last, _)) if start <= last => None,
+            other => {
+                let sum = other.map_or(0, |(_, sum)| sum).saturating_add(size);
+                *seen = Some((start, sum));
+                Some(sum)
+            }
+        }
+    }
 }
 
 /// Why reading stopped, found by [`At`] before the parquet crate acted.
@@ -935,6 +963,21 @@ impl At {
                                  ({} bytes); raise it with --format-opt max_page=BYTES if the \
                                  file is trusted",
                                 self.watch.max_page
+                            ),
+                        }));
+                    }
+                    if let Some(sum) = chunk.count(start, size)
+                        && sum > chunk.declared
+                    {
+                        return Err(self.refuse(Refusal {
+                            group: chunk.group,
+                            column: chunk.column.clone(),
+                            at: start,
+                            kind: DecodeErrorKind::Syntax,
+                            message: format!(
+                                "its pages hold at least {sum} bytes once decompressed, more \
+                                 than the {} the footer gives the column: the footer is corrupt",
+                                chunk.declared
                             ),
                         }));
                     }
