@@ -541,6 +541,7 @@ fn chunks(meta: &ArrowReaderMetadata, leaves: &[usize]) -> Vec<Chunk> {
                     group: g,
                     column: column.column_path().string(),
                     declared: u64::try_from(column.uncompressed_size()).unwrap_or(0),
+                    declared_values: u64::try_from(column.num_values()).unwrap_or(0),
                     seen: Mutex::new(None),
                 });
             }
@@ -832,29 +833,32 @@ struct Chunk {
     end: u64,
     group: usize,
     column: String,
-    /// Bytes its pages hold once decompressed, headers included, by the
-    /// footer: what the batch sizes are estimated from, so the pages may
-    /// not hold more.
+    /// Bytes its pages hold once decompressed, headers included, and the
+    /// values they hold, by the footer: what the batch sizes are estimated
+    /// from, so the pages may not hold more.
     declared: u64,
-    /// The offset of the last page header read and the decompressed bytes
-    /// of the pages up to it, as read.
-    seen: Mutex<Option<(u64, u64)>>,
+    declared_values: u64,
+    /// The offset of the last page header read, and the decompressed bytes
+    /// and the values of the pages up to it, as read.
+    seen: Mutex<Option<(u64, u64, u64)>>,
 }
 
 impl Chunk {
-    /// Counts the page at `start` of `size` bytes decompressed, unless it
-    /// was counted already; returns the bytes of the pages so far.
-    fn count(&self, start: u64, size: u64) -> Option<u64> {
+    /// Counts the page at `start` of `size` bytes decompressed and
+    /// `values` values, unless it was counted already; returns the bytes
+    /// and the values of the pages so far.
+    fn count(&self, start: u64, size: u64, values: u64) -> Option<(u64, u64)> {
         let mut seen = self.seen.lock().ok()?;
         if start == self.start {
             *seen = None; // read again from the start
         }
         match *seen {
-            Some((last, _)) if start <= last => None,
+            Some((last, ..)) if start <= last => None,
             other => {
-                let sum = other.map_or(0, |(_, sum)| sum).saturating_add(size);
-                *seen = Some((start, sum));
-                Some(sum)
+                let (bytes, count) = other.map_or((0, 0), |(_, b, v)| (b, v));
+                let sums = (bytes.saturating_add(size), count.saturating_add(values));
+                *seen = Some((start, sums.0, sums.1));
+                Some(sums)
             }
         }
     }
@@ -966,19 +970,27 @@ impl At {
                             ),
                         }));
                     }
-                    if let Some(sum) = chunk.count(start, size)
-                        && sum > chunk.declared
-                    {
+                    let values = u64::try_from(header.values).unwrap_or(0);
+                    let over = match chunk.count(start, size, values) {
+                        Some((bytes, _)) if bytes > chunk.declared => Some(format!(
+                            "its pages hold at least {bytes} bytes once decompressed, more than \
+                             the {} the footer gives the column: the footer is corrupt",
+                            chunk.declared
+                        )),
+                        Some((_, values)) if values > chunk.declared_values => Some(format!(
+                            "its pages hold at least {values} values, more than the {} the \
+                             footer gives the column: the footer is corrupt",
+                            chunk.declared_values
+                        )),
+                        _ => None,
+                    };
+                    if let Some(message) = over {
                         return Err(self.refuse(Refusal {
                             group: chunk.group,
                             column: chunk.column.clone(),
                             at: start,
                             kind: DecodeErrorKind::Syntax,
-                            message: format!(
-                                "its pages hold at least {sum} bytes once decompressed, more \
-                                 than the {} the footer gives the column: the footer is corrupt",
-                                chunk.declared
-                            ),
+                            message,
                         }));
                     }
                     return Ok(buf);

@@ -15,6 +15,9 @@ pub(crate) struct PageHeader {
     pub(crate) uncompressed: i32,
     /// Bytes as stored, header excluded.
     pub(crate) compressed: i32,
+    /// Values (nulls and levels of empty lists included) in a data page;
+    /// 0 in other pages.
+    pub(crate) values: i32,
 }
 
 /// An index page, which readers skip.
@@ -168,6 +171,17 @@ pub(crate) fn page_header(buf: &[u8]) -> Result<(PageHeader, usize), Short> {
                 header.compressed = r.i32()?;
                 seen |= 4;
             }
+            // The data page header (v1 or v2): its first field is the
+            // number of values.
+            (5 | 8, 12) => {
+                let mut inner = 0;
+                while let Some((id, kind)) = r.field(&mut inner)? {
+                    match (id, kind) {
+                        (1, 5) => header.values = r.i32()?,
+                        _ => r.skip_value(kind, 2)?,
+                    }
+                }
+            }
             _ => r.skip_value(kind, 1)?,
         }
     }
@@ -217,7 +231,8 @@ mod tests {
             PageHeader {
                 kind: 0,
                 uncompressed: 100,
-                compressed: 40
+                compressed: 40,
+                values: 10,
             }
         );
         assert_eq!(len, HEADER.len());
