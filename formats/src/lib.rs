@@ -29,6 +29,7 @@ pub mod schema;
 pub mod sheet;
 mod spool;
 mod text;
+mod thrift;
 pub mod toml;
 mod via_json;
 pub mod xml;

@@ -1,6 +1,7 @@
-//! Inputs built to exhaust a reader: entity and alias expansion bombs. Each
-//! must end in a clear, positioned error, early, without growing memory (a
-//! naive reader would need gigabytes for each of them).
+//! Inputs built to exhaust a reader: entity and alias expansion bombs, a
+//! Parquet page that claims gigabytes. Each must end in a clear, positioned
+//! error, early, without growing memory (a naive reader would need
+//! gigabytes for each of them).
 
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,23 @@ fn yaml_alias_bomb_is_refused_early() {
         assert_eq!(e.location, "yaml/invalid/alias_bomb.yaml");
         assert_eq!(e.position.line, Some(1), "{e}");
         assert_eq!(e.position.record, Some(1), "{e}");
+    }
+    assert_bounded_memory();
+}
+
+#[test]
+fn parquet_page_claiming_gigabytes_is_refused_before_it_is_decompressed() {
+    for split in [7, usize::MAX] {
+        let e = decode_err(
+            &rota_formats::ParquetFormat,
+            "parquet/invalid/huge_page.parquet",
+            split,
+        );
+        assert_eq!(e.kind, DecodeErrorKind::TooLarge, "{e}");
+        assert!(e.message.contains("2000000000 bytes"), "{e}");
+        assert!(e.message.contains("max_page"), "{e}");
+        assert_eq!(e.position.part.as_deref(), Some("row group 1, column 'x'"));
+        assert_eq!(e.position.byte_offset, 4, "{e}");
     }
     assert_bounded_memory();
 }

@@ -359,7 +359,22 @@ def read_parquet(path, opts):
 
     columns = opts.get("columns")
     columns = [c.strip() for c in columns.split(",")] if columns else None
-    return pq.read_table(path, columns=columns).to_pylist()
+    # INT96 timestamps as microseconds, as Rota reads them: nanoseconds
+    # cannot hold dates past 2262.
+    rows = pq.read_table(path, columns=columns,
+                         coerce_int96_timestamp_unit="us").to_pylist()
+
+    # Rota writes binary values as hex text.
+    def hexed(v):
+        if isinstance(v, bytes):
+            return v.hex()
+        if isinstance(v, list):
+            return [hexed(x) for x in v]
+        if isinstance(v, dict):
+            return {k: hexed(x) for k, x in v.items()}
+        return v
+
+    return [hexed(r) for r in rows]
 
 
 READERS = {
