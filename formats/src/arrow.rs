@@ -310,6 +310,17 @@ impl ArrowDecoder {
                     let fail = |m: String| {
                         DecodeError::at_byte(&self.location, at, DecodeErrorKind::Syntax, m)
                     };
+                    // A failure in the message, in its batch when it is one.
+                    let in_message = |part: &Option<String>, m: String| match part {
+                        Some(p) => DecodeError::in_part(
+                            &self.location,
+                            p.clone(),
+                            at,
+                            DecodeErrorKind::Syntax,
+                            m,
+                        ),
+                        None => fail(m),
+                    };
                     let Some((prefix, meta_len)) = message_prefix(pending) else {
                         return Ok(());
                     };
@@ -367,19 +378,7 @@ impl ArrowDecoder {
                             let off = start.checked_add(usize::try_from(off).ok()?)?;
                             pending.get(off..off.checked_add(8)?)?.try_into().ok()
                         })
-                        .map_err(|m| {
-                            let m = format!("invalid Arrow IPC stream: {m}");
-                            match &part {
-                                Some(p) => DecodeError::in_part(
-                                    &self.location,
-                                    p.clone(),
-                                    at,
-                                    DecodeErrorKind::Syntax,
-                                    m,
-                                ),
-                                None => fail(m),
-                            }
-                        })?;
+                        .map_err(|m| in_message(&part, format!("invalid Arrow IPC stream: {m}")))?;
                         total
                     };
                     let rest = pending.split_off(total);
@@ -393,17 +392,10 @@ impl ArrowDecoder {
                             Ok(Some(batch)) => out.push(Decoded::Batch(batch)),
                             Ok(None) => {}
                             Err(e) => {
-                                let m = format!("invalid Arrow IPC stream: {}", clean(&e));
-                                return Err(match &part {
-                                    Some(p) => DecodeError::in_part(
-                                        &self.location,
-                                        p.clone(),
-                                        at,
-                                        DecodeErrorKind::Syntax,
-                                        m,
-                                    ),
-                                    None => fail(m),
-                                });
+                                return Err(in_message(
+                                    &part,
+                                    format!("invalid Arrow IPC stream: {}", clean(&e)),
+                                ));
                             }
                         }
                     }

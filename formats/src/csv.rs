@@ -16,6 +16,7 @@ use rota_core::{DecodeError, DecodeErrorKind};
 use crate::options::FormatOptions;
 use crate::text::{
     Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
+    one_row_each,
 };
 
 /// Comma-separated values.
@@ -633,18 +634,13 @@ impl Batcher for CsvBatcher {
             self.decoder = None; // its state is unknown after an error
             return Err(record_error(&e));
         }
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows != records.len() {
+        if let Err(e) = one_row_each(
+            &batches,
+            records.len(),
+            "a line break the reader and the framing see differently",
+        ) {
             self.decoder = None;
-            return Err(RecordError {
-                kind: DecodeErrorKind::Syntax,
-                message: format!(
-                    "{} records read as {rows} rows (a line break the reader and the \
-                     framing see differently)",
-                    records.len()
-                ),
-                column: None,
-            });
+            return Err(e);
         }
         join(schema, batches).map_err(|e| record_error(&e))
     }

@@ -593,34 +593,21 @@ impl ArrayDecoder for RawDecoder {
 fn write_json(tape: &Tape<'_>, at: u32, out: &mut String) -> u32 {
     use std::fmt::Write as _;
     match tape.get(at) {
-        TapeElement::StartObject(end) => {
-            out.push('{');
+        element @ (TapeElement::StartObject(end) | TapeElement::StartList(end)) => {
+            let object = matches!(element, TapeElement::StartObject(_));
+            out.push(if object { '{' } else { '[' });
             let mut i = at + 1;
-            let mut first = true;
             while i < end {
-                if !first {
+                if i > at + 1 {
                     out.push(',');
                 }
-                first = false;
                 i = write_json(tape, i, out);
-                out.push(':');
-                i = write_json(tape, i, out);
-            }
-            out.push('}');
-            end + 1
-        }
-        TapeElement::StartList(end) => {
-            out.push('[');
-            let mut i = at + 1;
-            let mut first = true;
-            while i < end {
-                if !first {
-                    out.push(',');
+                if object {
+                    out.push(':');
+                    i = write_json(tape, i, out);
                 }
-                first = false;
-                i = write_json(tape, i, out);
             }
-            out.push(']');
+            out.push(if object { '}' } else { ']' });
             end + 1
         }
         TapeElement::String(idx) => {

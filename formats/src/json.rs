@@ -15,7 +15,7 @@ use crate::infer::{ExactDecoders, Kind, kind_of, unescape_surrogates};
 use crate::options::FormatOptions;
 use crate::text::{
     Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
-    trim_cr,
+    one_row_each, trim_cr,
 };
 
 /// Newline-delimited JSON: one object per line; blank lines are ignored.
@@ -552,17 +552,9 @@ impl Batcher for JsonBatcher {
             }
             return Err(record_error(&e, schema));
         }
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows != records.len() {
+        if let Err(e) = one_row_each(&batches, records.len(), "one JSON value each was expected") {
             self.decoder = None;
-            return Err(RecordError {
-                kind: DecodeErrorKind::Syntax,
-                message: format!(
-                    "expected one JSON value per record, found {rows} in {}",
-                    records.len()
-                ),
-                column: None,
-            });
+            return Err(e);
         }
         join(schema, batches).map_err(|e| record_error(&e, schema))
     }

@@ -643,16 +643,20 @@ impl Reading {
         DecodeError::in_part(&self.location, part, at, kind, message)
     }
 
-    /// Turns a failure while reading row group `g` into an error that names
-    /// the column and says what is wrong.
-    fn read_error(&self, g: usize, why: &str) -> DecodeError {
-        let start = self
-            .meta
+    /// Where row group `g`'s first column chunk starts in the file.
+    fn group_start(&self, g: usize) -> u64 {
+        self.meta
             .metadata()
             .row_group(g)
             .columns()
             .first()
-            .map_or(0, |c| u64::try_from(c.data_page_offset()).unwrap_or(0));
+            .map_or(0, |c| u64::try_from(c.data_page_offset()).unwrap_or(0))
+    }
+
+    /// Turns a failure while reading row group `g` into an error that names
+    /// the column and says what is wrong.
+    fn read_error(&self, g: usize, why: &str) -> DecodeError {
+        let start = self.group_start(g);
         if let Some(refusal) = self.at.refusal() {
             return self.in_part(
                 part(refusal.group, Some(&refusal.column)),
@@ -758,13 +762,7 @@ impl Reading {
     }
 
     fn count_error(&self, g: usize, expected: u64, which: &str) -> DecodeError {
-        let start = self
-            .meta
-            .metadata()
-            .row_group(g)
-            .columns()
-            .first()
-            .map_or(0, |c| u64::try_from(c.data_page_offset()).unwrap_or(0));
+        let start = self.group_start(g);
         let held = if which == "more" {
             format!("more than {expected}")
         } else {

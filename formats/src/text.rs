@@ -431,6 +431,25 @@ fn flush_good(
     Ok(())
 }
 
+/// Checks that a format's reader made one row of each record it was given,
+/// which is what keeps framing and reading in step; `why` says what a
+/// mismatch means for the format.
+pub(crate) fn one_row_each(
+    batches: &[RecordBatch],
+    records: usize,
+    why: &str,
+) -> Result<(), RecordError> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows == records {
+        return Ok(());
+    }
+    Err(RecordError {
+        kind: DecodeErrorKind::Syntax,
+        message: format!("{records} records read as {rows} rows ({why})"),
+        column: None,
+    })
+}
+
 /// One batch from several, copying only when there is more than one.
 pub(crate) fn join(
     schema: &SchemaRef,

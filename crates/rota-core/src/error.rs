@@ -239,15 +239,8 @@ impl DecodeError {
         kind: DecodeErrorKind,
         message: impl Into<String>,
     ) -> Self {
-        Self {
-            location: location.to_owned(),
-            position: Position {
-                byte_offset: offset,
-                part: Some(part.into()),
-                ..Position::default()
-            },
-            kind,
-            message: message.into(),
-        }
+        let mut error = Self::at_byte(location, offset, kind, message);
+        error.position.part = Some(part.into());
+        error
     }
 }

@@ -571,13 +571,10 @@ async fn run_file(
                 Piece::Batch(batch) => {
                     let chunker = match &mut chunker {
                         Some(c) => c,
-                        slot => slot.insert(Chunker::new(
-                            policy,
-                            encoding,
-                            &batch.schema(),
-                            prefix.clone(),
-                        )
-                        .map_err(in_file.clone())?),
+                        slot => slot.insert(
+                            Chunker::new(policy, encoding, &batch.schema(), prefix.clone())
+                                .map_err(in_file.clone())?,
+                        ),
                     };
                     chunker.push(&batch, &mut tasks).map_err(in_file.clone())?;
                 }
