@@ -99,8 +99,15 @@ pub(super) fn read(text: &str, path: &[String], budget: usize) -> Result<Records
 
 /// A parser's message in the user's terms.
 fn syntax_message(info: &str) -> String {
-    if info == "recursion limit exceeded" {
-        return "invalid YAML: flow collections nest too deeply".to_owned();
+    match info {
+        "recursion limit exceeded" => {
+            return "invalid YAML: flow collections nest too deeply".to_owned();
+        }
+        "while parsing node, found unknown anchor" => {
+            return "invalid YAML: an alias of an anchor not defined before it in the document"
+                .to_owned();
+        }
+        _ => {}
     }
     format!("invalid YAML: {info}")
 }
@@ -394,10 +401,7 @@ impl Writer<'_> {
                 return Err(Failure::new(
                     at,
                     DecodeErrorKind::Type,
-                    format!(
-                        "a {what} tagged {}, which is for scalars or the other collection",
-                        tag.name()
-                    ),
+                    format!("a {what} tagged {}, a tag for {}", tag.name(), tag.fits()),
                 ));
             }
         }

@@ -114,6 +114,16 @@ impl Tag {
         }
     }
 
+    /// What the tag is for, for messages.
+    pub(super) fn fits(self) -> &'static str {
+        match self {
+            Tag::Map | Tag::Set => "mappings",
+            Tag::Seq => "sequences",
+            Tag::None | Tag::NonSpecific | Tag::Other => "any node",
+            _ => "scalars",
+        }
+    }
+
     /// Whether a mapping may carry this tag.
     pub(super) fn fits_mapping(self) -> bool {
         matches!(
@@ -182,9 +192,10 @@ pub(super) fn resolve(text: &str, plain: bool, tag: Tag) -> Result<Value<'_>, St
             None => bad("base64"),
         },
         Tag::Map | Tag::Seq | Tag::Set => Err(format!(
-            "the scalar {} is tagged {}, which is for collections",
+            "the scalar {} is tagged {}, a tag for {}",
             quoted(text),
-            tag.name()
+            tag.name(),
+            tag.fits()
         )),
     }
 }
@@ -536,7 +547,7 @@ mod tests {
             ("x", Tag::Float, "not a number"),
             ("yes", Tag::Bool, "not a boolean"),
             ("0", Tag::Null, "not null"),
-            ("a", Tag::Map, "tagged !!map, which is for collections"),
+            ("a", Tag::Map, "tagged !!map, a tag for mappings"),
             ("@@", Tag::Binary, "not base64"),
         ] {
             let e = resolve(text, true, tag).expect_err(text);
