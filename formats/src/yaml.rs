@@ -336,12 +336,22 @@ impl<'t> Offsets<'t> {
             self.bytes = index.min(self.text.len());
             self.chars = self.bytes;
         } else {
-            for c in self.text[from..].chars() {
-                if self.chars >= index {
-                    break;
+            // Runs of ASCII at a time, a character at a time elsewhere.
+            let bytes = self.text.as_bytes();
+            while self.chars < index && self.bytes < bytes.len() {
+                let run = &bytes[self.bytes..(self.bytes + index - self.chars).min(bytes.len())];
+                let ascii = run.iter().position(|b| !b.is_ascii()).unwrap_or(run.len());
+                self.bytes += ascii;
+                self.chars += ascii;
+                if self.chars < index {
+                    match self.text.get(self.bytes..).and_then(|t| t.chars().next()) {
+                        Some(c) => {
+                            self.bytes += c.len_utf8();
+                            self.chars += 1;
+                        }
+                        None => break,
+                    }
                 }
-                self.chars += 1;
-                self.bytes += c.len_utf8();
             }
         }
         self.lines += newlines(&self.text.as_bytes()[from..self.bytes]);
