@@ -5,7 +5,9 @@
 //! The stream is split into documents as bytes arrive, at the `---` and
 //! `...` markers at the start of a line (which YAML forbids inside content),
 //! so only one document is held at a time, and a document larger than the
-//! record limit is refused. Each document is parsed by `saphyr-parser`, a
+//! record limit is refused (directives stay with the document after them, and
+//! a piece holding only directives is parsed too, so that a directive with no
+//! document is refused). Each document is parsed by `saphyr-parser`, a
 //! YAML 1.2 parser, and its events written straight out as JSON object lines
 //! for the NDJSON decoder (schema inference, explicit schema, `on_error`),
 //! without building a tree.
@@ -14,10 +16,10 @@
 //!
 //! Plain scalars are read by the YAML 1.2 core schema: `null`, `~` and
 //! nothing are null; `true`/`false` (also `True`, `TRUE`, …) booleans;
-//! decimal, `0o` octal and `0x` hexadecimal integers numbers, exact whatever
+//! integers (decimal, `0o` octal, `0x` hexadecimal) numbers, exact whatever
 //! their size (an octal or hexadecimal one of more than 1024 digits stays
 //! text); floats, `.inf` and `.nan` numbers (NaN and infinities, which JSON
-//! lacks, null); anything else text. Quoted and block scalars are text. The
+//! lacks, null); anything else (`yes`, `on`, `12:30`, `2001-12-14`) text. Quoted and block scalars are text. The
 //! standard tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null` say what a
 //! scalar is (one that is not what its tag says is an error), `!!binary` is
 //! base64 written as hex text, `!!map`, `!!seq` and `!!set` (a mapping of
@@ -77,7 +79,7 @@ impl Format for YamlFormat {
     }
 
     fn describe(&self) -> &'static str {
-        "YAML: a stream of documents, each a mapping (one record) or a sequence of mappings; \
+        "YAML 1.2: a stream of documents, each a mapping (one record) or a sequence of mappings; \
          aliases expanded within limits; options: path=a.b (the mapping or sequence under \
          these keys of each document)"
     }
@@ -259,7 +261,7 @@ impl YamlDecoder {
             Err(events::Failure {
                 at: Marker::default(),
                 kind: DecodeErrorKind::Syntax,
-                message: format!("invalid YAML: the parser gave up ({why})"),
+                message: format!("invalid YAML: the YAML parser failed on this document ({why})"),
             })
         });
         let mut offsets = Offsets::new(text, start);
