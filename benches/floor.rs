@@ -15,7 +15,7 @@
 //! rota-bench-floor ndjson FILE.ndjson      arrow-json decoding every line
 //! rota-bench-floor json FILE.json          arrow-json decoding each element of the top-level array
 //! rota-bench-floor xml FILE.xml [/a/b]     quick-xml walking every event; records at the path
-//! rota-bench-floor yaml FILE.yaml          yaml_serde parsing every event of every document
+//! rota-bench-floor yaml FILE.yaml          saphyr-parser reading every event of every document
 //! rota-bench-floor toml FILE.toml [a.b]    the toml crate parsing the file; records at the path
 //! ```
 //!
@@ -489,54 +489,41 @@ fn xml(file: File, path: &str) -> Result<u64> {
     Ok(rows)
 }
 
-/// Counts a YAML document's records without building them: the items of a
-/// sequence (each parsed and skipped), or one for a mapping.
-struct YamlRecords;
-
-impl<'de> serde::de::Visitor<'de> for YamlRecords {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a sequence of mappings, or a mapping")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> std::result::Result<u64, A::Error> {
-        let mut n = 0u64;
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<u64, A::Error> {
-        use serde::de::IgnoredAny;
-
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(1)
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<u64, E> {
-        Ok(0)
-    }
-}
-
-/// Records of a YAML stream: yaml_serde's parser reading every event of
-/// every document, the values skipped rather than built.
+/// Records of a YAML stream: saphyr-parser (the parser `rota ingest` uses)
+/// reading every event of every document, the values skipped rather than
+/// built: the items of a top-level sequence, or one for a mapping.
 fn yaml(mut file: File) -> Result<u64> {
-    use serde::Deserializer as _;
+    use saphyr_parser::{Event, Parser};
 
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let mut rows = 0u64;
-    for document in yaml_serde::Deserializer::from_slice(&bytes) {
-        rows += document.deserialize_any(YamlRecords)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let (mut rows, mut depth, mut scalars) = (0u64, 0usize, 0usize);
+    let mut top_sequence = false;
+    for next in Parser::new_from_str(&text) {
+        let (event, _) = next?;
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if depth == 0 {
+                    top_sequence = matches!(event, Event::SequenceStart(..));
+                    if !top_sequence {
+                        rows += 1;
+                    }
+                } else if depth == 1 && top_sequence {
+                    rows += 1;
+                }
+                depth += 1;
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            Event::Scalar(value, ..) => {
+                scalars += value.len();
+                if depth == 1 && top_sequence {
+                    rows += 1;
+                }
+            }
+            _ => {}
+        }
     }
+    std::hint::black_box(scalars);
     Ok(rows)
 }
 

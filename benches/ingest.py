@@ -32,7 +32,7 @@ It builds the release binaries, then runs, for each of --runs rounds:
           decoding every block (deflate inflated with flate2); .arrow/.arrows
           arrow-ipc's file/stream reader; .msgpack rmpv, value by value;
           .ndjson arrow-json; .json arrow-json over the array's elements;
-          .xml quick-xml's event reader; .yaml yaml_serde's parser, the
+          .xml quick-xml's event reader; .yaml saphyr-parser's events, the
           values skipped; .toml the toml crate
   python  .csv pyarrow.csv streaming; .parquet pyarrow.parquet row group
           batches; .csv.gz Python's gzip module reading the file; .xlsx,
@@ -232,7 +232,7 @@ FLOOR_NAMES = {
     "ndjson": "floor: arrow-json decode only",
     "json": "floor: arrow-json decode only",
     "xml": "floor: quick-xml event reader only",
-    "yaml": "floor: yaml_serde event parse only",
+    "yaml": "floor: saphyr-parser event parse only",
     "toml": "floor: toml crate parse only",
 }
 

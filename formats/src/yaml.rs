@@ -5,29 +5,58 @@
 //! The stream is split into documents as bytes arrive, at the `---` and
 //! `...` markers at the start of a line (which YAML forbids inside content),
 //! so only one document is held at a time, and a document larger than the
-//! record limit is refused. Each document is parsed with `yaml_serde` and
-//! written straight out as JSON object lines for the NDJSON decoder (schema
-//! inference, explicit schema, `on_error`), without building a tree.
+//! record limit is refused (directives stay with the document after them, and
+//! a piece holding only directives is parsed too, so that a directive with no
+//! document is refused). Each document is parsed by `saphyr-parser`, a
+//! YAML 1.2 parser, and its events written straight out as JSON object lines
+//! for the NDJSON decoder (schema inference, explicit schema, `on_error`),
+//! without building a tree.
+//!
+//! # Values
+//!
+//! Plain scalars are read by the YAML 1.2 core schema: `null`, `~` and
+//! nothing are null; `true`/`false` (also `True`, `TRUE`, …) booleans;
+//! integers (decimal, `0o` octal, `0x` hexadecimal) numbers, exact whatever
+//! their size (an octal or hexadecimal one of more than 1024 digits stays
+//! text); floats, `.inf` and `.nan` numbers (NaN and infinities, which JSON
+//! lacks, null); anything else (`yes`, `on`, `12:30`, `2001-12-14`) text. Quoted and block scalars are text. The
+//! standard tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null` say what a
+//! scalar is (one that is not what its tag says is an error), `!!binary` is
+//! base64 written as hex text, `!!map`, `!!seq` and `!!set` (a mapping of
+//! its members to null) are collections; any other tag, such as an
+//! application's own (`!Ref x`), is dropped and the value read as if it had
+//! none. A key is a field name: text, or the text of a number, boolean or
+//! null (`null`); a mapping or sequence used as a key is refused, as a field
+//! name must be text. Anchors may be named with any characters but spaces and
+//! flow indicators (`&an:chor`).
 //!
 //! # Limits
 //!
 //! Aliases are expanded as they are written, and the JSON written for one
-//! document may not exceed twice the record limit; the parser also stops
-//! once aliases make it revisit its events a hundred times over, and at
-//! nesting deeper than 128. An alias bomb thus ends in a clear error after a
-//! bounded amount of work and memory.
+//! document may not exceed twice the record limit; aliases may also replay
+//! at most a hundred events per byte of the document, and mappings and
+//! sequences may nest at most 128 deep (aliases expanded). An alias bomb
+//! thus ends in a clear error after a bounded amount of work and memory; an
+//! alias in a part of the document that is not read (outside `path`) costs
+//! nothing.
 //!
-//! Records are positioned at the start of their document (its byte offset
-//! and line). A document that does not parse is skipped whole under
-//! `on_error = skip`, and reading goes on at the next document.
+//! # Positions
+//!
+//! Each record is positioned at its own start, by the parser's markers: the
+//! line and byte offset where its mapping begins (the first key of a block
+//! mapping, the `{` of a flow one), or where the item of a top-level sequence
+//! does. Errors are positioned where the parser found them, counted from the
+//! start of the input. A document that does not parse, or that cannot be
+//! read as records, is skipped whole under `on_error = skip`, and reading
+//! goes on at the next document.
 
-use std::cell::Cell;
-use std::fmt;
+mod events;
+mod scalar;
 
 use arrow_schema::SchemaRef;
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use saphyr_parser::Marker;
 
 use crate::options::FormatOptions;
 use crate::via_json::{JsonRecords, Start, byte_order_mark, excerpt, newlines};
@@ -50,7 +79,7 @@ impl Format for YamlFormat {
     }
 
     fn describe(&self) -> &'static str {
-        "YAML: a stream of documents, each a mapping (one record) or a sequence of mappings; \
+        "YAML 1.2: a stream of documents, each a mapping (one record) or a sequence of mappings; \
          aliases expanded within limits; options: path=a.b (the mapping or sequence under \
          these keys of each document)"
     }
@@ -68,6 +97,7 @@ impl Format for YamlFormat {
             doc: 0,
             doc_line: 1,
             has_content: false,
+            has_directive: false,
             line_start: 0,
             searched: 0,
             line: 1,
@@ -109,6 +139,10 @@ struct YamlDecoder {
     /// Whether the current document has content yet (not only comments,
     /// directives and markers).
     has_content: bool,
+    /// Whether the current document has a directive line (`%YAML`, `%TAG`):
+    /// then it is parsed even without content, so that a directive with no
+    /// document, or a bad one, is refused.
+    has_directive: bool,
     /// Start of the line being read, in `buf`.
     line_start: usize,
     /// How far the search for its end got.
@@ -168,7 +202,7 @@ impl YamlDecoder {
                     if self.buf.len() - self.doc > self.max_record {
                         return Err(self.too_large());
                     }
-                    if eof && self.has_content {
+                    if eof && (self.has_content || self.has_directive) {
                         self.document(self.buf.len())?;
                     }
                     return Ok(());
@@ -183,15 +217,19 @@ impl YamlDecoder {
                     self.document(start)?;
                     self.doc = start;
                     self.doc_line = line;
+                    self.has_directive = false;
                 }
                 self.has_content = rest_content;
             } else if marker(body, b"...").is_some() {
-                if self.has_content {
+                if self.has_content || self.has_directive {
                     self.document(end)?;
                 }
                 self.doc = end;
                 self.doc_line = line + 1;
                 self.has_content = false;
+                self.has_directive = false;
+            } else if body.first() == Some(&b'%') {
+                self.has_directive = true;
             } else if is_content(body) {
                 self.has_content = true;
             }
@@ -215,7 +253,8 @@ impl YamlDecoder {
         )
     }
 
-    /// Parses the document in `buf[doc..end]` into records.
+    /// Parses the piece `buf[doc..end]` (a document, or a few when all but
+    /// one are empty) into records.
     fn document(&mut self, end: usize) -> Result<(), DecodeError> {
         let start = self.at(self.doc, self.doc_line);
         let raw = &self.buf[self.doc..end];
@@ -235,31 +274,26 @@ impl YamlDecoder {
                 return self.records.fail(start, err, excerpt);
             }
         };
-        let mut lines = Vec::new();
         let budget = self.max_record.saturating_mul(2);
-        let over = Cell::new(false);
-        let used = Cell::new(0);
-        let mut result = Ok(());
-        for de in yaml_serde::Deserializer::from_str(text) {
-            let seed = DocSeed {
-                path: &self.path,
-                out: &mut lines,
-                used: &used,
-                budget,
-                over: &over,
-            };
-            if let Err(e) = seed.deserialize(de) {
-                result = Err(e);
-                break;
-            }
-        }
+        let path = &self.path;
+        let result = crate::guard(|| events::read(text, path, budget)).unwrap_or_else(|why| {
+            Err(events::Failure {
+                at: Marker::default(),
+                kind: DecodeErrorKind::Syntax,
+                message: format!("invalid YAML: the YAML parser failed on this document ({why})"),
+            })
+        });
+        let mut offsets = Offsets::new(text, start);
         match result {
-            Ok(()) => {
-                for line in lines {
+            Ok(records) => {
+                let mut from = 0;
+                for (mark, to) in records.ends {
+                    let json = &records.json[from..to];
+                    from = to;
                     self.records.record(
-                        start,
+                        offsets.start(mark),
                         |out| {
-                            out.extend_from_slice(&line);
+                            out.extend_from_slice(json);
                             Ok(())
                         },
                         String::new,
@@ -267,62 +301,12 @@ impl YamlDecoder {
                 }
                 Ok(())
             }
-            Err(e) => {
-                let err = self.yaml_error(&e, raw, start, over.get());
-                let excerpt = excerpt(raw);
-                self.records.fail(start, err, excerpt)
+            Err(failure) => {
+                let at = offsets.start(failure.at);
+                let err = self.records.error(failure.kind, at, failure.message);
+                self.records.fail(at, err, excerpt(raw))
             }
         }
-    }
-
-    fn yaml_error(
-        &self,
-        e: &yaml_serde::Error,
-        raw: &[u8],
-        start: Start,
-        over: bool,
-    ) -> DecodeError {
-        let (at, kind, message) = if over {
-            (
-                start,
-                DecodeErrorKind::TooLarge,
-                format!(
-                    "the document expands to more than {} bytes of records (aliases repeating \
-                     large values?)",
-                    self.max_record.saturating_mul(2)
-                ),
-            )
-        } else {
-            let message = without_locations(&e.to_string());
-            let (kind, message) = if message.contains("repetition limit exceeded") {
-                (
-                    DecodeErrorKind::TooLarge,
-                    "aliases expand the document too far (repetition limit exceeded: an alias \
-                     bomb?)"
-                        .to_owned(),
-                )
-            } else if message.starts_with("invalid type")
-                || message.starts_with("the document has no key")
-                || message.starts_with("expected a mapping")
-            {
-                // The document parsed but has the wrong shape.
-                (DecodeErrorKind::Type, message)
-            } else {
-                (DecodeErrorKind::Syntax, format!("invalid YAML: {message}"))
-            };
-            let at = match e.location() {
-                Some(loc) => {
-                    let i = loc.index().min(raw.len());
-                    Start {
-                        byte: start.byte + i as u64,
-                        line: start.line + newlines(&raw[..i]),
-                    }
-                }
-                None => start,
-            };
-            (at, kind, message)
-        };
-        self.records.error(kind, at, message)
     }
 
     /// Drops the bytes before the current document and hands the lines on.
@@ -337,311 +321,65 @@ impl YamlDecoder {
     }
 }
 
-/// The message of a parser error without its `at line N column M` parts,
-/// which count from the document, not the input.
-fn without_locations(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(i) = rest.find(" at line ") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + " at line ".len()..];
-        let skip = after
-            .find(|c: char| !(c.is_ascii_digit() || c == ' ' || c.is_ascii_alphabetic()))
-            .unwrap_or(after.len());
-        rest = &after[skip..];
-    }
-    out.push_str(rest);
-    out
+/// Turns the parser's markers (characters from the start of a piece) into
+/// positions in the input, moving forward through the piece's text.
+struct Offsets<'t> {
+    text: &'t str,
+    ascii: bool,
+    /// Where the piece starts in the input.
+    base: Start,
+    /// A character index, its byte offset and the line breaks before it.
+    chars: usize,
+    bytes: usize,
+    lines: u64,
 }
 
-/// Finds the records in one document, following `path`.
-struct DocSeed<'a> {
-    path: &'a [String],
-    out: &'a mut Vec<Vec<u8>>,
-    /// Bytes in `out` so far.
-    used: &'a Cell<usize>,
-    budget: usize,
-    over: &'a Cell<bool>,
-}
-
-impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl DocSeed<'_> {
-    fn used(&self) -> usize {
-        self.used.get()
-    }
-
-    fn push(&mut self, line: Vec<u8>) {
-        self.used.set(self.used.get() + line.len());
-        self.out.push(line);
-    }
-
-    fn writer<'b>(&self, line: &'b mut Vec<u8>, used: usize) -> JsonWriter<'b>
-    where
-        Self: 'b,
-    {
-        JsonWriter {
-            out: line,
-            limit: self.budget.saturating_sub(used),
-            over: self.over,
+impl<'t> Offsets<'t> {
+    fn new(text: &'t str, base: Start) -> Self {
+        Self {
+            text,
+            ascii: text.is_ascii(),
+            base,
+            chars: 0,
+            bytes: 0,
+            lines: 0,
         }
     }
-}
 
-impl<'de> Visitor<'de> for DocSeed<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str("a mapping or a sequence of mappings")
+    /// The input position of `mark`.
+    fn start(&mut self, mark: Marker) -> Start {
+        let index = mark.index();
+        if index < self.chars {
+            (self.chars, self.bytes, self.lines) = (0, 0, 0);
+        }
+        let from = self.bytes;
+        if self.ascii {
+            self.bytes = index.min(self.text.len());
+            self.chars = self.bytes;
         } else {
-            write!(f, "a mapping with key '{}'", self.path[0])
-        }
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        if self.path.is_empty() {
-            let mut line = Vec::new();
-            let used = self.used();
-            JsonWriter::visit_map(self.writer(&mut line, used), map)?;
-            let mut this = self;
-            this.push(line);
-            return Ok(());
-        }
-        let mut found = false;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if !found && key == self.path[0] {
-                found = true;
-                map.next_value_seed(DocSeed {
-                    path: &self.path[1..],
-                    out: &mut *self.out,
-                    used: self.used,
-                    budget: self.budget,
-                    over: self.over,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            // Runs of ASCII at a time, a character at a time elsewhere.
+            let bytes = self.text.as_bytes();
+            while self.chars < index && self.bytes < bytes.len() {
+                let run = &bytes[self.bytes..(self.bytes + index - self.chars).min(bytes.len())];
+                let ascii = run.iter().position(|b| !b.is_ascii()).unwrap_or(run.len());
+                self.bytes += ascii;
+                self.chars += ascii;
+                if self.chars < index {
+                    match self.text.get(self.bytes..).and_then(|t| t.chars().next()) {
+                        Some(c) => {
+                            self.bytes += c.len_utf8();
+                            self.chars += 1;
+                        }
+                        None => break,
+                    }
+                }
             }
         }
-        if !found {
-            return Err(de::Error::custom(format!(
-                "the document has no key '{}' on the path",
-                self.path[0]
-            )));
+        self.lines += newlines(&self.text.as_bytes()[from..self.bytes]);
+        Start {
+            byte: self.base.byte + self.bytes as u64,
+            line: self.base.line + self.lines,
         }
-        Ok(())
-    }
-
-    /// A document with a tag of the application's own: its value.
-    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
-        let (_tag, value) = data.variant::<IgnoredAny>()?;
-        de::VariantAccess::newtype_variant_seed(value, self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        if !self.path.is_empty() {
-            return Err(de::Error::custom(format!(
-                "expected a mapping with key '{}', found a sequence",
-                self.path[0]
-            )));
-        }
-        loop {
-            let mut line = Vec::new();
-            let used = self.used();
-            if seq
-                .next_element_seed(self.writer(&mut line, used))?
-                .is_none()
-            {
-                return Ok(());
-            }
-            self.push(line);
-        }
-    }
-}
-
-/// A mapping key as text (scalars of other types stringified).
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = String;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a scalar key")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_owned())
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
-        Ok("null".to_owned())
-    }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<String, A::Error> {
-        let (_tag, value) = data.variant::<IgnoredAny>()?;
-        de::VariantAccess::newtype_variant_seed(value, self)
-    }
-}
-
-/// Writes one value as JSON, failing once more than `limit` bytes were
-/// written (and saying so through `over`).
-struct JsonWriter<'a> {
-    out: &'a mut Vec<u8>,
-    limit: usize,
-    over: &'a Cell<bool>,
-}
-
-impl JsonWriter<'_> {
-    fn check<E: de::Error>(&self) -> Result<(), E> {
-        if self.out.len() > self.limit {
-            self.over.set(true);
-            return Err(E::custom("the document expands past the size limit"));
-        }
-        Ok(())
-    }
-
-    fn raw<E: de::Error>(self, text: &str) -> Result<(), E> {
-        self.out.extend_from_slice(text.as_bytes());
-        self.check()
-    }
-
-    fn string<E: de::Error>(self, text: &str) -> Result<(), E> {
-        serde_json::to_writer(&mut *self.out, text).map_err(E::custom)?;
-        self.check()
-    }
-
-    fn child(&mut self) -> JsonWriter<'_> {
-        JsonWriter {
-            out: &mut *self.out,
-            limit: self.limit,
-            over: self.over,
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for JsonWriter<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for JsonWriter<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a YAML value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.raw(if v { "true" } else { "false" })
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.raw(&v.to_string())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.raw(&v.to_string())
-    }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<(), E> {
-        self.raw(&v.to_string())
-    }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<(), E> {
-        self.raw(&v.to_string())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        // NaN and infinities, which JSON lacks, become null.
-        match serde_json::Number::from_f64(v) {
-            Some(n) => self.raw(&n.to_string()),
-            None => self.raw("null"),
-        }
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.string(v)
-    }
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
-        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-        self.string(&hex)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.raw("null")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.raw("null")
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        self.out.push(b'[');
-        let mut first = true;
-        loop {
-            let mark = self.out.len();
-            if !first {
-                self.out.push(b',');
-            }
-            if seq.next_element_seed(self.child())?.is_none() {
-                self.out.truncate(mark);
-                break;
-            }
-            first = false;
-        }
-        self.raw("]")
-    }
-
-    /// A value with a tag of the application's own (`!Ref x`, `!secret y`):
-    /// the value, its tag dropped (a YAML reader without the application's
-    /// types has no meaning for it).
-    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
-        let (_tag, value) = data.variant::<IgnoredAny>()?;
-        de::VariantAccess::newtype_variant_seed(value, self)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        self.out.push(b'{');
-        let mut first = true;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if !first {
-                self.out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut *self.out, &key).map_err(de::Error::custom)?;
-            self.out.push(b':');
-            map.next_value_seed(self.child())?;
-        }
-        self.raw("}")
     }
 }
 
@@ -721,7 +459,11 @@ mod tests {
         let err = decode(&options(100_000), text.as_bytes(), 4096).expect_err("refused");
         assert_eq!(err.kind, DecodeErrorKind::TooLarge, "{err}");
         assert!(err.message.contains("expands to more than"), "{err}");
-        assert_eq!(err.position.byte_offset, 0);
+        // At the alias that went past the budget: in `a2`, whose ten copies
+        // of `a1` are 100 kB each.
+        assert_eq!(err.position.line, Some(3), "{err}");
+        let a2 = text.find("a2:").expect("a2") as u64;
+        assert!(err.position.byte_offset > a2, "{err}");
     }
 
     #[test]
@@ -740,6 +482,88 @@ mod tests {
             })
             .sum();
         assert_eq!(rows, 2);
+    }
+
+    /// The skips of `bytes` decoded under `on_error = skip`, in any split:
+    /// (line, byte offset, message).
+    fn skips(bytes: &[u8]) -> Vec<(Option<u64>, u64, String)> {
+        let mut o = options(1 << 20);
+        o.on_error = rota_core::OnError::Skip;
+        let mut all = Vec::new();
+        for split in [1, 7, bytes.len()] {
+            let mut d = YamlFormat.decoder(&o).expect("decoder");
+            let out = crate::drive::decode_all(d.as_mut(), bytes, split).expect("decodes");
+            let found: Vec<_> = out
+                .iter()
+                .filter_map(|d| match d {
+                    Decoded::Skipped { error, .. } => Some((
+                        error.position.line,
+                        error.position.byte_offset,
+                        error.message.clone(),
+                    )),
+                    Decoded::Batch(_) => None,
+                })
+                .collect();
+            if split != 1 {
+                assert_eq!(found, all, "split {split}");
+            }
+            all = found;
+        }
+        all
+    }
+
+    #[test]
+    fn each_record_is_positioned_at_its_own_line_and_byte() {
+        // Records that are not objects fail in the NDJSON decoder inside;
+        // their skips say where each one is.
+        let text = "# é\n- a: 1\n- 2\n-\n  b: x\n- [c]\n---\nz: 1\n...\n--- é\n";
+        let skips = skips(text.as_bytes());
+        let at = |needle: &str| text.find(needle).expect(needle) as u64;
+        assert_eq!(skips.len(), 3, "{skips:?}");
+        assert_eq!((skips[0].0, skips[0].1), (Some(3), at("2\n")), "{skips:?}");
+        assert_eq!((skips[1].0, skips[1].1), (Some(6), at("[c]")), "{skips:?}");
+        // A scalar document: where its scalar is.
+        let last = text.rfind('é').expect("é") as u64;
+        assert_eq!((skips[2].0, skips[2].1), (Some(10), last), "{skips:?}");
+        assert!(skips[2].2.contains("found the scalar 'é'"), "{skips:?}");
+    }
+
+    #[test]
+    fn errors_are_where_the_parser_found_them_counted_from_the_input_start() {
+        let text = "a: ü\n---\nb: 1\nc: [1,\nd: 2\n---\n- x: &a:b 1\n  y: *a:b\n  z: \"é\n";
+        let skips = skips(text.as_bytes());
+        assert_eq!(skips.len(), 2, "{skips:?}");
+        let (line, byte, message) = &skips[0];
+        assert_eq!(*line, Some(5), "{skips:?}");
+        assert_eq!(*byte, text.find("d: 2").expect("d") as u64, "{skips:?}");
+        assert!(message.starts_with("invalid YAML: "), "{message}");
+        assert!(
+            !message.contains("line") && !message.contains("column"),
+            "{message}"
+        );
+        // The quoted scalar never ends: the error is where it starts, past
+        // the anchors and aliases with a colon in their names.
+        let quote = text.find("\"é").expect("quote") as u64;
+        assert_eq!((skips[1].0, skips[1].1), (Some(9), quote), "{skips:?}");
+        assert!(skips[1].2.contains("quoted scalar"), "{skips:?}");
+    }
+
+    #[test]
+    fn a_directive_without_a_document_is_refused() {
+        for text in [
+            "%YAML 1.2\n",
+            "%YAML 1.2\n...\n",
+            "a: 1\n...\n%YAML 1.2 x\n---\nb: 1\n",
+        ] {
+            let e = decode(&options(1 << 20), text.as_bytes(), 3).expect_err(text);
+            assert_eq!(e.kind, DecodeErrorKind::Syntax, "{text}: {e}");
+        }
+        decode(
+            &options(1 << 20),
+            b"%YAML 1.2\n---\na: 1\n...\n%YAML 1.2\n---\n",
+            3,
+        )
+        .expect("directives with their documents");
     }
 
     #[test]

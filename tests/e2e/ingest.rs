@@ -700,7 +700,10 @@ fn a_csv_with_classic_mac_line_ends_gives_every_row_the_dry_run_promised() {
     ]))
     .expect("plan json");
     let file = &plan["files"][0];
-    assert_eq!((file["rows"].as_u64(), file["exact"].as_bool()), (Some(2_500), Some(true)));
+    assert_eq!(
+        (file["rows"].as_u64(), file["exact"].as_bool()),
+        (Some(2_500), Some(true))
+    );
     assert_eq!(
         file["schema"],
         serde_json::json!([
@@ -722,7 +725,10 @@ fn a_csv_with_classic_mac_line_ends_gives_every_row_the_dry_run_promised() {
         })
         .collect();
     assert_eq!(rows.len(), 2_500);
-    assert_eq!(rows[1], serde_json::json!({"id": 2, "name": "n\r2", "zip": "02"}));
+    assert_eq!(
+        rows[1],
+        serde_json::json!({"id": 2, "name": "n\r2", "zip": "02"})
+    );
 }
 
 #[test]
@@ -739,7 +745,14 @@ fn a_record_past_the_sample_widens_the_schema_and_keeps_its_value() {
     for payload in ["json", "ndjson", "csv", "arrow"] {
         let summary = s.ingest(
             &path,
-            &["--payload", payload, "--infer-rows", "10", "--batch-rows", "100"],
+            &[
+                "--payload",
+                payload,
+                "--infer-rows",
+                "10",
+                "--batch-rows",
+                "100",
+            ],
         );
         assert_eq!(summary["rows"], 52, "{payload}");
         assert_eq!(summary["skipped"], 0, "{payload}");

@@ -211,9 +211,34 @@ impl PayloadBuilder for TextRows {
 /// `arrow.json`, which decoders give a field whose values have different
 /// shapes) as the JSON they hold, so a JSON payload carries each value as it
 /// was written. A column holding anything that is not one line of valid JSON
-/// is written as text instead.
+/// is written as text instead. Items of a list of JSON text are written the
+/// same way.
 #[derive(Debug)]
 struct AsWritten;
+
+/// Whether values of `field` handed to an encoder factory are JSON text.
+/// arrow-json hands a list's values to the factory with the list's own field
+/// (not its item's), so the item fields of lists are looked through.
+fn holds_json_text(field: &arrow_schema::Field) -> bool {
+    let mut field = field;
+    loop {
+        if field
+            .metadata()
+            .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
+            .is_some_and(|name| name == rota_formats::JSON_EXTENSION)
+        {
+            return true;
+        }
+        match field.data_type() {
+            DataType::List(item)
+            | DataType::LargeList(item)
+            | DataType::ListView(item)
+            | DataType::LargeListView(item)
+            | DataType::FixedSizeList(item, _) => field = item,
+            _ => return false,
+        }
+    }
+}
 
 impl arrow_json::writer::EncoderFactory for AsWritten {
     fn make_default_encoder<'a>(
@@ -222,25 +247,7 @@ impl arrow_json::writer::EncoderFactory for AsWritten {
         array: &'a dyn Array,
         _options: &'a arrow_json::writer::EncoderOptions,
     ) -> Result<Option<arrow_json::writer::NullableEncoder<'a>>, arrow_schema::ArrowError> {
-        let json_text = |f: &arrow_schema::Field| {
-            f.metadata()
-                .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
-                .is_some_and(|name| name == rota_formats::JSON_EXTENSION)
-        };
-        // A list's items (and its lists' items) are encoded with the outer
-        // list's field: look down its items for the field of these values.
-        let mut at: &arrow_schema::Field = field;
-        let is_json = loop {
-            if json_text(at) && at.data_type() == array.data_type() {
-                break true;
-            }
-            match at.data_type() {
-                arrow_schema::DataType::List(item)
-                | arrow_schema::DataType::LargeList(item)
-                | arrow_schema::DataType::FixedSizeList(item, _) => at = item,
-                _ => break false,
-            }
-        };
+        let is_json = holds_json_text(field);
         let Some(texts) = array
             .as_any()
             .downcast_ref::<arrow_array::StringArray>()
@@ -382,5 +389,64 @@ impl PayloadBuilder for ArrowRows {
         };
         self.parts.clear();
         self.write(Some(&batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list whose items have different shapes (text, a list, an object)
+    /// holds them as JSON text: the payload has them as written, in a list
+    /// and in a list of lists.
+    #[test]
+    fn json_text_items_of_lists_are_written_as_json() {
+        use arrow_array::builder::{ListBuilder, StringBuilder};
+        use arrow_schema::{Field, Schema};
+
+        let json = |name: &str| {
+            Field::new(name, DataType::Utf8, true).with_metadata(std::collections::HashMap::from([
+                (
+                    arrow_schema::extension::EXTENSION_TYPE_NAME_KEY.to_owned(),
+                    rota_formats::JSON_EXTENSION.to_owned(),
+                ),
+            ]))
+        };
+        let item = Arc::new(json("item"));
+        let mut list = ListBuilder::new(StringBuilder::new()).with_field(item.clone());
+        list.values().append_value(r#""entry""#);
+        list.values().append_value(r#"["nested"]"#);
+        list.values().append_value(r#"{"a":1}"#);
+        list.append(true);
+        let inner = Arc::new(Field::new("item", DataType::List(item.clone()), true));
+        let mut lists =
+            ListBuilder::new(ListBuilder::new(StringBuilder::new()).with_field(item.clone()))
+                .with_field(inner.clone());
+        lists.values().values().append_value("[]");
+        lists.values().values().append_value(r#""x""#);
+        lists.values().append(true);
+        lists.append(true);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("mixed", DataType::List(item), true),
+            Field::new("deep", DataType::List(inner), true),
+            json("plain"),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(list.finish()),
+                Arc::new(lists.finish()),
+                Arc::new(arrow_array::StringArray::from(vec![r#""text""#])),
+            ],
+        )
+        .expect("batch");
+        let mut b = builder(PayloadEncoding::Ndjson, &schema).expect("builder");
+        b.load(&batch).expect("load");
+        b.append(0, 1);
+        let payload = String::from_utf8(b.finish_payload().expect("payload")).expect("utf-8");
+        assert_eq!(
+            payload.trim_end(),
+            r#"{"mixed":["entry",["nested"],{"a":1}],"deep":[[[],"x"]],"plain":"text"}"#
+        );
     }
 }
