@@ -1,15 +1,24 @@
-//! Spreadsheets: XLSX (and XLSM), XLS and ODS, read with `calamine`.
+//! Spreadsheets: XLSX (and XLSM, XLSB), XLS and ODS, read with `calamine`.
 //!
 //! A workbook is a zip or compound file whose index sits at its end, so it
 //! is read through random access (in place, or from a size-capped spool).
+//! What the file is decides how it is read, whatever its name says: a
+//! compound file is an XLS workbook (or an encrypted one, refused), a zip
+//! with `xl/workbook.bin` an XLSB workbook, one with `content.xml` an ODS
+//! workbook, any other zip an XLSX workbook.
+//!
 //! One sheet is read — by name or position — on a thread of its own, which
 //! hands rows on as JSON lines to the NDJSON decoder inside: that brings the
 //! explicit schema and `on_error` handling, and refuses a value outside the
 //! columns. Without `--schema`, column types come from the cells of the
 //! first rows (integers, floats, booleans, date-times as timestamps, else
-//! text). XLSX sheets are streamed cell by cell; XLS and ODS sheets are
-//! loaded whole. A sheet whose declared size exceeds the cell budget is
-//! refused before its cells are read, and so is one whose cells run past it.
+//! text). XLSX and XLSB sheets are streamed cell by cell and held to the
+//! cell budget by the cells they hold (what a sheet declares of its size is
+//! not trusted); XLS and ODS workbooks are loaded whole by the reader, every
+//! sheet at once, so what it would hold of them is counted first (see
+//! `crate::cfb` and [`ods`]) and refused past the budget.
+
+mod ods;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -18,7 +27,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use calamine::{Data, DataRef, ExcelDateTime, Ods, Reader, Xls, Xlsx};
+use calamine::{Data, DataRef, ExcelDateTime, Ods, Reader, Xls, Xlsb, Xlsx};
 use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
 use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind, Position};
@@ -27,7 +36,7 @@ use crate::json::NdjsonFormat;
 use crate::options::FormatOptions;
 use crate::spool::{AtCursor, DEFAULT_MAX_SPOOL, Spool};
 
-/// Cells a sheet may declare or hold unless `max_cells` says otherwise.
+/// Cells a sheet may hold unless `max_cells` says otherwise.
 const DEFAULT_MAX_CELLS: u64 = 100_000_000;
 
 /// JSON text handed over per message, about.
@@ -41,10 +50,21 @@ const MAX_PART: u64 = 256 << 20;
 /// Sheet rows remembered for positioning errors of the decoder inside.
 const ROWS_KEPT: usize = 1 << 16;
 
-/// The three workbook formats.
+/// Columns a sheet can have (XFD), in XLSX and XLSB.
+const MAX_COLUMNS: u32 = 16_384;
+
+/// Cells held to infer column types, at most, whatever `--infer-rows` says.
+const SAMPLE_CELLS: usize = 1 << 20;
+
+/// What to do about a workbook with a password.
+const PASSWORD_HINT: &str = "the workbook is encrypted with a password, which Rota cannot \
+                             read; save a copy without the password and ingest that";
+
+/// The workbook formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Xlsx,
+    Xlsb,
     Xls,
     Ods,
 }
@@ -53,15 +73,22 @@ impl Kind {
     fn what(self) -> &'static str {
         match self {
             Self::Xlsx => "an XLSX workbook",
+            Self::Xlsb => "an XLSB workbook",
             Self::Xls => "an XLS workbook",
             Self::Ods => "an ODS workbook",
         }
+    }
+
+    /// `what()` without the article.
+    fn name(self) -> &'static str {
+        self.what().trim_start_matches("an ")
     }
 }
 
 const OPTIONS: &[&str] = &["sheet", "header", "skip_rows", "max_cells", "max_spool"];
 
-/// Excel 2007+ workbooks (`.xlsx`, `.xlsm`), streamed cell by cell.
+/// Excel 2007+ workbooks (`.xlsx`, `.xlsm`, and binary `.xlsb`), streamed
+/// cell by cell.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct XlsxFormat;
 
@@ -120,8 +147,8 @@ sheet_format!(
     XlsxFormat,
     Kind::Xlsx,
     "xlsx",
-    &["xlsx", "xlsm"],
-    "Excel workbooks (XLSX, XLSM), one sheet streamed cell by cell, date-times as timestamps"
+    &["xlsx", "xlsm", "xlsb"],
+    "Excel workbooks (XLSX, XLSM, XLSB), one sheet streamed cell by cell, date-times as timestamps"
 );
 sheet_format!(
     XlsFormat,
@@ -179,15 +206,62 @@ impl Settings {
         })
     }
 
+    /// An error about the workbook as a whole.
     fn error(&self, kind: DecodeErrorKind, message: String) -> DecodeError {
         DecodeError::at_byte(&self.location, 0, kind, message)
     }
+
+    /// An error in a part of the workbook: `sheet 'Data', cell B7`.
+    fn in_part(&self, part: String, kind: DecodeErrorKind, message: String) -> DecodeError {
+        DecodeError::in_part(&self.location, part, 0, kind, message)
+    }
+}
+
+/// A column's letters: 0 is A, 26 is AA.
+fn column_letters(mut col: u64) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(b'A' + (col % 26) as u8);
+        if col < 26 {
+            break;
+        }
+        col = col / 26 - 1;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A cell's name: column 2, row 7 (1-based) is C7.
+fn cell_name(col: u64, row: u64) -> String {
+    format!("{}{row}", column_letters(col))
+}
+
+/// The reader's error text as words of a sentence: its first letter lower.
+fn words(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) if chars.clone().next().is_some_and(char::is_lowercase) => {
+            c.to_lowercase().chain(chars).collect()
+        }
+        _ => text,
+    }
+}
+
+/// What the reading thread learned of the sheet before its rows.
+struct Start {
+    /// The schema rows are written for.
+    schema: SchemaRef,
+    /// The sheet's column names, by position from column A.
+    names: Vec<String>,
+    /// The sheet's name.
+    sheet: String,
 }
 
 /// From the reading thread.
 enum Msg {
-    /// The schema rows are written for (sent once, first).
-    Start(SchemaRef),
+    /// Sent once, first.
+    Start(Start),
     /// JSON lines, and the sheet row (1-based) of each.
     Lines(Vec<u8>, Vec<u32>),
     Failed(DecodeError),
@@ -210,8 +284,10 @@ struct SheetDecoder {
     /// `lines`.
     rows: VecDeque<u32>,
     lines: u64,
-    /// Data records so far.
     schema: Option<SchemaRef>,
+    /// The sheet's name and its column names, for errors.
+    sheet: String,
+    names: Vec<String>,
 }
 
 impl SheetDecoder {
@@ -222,29 +298,91 @@ impl SheetDecoder {
             rows: VecDeque::new(),
             lines: 0,
             schema: None,
+            sheet: String::new(),
+            names: Vec::new(),
         }
     }
 
     /// Moves an error of the decoder inside (whose lines are records) onto
-    /// the sheet's rows.
+    /// the sheet's cells, in the words of a sheet.
     fn reposition(&self, mut e: DecodeError) -> DecodeError {
-        if let Some(line) = e.position.line.or(e.position.record) {
-            let oldest = self.lines + 1 - self.rows.len() as u64;
-            let row = line
-                .checked_sub(oldest)
-                .and_then(|i| self.rows.get(usize::try_from(i).ok()?));
-            if let Some(row) = row {
-                e.message = format!("sheet row {row}: {}", e.message);
+        let Some(record) = e.position.line.or(e.position.record) else {
+            return e;
+        };
+        let oldest = self.lines + 1 - self.rows.len() as u64;
+        let row = record
+            .checked_sub(oldest)
+            .and_then(|i| self.rows.get(usize::try_from(i).ok()?));
+        let (column, message) = self.explain(&e.message);
+        let mut part = format!("sheet '{}'", self.sheet);
+        match (row, column) {
+            (Some(row), Some(col)) => {
+                let _ = write!(part, ", cell {}", cell_name(col, u64::from(*row)));
             }
-            e.position = Position {
-                byte_offset: 0,
-                line: None,
-                record: Some(line),
-                column: e.position.column,
-                part: e.position.part,
-            };
+            (Some(row), None) => {
+                let _ = write!(part, ", row {row}");
+            }
+            _ => {}
         }
+        let _ = write!(part, ", record {record}");
+        e.message = message;
+        e.position = Position {
+            part: Some(part),
+            ..Position::default()
+        };
         e
+    }
+
+    /// The column (from A = 0) an error of the decoder inside is about, and
+    /// what it means for the sheet.
+    fn explain(&self, message: &str) -> (Option<u64>, String) {
+        let quoted = |after: &str| {
+            let at = message.find(after)? + after.len();
+            let rest = &message[at..];
+            Some(rest[..rest.find('\'')?].to_owned())
+        };
+        let position = |name: &str| {
+            self.names
+                .iter()
+                .position(|n| n == name)
+                .map(|i| i as u64)
+                .or_else(|| {
+                    let n: u64 = name.strip_prefix("column_")?.parse().ok()?;
+                    n.checked_sub(1)
+                })
+        };
+        if let Some(field) = quoted("whilst decoding field '") {
+            let cause = message
+                .split_once("': ")
+                .map_or(message, |(_, cause)| cause);
+            let origin = if self.settings.inner.schema.is_some() {
+                "the type --schema gives it"
+            } else {
+                "its type comes from the first rows; give it with --schema, or sample more \
+                 rows with --infer-rows"
+            };
+            return (
+                position(&field),
+                format!("the value does not fit column '{field}' ({origin}): {cause}"),
+            );
+        }
+        if let Some(field) = quoted("column '")
+            && message.contains("missing from schema")
+        {
+            let col = position(&field);
+            let text = if self.settings.inner.schema.is_some() {
+                format!("column '{field}' is not in the schema --schema gives")
+            } else {
+                let letters = col.map_or_else(|| field.clone(), column_letters);
+                format!(
+                    "a value in column {letters}, which neither the header row nor the first \
+                     rows gave a name; name it in the header row, or sample more rows with \
+                     --infer-rows"
+                )
+            };
+            return (col, text);
+        }
+        (None, message.to_owned())
     }
 
     fn reposition_all(
@@ -299,13 +437,15 @@ impl Decoder for SheetDecoder {
         };
         let from = out.len();
         match rx.recv() {
-            Ok(Msg::Start(schema)) => {
+            Ok(Msg::Start(start)) => {
                 let options = DecodeOptions {
-                    schema: Some(schema.clone()),
+                    schema: Some(start.schema.clone()),
                     ..self.settings.inner.clone()
                 };
                 *inner = Some(NdjsonFormat.decoder(&options)?);
-                self.schema = Some(schema);
+                self.schema = Some(start.schema);
+                self.names = start.names;
+                self.sheet = start.sheet;
                 Ok(true)
             }
             Ok(Msg::Lines(text, rows)) => {
@@ -357,10 +497,52 @@ enum Cell {
     DateTime(String),
 }
 
+/// Seconds, to the millisecond (the precision of the sheets' times).
+fn seconds(s: f64) -> Cell {
+    Cell::Float((s * 1000.0).round() / 1000.0)
+}
+
+/// The seconds of an ISO 8601 duration (`PT10H10M10S`, `P1DT2H`, `-PT1.5S`)
+/// as ODS writes them; `None` for one with years or months, whose length
+/// in seconds is not fixed.
+fn iso_duration(text: &str) -> Option<f64> {
+    let (sign, rest) = match text.trim().strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, text.trim()),
+    };
+    let rest = rest.strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total = 0.0;
+    for (part, units) in [
+        (date, &[('W', 604_800.0), ('D', 86_400.0)][..]),
+        (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..]),
+    ] {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' || c == ',' {
+                number.push(if c == ',' { '.' } else { c });
+                continue;
+            }
+            let (_, scale) = units.iter().find(|(u, _)| *u == c)?;
+            total += number.parse::<f64>().ok()? * scale;
+            number.clear();
+        }
+        if !number.is_empty() {
+            return None;
+        }
+    }
+    Some(sign * total)
+}
+
+/// A duration as text: its seconds when it has a fixed length, else the text.
+fn duration(text: &str) -> Cell {
+    iso_duration(text).map_or_else(|| self::text(text), seconds)
+}
+
 fn excel_datetime(dt: &ExcelDateTime) -> Cell {
     if dt.is_duration() {
         // A duration, in seconds.
-        return Cell::Float(dt.as_f64() * 86_400.0);
+        return seconds(dt.as_f64() * 86_400.0);
     }
     let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
     let mut text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
@@ -382,12 +564,22 @@ fn number(f: f64) -> Cell {
     Cell::Float(f)
 }
 
+/// Text; an empty string holds no value, as an empty cell.
+fn text(s: &str) -> Cell {
+    if s.is_empty() {
+        Cell::Empty
+    } else {
+        Cell::Text(s.to_owned())
+    }
+}
+
 fn from_ref(v: &DataRef<'_>) -> Cell {
     match v {
         DataRef::Int(i) => Cell::Int(*i),
         DataRef::Float(f) => number(*f),
-        DataRef::String(s) | DataRef::DurationIso(s) => Cell::Text(s.clone()),
-        DataRef::SharedString(s) => Cell::Text((*s).to_owned()),
+        DataRef::String(s) => text(s),
+        DataRef::DurationIso(s) => duration(s),
+        DataRef::SharedString(s) => text(s),
         DataRef::Bool(b) => Cell::Bool(*b),
         DataRef::DateTime(dt) => excel_datetime(dt),
         DataRef::DateTimeIso(s) => Cell::DateTime(s.clone()),
@@ -400,7 +592,8 @@ fn from_data(v: &Data) -> Cell {
     match v {
         Data::Int(i) => Cell::Int(*i),
         Data::Float(f) => number(*f),
-        Data::String(s) | Data::DurationIso(s) => Cell::Text(s.clone()),
+        Data::String(s) => text(s),
+        Data::DurationIso(s) => duration(s),
         Data::Bool(b) => Cell::Bool(*b),
         Data::DateTime(dt) => excel_datetime(dt),
         Data::DateTimeIso(s) => Cell::DateTime(s.clone()),
@@ -416,6 +609,16 @@ impl Cell {
             Self::Float(f) => f.to_string(),
             Self::Bool(b) => b.to_string(),
             Self::Text(s) | Self::DateTime(s) => s.clone(),
+        }
+    }
+
+    /// The cell's text as a column name: as [`Cell::text`], but a
+    /// date-time at midnight is its date (`2021-01-01`), as a date header
+    /// reads in a sheet and as ODS stores a date.
+    fn header_text(&self) -> String {
+        match self {
+            Self::DateTime(s) => s.strip_suffix("T00:00:00").unwrap_or(s).to_owned(),
+            other => other.text(),
         }
     }
 
@@ -476,10 +679,28 @@ fn column_type<'a>(cells: impl Iterator<Item = &'a Cell>) -> DataType {
     }
 }
 
+/// A row's cells that hold a value, by column from A = 0, in column order.
+type Row = Vec<(usize, Cell)>;
+
+/// Puts a row's cells in column order; of two in one column, the later wins.
+fn tidy(mut row: Row) -> Row {
+    row.sort_by_key(|(c, _)| *c);
+    let mut out: Row = Vec::with_capacity(row.len());
+    for (c, cell) in row {
+        match out.last_mut() {
+            Some(last) if last.0 == c => *last = (c, cell),
+            _ => out.push((c, cell)),
+        }
+    }
+    out
+}
+
 /// Writes rows as JSON lines and sends them on.
 struct Writer<'a> {
     settings: &'a Settings,
     tx: &'a SyncSender<Msg>,
+    /// The sheet read, once known.
+    sheet: String,
     names: Vec<String>,
     types: Vec<Option<DataType>>,
     text: Vec<u8>,
@@ -487,8 +708,9 @@ struct Writer<'a> {
     /// Rows before the header still to skip, and whether the header is read.
     to_skip: u64,
     header_done: bool,
-    /// Rows held until the column types are known.
-    sample: Vec<(u32, Vec<Cell>)>,
+    /// Rows held until the column types are known, and their cells.
+    sample: Vec<(u32, Row)>,
+    sample_cells: usize,
     started: bool,
     /// Given by `--schema`.
     schema: Option<SchemaRef>,
@@ -506,6 +728,7 @@ impl<'a> Writer<'a> {
         Self {
             settings,
             tx,
+            sheet: String::new(),
             names: Vec::new(),
             types: Vec::new(),
             text: Vec::new(),
@@ -513,6 +736,7 @@ impl<'a> Writer<'a> {
             to_skip: settings.skip_rows,
             header_done: !settings.header,
             sample: Vec::new(),
+            sample_cells: 0,
             started: false,
             schema: settings.inner.schema.clone(),
             cells: 0,
@@ -526,14 +750,30 @@ impl<'a> Writer<'a> {
         Stop
     }
 
-    /// Counts `n` more cells against the budget.
-    fn count(&mut self, n: u64) -> Result<(), Stop> {
-        self.cells += n;
+    /// Counts one more cell against the budget; the cell is at `col`
+    /// (from 0), `row` (from 1).
+    fn count(&mut self, col: u32, row: u32) -> Result<(), Stop> {
+        self.cells += 1;
+        let part = || {
+            format!(
+                "sheet '{}', cell {}",
+                self.sheet,
+                cell_name(col.into(), row.into())
+            )
+        };
+        if col >= MAX_COLUMNS {
+            return Err(self.fail(self.settings.in_part(
+                part(),
+                DecodeErrorKind::Syntax,
+                "the cell lies past column XFD, the last one a sheet can have".into(),
+            )));
+        }
         if self.cells > self.settings.max_cells {
-            return Err(self.fail(self.settings.error(
+            return Err(self.fail(self.settings.in_part(
+                part(),
                 DecodeErrorKind::TooLarge,
                 format!(
-                    "the sheet holds more than max_cells ({}) cells",
+                    "the sheet holds more than max_cells ({}) cells; raise max_cells to read it",
                     self.settings.max_cells
                 ),
             )));
@@ -541,9 +781,9 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// One sheet row (1-based number), its cells from the first column.
-    fn row(&mut self, number: u32, cells: Vec<Cell>) -> Result<(), Stop> {
-        if cells.iter().all(|c| matches!(c, Cell::Empty)) {
+    /// One sheet row (1-based number), its cells that hold a value.
+    fn row(&mut self, number: u32, cells: Row) -> Result<(), Stop> {
+        if cells.is_empty() {
             return Ok(()); // blank rows count for nothing
         }
         if self.to_skip > 0 {
@@ -552,9 +792,14 @@ impl<'a> Writer<'a> {
         }
         if !self.header_done {
             self.header_done = true;
+            let width = cells.last().map_or(0, |(c, _)| c + 1);
+            let mut texts = vec![String::new(); width];
+            for (c, cell) in &cells {
+                texts[*c] = cell.header_text();
+            }
             let mut seen = std::collections::HashSet::new();
-            for (i, c) in cells.iter().enumerate() {
-                let base = match c.text().trim() {
+            for (i, t) in texts.iter().enumerate() {
+                let base = match t.trim() {
                     "" => format!("column_{}", i + 1),
                     t => t.to_owned(),
                 };
@@ -571,8 +816,9 @@ impl<'a> Writer<'a> {
         if self.started {
             return self.write(number, &cells);
         }
+        self.sample_cells += cells.len();
         self.sample.push((number, cells));
-        if self.sample.len() >= self.settings.infer_records {
+        if self.sample.len() >= self.settings.infer_records || self.sample_cells >= SAMPLE_CELLS {
             self.start()?;
         }
         Ok(())
@@ -581,7 +827,12 @@ impl<'a> Writer<'a> {
     /// Fixes the columns and their types, and writes the rows held.
     fn start(&mut self) -> Result<(), Stop> {
         self.started = true;
-        let width = self.sample.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+        let width = self
+            .sample
+            .iter()
+            .filter_map(|(_, r)| r.last().map(|(c, _)| c + 1))
+            .max()
+            .unwrap_or(0);
         while self.names.len() < width {
             let name = format!("column_{}", self.names.len() + 1);
             self.names.push(name);
@@ -596,20 +847,28 @@ impl<'a> Writer<'a> {
                 given.clone()
             }
             None => {
+                let mut columns: Vec<Vec<&Cell>> = vec![Vec::new(); self.names.len()];
+                for (_, row) in &self.sample {
+                    for (c, cell) in row {
+                        columns[*c].push(cell);
+                    }
+                }
                 let fields: Vec<Field> = self
                     .names
                     .iter()
-                    .enumerate()
-                    .map(|(i, name)| {
-                        let ty = column_type(self.sample.iter().filter_map(|(_, c)| c.get(i)));
-                        Field::new(name, ty, true)
-                    })
+                    .zip(&columns)
+                    .map(|(name, cells)| Field::new(name, column_type(cells.iter().copied()), true))
                     .collect();
                 self.types = fields.iter().map(|f| Some(f.data_type().clone())).collect();
                 Arc::new(Schema::new(fields))
             }
         };
-        if self.tx.send(Msg::Start(schema)).is_err() {
+        let start = Start {
+            schema,
+            names: self.names.clone(),
+            sheet: self.sheet.clone(),
+        };
+        if self.tx.send(Msg::Start(start)).is_err() {
             return Err(Stop);
         }
         for (number, cells) in std::mem::take(&mut self.sample) {
@@ -618,13 +877,11 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn write(&mut self, number: u32, cells: &[Cell]) -> Result<(), Stop> {
+    fn write(&mut self, number: u32, cells: &[(usize, Cell)]) -> Result<(), Stop> {
         self.open_row();
-        for (i, cell) in cells.iter().enumerate() {
-            if !matches!(cell, Cell::Empty) {
-                self.key(i);
-                cell.write_json(self.types.get(i).and_then(Option::as_ref), &mut self.text);
-            }
+        for (i, cell) in cells {
+            self.key(*i);
+            cell.write_json(self.types.get(*i).and_then(Option::as_ref), &mut self.text);
         }
         self.close_row(number)
     }
@@ -660,14 +917,15 @@ impl<'a> Writer<'a> {
     fn put(&mut self, i: usize, value: &DataRef<'_>) {
         match value {
             DataRef::Empty | DataRef::Error(_) => {}
-            DataRef::SharedString(s) => {
+            DataRef::SharedString(s) if !s.is_empty() => {
                 self.key(i);
                 write_string(s, &mut self.text);
             }
-            DataRef::String(s) => {
+            DataRef::String(s) if !s.is_empty() => {
                 self.key(i);
                 write_string(s, &mut self.text);
             }
+            DataRef::SharedString(_) | DataRef::String(_) => {}
             other => {
                 self.key(i);
                 let ty = self.types.get(i).and_then(Option::as_ref);
@@ -737,49 +995,97 @@ fn pick_sheet(settings: &Settings, names: &[String]) -> Result<String, DecodeErr
 /// Should the reader library panic on a malformed file, the panic becomes
 /// an error: the rows sent so far must not pass for the whole sheet.
 fn read_sheet(settings: &Settings, input: Arc<dyn ReadAt>, tx: &SyncSender<Msg>) {
-    if let Err(why) = crate::guard(|| read_sheet_unguarded(settings, input, tx)) {
+    let mut kind = settings.kind;
+    if let Err(why) = crate::guard(|| read_sheet_unguarded(settings, input, tx, &mut kind)) {
         let _ = tx.send(Msg::Failed(settings.error(
             DecodeErrorKind::Syntax,
             format!(
                 "{} is malformed: its reader stopped ({why})",
-                settings.kind.what().trim_start_matches("an ")
+                kind.what().trim_start_matches("an ")
             ),
         )));
     }
 }
 
-fn read_sheet_unguarded(settings: &Settings, input: Arc<dyn ReadAt>, tx: &SyncSender<Msg>) {
-    let mut writer = Writer::new(settings, tx);
-    let checked = match settings.kind {
-        Kind::Xls => crate::cfb::check(&*input, settings.max_cells).map_err(|e| {
-            let kind = if e.contains("max_cells") {
-                DecodeErrorKind::TooLarge
-            } else {
-                DecodeErrorKind::Syntax
-            };
-            let message = if kind == DecodeErrorKind::TooLarge {
-                e
-            } else {
-                format!("not a readable XLS workbook: {e}")
-            };
-            settings.error(kind, message)
-        }),
-        Kind::Xlsx | Kind::Ods => check_parts(settings, &input),
-    };
-    if let Err(e) = checked {
-        let _ = writer.fail(e);
-        return;
+/// What the file is, whatever its name says (see the module's notes).
+fn kind_of(settings: &Settings, input: &Arc<dyn ReadAt>) -> Kind {
+    let mut magic = [0u8; 8];
+    if input.read_exact_at(0, &mut magic).is_err() {
+        return settings.kind;
     }
+    if magic == [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1] {
+        return Kind::Xls;
+    }
+    if !magic.starts_with(b"PK") {
+        return settings.kind;
+    }
+    let Ok(zip) = zip::ZipArchive::new(AtCursor::new(Arc::clone(input))) else {
+        return settings.kind;
+    };
+    let mut kind = Kind::Xlsx;
+    for name in zip.file_names().flatten() {
+        let name = name.replace('\\', "/").to_ascii_lowercase();
+        if name == "xl/workbook.bin" {
+            return Kind::Xlsb;
+        }
+        if name == "content.xml" {
+            kind = Kind::Ods;
+        }
+    }
+    kind
+}
+
+fn read_sheet_unguarded(
+    settings: &Settings,
+    input: Arc<dyn ReadAt>,
+    tx: &SyncSender<Msg>,
+    kind: &mut Kind,
+) {
+    let mut writer = Writer::new(settings, tx);
+    *kind = kind_of(settings, &input);
+    let kind = *kind;
+    let input = match kind {
+        Kind::Xls => match crate::cfb::check(&*input, settings.max_cells) {
+            Ok(check) if check.patches.is_empty() => input,
+            Ok(check) => Arc::new(crate::cfb::Patched::new(input, check.patches)),
+            Err(problem) => {
+                let e = match problem {
+                    crate::cfb::Problem::Encrypted => {
+                        settings.error(DecodeErrorKind::Syntax, PASSWORD_HINT.into())
+                    }
+                    crate::cfb::Problem::TooLarge(sheet, m) => {
+                        settings.in_part(format!("sheet '{sheet}'"), DecodeErrorKind::TooLarge, m)
+                    }
+                    crate::cfb::Problem::Unreadable(m) => settings.error(
+                        DecodeErrorKind::Syntax,
+                        format!("not a readable XLS workbook: {m}"),
+                    ),
+                };
+                let _ = writer.fail(e);
+                return;
+            }
+        },
+        Kind::Xlsx | Kind::Xlsb | Kind::Ods => match check_parts(settings, kind, &input) {
+            Ok(()) => input,
+            Err(e) => {
+                let _ = writer.fail(e);
+                return;
+            }
+        },
+    };
     let cursor = AtCursor::new(input);
-    let result = match settings.kind {
+    let result = match kind {
         Kind::Xlsx => read_xlsx(settings, cursor, &mut writer),
+        Kind::Xlsb => read_xlsb(settings, cursor, &mut writer),
         Kind::Xls => match Xls::new(cursor) {
-            Ok(book) => read_range(settings, book, &mut writer),
-            Err(e) => Err(writer.fail(corrupt(settings, &e))),
+            Ok(book) => read_range(settings, kind, book, &mut writer),
+            Err(calamine::XlsError::Password) => Err(writer.fail(password(settings))),
+            Err(e) => Err(writer.fail(corrupt(settings, kind, &e))),
         },
         Kind::Ods => match Ods::new(cursor) {
-            Ok(book) => read_range(settings, book, &mut writer),
-            Err(e) => Err(writer.fail(corrupt(settings, &e))),
+            Ok(book) => read_range(settings, kind, book, &mut writer),
+            Err(calamine::OdsError::Password) => Err(writer.fail(password(settings))),
+            Err(e) => Err(writer.fail(corrupt(settings, kind, &e))),
         },
     };
     if result.is_ok() {
@@ -788,50 +1094,95 @@ fn read_sheet_unguarded(settings: &Settings, input: Arc<dyn ReadAt>, tx: &SyncSe
 }
 
 /// Inflates each part of a zipped workbook that will be loaded whole,
-/// refusing one past [`MAX_PART`] before the reader holds it in memory.
-fn check_parts(settings: &Settings, input: &Arc<dyn ReadAt>) -> Result<(), DecodeError> {
+/// refusing one past [`MAX_PART`] before the reader holds it in memory; of
+/// an ODS workbook, counts the cells the reader would hold.
+fn check_parts(
+    settings: &Settings,
+    kind: Kind,
+    input: &Arc<dyn ReadAt>,
+) -> Result<(), DecodeError> {
     let mut zip = zip::ZipArchive::new(AtCursor::new(Arc::clone(input)))
-        .map_err(|e| corrupt(settings, &e))?;
+        .map_err(|e| corrupt(settings, kind, &e))?;
     for i in 0..zip.len() {
-        let mut part = zip.by_index(i).map_err(|e| corrupt(settings, &e))?;
+        let mut part = zip.by_index(i).map_err(|e| corrupt(settings, kind, &e))?;
         let name = part.name().map(|n| n.into_owned()).unwrap_or_default();
-        if settings.kind == Kind::Xlsx && name.starts_with("xl/worksheets/") {
-            continue; // streamed, and held to the cell budget
+        let streamed = matches!(kind, Kind::Xlsx | Kind::Xlsb)
+            && name
+                .replace('\\', "/")
+                .to_ascii_lowercase()
+                .starts_with("xl/worksheets/");
+        if streamed {
+            continue; // held to the cell budget as it is read
         }
         let inflated = if part.size() > MAX_PART {
             part.size()
         } else {
-            std::io::copy(&mut (&mut part).take(MAX_PART + 1), &mut std::io::sink())
-                .map_err(|e| corrupt(settings, &format!("part {name}: {e}")))?
+            std::io::copy(&mut (&mut part).take(MAX_PART + 1), &mut std::io::sink()).map_err(
+                |e| {
+                    settings.in_part(
+                        format!("part {name}"),
+                        DecodeErrorKind::Syntax,
+                        format!(
+                            "not a readable {}: the part is damaged: {}",
+                            kind.name(),
+                            words(&e)
+                        ),
+                    )
+                },
+            )?
         };
         if inflated > MAX_PART {
-            return Err(settings.error(
+            return Err(settings.in_part(
+                format!("part {name}"),
                 DecodeErrorKind::TooLarge,
                 format!(
-                    "part {name} of the workbook inflates to more than {} MiB (a zip bomb?)",
+                    "the part inflates to more than {} MiB, which a workbook part this reader \
+                     loads whole may not (a zip bomb?)",
                     MAX_PART >> 20
                 ),
             ));
         }
     }
+    if kind == Kind::Ods {
+        // An encrypted ODS workbook says so in its manifest; its content is
+        // not XML to count.
+        if let Ok(manifest) = zip.by_name("META-INF/manifest.xml") {
+            let mut text = Vec::new();
+            let _ = manifest.take(MAX_PART).read_to_end(&mut text);
+            if memchr::memmem::find(&text, b"encryption-data").is_some() {
+                return Err(password(settings));
+            }
+        }
+        ods::check(&mut zip, settings.max_cells, MAX_PART).map_err(|p| match p {
+            ods::Problem::TooLarge(part, m) => settings.in_part(part, DecodeErrorKind::TooLarge, m),
+            ods::Problem::Unreadable(m) => settings.in_part(
+                "part content.xml".into(),
+                DecodeErrorKind::Syntax,
+                format!("not a readable ODS workbook: {m}"),
+            ),
+        })?;
+    }
     Ok(())
 }
 
-fn corrupt(settings: &Settings, e: &dyn std::fmt::Display) -> DecodeError {
+fn corrupt(settings: &Settings, kind: Kind, e: &dyn std::fmt::Display) -> DecodeError {
     settings.error(
         DecodeErrorKind::Syntax,
-        format!(
-            "not a readable {}: {e}",
-            settings.kind.what().trim_start_matches("an ")
-        ),
+        format!("not a readable {}: {}", kind.name(), words(e)),
     )
 }
 
+fn password(settings: &Settings) -> DecodeError {
+    settings.error(DecodeErrorKind::Syntax, PASSWORD_HINT.into())
+}
+
 fn too_big(settings: &Settings, sheet: &str, rows: u64, cols: u64) -> DecodeError {
-    settings.error(
+    settings.in_part(
+        format!("sheet '{sheet}'"),
         DecodeErrorKind::TooLarge,
         format!(
-            "sheet '{sheet}' declares {rows} rows by {cols} columns, more than max_cells ({})",
+            "the sheet spans {rows} rows by {cols} columns, more than max_cells ({}); raise \
+             max_cells to read it",
             settings.max_cells
         ),
     )
@@ -842,35 +1193,86 @@ fn read_xlsx<RS: Read + Seek>(
     cursor: RS,
     writer: &mut Writer<'_>,
 ) -> Result<(), Stop> {
-    let mut book = Xlsx::new(cursor).map_err(|e| writer.fail(corrupt(settings, &e)))?;
+    let mut book = match Xlsx::new(cursor) {
+        Ok(book) => book,
+        Err(calamine::XlsxError::Password) => return Err(writer.fail(password(settings))),
+        Err(e) => return Err(writer.fail(corrupt(settings, Kind::Xlsx, &e))),
+    };
     let sheet = pick_sheet(settings, &book.sheet_names()).map_err(|e| writer.fail(e))?;
+    writer.sheet.clone_from(&sheet);
     let mut cells = book
         .worksheet_cells_reader(&sheet)
-        .map_err(|e| writer.fail(corrupt(settings, &e)))?;
-    let dims = cells.dimensions();
-    let rows = u64::from(dims.end.0.saturating_sub(dims.start.0)) + 1;
-    let cols = u64::from(dims.end.1.saturating_sub(dims.start.1)) + 1;
-    if rows.saturating_mul(cols) > settings.max_cells {
-        return Err(writer.fail(too_big(settings, &sheet, rows, cols)));
-    }
+        .map_err(|e| writer.fail(unreadable_sheet(settings, Kind::Xlsx, &sheet, None, &e)))?;
+    stream_cells(settings, Kind::Xlsx, &sheet, writer, || cells.next_cell())
+}
+
+fn read_xlsb<RS: Read + Seek>(
+    settings: &Settings,
+    cursor: RS,
+    writer: &mut Writer<'_>,
+) -> Result<(), Stop> {
+    let mut book = match Xlsb::new(cursor) {
+        Ok(book) => book,
+        Err(calamine::XlsbError::Password) => return Err(writer.fail(password(settings))),
+        Err(e) => return Err(writer.fail(corrupt(settings, Kind::Xlsb, &e))),
+    };
+    let sheet = pick_sheet(settings, &book.sheet_names()).map_err(|e| writer.fail(e))?;
+    writer.sheet.clone_from(&sheet);
+    let mut cells = book
+        .worksheet_cells_reader(&sheet)
+        .map_err(|e| writer.fail(unreadable_sheet(settings, Kind::Xlsb, &sheet, None, &e)))?;
+    stream_cells(settings, Kind::Xlsb, &sheet, writer, || cells.next_cell())
+}
+
+/// A sheet the reader stopped in, after the cell at `(row, col)` (from 0).
+fn unreadable_sheet(
+    settings: &Settings,
+    kind: Kind,
+    sheet: &str,
+    after: Option<(u32, u32)>,
+    e: &dyn std::fmt::Display,
+) -> DecodeError {
+    let part = match after {
+        Some((r, c)) => format!(
+            "sheet '{sheet}', after cell {}",
+            cell_name(c.into(), u64::from(r) + 1)
+        ),
+        None => format!("sheet '{sheet}'"),
+    };
+    settings.in_part(
+        part,
+        DecodeErrorKind::Syntax,
+        format!("not a readable {}: {}", kind.name(), words(e)),
+    )
+}
+
+/// Reads a sheet cell by cell: rows are held until the columns are fixed,
+/// then written as their cells arrive.
+fn stream_cells<'a, E: std::fmt::Display>(
+    settings: &Settings,
+    kind: Kind,
+    sheet: &str,
+    writer: &mut Writer<'_>,
+    mut next: impl FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, E>,
+) -> Result<(), Stop> {
     let mut current: Option<u32> = None;
-    let mut row: Vec<Cell> = Vec::new();
-    // Once the columns are fixed, rows are written as their cells arrive.
+    let mut last = None;
+    let mut row: Row = Vec::new();
     let mut streamed = false;
     loop {
-        let next = cells.next_cell().map_err(|e| {
-            let at = current.map_or(String::new(), |r| format!(" after row {}", r + 1));
-            writer
-                .fail(settings.error(DecodeErrorKind::Syntax, format!("sheet '{sheet}'{at}: {e}")))
-        })?;
-        let Some(cell) = next else { break };
+        let cell =
+            next().map_err(|e| writer.fail(unreadable_sheet(settings, kind, sheet, last, &e)))?;
+        let Some(cell) = cell else { break };
         let (r, c) = cell.get_position();
+        last = Some((r, c));
+        let number = r.saturating_add(1);
         if current != Some(r) {
             if let Some(done) = current {
+                let done = done.saturating_add(1);
                 if streamed {
-                    writer.close_row(done + 1)?;
+                    writer.close_row(done)?;
                 } else {
-                    writer.row(done + 1, std::mem::take(&mut row))?;
+                    writer.row(done, tidy(std::mem::take(&mut row)))?;
                 }
             }
             current = Some(r);
@@ -879,25 +1281,23 @@ fn read_xlsx<RS: Read + Seek>(
                 writer.open_row();
             }
         }
-        writer.count(1)?;
+        writer.count(c, number)?;
         let c = c as usize;
-        if c as u64 >= settings.max_cells {
-            return Err(writer.fail(too_big(settings, &sheet, 1, c as u64 + 1)));
-        }
         if streamed {
             writer.put(c, cell.get_value());
             continue;
         }
-        if c >= row.len() {
-            row.resize(c + 1, Cell::Empty);
+        match from_ref(cell.get_value()) {
+            Cell::Empty => {}
+            value => row.push((c, value)),
         }
-        row[c] = from_ref(cell.get_value());
     }
     if let Some(done) = current {
+        let done = done.saturating_add(1);
         if streamed {
-            writer.close_row(done + 1)?;
+            writer.close_row(done)?;
         } else {
-            writer.row(done + 1, row)?;
+            writer.row(done, tidy(row))?;
         }
     }
     Ok(())
@@ -905,6 +1305,7 @@ fn read_xlsx<RS: Read + Seek>(
 
 fn read_range<RS: Read + Seek, R: Reader<RS>>(
     settings: &Settings,
+    kind: Kind,
     mut book: R,
     writer: &mut Writer<'_>,
 ) -> Result<(), Stop>
@@ -912,10 +1313,13 @@ where
     R::Error: std::fmt::Display,
 {
     let sheet = pick_sheet(settings, &book.sheet_names()).map_err(|e| writer.fail(e))?;
+    writer.sheet.clone_from(&sheet);
     let range = book
         .worksheet_range(&sheet)
-        .map_err(|e| writer.fail(corrupt(settings, &e)))?;
+        .map_err(|e| writer.fail(unreadable_sheet(settings, kind, &sheet, None, &e)))?;
     let (rows, cols) = range.get_size();
+    // Already counted before the reader loaded the workbook; this is the
+    // sheet as loaded.
     if (rows as u64).saturating_mul(cols as u64) > settings.max_cells {
         return Err(writer.fail(too_big(settings, &sheet, rows as u64, cols as u64)));
     }
@@ -923,13 +1327,71 @@ where
         return Ok(());
     };
     for (i, cells) in range.rows().enumerate() {
-        let mut row = vec![Cell::Empty; first_col as usize];
-        row.extend(cells.iter().map(from_data));
-        while matches!(row.last(), Some(Cell::Empty)) {
-            row.pop();
-        }
-        let number = first_row.saturating_add(u32::try_from(i).unwrap_or(u32::MAX)) + 1;
+        let row: Row = cells
+            .iter()
+            .enumerate()
+            .filter_map(|(j, v)| match from_data(v) {
+                Cell::Empty => None,
+                cell => Some((first_col as usize + j, cell)),
+            })
+            .collect();
+        let number = first_row
+            .saturating_add(u32::try_from(i).unwrap_or(u32::MAX))
+            .saturating_add(1);
         writer.row(number, row)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_named_as_a_sheet_names_them() {
+        assert_eq!(cell_name(0, 1), "A1");
+        assert_eq!(cell_name(25, 7), "Z7");
+        assert_eq!(cell_name(26, 7), "AA7");
+        assert_eq!(cell_name(16_383, 1_048_576), "XFD1048576");
+    }
+
+    #[test]
+    fn iso_durations_are_seconds_when_their_length_is_fixed() {
+        assert_eq!(iso_duration("PT10H10M10S"), Some(36_610.0));
+        assert_eq!(iso_duration("P1DT2H"), Some(93_600.0));
+        assert_eq!(iso_duration("-PT1.5S"), Some(-1.5));
+        assert_eq!(iso_duration("P2W"), Some(1_209_600.0));
+        assert_eq!(iso_duration("P1Y"), None);
+        assert_eq!(iso_duration("PT5"), None);
+        assert_eq!(iso_duration("10:00"), None);
+    }
+
+    #[test]
+    fn a_date_at_midnight_names_its_column_by_the_date() {
+        let day = Cell::DateTime("2021-01-01T00:00:00".into());
+        assert_eq!(day.header_text(), "2021-01-01");
+        let time = Cell::DateTime("2021-01-01T10:10:10".into());
+        assert_eq!(time.header_text(), "2021-01-01T10:10:10");
+    }
+
+    #[test]
+    fn reader_messages_read_as_words() {
+        assert_eq!(
+            words(&"Workbook is password protected"),
+            "workbook is password protected"
+        );
+        assert_eq!(words(&"XML error"), "XML error");
+    }
+
+    #[test]
+    fn rows_are_put_in_column_order_and_the_later_of_two_cells_wins() {
+        let row = tidy(vec![
+            (3, Cell::Int(1)),
+            (1, Cell::Int(2)),
+            (3, Cell::Int(3)),
+        ]);
+        let cols: Vec<usize> = row.iter().map(|(c, _)| *c).collect();
+        assert_eq!(cols, [1, 3]);
+        assert!(matches!(row[1].1, Cell::Int(3)));
+    }
 }
