@@ -1114,22 +1114,28 @@ fn check_parts(
         if streamed {
             continue; // held to the cell budget as it is read
         }
+        let damaged = |e: std::io::Error| {
+            settings.in_part(
+                format!("part {name}"),
+                DecodeErrorKind::Syntax,
+                format!(
+                    "not a readable {}: the part is damaged: {}",
+                    kind.name(),
+                    words(&e)
+                ),
+            )
+        };
+        // The start of the part, where a count it declares would be.
+        let mut head = Vec::new();
         let inflated = if part.size() > MAX_PART {
             part.size()
         } else {
-            std::io::copy(&mut (&mut part).take(MAX_PART + 1), &mut std::io::sink()).map_err(
-                |e| {
-                    settings.in_part(
-                        format!("part {name}"),
-                        DecodeErrorKind::Syntax,
-                        format!(
-                            "not a readable {}: the part is damaged: {}",
-                            kind.name(),
-                            words(&e)
-                        ),
-                    )
-                },
-            )?
+            let mut rest = (&mut part).take(MAX_PART + 1);
+            (&mut rest)
+                .take(HEAD)
+                .read_to_end(&mut head)
+                .map_err(damaged)?;
+            head.len() as u64 + std::io::copy(&mut rest, &mut std::io::sink()).map_err(damaged)?
         };
         if inflated > MAX_PART {
             return Err(settings.in_part(
@@ -1139,6 +1145,22 @@ fn check_parts(
                     "the part inflates to more than {} MiB, which a workbook part this reader \
                      loads whole may not (a zip bomb?)",
                     MAX_PART >> 20
+                ),
+            ));
+        }
+        let shared_strings =
+            kind == Kind::Xlsx && name.to_ascii_lowercase().ends_with("sharedstrings.xml");
+        if shared_strings
+            && let Some(count) = declared_count(&head)
+            && count > inflated
+        {
+            return Err(settings.in_part(
+                format!("part {name}"),
+                DecodeErrorKind::Syntax,
+                format!(
+                    "not a readable XLSX workbook: the part declares {count} shared strings \
+                     (uniqueCount) in {inflated} bytes, which cannot hold them; the reader \
+                     would reserve room for them all"
                 ),
             ));
         }
@@ -1163,6 +1185,27 @@ fn check_parts(
         })?;
     }
     Ok(())
+}
+
+/// Bytes of a part looked at for what it declares.
+const HEAD: u64 = 64 << 10;
+
+/// The `uniqueCount` a shared strings part's `<sst>` element declares,
+/// read as the reader reads it (digits; a number too large for it is
+/// `u64::MAX`).
+fn declared_count(head: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(head, b"uniqueCount=")? + b"uniqueCount=".len();
+    let digits: Vec<u8> = head
+        .get(at + 1..)?
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    let text = std::str::from_utf8(&digits).ok()?;
+    if text.is_empty() {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
 }
 
 fn corrupt(settings: &Settings, kind: Kind, e: &dyn std::fmt::Display) -> DecodeError {
@@ -1372,6 +1415,17 @@ mod tests {
         assert_eq!(day.header_text(), "2021-01-01");
         let time = Cell::DateTime("2021-01-01T10:10:10".into());
         assert_eq!(time.header_text(), "2021-01-01T10:10:10");
+    }
+
+    #[test]
+    fn shared_string_counts_are_read_as_the_reader_reads_them() {
+        let head = br#"<?xml version="1.0"?><sst xmlns="x" count="9" uniqueCount="12">"#;
+        assert_eq!(declared_count(head), Some(12));
+        assert_eq!(
+            declared_count(b"<sst uniqueCount='99999999999999999999999'>"),
+            Some(u64::MAX)
+        );
+        assert_eq!(declared_count(b"<sst count=\"3\">"), None);
     }
 
     #[test]
