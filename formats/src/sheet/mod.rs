@@ -56,6 +56,9 @@ const MAX_COLUMNS: u32 = 16_384;
 /// Cells held to infer column types, at most, whatever `--infer-rows` says.
 const SAMPLE_CELLS: usize = 1 << 20;
 
+/// Cells (rows times columns, empty ones too) of a decoded batch, at most.
+const CELLS_PER_BATCH: usize = 1 << 20;
+
 /// What to do about a workbook with a password.
 const PASSWORD_HINT: &str = "the workbook is encrypted with a password, which Rota cannot \
                              read; save a copy without the password and ingest that";
@@ -438,8 +441,17 @@ impl Decoder for SheetDecoder {
         let from = out.len();
         match rx.recv() {
             Ok(Msg::Start(start)) => {
+                // Batches are dense: a wide sheet gets fewer rows to a batch.
+                let width = start.schema.fields().len().max(1);
                 let options = DecodeOptions {
                     schema: Some(start.schema.clone()),
+                    batch_records: self
+                        .settings
+                        .inner
+                        .batch_records
+                        .min(CELLS_PER_BATCH / width)
+                        .max(1),
+                    infer_records: 1,
                     ..self.settings.inner.clone()
                 };
                 *inner = Some(NdjsonFormat.decoder(&options)?);
@@ -942,7 +954,10 @@ impl<'a> Writer<'a> {
         }
         self.text.extend_from_slice(b"}\n");
         self.rows.push(number);
-        if self.text.len() >= LINES_PER_MESSAGE {
+        // The rows become dense batches: a wide sheet's rows are handed on
+        // a few at a time, so that one message makes a bounded output.
+        let cells = self.rows.len().saturating_mul(self.names.len().max(1));
+        if self.text.len() >= LINES_PER_MESSAGE || cells >= CELLS_PER_BATCH * 4 {
             self.send()?;
         }
         Ok(())
@@ -1112,7 +1127,32 @@ fn check_parts(
                 .to_ascii_lowercase()
                 .starts_with("xl/worksheets/");
         if streamed {
-            continue; // held to the cell budget as it is read
+            // Held to the cell budget as it is read; but the reader holds a
+            // cell's text, or a tag, whole.
+            let longest = longest_run(&mut part, kind).map_err(|e| {
+                settings.in_part(
+                    format!("part {name}"),
+                    DecodeErrorKind::Syntax,
+                    format!(
+                        "not a readable {}: the part is damaged: {}",
+                        kind.name(),
+                        words(&e)
+                    ),
+                )
+            })?;
+            let max = settings.inner.max_record_bytes as u64;
+            if longest > max {
+                return Err(settings.in_part(
+                    format!("part {name}"),
+                    DecodeErrorKind::TooLarge,
+                    format!(
+                        "the sheet has a cell (or a tag, or a record) of {longest} bytes, more \
+                         than the record size limit ({max} bytes); the reader would hold it \
+                         whole"
+                    ),
+                ));
+            }
+            continue;
         }
         let damaged = |e: std::io::Error| {
             settings.in_part(
@@ -1185,6 +1225,57 @@ fn check_parts(
         })?;
     }
     Ok(())
+}
+
+/// The longest stretch of a worksheet part the reader holds whole: for
+/// XLSX, bytes between one `<` and the next (a text, or a tag); for XLSB,
+/// the length a record declares (the reader makes room for it first).
+fn longest_run(part: &mut impl Read, kind: Kind) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut longest = 0u64;
+    if kind == Kind::Xlsb {
+        let mut reader = std::io::BufReader::new(part);
+        let byte = |r: &mut std::io::BufReader<_>| -> std::io::Result<Option<u8>> {
+            let mut b = [0u8];
+            Ok((r.read(&mut b)? == 1).then_some(b[0]))
+        };
+        // A type of one or two bytes, a length of up to four, 7 bits each.
+        while let Some(t) = byte(&mut reader)? {
+            if t & 0x80 != 0 && byte(&mut reader)?.is_none() {
+                break;
+            }
+            let mut len = 0u64;
+            for i in 0..4 {
+                let Some(b) = byte(&mut reader)? else {
+                    return Ok(longest);
+                };
+                len |= u64::from(b & 0x7F) << (7 * i);
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            longest = longest.max(len);
+            let skipped = std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
+            if skipped < len {
+                break;
+            }
+        }
+        return Ok(longest);
+    }
+    let mut run = 0u64;
+    loop {
+        let n = part.read(&mut buf)?;
+        if n == 0 {
+            return Ok(longest.max(run));
+        }
+        let mut from = 0;
+        for at in memchr::memchr_iter(b'<', &buf[..n]) {
+            longest = longest.max(run + (at - from) as u64);
+            run = 0;
+            from = at + 1;
+        }
+        run += (n - from) as u64;
+    }
 }
 
 /// Bytes of a part looked at for what it declares.
@@ -1426,6 +1517,22 @@ mod tests {
             Some(u64::MAX)
         );
         assert_eq!(declared_count(b"<sst count=\"3\">"), None);
+    }
+
+    #[test]
+    fn the_longest_stretch_a_reader_holds_is_found() {
+        let xml = b"<row><c><v>12345</v></c></row>";
+        assert_eq!(
+            longest_run(&mut &xml[..], Kind::Xlsx).ok(),
+            Some("v>12345".len() as u64)
+        );
+        let long = [b"<t>".as_slice(), &[b'a'; 100_000], b"</t>"].concat();
+        assert_eq!(longest_run(&mut &long[..], Kind::Xlsx).ok(), Some(100_002));
+        // XLSB: a record of type 0x0000 and 3 bytes, then one of type
+        // 0x0081 (two bytes) declaring 300 bytes and holding them.
+        let mut bin = vec![0x00, 0x03, 1, 2, 3, 0x81, 0x01, 0xAC, 0x02];
+        bin.extend([0u8; 300]);
+        assert_eq!(longest_run(&mut &bin[..], Kind::Xlsb).ok(), Some(300));
     }
 
     #[test]
