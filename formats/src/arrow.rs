@@ -8,7 +8,7 @@ use std::fs::File;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::{FileReader, StreamDecoder};
 use arrow_schema::{ArrowError, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::source::{FileAt, ReadAt};
 use rota_core::{DecodeError, DecodeErrorKind};
 
@@ -96,9 +96,18 @@ fn message_prefix(buf: &[u8]) -> Option<(usize, i32)> {
     }
 }
 
+/// A problem found in an Arrow IPC file: the part it lies in (`record
+/// batch 2`), if any, and what is wrong.
+type Problem = (Option<String>, String);
+
+/// What is refused in data written big-endian.
+const BIG_ENDIAN: &str = "the data was written on a big-endian machine, and big-endian Arrow IPC \
+                          data is not supported (rewrite it little-endian, e.g. with pyarrow)";
+
 /// Checks every record batch and dictionary of an Arrow IPC file through its
-/// footer; a file whose footer cannot be read is left to the reader to refuse.
-fn check_file(input: &dyn ReadAt) -> Result<(), String> {
+/// footer, and the byte order of its schema; a file whose footer cannot be
+/// read is left to the reader to refuse.
+fn check_file(input: &dyn ReadAt) -> Result<(), Problem> {
     let size = input.size();
     let mut tail = [0u8; 10];
     if size < 10 || input.read_exact_at(size - 10, &mut tail).is_err() {
@@ -115,27 +124,43 @@ fn check_file(input: &dyn ReadAt) -> Result<(), String> {
     let Ok(footer) = arrow_ipc::root_as_footer(&footer) else {
         return Ok(());
     };
-    let blocks = footer
-        .recordBatches()
-        .into_iter()
-        .flatten()
-        .chain(footer.dictionaries().into_iter().flatten());
-    for block in blocks {
+    if footer
+        .schema()
+        .is_some_and(|s| s.endianness() == arrow_ipc::Endianness::Big)
+    {
+        return Err((None, BIG_ENDIAN.to_owned()));
+    }
+    let batches = footer.recordBatches().into_iter().flatten();
+    let dictionaries = footer.dictionaries().into_iter().flatten();
+    let named = batches
+        .enumerate()
+        .map(|(i, b)| (format!("record batch {}", i + 1), b))
+        .chain(
+            dictionaries
+                .enumerate()
+                .map(|(i, b)| (format!("dictionary batch {}", i + 1), b)),
+        );
+    for (part, block) in named {
+        let problem = |m: String| (Some(part.clone()), m);
         let (Ok(offset), Ok(meta_len)) = (
             u64::try_from(block.offset()),
             usize::try_from(block.metaDataLength()),
         ) else {
-            return Err("a block with a negative offset or length".into());
+            return Err(problem(
+                "the footer gives it a negative offset or length".into(),
+            ));
         };
         if meta_len > MAX_SCHEMA_MESSAGE as usize {
-            return Err(format!("a message header of {meta_len} bytes"));
+            return Err(problem(format!(
+                "its message header of {meta_len} bytes is too long"
+            )));
         }
         let mut meta = vec![0u8; meta_len];
         input
             .read_exact_at(offset, &mut meta)
-            .map_err(|_| "a block lies past the end of the file".to_owned())?;
+            .map_err(|_| problem("the footer places it past the end of the file".into()))?;
         let Some((prefix, _)) = message_prefix(&meta) else {
-            return Err("a block too short for its message header".into());
+            return Err(problem("it is too short for its message header".into()));
         };
         let body = offset + meta_len as u64;
         let body_len = u64::try_from(block.bodyLength()).unwrap_or(u64::MAX);
@@ -145,7 +170,8 @@ fn check_file(input: &dyn ReadAt) -> Result<(), String> {
                 .read_exact_at(body + at, &mut word)
                 .ok()
                 .map(|()| word)
-        })?;
+        })
+        .map_err(problem)?;
     }
     Ok(())
 }
@@ -180,6 +206,15 @@ impl Format for ArrowFormat {
             state: State::Sniff(Vec::with_capacity(HEAD_BYTES)),
         }))
     }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        // The file magic, or a stream's first message (its continuation marker).
+        if head.bytes.starts_with(FILE_MAGIC) || head.bytes.starts_with(&[0xFF; 4]) {
+            100
+        } else {
+            0
+        }
+    }
 }
 
 enum State {
@@ -189,6 +224,9 @@ enum State {
         decoder: Box<StreamDecoder>,
         /// Offset of the first byte the decoder has not yet consumed.
         consumed: u64,
+        /// Record batch and dictionary batch messages seen, for messages.
+        batches: usize,
+        dictionaries: usize,
         /// The message being gathered: each is checked whole before the
         /// decoder gets it.
         pending: Vec<u8>,
@@ -248,6 +286,8 @@ impl ArrowDecoder {
             self.state = State::Stream {
                 decoder: Box::new(StreamDecoder::new()),
                 consumed: 0,
+                batches: 0,
+                dictionaries: 0,
                 pending: Vec::new(),
             };
         }
@@ -260,6 +300,8 @@ impl ArrowDecoder {
             State::Stream {
                 decoder,
                 consumed,
+                batches,
+                dictionaries,
                 pending,
             } => {
                 pending.extend_from_slice(bytes);
@@ -279,19 +321,32 @@ impl ArrowDecoder {
                                 "invalid Arrow IPC stream: a message header of {meta_len} bytes"
                             ))
                         })?;
+                    let mut part = None;
                     let total = if meta_len == 0 {
                         prefix // the end-of-stream marker
                     } else {
                         let Some(meta) = pending.get(prefix..prefix + meta_len) else {
                             return Ok(());
                         };
-                        let body = arrow_ipc::root_as_message(meta)
-                            .map(|m| m.bodyLength())
-                            .map_err(|e| {
-                                fail(format!(
-                                    "invalid Arrow IPC stream: invalid message header: {e}"
-                                ))
-                            })?;
+                        let message = arrow_ipc::root_as_message(meta).map_err(|e| {
+                            fail(format!(
+                                "invalid Arrow IPC stream: a message header is corrupt ({e})"
+                            ))
+                        })?;
+                        if message
+                            .header_as_schema()
+                            .is_some_and(|s| s.endianness() == arrow_ipc::Endianness::Big)
+                        {
+                            return Err(fail(BIG_ENDIAN.to_owned()));
+                        }
+                        let counter = if message.header_as_record_batch().is_some() {
+                            Some((&mut *batches, "record batch"))
+                        } else if message.header_as_dictionary_batch().is_some() {
+                            Some((&mut *dictionaries, "dictionary batch"))
+                        } else {
+                            None
+                        };
+                        let body = message.bodyLength();
                         let body = usize::try_from(body)
                             .ok()
                             .filter(|&n| n as i64 <= MAX_BODY)
@@ -302,12 +357,29 @@ impl ArrowDecoder {
                         if pending.len() < total {
                             return Ok(());
                         }
+                        // The message is whole: it counts.
+                        if let Some((count, what)) = counter {
+                            *count += 1;
+                            part = Some(format!("{what} {count}"));
+                        }
                         let start = prefix + meta_len;
                         check_message(meta, body as u64, &mut |off| {
                             let off = start.checked_add(usize::try_from(off).ok()?)?;
                             pending.get(off..off.checked_add(8)?)?.try_into().ok()
                         })
-                        .map_err(|m| fail(format!("invalid Arrow IPC stream: {m}")))?;
+                        .map_err(|m| {
+                            let m = format!("invalid Arrow IPC stream: {m}");
+                            match &part {
+                                Some(p) => DecodeError::in_part(
+                                    &self.location,
+                                    p.clone(),
+                                    at,
+                                    DecodeErrorKind::Syntax,
+                                    m,
+                                ),
+                                None => fail(m),
+                            }
+                        })?;
                         total
                     };
                     let rest = pending.split_off(total);
@@ -321,10 +393,17 @@ impl ArrowDecoder {
                             Ok(Some(batch)) => out.push(Decoded::Batch(batch)),
                             Ok(None) => {}
                             Err(e) => {
-                                return Err(fail(format!(
-                                    "invalid Arrow IPC stream: {}",
-                                    clean(&e)
-                                )));
+                                let m = format!("invalid Arrow IPC stream: {}", clean(&e));
+                                return Err(match &part {
+                                    Some(p) => DecodeError::in_part(
+                                        &self.location,
+                                        p.clone(),
+                                        at,
+                                        DecodeErrorKind::Syntax,
+                                        m,
+                                    ),
+                                    None => fail(m),
+                                });
                             }
                         }
                     }
@@ -337,9 +416,33 @@ impl ArrowDecoder {
     }
 }
 
-/// Arrow's error text without its variant prefix.
+/// Arrow's error text in the user's terms: no variant prefix, no dump of
+/// arrow's own structures.
 fn clean(e: &ArrowError) -> String {
-    crate::text::clean_arrow_message(&e.to_string()).0
+    let text = e.to_string();
+    let mut text = text.as_str();
+    for prefix in [
+        "Invalid argument error: ",
+        "Ipc error: ",
+        "Io error: ",
+        "External error: ",
+        "Parser error: ",
+        "Schema error: ",
+        "Compute error: ",
+        "Not yet implemented: ",
+        "Memory error: ",
+        "Cast error: ",
+    ] {
+        text = text.strip_prefix(prefix).unwrap_or(text);
+    }
+    let mut text = text.trim_end_matches('.').to_owned();
+    // A dump of a field or type (`Field { name: … }`) says nothing to the user.
+    if let Some(i) = text.find(" {").or_else(|| text.find("([")) {
+        let cut = text[..i].rfind([' ', '(', ':']).map_or(0, |j| j + 1);
+        text.truncate(cut);
+        text = text.trim_end_matches([' ', ':', '(']).to_owned() + " (details left out)";
+    }
+    crate::text::clean_arrow_message(&text).0
 }
 
 impl Decoder for ArrowDecoder {
@@ -370,6 +473,8 @@ impl Decoder for ArrowDecoder {
                 mut decoder,
                 pending,
                 consumed,
+                batches,
+                dictionaries,
             } => {
                 if !pending.is_empty() {
                     return Err(self.error(
@@ -396,6 +501,8 @@ impl Decoder for ArrowDecoder {
                 self.state = State::Stream {
                     decoder,
                     consumed: self.read,
+                    batches,
+                    dictionaries,
                     pending: Vec::new(),
                 };
                 Ok(())
@@ -409,22 +516,46 @@ impl Decoder for ArrowDecoder {
                         format!("cannot reread the copy: {e}"),
                     )
                 })?;
-                check_file(&FileAt::with_size(copy, size)).map_err(|m| {
-                    self.error(
-                        DecodeErrorKind::Syntax,
+                let copy = FileAt::with_size(copy, size);
+                check_file(&copy).map_err(|(part, m)| match part {
+                    Some(part) => DecodeError::in_part(
+                        &self.location,
+                        part,
                         self.read,
+                        DecodeErrorKind::Syntax,
                         format!("invalid Arrow IPC file: {m}"),
-                    )
+                    ),
+                    None => self.error(DecodeErrorKind::Syntax, 0, m),
                 })?;
-                let reader = FileReader::try_new(file, None).map_err(|e| {
-                    self.error(
-                        DecodeErrorKind::Syntax,
+                let mut magic = [0u8; 6];
+                let complete = size >= 6
+                    && copy.read_exact_at(size - 6, &mut magic).is_ok()
+                    && magic == FILE_MAGIC;
+                if !complete {
+                    return Err(self.error(
+                        DecodeErrorKind::Truncated,
                         self.read,
-                        format!(
-                            "invalid Arrow IPC file (its footer at the end is missing or \
-                             corrupt; is the file complete?): {}",
-                            clean(&e)
-                        ),
+                        "the Arrow IPC file ends without its footer (no ARROW1 at the end): \
+                         is the file complete?"
+                            .into(),
+                    ));
+                }
+                let reader = FileReader::try_new(file, None).map_err(|e| {
+                    let why = clean(&e);
+                    if why.contains("endianness") {
+                        return self.error(DecodeErrorKind::Syntax, 0, BIG_ENDIAN.to_owned());
+                    }
+                    let why = match why {
+                        // A seek before the start of the file.
+                        io if io.contains("os error") => "it points outside the file".to_owned(),
+                        why => why,
+                    };
+                    DecodeError::in_part(
+                        &self.location,
+                        "footer",
+                        self.read,
+                        DecodeErrorKind::Syntax,
+                        format!("the Arrow IPC file's footer is corrupt ({why})"),
                     )
                 })?;
                 self.state = State::File {
@@ -456,13 +587,12 @@ impl Decoder for ArrowDecoder {
                 out.push(Decoded::Batch(batch));
                 Ok(true)
             }
-            Some(Err(e)) => Err(self.error(
-                DecodeErrorKind::Syntax,
+            Some(Err(e)) => Err(DecodeError::in_part(
+                &self.location,
+                format!("record batch {index}"),
                 self.read,
-                format!(
-                    "record batch {index} of the Arrow IPC file is invalid: {}",
-                    clean(&e)
-                ),
+                DecodeErrorKind::Syntax,
+                format!("invalid Arrow IPC file: {}", clean(&e)),
             )),
             None => Ok(false),
         }

@@ -19,7 +19,7 @@ use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch, StringArray};
 use arrow_avro::reader::{Decoder as AvroDecoder, DecoderMode, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, SchemaStore};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind, OnError};
 
 use crate::options::FormatOptions;
@@ -64,6 +64,14 @@ impl Format for AvroFormat {
             blocks: 0,
             records: 0,
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        if head.bytes.starts_with(b"Obj\x01") {
+            100
+        } else {
+            0
+        }
     }
 }
 

@@ -74,6 +74,24 @@ impl Compression {
         }
     }
 
+    /// The compression of a file from its first bytes (`head`, at least
+    /// [`MAGIC_BYTES`] of them unless the file is shorter) and the one its
+    /// name's suffix says: the magic bytes decide; a name that says
+    /// compression the bytes do not show is an error; else none. The one
+    /// place compression is decided.
+    ///
+    /// # Errors
+    /// The name's suffix names a compression the data does not start with.
+    pub fn detect(head: &[u8], suffix: Option<Self>) -> Result<Option<Self>, String> {
+        match (Self::from_magic(head), suffix) {
+            (Some(found), _) => Ok(Some(found)),
+            (None, Some(named)) => Err(format!(
+                "the name says {named}, but the data does not start like {named} data"
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The compression a file name's last suffix names, and the name without
     /// that suffix (`data.csv.gz` → gzip, `data.csv`).
     pub fn from_suffix(name: &str) -> Option<(Self, &str)> {
@@ -656,23 +674,19 @@ impl Decompressing {
 
     /// Decides from `head` (the first bytes, or all of a short file).
     fn decide(&mut self, head: &[u8]) -> Result<(), DecodeError> {
-        self.state = match (Compression::from_magic(head), self.suffix) {
-            (Some(found), _) => Sniff::Compressed(Box::new(Decompressor::new(
+        let found = Compression::detect(head, self.suffix).map_err(|message| DecodeError {
+            location: self.location.clone(),
+            position: Position::default(),
+            kind: DecodeErrorKind::Syntax,
+            message,
+        })?;
+        self.state = match found {
+            Some(found) => Sniff::Compressed(Box::new(Decompressor::new(
                 found,
                 &self.location,
                 self.limits,
             )?)),
-            (None, Some(named)) => {
-                return Err(DecodeError {
-                    location: self.location.clone(),
-                    position: Position::default(),
-                    kind: DecodeErrorKind::Syntax,
-                    message: format!(
-                        "the name says {named}, but the data does not start like {named} data"
-                    ),
-                });
-            }
-            (None, None) => Sniff::Plain,
+            None => Sniff::Plain,
         };
         Ok(())
     }

@@ -7,16 +7,15 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, RecordBatch};
 use arrow_csv::reader::{Decoder as ArrowCsvDecoder, Format as ArrowCsvFormat, ReaderBuilder};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
 use crate::text::{
     Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
-    trim_cr,
 };
 
 /// Comma-separated values.
@@ -44,6 +43,17 @@ impl Format for CsvFormat {
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         csv_decoder(options, b',')
     }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        if first.contains(',') && first.matches('\t').count() < first.matches(',').count() {
+            30
+        } else {
+            0
+        }
+    }
 }
 
 impl Format for TsvFormat {
@@ -62,6 +72,18 @@ impl Format for TsvFormat {
     }
     fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
         csv_decoder(options, b'\t')
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        let tabs = first.matches('\t').count();
+        if tabs > 0 && tabs >= first.matches(',').count() {
+            40
+        } else {
+            0
+        }
     }
 }
 
@@ -84,6 +106,7 @@ fn csv_decoder(options: &DecodeOptions, delimiter: u8) -> Result<Box<dyn Decoder
         quote,
         batch_size: options.batch_records.max(options.infer_records).max(1),
         decoder: None,
+        kinds: None,
     };
     Ok(Box::new(TextDecoder::new(framer, batcher, options)))
 }
@@ -115,18 +138,34 @@ impl CsvFramer {
     }
 }
 
+/// Line breaks in `bytes`: LF, CRLF and a bare CR (classic Mac) each count
+/// once; a CR at the very end is left to be counted with what follows.
+fn line_breaks(bytes: &[u8]) -> u64 {
+    let lf = memchr::memchr_iter(b'\n', bytes).count();
+    let bare_cr = memchr::memchr_iter(b'\r', bytes)
+        .filter(|&i| i + 1 < bytes.len() && bytes[i + 1] != b'\n')
+        .count();
+    (lf + bare_cr) as u64
+}
+
 impl Framer for CsvFramer {
     fn next(&mut self, buf: &[u8], pos: usize, eof: bool) -> Result<Found, FrameError> {
         let mut i = pos + self.resume;
         while i < buf.len() {
             if self.in_quotes {
                 let Some(k) = memchr::memchr(self.quote, &buf[i..]) else {
-                    self.newlines += memchr::memchr_iter(b'\n', &buf[i..]).count() as u64;
-                    i = buf.len();
+                    // Leave a CR at the end for the next look: it may start a CRLF.
+                    let end = if buf.ends_with(b"\r") && !eof {
+                        buf.len() - 1
+                    } else {
+                        buf.len()
+                    };
+                    self.newlines += line_breaks(&buf[i..end]);
+                    i = end;
                     break;
                 };
                 let j = i + k;
-                self.newlines += memchr::memchr_iter(b'\n', &buf[i..j]).count() as u64;
+                self.newlines += line_breaks(&buf[i..j]);
                 if j + 1 < buf.len() {
                     if buf[j + 1] == self.quote {
                         i = j + 2; // an escaped quote
@@ -142,16 +181,30 @@ impl Framer for CsvFramer {
                     break;
                 }
             } else {
-                let Some(k) = memchr::memchr2(b'\n', self.quote, &buf[i..]) else {
+                let Some(k) = memchr::memchr3(b'\n', b'\r', self.quote, &buf[i..]) else {
                     i = buf.len();
                     break;
                 };
                 let j = i + k;
-                if buf[j] == b'\n' {
+                // A record ends at LF, CRLF or a bare CR.
+                let next = match buf[j] {
+                    b'\n' => Some(j + 1),
+                    b'\r' => match buf.get(j + 1) {
+                        Some(b'\n') => Some(j + 2),
+                        Some(_) => Some(j + 1),
+                        None if eof => Some(j + 1),
+                        None => {
+                            i = j; // a CRLF may be cut here
+                            break;
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some(next) = next {
                     let frame = Frame {
                         start: pos,
-                        end: trim_cr(buf, pos, j),
-                        next: j + 1,
+                        end: j,
+                        next,
                         newlines: self.newlines + 1,
                     };
                     return Ok(self.done(frame));
@@ -179,7 +232,7 @@ impl Framer for CsvFramer {
         }
         let frame = Frame {
             start: pos,
-            end: trim_cr(buf, pos, buf.len()),
+            end: buf.len(),
             next: buf.len(),
             newlines: self.newlines,
         };
@@ -193,6 +246,124 @@ struct CsvBatcher {
     quote: u8,
     batch_size: usize,
     decoder: Option<ArrowCsvDecoder>,
+    /// What each column's values need, when the schema is inferred (`None`
+    /// when it was given: a given schema never widens).
+    kinds: Option<Vec<CsvKind>>,
+}
+
+/// What the values of a CSV column need, from narrow to wide. Text with a
+/// leading zero (`08123`) or a leading `+` (`+3188…`) is an identifier, not
+/// a number, and stays text; so do numbers a `Float64` would round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CsvKind {
+    /// Only empty fields so far.
+    Empty,
+    /// `true` or `false`, in any case.
+    Bool,
+    /// Integers that fit an `i64`; `float_exact` while every one is at most
+    /// 2^53 in magnitude.
+    Int { float_exact: bool },
+    /// Decimal numbers (and integers a float holds exactly).
+    Float,
+    /// Anything else.
+    Text,
+}
+
+impl CsvKind {
+    fn of(value: &str) -> Self {
+        if value.is_empty() {
+            return Self::Empty;
+        }
+        if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
+            return Self::Bool;
+        }
+        let digits = value.strip_prefix('-').unwrap_or(value);
+        let int_len = digits.bytes().take_while(u8::is_ascii_digit).count();
+        // No leading `+`, no leading zero but a lone `0`, digits first.
+        if int_len == 0 || (int_len > 1 && digits.starts_with('0')) {
+            return Self::Text;
+        }
+        let rest = &digits[int_len..];
+        if rest.is_empty() {
+            return match value.parse::<i64>() {
+                Ok(v) => Self::Int {
+                    float_exact: v.unsigned_abs() <= 1 << 53,
+                },
+                Err(_) => Self::Text,
+            };
+        }
+        let fraction = rest.strip_prefix('.').map_or(Some(rest), |f| {
+            let n = f.bytes().take_while(u8::is_ascii_digit).count();
+            (n > 0).then(|| &f[n..])
+        });
+        let exponent_ok = |e: &str| {
+            e.is_empty()
+                || e.strip_prefix(['e', 'E'])
+                    .map(|x| x.strip_prefix(['+', '-']).unwrap_or(x))
+                    .is_some_and(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+        };
+        match fraction {
+            Some(e) if exponent_ok(e) && value.parse::<f64>().is_ok_and(f64::is_finite) => {
+                Self::Float
+            }
+            _ => Self::Text,
+        }
+    }
+
+    fn merge(self, other: Self) -> Self {
+        use CsvKind::{Bool, Empty, Float, Int, Text};
+        match (self, other) {
+            (Empty, k) | (k, Empty) => k,
+            (Bool, Bool) => Bool,
+            (Int { float_exact: a }, Int { float_exact: b }) => Int {
+                float_exact: a && b,
+            },
+            (Float, Float)
+            | (Float, Int { float_exact: true })
+            | (Int { float_exact: true }, Float) => Float,
+            _ => Text,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            Self::Bool => DataType::Boolean,
+            Self::Int { .. } => DataType::Int64,
+            Self::Float => DataType::Float64,
+            Self::Empty | Self::Text => DataType::Utf8,
+        }
+    }
+}
+
+/// Column names from a header: empty ones become `column_N`, a repeated one
+/// gets `_2`, `_3`, … (the first free suffix), so every name is unique and a
+/// record never has two fields of one name.
+fn unique_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let names: Vec<String> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if n.is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                n
+            }
+        })
+        .collect();
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let mut unique = name.clone();
+        let mut n = 2;
+        // A later column's own name is not taken by a suffix.
+        while taken.contains(&unique) || (unique != *name && names[i + 1..].contains(&unique)) {
+            unique = format!("{name}_{n}");
+            n += 1;
+        }
+        taken.insert(unique.clone());
+        out.push(unique);
+    }
+    out
 }
 
 impl CsvBatcher {
@@ -219,6 +390,64 @@ impl CsvBatcher {
         }
         Ok(())
     }
+
+    /// The fields of each record as text, for records of `width` fields;
+    /// a record that does not split into that many is left out.
+    fn texts(&self, width: usize, records: &[&[u8]]) -> Vec<Vec<String>> {
+        let schema = Arc::new(Schema::new(
+            (0..width)
+                .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut decoder = ReaderBuilder::new(schema)
+            .with_format(self.arrow_format(false))
+            .with_batch_size(self.batch_size)
+            .build_decoder();
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let mut batches = Vec::new();
+            let decoded = Self::feed(&mut decoder, record, &mut batches)
+                .and_then(|()| Self::feed(&mut decoder, b"\n", &mut batches))
+                .and_then(|()| decoder.flush());
+            match decoded {
+                Ok(Some(batch)) if batches.is_empty() && batch.num_rows() == 1 => {
+                    out.push(
+                        batch
+                            .columns()
+                            .iter()
+                            .map(|c| {
+                                c.as_any()
+                                    .downcast_ref::<arrow_array::StringArray>()
+                                    .filter(|a| a.is_valid(0))
+                                    .map(|a| a.value(0).to_owned())
+                                    .unwrap_or_default()
+                            })
+                            .collect(),
+                    );
+                }
+                _ => {
+                    // Its state is unknown after an error.
+                    decoder = ReaderBuilder::new(Arc::new(Schema::new(
+                        (0..width)
+                            .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+                            .collect::<Vec<_>>(),
+                    )))
+                    .with_format(self.arrow_format(false))
+                    .with_batch_size(self.batch_size)
+                    .build_decoder();
+                }
+            }
+        }
+        out
+    }
+
+    /// Fields in one record (at least 1).
+    fn width_of(&self, record: &[u8]) -> Result<Vec<String>, arrow_schema::ArrowError> {
+        let (schema, _) = self
+            .arrow_format(true)
+            .infer_schema(Cursor::new(record), Some(0))?;
+        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
 }
 
 fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
@@ -236,11 +465,26 @@ fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
             column: None,
         };
     }
+    if raw.contains("invalid UTF-8")
+        || raw.contains("utf-8")
+        || raw.contains("UTF-8")
+        || raw.contains("utf8")
+    {
+        return RecordError {
+            kind: DecodeErrorKind::Encoding,
+            message: "the text is not UTF-8; if it is Latin-1 or Windows-1252 (old Excel \
+                      exports), pass --encoding windows-1252"
+                .into(),
+            // "… for line 1 and field 2": the field counts from 1.
+            column: raw
+                .rsplit_once("and field ")
+                .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1)),
+        };
+    }
     let (message, column) = clean_arrow_message(&raw);
     let kind = if raw.contains("as type") {
         DecodeErrorKind::Type
-    } else if raw.contains("utf-8") || raw.contains("UTF-8") || raw.contains("utf8") {
-        DecodeErrorKind::Encoding
     } else {
         DecodeErrorKind::Syntax
     };
@@ -266,100 +510,92 @@ impl Batcher for CsvBatcher {
             let (message, column) = clean_arrow_message(&e.to_string());
             RecordError {
                 kind: DecodeErrorKind::Syntax,
-                message: format!("cannot read the header or sample: {message}"),
+                message: format!("cannot read the header: {message}"),
                 column,
             }
         };
-        let mut text = Vec::new();
-        if let Some(h) = header {
-            if h.contains(&0) || std::str::from_utf8(h).is_err() {
-                return Err(RecordError {
-                    kind: DecodeErrorKind::Encoding,
-                    message:
-                        "the header line is not UTF-8 text (binary data, or another encoding?)"
-                            .into(),
-                    column: None,
-                });
-            }
-            text.extend_from_slice(h);
-            text.push(b'\n');
-        }
-        if let Some(schema) = given {
-            if let Some(h) = header {
-                let (names, _) = self
-                    .arrow_format(true)
-                    .infer_schema(Cursor::new(h), Some(0))
-                    .map_err(fail)?;
-                if names.fields().len() != schema.fields().len() {
+        let names = match header {
+            Some(h) => {
+                if h.contains(&0) || std::str::from_utf8(h).is_err() {
                     return Err(RecordError {
-                        kind: DecodeErrorKind::Options,
-                        message: format!(
-                            "the schema has {} columns but the header has {}",
-                            schema.fields().len(),
-                            names.fields().len()
-                        ),
+                        kind: DecodeErrorKind::Encoding,
+                        message: "the header line is not UTF-8 text (binary data, or another \
+                                  encoding? for Latin-1 or Windows-1252 pass --encoding \
+                                  windows-1252)"
+                            .into(),
                         column: None,
                     });
                 }
+                Some(unique_names(self.width_of(h).map_err(fail)?))
+            }
+            None => None,
+        };
+        if let Some(schema) = given {
+            if let Some(names) = &names
+                && names.len() != schema.fields().len()
+            {
+                return Err(RecordError {
+                    kind: DecodeErrorKind::Options,
+                    message: format!(
+                        "the schema has {} columns but the header has {}",
+                        schema.fields().len(),
+                        names.len()
+                    ),
+                    column: None,
+                });
             }
             return Ok(schema);
         }
-        for record in sample {
-            text.extend_from_slice(record);
-            text.push(b'\n');
-        }
-        if text.is_empty() {
-            return Ok(Arc::new(Schema::empty()));
-        }
-        let format = self.arrow_format(header.is_some());
-        let inferred = match format.infer_schema(Cursor::new(&text), None) {
-            Ok((schema, _)) => schema,
-            Err(_) => {
-                // Leave out the sample records that do not parse with the
-                // header (decoding reports each with its position).
-                let mut text = Vec::new();
-                if let Some(h) = header {
-                    text.extend_from_slice(h);
-                    text.push(b'\n');
-                }
-                let head = text.len();
-                for record in sample {
-                    let mut one = text[..head].to_vec();
-                    one.extend_from_slice(record);
-                    one.push(b'\n');
-                    if format.infer_schema(Cursor::new(&one), None).is_ok() {
-                        text.extend_from_slice(record);
-                        text.push(b'\n');
-                    }
-                }
-                format
-                    .infer_schema(Cursor::new(&text), None)
-                    .map_err(fail)?
-                    .0
-            }
+        let names = match (names, sample.first()) {
+            (Some(names), _) => names,
+            (None, Some(first)) => (1..=self.width_of(first).map_err(fail)?.len())
+                .map(|i| format!("column_{i}"))
+                .collect(),
+            (None, None) => return Ok(Arc::new(Schema::empty())),
         };
-        // Dates and times stay as written: inference from a sample must not
-        // reformat a user's values. A given schema can ask for temporal types.
-        let fields: Vec<Field> = inferred
-            .fields()
+        let mut kinds = vec![CsvKind::Empty; names.len()];
+        for record in self.texts(names.len(), sample) {
+            for (kind, value) in kinds.iter_mut().zip(&record) {
+                *kind = kind.merge(CsvKind::of(value));
+            }
+        }
+        let schema = Schema::new(
+            names
+                .iter()
+                .zip(&kinds)
+                .map(|(n, k)| Field::new(n, k.data_type(), true))
+                .collect::<Vec<_>>(),
+        );
+        self.kinds = Some(kinds);
+        Ok(Arc::new(schema))
+    }
+
+    fn widen(&mut self, schema: &SchemaRef, record: &[u8]) -> Option<SchemaRef> {
+        let width = schema.fields().len();
+        let values = self.texts(width, &[record]).pop()?;
+        let kinds = self.kinds.as_mut()?;
+        let wider: Vec<CsvKind> = kinds
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let name = if f.name().is_empty() {
-                    format!("column_{}", i + 1)
-                } else {
-                    f.name().clone()
-                };
-                let data_type = match f.data_type() {
-                    DataType::Int64 | DataType::Float64 | DataType::Boolean => {
-                        f.data_type().clone()
-                    }
-                    _ => DataType::Utf8,
-                };
-                Field::new(name, data_type, true)
-            })
+            .zip(&values)
+            .map(|(k, v)| k.merge(CsvKind::of(v)))
             .collect();
-        Ok(Arc::new(Schema::new(fields)))
+        if wider
+            .iter()
+            .map(|k| k.data_type())
+            .eq(kinds.iter().map(|k| k.data_type()))
+        {
+            return None;
+        }
+        *kinds = wider;
+        self.decoder = None;
+        Some(Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .zip(kinds.iter())
+                .map(|(f, k)| Field::new(f.name(), k.data_type(), true))
+                .collect::<Vec<_>>(),
+        )))
     }
 
     fn decode(
@@ -379,7 +615,7 @@ impl Batcher for CsvBatcher {
         let result = (|| {
             if let Some(bytes) = contiguous {
                 Self::feed(decoder, bytes, &mut batches)?;
-                if !bytes.ends_with(b"\n") {
+                if !bytes.ends_with(b"\n") && !bytes.ends_with(b"\r") {
                     Self::feed(decoder, b"\n", &mut batches)?;
                 }
             } else {
@@ -396,6 +632,19 @@ impl Batcher for CsvBatcher {
         if let Err(e) = result {
             self.decoder = None; // its state is unknown after an error
             return Err(record_error(&e));
+        }
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != records.len() {
+            self.decoder = None;
+            return Err(RecordError {
+                kind: DecodeErrorKind::Syntax,
+                message: format!(
+                    "{} records read as {rows} rows (a line break the reader and the \
+                     framing see differently)",
+                    records.len()
+                ),
+                column: None,
+            });
         }
         join(schema, batches).map_err(|e| record_error(&e))
     }

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_json::reader::{
-    Decoder as ArrowJsonDecoder, ReaderBuilder, infer_json_schema_from_iterator,
-};
+use arrow_json::reader::{Decoder as ArrowJsonDecoder, ReaderBuilder};
 use arrow_schema::{Schema, SchemaRef};
-use rota_core::format::{DecodeOptions, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 
+use crate::infer::{ExactDecoders, Kind, kind_of, unescape_surrogates};
 use crate::options::FormatOptions;
 use crate::text::{
     Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
@@ -50,6 +49,20 @@ impl Format for NdjsonFormat {
             options,
         )))
     }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        // One whole object on the first line, and more lines.
+        match head.first_line {
+            Some(first)
+                if first.starts_with('{')
+                    && head.more_lines
+                    && serde_json::from_str::<serde::de::IgnoredAny>(first).is_ok() =>
+            {
+                75
+            }
+            _ => 0,
+        }
+    }
 }
 
 impl Format for JsonFormat {
@@ -78,6 +91,19 @@ impl Format for JsonFormat {
             options,
         )))
     }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        match head.first_line {
+            Some(first) if first.starts_with('{') || first.starts_with('[') => 70,
+            _ => 0,
+        }
+    }
+}
+
+/// Whitespace as JSON has it: space, tab, line feed and carriage return
+/// (not a form feed or vertical tab).
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// One record per line.
@@ -99,7 +125,7 @@ impl Framer for LineFramer {
         };
         self.resume = 0;
         let end = trim_cr(buf, pos, end);
-        if buf[pos..end].iter().all(u8::is_ascii_whitespace) {
+        if buf[pos..end].iter().all(|&b| is_json_space(b)) {
             return Ok(Found::Gap { next, newlines });
         }
         Ok(Found::Record(Frame {
@@ -181,7 +207,7 @@ impl ArrayFramer {
                     }
                 }
             } else if scalar {
-                if matches!(b, b',' | b']') || b.is_ascii_whitespace() {
+                if matches!(b, b',' | b']') || is_json_space(b) {
                     return Some(i);
                 }
             } else {
@@ -206,10 +232,10 @@ impl ArrayFramer {
 
 impl Framer for ArrayFramer {
     fn next(&mut self, buf: &[u8], pos: usize, eof: bool) -> Result<Found, FrameError> {
-        // Whitespace between tokens.
+        // Whitespace between tokens: JSON's four, not a form feed.
         let mut i = pos;
         let mut newlines = 0;
-        while i < buf.len() && buf[i].is_ascii_whitespace() {
+        while i < buf.len() && is_json_space(buf[i]) {
             newlines += u64::from(buf[i] == b'\n');
             i += 1;
         }
@@ -285,6 +311,16 @@ impl Framer for ArrayFramer {
                 if b == b',' {
                     return Err(syntax(i, "expected an array element, found ','".into()));
                 }
+                if b < 0x20 {
+                    return Err(syntax(
+                        i,
+                        format!(
+                            "expected a JSON value, found {} (a control character is not JSON \
+                             whitespace)",
+                            show(b)
+                        ),
+                    ));
+                }
                 match self.value_end(buf, pos) {
                     Some(end) => {
                         let newlines = self.scan.newlines;
@@ -334,6 +370,9 @@ impl Framer for ArrayFramer {
 struct JsonBatcher {
     batch_size: usize,
     decoder: Option<ArrowJsonDecoder>,
+    /// What the records seen need, when the schema is inferred (`None`
+    /// when it was given: a given schema never widens).
+    kind: Option<Kind>,
 }
 
 impl JsonBatcher {
@@ -341,21 +380,68 @@ impl JsonBatcher {
         Self {
             batch_size: options.batch_records.max(options.infer_records).max(1),
             decoder: None,
+            kind: None,
         }
     }
 }
 
-fn record_error(e: &arrow_schema::ArrowError) -> RecordError {
+/// What a JSON value is, in words, for messages.
+fn shape(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Null => "null",
+        Kind::Bool => "a boolean",
+        Kind::Int(_) | Kind::Float => "a number",
+        Kind::Text => "a string",
+        Kind::Scalars => "a value",
+        Kind::List(_) => "a list",
+        Kind::Object(_) => "an object",
+        Kind::Raw => "a value",
+    }
+}
+
+/// An arrow JSON error in the user's terms: `whilst decoding field 'a':
+/// whilst decoding field 'b': expected [ got 1` becomes `field a.b: expected
+/// a list, found 1`, with the top-level column named.
+fn record_error(e: &arrow_schema::ArrowError, schema: &SchemaRef) -> RecordError {
     let raw = e.to_string();
-    let (message, column) = clean_arrow_message(&raw);
-    let kind = if raw.contains("whilst decoding field")
-        || raw.contains("not present in schema")
-        || raw.contains("missing from schema")
+    let mut rest = raw
+        .trim_start_matches("Json error: ")
+        .trim_start_matches("Parser error: ");
+    let mut path: Vec<&str> = Vec::new();
+    while let Some(after) = rest.strip_prefix("whilst decoding field '") {
+        let Some(end) = after.find("': ") else { break };
+        path.push(&after[..end]);
+        rest = &after[end + 3..];
+    }
+    let column = path.first().and_then(|name| schema.index_of(name).ok());
+    let mut message = rest.to_owned();
+    for (from, to) in [
+        ("expected [ got ", "expected a list, found "),
+        ("expected { got ", "expected an object, found "),
+        ("expected string got ", "expected text, found "),
+        ("expected boolean got ", "expected true or false, found "),
+        ("expected primitive got ", "expected a number, found "),
+        ("expected null got ", "expected null, found "),
+    ] {
+        if let Some(tail) = message.strip_prefix(from) {
+            message = format!("{to}{tail}");
+        }
+    }
+    if let Some(name) = message
+        .strip_prefix("column '")
+        .and_then(|m| m.strip_suffix("' missing from schema"))
     {
-        DecodeErrorKind::Type
-    } else {
+        message = format!("field '{name}' is not in the schema");
+    }
+    let kind = if path.is_empty() && !message.starts_with("expected") {
         DecodeErrorKind::Syntax
+    } else {
+        DecodeErrorKind::Type
     };
+    if path.len() > 1 {
+        message = format!("field {}: {message}", path.join("."));
+    }
+    let (message, _) = clean_arrow_message(&message);
     RecordError {
         kind,
         message,
@@ -373,25 +459,31 @@ impl Batcher for JsonBatcher {
         if let Some(schema) = given {
             return Ok(schema);
         }
-        // Records that do not parse are left out of the sample; decoding
-        // reports them with their position.
-        let values: Vec<serde_json::Value> = sample
+        // Records that are not JSON objects are left out of the sample;
+        // decoding reports them with their position.
+        let kind = sample
             .iter()
-            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
-            .filter(serde_json::Value::is_object)
-            .collect();
-        if values.is_empty() {
-            return Ok(Arc::new(Schema::empty()));
-        }
-        let schema = infer_json_schema_from_iterator(values.iter().map(Ok)).map_err(|e| {
-            let (message, column) = clean_arrow_message(&e.to_string());
-            RecordError {
-                kind: DecodeErrorKind::Type,
-                message: format!("cannot infer a schema from the sample: {message}"),
-                column,
-            }
-        })?;
+            .filter_map(|r| kind_of(r))
+            .filter(|k| matches!(k, Kind::Object(_)))
+            .fold(Kind::Object(Vec::new()), Kind::merge);
+        let schema = kind.schema().unwrap_or_else(Schema::empty);
+        self.kind = Some(kind);
         Ok(Arc::new(schema))
+    }
+
+    fn widen(&mut self, schema: &SchemaRef, record: &[u8]) -> Option<SchemaRef> {
+        let have = self.kind.as_ref()?;
+        let wider = have.clone().merge(kind_of(record)?);
+        if wider == *have {
+            return None;
+        }
+        let widened = Arc::new(wider.schema()?);
+        if widened == *schema {
+            return None;
+        }
+        self.kind = Some(wider);
+        self.decoder = None;
+        Some(widened)
     }
 
     fn decode(
@@ -406,14 +498,18 @@ impl Batcher for JsonBatcher {
                 let built = ReaderBuilder::new(schema.clone())
                     .with_batch_size(self.batch_size)
                     .with_strict_mode(true)
+                    .with_coerce_primitive(true)
+                    .with_decoder_factory(Arc::new(ExactDecoders))
                     .build_decoder()
-                    .map_err(|e| record_error(&e))?;
+                    .map_err(|e| record_error(&e, schema))?;
                 slot.insert(built)
             }
         };
         let mut batches = Vec::with_capacity(1);
         let result = (|| {
-            let mut feed = |mut bytes: &[u8]| -> Result<(), arrow_schema::ArrowError> {
+            let mut feed = |bytes: &[u8]| -> Result<(), arrow_schema::ArrowError> {
+                let fixed = unescape_surrogates(bytes);
+                let mut bytes = fixed.as_deref().unwrap_or(bytes);
                 while !bytes.is_empty() {
                     let n = decoder.decode(bytes)?;
                     bytes = &bytes[n..];
@@ -441,7 +537,20 @@ impl Batcher for JsonBatcher {
         })();
         if let Err(e) = result {
             self.decoder = None;
-            return Err(record_error(&e));
+            if let [one] = records
+                && let Some(kind) = kind_of(one)
+                && !matches!(kind, Kind::Object(_))
+            {
+                return Err(RecordError {
+                    kind: DecodeErrorKind::Type,
+                    message: format!(
+                        "a record must be an object (a map of fields), and this is {}",
+                        shape(&kind)
+                    ),
+                    column: None,
+                });
+            }
+            return Err(record_error(&e, schema));
         }
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows != records.len() {
@@ -455,6 +564,6 @@ impl Batcher for JsonBatcher {
                 column: None,
             });
         }
-        join(schema, batches).map_err(|e| record_error(&e))
+        join(schema, batches).map_err(|e| record_error(&e, schema))
     }
 }

@@ -16,16 +16,20 @@ mod cfb;
 pub mod compression;
 pub mod csv;
 pub mod detect;
+pub mod drive;
 pub mod encoding;
+mod infer;
 pub mod json;
 pub mod msgpack;
 mod options;
 pub mod parquet;
+pub mod plain;
 pub mod raw;
 pub mod schema;
 pub mod sheet;
 mod spool;
 mod text;
+mod thrift;
 pub mod toml;
 mod via_json;
 pub mod xml;
@@ -36,6 +40,7 @@ pub use avro::AvroFormat;
 pub use compression::{Compression, Decompressing, Decompressor, Limits};
 pub use csv::{CsvFormat, TsvFormat};
 pub use encoding::{Transcoding, text_encoding};
+pub use infer::JSON_EXTENSION;
 pub use json::{JsonFormat, NdjsonFormat};
 pub use msgpack::MsgpackFormat;
 pub use parquet::ParquetFormat;
@@ -46,11 +51,35 @@ pub use toml::TomlFormat;
 pub use xml::XmlFormat;
 pub use yaml::YamlFormat;
 
+thread_local! {
+    /// Whether this thread is inside [`guard`], whose panics are answered
+    /// with an error and must not also be printed.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that stays silent for panics [`guard`]
+/// catches and hands every other panic to the hook that was there before.
+fn quiet_guarded_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(std::cell::Cell::get) {
+                before(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning a panic into an error message: some reader libraries
 /// panic on malformed input they should refuse, and a decoder must answer
-/// bad input with an error.
+/// bad input with an error (and print nothing of the panic).
 pub(crate) fn guard<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+    quiet_guarded_panics();
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    result.map_err(|panic| {
         panic
             .downcast_ref::<String>()
             .cloned()
@@ -81,6 +110,22 @@ pub fn builtin() -> Vec<Arc<dyn Format>> {
     ]
 }
 
+/// `format`'s decoder for one input, its batches made plain
+/// ([`plain::Plain`]): what the ingest pipeline decodes with.
+///
+/// # Errors
+/// When the options are invalid for this format.
+pub fn decoder(
+    format: &dyn Format,
+    options: &rota_core::format::DecodeOptions,
+) -> Result<Box<dyn rota_core::format::Decoder>, rota_core::DecodeError> {
+    Ok(Box::new(plain::Plain::new(
+        format.decoder(options)?,
+        &options.location,
+        options.on_error,
+    )))
+}
+
 /// The format registered under `name`.
 #[must_use]
 pub fn by_name(name: &str) -> Option<Arc<dyn Format>> {
@@ -104,4 +149,31 @@ pub fn by_extension(path: &str) -> Option<Arc<dyn Format>> {
 #[must_use]
 pub fn names() -> Vec<&'static str> {
     builtin().iter().map(|f| f.name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::guard;
+
+    #[test]
+    fn a_guarded_panic_is_an_error_and_prints_nothing() {
+        static PRINTED: AtomicUsize = AtomicUsize::new(0);
+        std::panic::set_hook(Box::new(|_| {
+            PRINTED.fetch_add(1, Ordering::SeqCst);
+        }));
+        let caught = guard(|| -> u8 { panic!("a reader library gave up") });
+        assert_eq!(caught, Err("a reader library gave up".to_owned()));
+        assert_eq!(guard(|| 7), Ok(7));
+        assert_eq!(
+            PRINTED.load(Ordering::SeqCst),
+            0,
+            "the guarded panic was printed"
+        );
+        // A panic outside the guard still reaches the hook that was there.
+        let outside = std::panic::catch_unwind(|| panic!("not guarded"));
+        assert!(outside.is_err());
+        assert_eq!(PRINTED.load(Ordering::SeqCst), 1);
+    }
 }

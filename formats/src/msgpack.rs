@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use arrow_schema::SchemaRef;
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind, Position};
 
 use crate::json::NdjsonFormat;
@@ -56,6 +56,14 @@ impl Format for MsgpackFormat {
             lines: Vec::new(),
             retry_at: 0,
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        // Binary that opens with a map or an array.
+        match head.bytes.first() {
+            Some(0x80..=0x9F | 0xDC..=0xDF) if head.text.is_none() => 50,
+            _ => 0,
+        }
     }
 }
 

@@ -88,6 +88,13 @@ pub(crate) trait Batcher: Send {
         given: Option<SchemaRef>,
     ) -> Result<SchemaRef, RecordError>;
 
+    /// A schema wider than `schema` that `record` (which failed to decode
+    /// with it) fits, when the schema was inferred and can widen; `None`
+    /// otherwise. Later records decode with the wider schema.
+    fn widen(&mut self, _schema: &SchemaRef, _record: &[u8]) -> Option<SchemaRef> {
+        None
+    }
+
     /// Decodes records into one batch. `contiguous` is the run of bytes from
     /// the first record's start to the last record's terminator, when the
     /// records are adjacent.
@@ -332,39 +339,49 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
     }
 
     fn decode_pending(&mut self, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
-        let schema = self.ensure_schema()?;
+        let mut schema = self.ensure_schema()?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
         let adjacent = std::mem::replace(&mut self.adjacent, true);
-        let records: Vec<&[u8]> = pending
-            .iter()
-            .map(|r| &self.buf[r.frame.start..r.frame.end])
-            .collect();
-        let contiguous = adjacent
-            .then(|| &self.buf[pending[0].frame.start..pending[pending.len() - 1].frame.next]);
-        match self.batcher.decode(&schema, &records, contiguous) {
-            Ok(batch) => {
+        let mut rest: &[Rec] = &pending;
+        // Each pass decodes what is left as one group; when that fails, the
+        // records one by one, until one widens the schema (then what
+        // follows is tried as a group again with the wider schema).
+        'group: while let (Some(first), Some(last)) = (rest.first(), rest.last()) {
+            let records: Vec<&[u8]> = rest
+                .iter()
+                .map(|r| &self.buf[r.frame.start..r.frame.end])
+                .collect();
+            let contiguous = adjacent.then(|| &self.buf[first.frame.start..last.frame.next]);
+            if let Ok(batch) = self.batcher.decode(&schema, &records, contiguous) {
                 out.push(Decoded::Batch(batch));
                 return Ok(());
             }
-            Err(_) if pending.len() > 1 => {}
-            Err(e) => return self.bad_record(&schema, &pending[0], e, out),
-        }
-        // Find the bad records one by one; keep runs of good ones together.
-        let mut good: Vec<RecordBatch> = Vec::new();
-        for rec in &pending {
-            let bytes = &self.buf[rec.frame.start..rec.frame.end];
-            match self.batcher.decode(&schema, &[bytes], None) {
-                Ok(batch) => good.push(batch),
-                Err(e) => {
-                    flush_good(&self.opts.location, &schema, &mut good, out)?;
-                    self.bad_record(&schema, rec, e, out)?;
+            let mut good: Vec<RecordBatch> = Vec::new();
+            for (i, rec) in rest.iter().enumerate() {
+                let bytes = &self.buf[rec.frame.start..rec.frame.end];
+                let e = match self.batcher.decode(&schema, &[bytes], None) {
+                    Ok(batch) => {
+                        good.push(batch);
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                flush_good(&self.opts.location, &schema, &mut good, out)?;
+                if let Some(wider) = self.batcher.widen(&schema, bytes) {
+                    schema = wider;
+                    self.schema = Some(schema.clone());
+                    rest = &rest[i..];
+                    continue 'group;
                 }
+                self.bad_record(&schema, rec, e, out)?;
             }
+            flush_good(&self.opts.location, &schema, &mut good, out)?;
+            break;
         }
-        flush_good(&self.opts.location, &schema, &mut good, out)
+        Ok(())
     }
 
     fn bad_record(

@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 
 use arrow_schema::SchemaRef;
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
@@ -52,6 +52,26 @@ impl Format for TomlFormat {
             max_bytes: options.max_record_bytes,
             buf: Vec::new(),
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        // `key = value`.
+        let key_end = first.find(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)));
+        if key_end.is_some_and(|i| i > 0 && first[i..].trim_start().starts_with('=')) {
+            return 80;
+        }
+        // `[table]` or `[[array.of.tables]]`, which is not JSON.
+        let is_table = first.starts_with('[')
+            && first.ends_with(']')
+            && serde_json::from_str::<serde::de::IgnoredAny>(first).is_err()
+            && first
+                .trim_matches(['[', ']'])
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_-. \"'".contains(c));
+        if is_table { 80 } else { 0 }
     }
 }
 
@@ -121,6 +141,33 @@ impl std::fmt::Write for Sink<'_> {
     }
 }
 
+/// Where each item of the array of tables at `path` starts in `text` (byte
+/// offsets), or where the table at `path` (or the whole input) starts; from
+/// the spans of a second, span-keeping parse. Empty when there is no such
+/// place.
+fn starts_at(text: &str, path: &[String]) -> Vec<usize> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(root) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let mut here = root.get_ref();
+    let mut span = root.span();
+    for (i, key) in path.iter().enumerate() {
+        let Some(value) = here.get(key.as_str()) else {
+            return Vec::new();
+        };
+        span = value.span();
+        match value.get_ref() {
+            DeValue::Table(t) => here = t,
+            DeValue::Array(items) if i + 1 == path.len() => {
+                return items.iter().map(|item| item.span().start).collect();
+            }
+            _ => return Vec::new(),
+        }
+    }
+    vec![span.start]
+}
+
 impl TomlDecoder {
     fn too_large(&self) -> DecodeError {
         self.records.error(
@@ -152,7 +199,18 @@ impl TomlDecoder {
                 ));
             }
         };
-        if text.trim().is_empty() {
+        if text.starts_with('\u{feff}') {
+            return Err(self.records.error(
+                DecodeErrorKind::Syntax,
+                Start {
+                    byte: bom as u64,
+                    line: 1,
+                },
+                "invalid TOML: a second byte order mark (U+FEFF) at the start",
+            ));
+        }
+        // Only TOML's own whitespace: a form feed is not blank but invalid.
+        if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() {
             return Ok(());
         }
         let table: toml::Table = toml::from_str(text).map_err(|e| {
@@ -166,6 +224,14 @@ impl TomlDecoder {
                 format!("invalid TOML: {}", e.message().trim()),
             )
         })?;
+        // Each record is positioned at its table: `[[items]]` or `{…}`.
+        let starts = starts_at(text, &self.path);
+        let at = |i: usize| {
+            starts.get(i).map_or(START, |&b| Start {
+                byte: (bom + b) as u64,
+                line: 1 + newlines(&buf[..b.min(buf.len())]),
+            })
+        };
         let mut found: Option<&toml::Value> = None;
         let mut here = &table;
         for (i, key) in self.path.iter().enumerate() {
@@ -186,8 +252,11 @@ impl TomlDecoder {
             }
         }
         match found {
+            // A file with no keys (only comments) holds no record, as an
+            // empty file does.
+            None if table.is_empty() => Ok(()),
             None => self.records.record(
-                START,
+                at(0),
                 |out| {
                     write_table(&table, out);
                     Ok(())
@@ -195,7 +264,7 @@ impl TomlDecoder {
                 String::new,
             ),
             Some(toml::Value::Table(t)) => self.records.record(
-                START,
+                at(0),
                 |out| {
                     write_table(t, out);
                     Ok(())
@@ -203,9 +272,9 @@ impl TomlDecoder {
                 String::new,
             ),
             Some(toml::Value::Array(items)) => {
-                for item in items {
+                for (i, item) in items.iter().enumerate() {
                     self.records.record(
-                        START,
+                        at(i),
                         |out| {
                             write_json(item, out);
                             Ok(())

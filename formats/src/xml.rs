@@ -36,7 +36,7 @@
 use arrow_schema::SchemaRef;
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 use serde_json::{Map, Value};
 
@@ -123,6 +123,13 @@ impl Format for XmlFormat {
             retry_at: 0,
             bom_checked: false,
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        match head.text {
+            Some(t) if t.trim_start().starts_with('<') => 90,
+            _ => 0,
+        }
     }
 }
 

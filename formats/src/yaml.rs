@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::fmt;
 
 use arrow_schema::SchemaRef;
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::{DecodeError, DecodeErrorKind};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -73,6 +73,25 @@ impl Format for YamlFormat {
             line: 1,
             bom_checked: false,
         }))
+    }
+
+    fn sniff(&self, head: &Head<'_>) -> u8 {
+        let Some(first) = head.first_line else {
+            return 0;
+        };
+        if first == "---" || first.starts_with("--- ") || first.starts_with("%YAML") {
+            return 90;
+        }
+        // `key: value` or `- item`.
+        let key_end = first.find(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)));
+        let rest = key_end.map(|i| first[i..].trim_start());
+        if key_end.is_some_and(|i| i > 0) && rest.is_some_and(|r| r == ":" || r.starts_with(": ")) {
+            return 60;
+        }
+        if first.starts_with("- ") {
+            return 60;
+        }
+        0
     }
 }
 
@@ -427,6 +446,12 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
         Ok(())
     }
 
+    /// A document with a tag of the application's own: its value.
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        de::VariantAccess::newtype_variant_seed(value, self)
+    }
+
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         if !self.path.is_empty() {
             return Err(de::Error::custom(format!(
@@ -459,7 +484,7 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
     }
 }
 
-impl Visitor<'_> for KeySeed {
+impl<'de> Visitor<'de> for KeySeed {
     type Value = String;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -482,6 +507,10 @@ impl Visitor<'_> for KeySeed {
     }
     fn visit_unit<E: de::Error>(self) -> Result<String, E> {
         Ok("null".to_owned())
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<String, A::Error> {
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        de::VariantAccess::newtype_variant_seed(value, self)
     }
 }
 
@@ -590,6 +619,14 @@ impl<'de> Visitor<'de> for JsonWriter<'_> {
             first = false;
         }
         self.raw("]")
+    }
+
+    /// A value with a tag of the application's own (`!Ref x`, `!secret y`):
+    /// the value, its tag dropped (a YAML reader without the application's
+    /// types has no meaning for it).
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        let (_tag, value) = data.variant::<IgnoredAny>()?;
+        de::VariantAccess::newtype_variant_seed(value, self)
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {

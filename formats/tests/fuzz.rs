@@ -150,28 +150,26 @@ fn decode(
         },
         ..DecodeOptions::default()
     };
-    let mut decoder = match format.decoder(&options) {
+    let mut decoder = match rota_formats::decoder(format, &options) {
         Ok(d) => d,
         Err(e) => return check(&e),
     };
-    let mut out = Vec::new();
-    let result = (|| {
-        for piece in bytes.chunks(split.max(1)) {
-            decoder.push(piece, &mut out)?;
-            out.clear();
-        }
-        decoder.finish(&mut out)?;
-        let mut calls = 0;
-        while decoder.drain(&mut out)? {
-            out.clear();
-            calls += 1;
-            assert!(calls < 1_000_000, "drain never ends");
-        }
-        Ok(())
-    })();
+    let mut outputs = 0u64;
+    let result = rota_formats::drive::drive(
+        decoder.as_mut(),
+        bytes
+            .chunks(split.max(1))
+            .map(Ok::<_, std::convert::Infallible>),
+        |_| {
+            outputs += 1;
+            assert!(outputs < 1_000_000, "the decoder never ends");
+            true
+        },
+    );
     match result {
-        Ok(()) => Ok(()),
-        Err(e) => check(&e),
+        Ok(_) => Ok(()),
+        Err(rota_formats::drive::DriveError::Decode(e)) => check(&e),
+        Err(rota_formats::drive::DriveError::Input(never)) => match never {},
     }
 }
 

@@ -1,7 +1,8 @@
-//! Inputs built to exhaust a reader: entity and alias expansion bombs, and
-//! workbooks that declare or repeat far more than they hold. Each
-//! must end in a clear, positioned error, early, without growing memory (a
-//! naive reader would need gigabytes for each of them).
+//! Inputs built to exhaust a reader: entity and alias expansion bombs, a
+//! Parquet page that claims gigabytes, workbooks that declare or repeat far
+//! more than they hold. Each must end in a clear, positioned error, early,
+//! without growing memory (a naive reader would need gigabytes for each of
+//! them).
 
 use std::path::{Path, PathBuf};
 
@@ -22,17 +23,9 @@ fn decode_err(format: &dyn Format, rel: &str, split: usize) -> DecodeError {
         location: rel.to_owned(),
         ..DecodeOptions::default()
     };
-    let mut decoder = format.decoder(&options).expect("decoder");
-    let mut out = Vec::new();
-    let result = (|| {
-        for piece in bytes.chunks(split) {
-            decoder.push(piece, &mut out)?;
-        }
-        decoder.finish(&mut out)?;
-        while decoder.drain(&mut out)? {}
-        Ok::<_, DecodeError>(())
-    })();
-    result.expect_err("a hostile input must not decode")
+    let mut decoder = rota_formats::decoder(format, &options).expect("decoder");
+    rota_formats::drive::decode_all(decoder.as_mut(), &bytes, split)
+        .expect_err("a hostile input must not decode")
 }
 
 /// Peak resident memory of this process so far, in bytes (Linux only).
@@ -260,4 +253,21 @@ fn a_cell_past_the_record_limit_is_refused_before_the_reader_holds_it() {
         e.message.contains("record size limit (1048576 bytes)"),
         "{e}"
     );
+}
+
+#[test]
+fn parquet_page_claiming_gigabytes_is_refused_before_it_is_decompressed() {
+    for split in [7, usize::MAX] {
+        let e = decode_err(
+            &rota_formats::ParquetFormat,
+            "parquet/invalid/huge_page.parquet",
+            split,
+        );
+        assert_eq!(e.kind, DecodeErrorKind::TooLarge, "{e}");
+        assert!(e.message.contains("2000000000 bytes"), "{e}");
+        assert!(e.message.contains("max_page"), "{e}");
+        assert_eq!(e.position.part.as_deref(), Some("row group 1, column 'x'"));
+        assert_eq!(e.position.byte_offset, 4, "{e}");
+    }
+    assert_bounded_memory();
 }

@@ -43,10 +43,25 @@ def read_delimited(path, opts, delimiter):
     if not rows:
         return []
     if header:
-        names, rows = rows[0], rows[1:]
+        names, rows = unique_names(rows[0]), rows[1:]
     else:
         names = [f"column_{i + 1}" for i in range(len(rows[0]))]
     return [dict(zip(names, r)) for r in rows]
+
+
+def unique_names(header):
+    """Column names by Rota's documented rule: an empty name is column_N, a
+    repeated one gets the first free suffix _2, _3, ... (a later column's own
+    name is not taken)."""
+    names = [n if n else f"column_{i + 1}" for i, n in enumerate(header)]
+    taken, out = set(), []
+    for i, name in enumerate(names):
+        unique, n = name, 2
+        while unique in taken or (unique != name and unique in names[i + 1:]):
+            unique, n = f"{name}_{n}", n + 1
+        taken.add(unique)
+        out.append(unique)
+    return out
 
 
 def read_ndjson(path, opts):
@@ -320,9 +335,22 @@ def read_yaml(path, opts):
     import yaml
 
     steps = [k.strip() for k in opts["path"].split(".")] if opts.get("path") else []
+
+    class Loader(yaml.SafeLoader):
+        """The safe loader, reading a value with an application's own tag
+        (!Ref x) as the value, as Rota does."""
+
+    def untagged(loader, _suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", untagged)
     rows = []
     with open(path, encoding="utf-8-sig") as f:
-        for doc in yaml.safe_load_all(f):
+        for doc in yaml.load_all(f, Loader=Loader):
             for key in steps:
                 doc = doc[key]
             if doc is None:
@@ -357,6 +385,9 @@ def read_toml(path, opts):
             return {k: texted(x) for k, x in v.items()}
         return v
 
+    if doc == {} and not opts.get("path"):
+        # A file with no keys (only comments) holds no record.
+        return []
     return [texted(r) for r in (doc if isinstance(doc, list) else [doc])]
 
 
@@ -365,7 +396,22 @@ def read_parquet(path, opts):
 
     columns = opts.get("columns")
     columns = [c.strip() for c in columns.split(",")] if columns else None
-    return pq.read_table(path, columns=columns).to_pylist()
+    # INT96 timestamps as microseconds, as Rota reads them: nanoseconds
+    # cannot hold dates past 2262.
+    rows = pq.read_table(path, columns=columns,
+                         coerce_int96_timestamp_unit="us").to_pylist()
+
+    # Rota writes binary values as hex text.
+    def hexed(v):
+        if isinstance(v, bytes):
+            return v.hex()
+        if isinstance(v, list):
+            return [hexed(x) for x in v]
+        if isinstance(v, dict):
+            return {k: hexed(x) for k, x in v.items()}
+        return v
+
+    return [hexed(r) for r in rows]
 
 
 READERS = {
@@ -394,6 +440,9 @@ def normalise(v):
         return None
     if isinstance(v, bool):
         return v
+    if isinstance(v, int) and abs(v) > 2**53:
+        # Integers a float would round are compared exactly.
+        return v
     if isinstance(v, (int, float, decimal.Decimal)):
         f = float(v)
         return None if math.isnan(f) else round(f, 9)
@@ -410,6 +459,8 @@ def normalise(v):
         t = v.strip()
         if t in ("true", "false"):
             return t == "true"
+        if t.lstrip("-").isdigit() and abs(int(t)) > 2**53:
+            return int(t)
         try:
             return round(float(t), 9)
         except ValueError:
@@ -435,7 +486,12 @@ def rows_by_rota(rota, path, fmt, opts, work):
     cmd = [rota, "--store", store, "ingest", path, "--spec", "crosscheck", "--format", fmt,
            "--payload", "ndjson", "--batch-rows", "1000000", "--json", "--quiet"]
     for k, v in opts.items():
-        cmd += ["--format-opt", f"{k}={v}"]
+        if k == "infer_records":
+            cmd += ["--infer-rows", v]
+        elif k == "schema":
+            cmd += ["--schema", v]
+        else:
+            cmd += ["--format-opt", f"{k}={v}"]
     summary = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     listed = subprocess.run([rota, "--store", store, "tasks", "list", summary["job_id"], "--json"],
                             check=True, capture_output=True, text=True).stdout

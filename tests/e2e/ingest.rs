@@ -485,7 +485,9 @@ fn arrow_ipc_stream_file_and_compressed_buffers_give_the_same_tasks() {
         "t",
     ]);
     assert!(
-        err.contains("corrupt_footer.arrow: byte 3274: invalid Arrow IPC file"),
+        err.contains(
+            "corrupt_footer.arrow: footer, byte 3274: the Arrow IPC file's footer is corrupt"
+        ),
         "{err}"
     );
 }
@@ -521,7 +523,7 @@ fn parquet_is_read_in_place_or_spooled_with_the_same_tasks() {
     let bad = fixture("parquet/invalid/corrupt_footer.parquet");
     let err = s.fails(&["ingest", bad.to_str().expect("path"), "--spec", "t"]);
     assert!(
-        err.contains("corrupt_footer.parquet: byte 6360: invalid Parquet file"),
+        err.contains("corrupt_footer.parquet: footer, byte 6360: the footer claims 19104 bytes"),
         "{err}"
     );
     let err = s.fails(&[
@@ -677,4 +679,76 @@ fn ingest_keeps_priority_run_at_and_timeout_on_the_job() {
         "soon",
     ]);
     assert!(err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn a_csv_with_classic_mac_line_ends_gives_every_row_the_dry_run_promised() {
+    let s = Scratch::new();
+    let path = s.path("mac.csv");
+    let mut text = String::from("id,name,zip\r");
+    for i in 1..=2_500 {
+        text.push_str(&format!("{i},\"n\r{i}\",0{i}\r"));
+    }
+    std::fs::write(&path, text).expect("write");
+    let plan: serde_json::Value = serde_json::from_str(&s.ok(&[
+        "ingest",
+        path.to_str().expect("path"),
+        "--spec",
+        "t",
+        "--dry-run",
+        "--json",
+    ]))
+    .expect("plan json");
+    let file = &plan["files"][0];
+    assert_eq!((file["rows"].as_u64(), file["exact"].as_bool()), (Some(2_500), Some(true)));
+    assert_eq!(
+        file["schema"],
+        serde_json::json!([
+            {"name": "id", "type": "Int64"},
+            {"name": "name", "type": "Utf8"},
+            {"name": "zip", "type": "Utf8"}
+        ])
+    );
+    let summary = s.ingest(&path, &["--payload", "ndjson"]);
+    assert_eq!(summary["rows"], 2_500);
+    let rows: Vec<serde_json::Value> = payloads(&s, &summary)
+        .iter()
+        .flat_map(|p| {
+            String::from_utf8(p.clone())
+                .expect("utf-8")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(rows.len(), 2_500);
+    assert_eq!(rows[1], serde_json::json!({"id": 2, "name": "n\r2", "zip": "02"}));
+}
+
+#[test]
+fn a_record_past_the_sample_widens_the_schema_and_keeps_its_value() {
+    let s = Scratch::new();
+    let path = s.path("later.ndjson");
+    let mut text = String::new();
+    for i in 1..=50 {
+        text.push_str(&format!("{{\"id\":{i},\"qty\":{i}}}\n"));
+    }
+    text.push_str("{\"id\":9007199254740993,\"qty\":2.5,\"note\":\"new\"}\n");
+    text.push_str("{\"id\":52,\"qty\":\"lots\"}\n");
+    std::fs::write(&path, text).expect("write");
+    for payload in ["json", "ndjson", "csv", "arrow"] {
+        let summary = s.ingest(
+            &path,
+            &["--payload", payload, "--infer-rows", "10", "--batch-rows", "100"],
+        );
+        assert_eq!(summary["rows"], 52, "{payload}");
+        assert_eq!(summary["skipped"], 0, "{payload}");
+        if payload == "ndjson" {
+            let all: Vec<u8> = payloads(&s, &summary).concat();
+            let text = String::from_utf8(all).expect("utf-8");
+            let last: Vec<&str> = text.lines().rev().take(2).collect();
+            assert_eq!(last[1], r#"{"id":9007199254740993,"qty":2.5,"note":"new"}"#);
+            assert_eq!(last[0], r#"{"id":52,"qty":"lots","note":null}"#);
+        }
+    }
 }

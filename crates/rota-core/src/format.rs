@@ -110,6 +110,53 @@ pub trait Decoder: Send {
     }
 }
 
+/// A file's first bytes (decompressed when the file is compressed), as
+/// formats look at them to say whether the file is theirs (see
+/// [`Format::sniff`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// The bytes as text, when they are: UTF-8 with no NUL byte, a leading
+    /// byte order mark dropped (and a character cut off at the end).
+    pub text: Option<&'a str>,
+    /// The first line of the text that is neither blank nor a `#` comment,
+    /// trimmed.
+    pub first_line: Option<&'a str>,
+    /// Whether another such line follows the first.
+    pub more_lines: bool,
+}
+
+impl<'a> Head<'a> {
+    /// Looks at `bytes`, the first bytes of a file.
+    #[must_use]
+    pub fn new(bytes: &'a [u8]) -> Self {
+        let plain = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let text = match std::str::from_utf8(plain) {
+            Ok(t) => Some(t),
+            // The cut may fall inside a character.
+            Err(e) if e.error_len().is_none() => {
+                std::str::from_utf8(&plain[..e.valid_up_to()]).ok()
+            }
+            Err(_) => None,
+        }
+        .filter(|t| !t.contains('\0'));
+        let mut lines = text
+            .into_iter()
+            .flat_map(str::lines)
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let first_line = lines.next();
+        let more_lines = lines.next().is_some();
+        Self {
+            bytes,
+            text,
+            first_line,
+            more_lines,
+        }
+    }
+}
+
 /// A registered format.
 pub trait Format: Send + Sync {
     /// Its registry key and option value, e.g. `csv`.
@@ -132,6 +179,14 @@ pub trait Format: Send + Sync {
     /// passes the bytes on as they are.
     fn decompresses(&self) -> bool {
         true
+    }
+
+    /// How sure the first bytes of a file make this format of it: 0, not
+    /// this format (the default, for formats detection never picks); 100,
+    /// certain (a magic number); in between, how telling the shape of the
+    /// text is. Detection picks the format that answers highest.
+    fn sniff(&self, _head: &Head<'_>) -> u8 {
+        0
     }
 
     /// A decoder for one input.

@@ -13,6 +13,8 @@ use crate::payload::{PayloadBuilder, builder};
 pub struct Chunker {
     policy: BatchPolicy,
     encoding: PayloadEncoding,
+    /// The schema of the rows the builder takes.
+    schema: SchemaRef,
     builder: Box<dyn PayloadBuilder>,
     key_prefix: String,
     seq: u64,
@@ -37,6 +39,7 @@ impl Chunker {
         Ok(Self {
             policy,
             encoding,
+            schema: schema.clone(),
             builder,
             key_prefix,
             seq: 0,
@@ -67,11 +70,26 @@ impl Chunker {
 
     /// Adds a batch of rows; appends every task that filled up.
     ///
+    /// Rows may come with a wider schema than earlier ones (a decoder widens
+    /// its inferred schema when a record needs it). JSON payloads take them
+    /// as they come; a CSV or Arrow payload holds one schema, so the task
+    /// being filled ends there and the next starts with the new schema.
+    ///
     /// # Errors
     /// When rows cannot be encoded.
     pub fn push(&mut self, batch: &RecordBatch, out: &mut Vec<NewTask>) -> Result<(), IngestError> {
         if batch.num_rows() == 0 {
             return Ok(());
+        }
+        if batch.schema() != self.schema {
+            self.schema = batch.schema();
+            if matches!(self.encoding, PayloadEncoding::Csv | PayloadEncoding::Arrow) {
+                if self.rows > 0 {
+                    self.emit(out)?;
+                }
+                self.builder = builder(self.encoding, &self.schema)?;
+                self.bytes = self.builder.overhead();
+            }
         }
         let sizes = self.builder.load(batch)?;
         let mut run = 0;
@@ -344,5 +362,93 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// A field of JSON text, as decoders make for values of different shapes.
+    fn json_text(name: &str) -> Field {
+        Field::new(name, DataType::Utf8, true).with_metadata(std::collections::HashMap::from([(
+            arrow_schema::extension::EXTENSION_TYPE_NAME_KEY.to_owned(),
+            rota_formats::JSON_EXTENSION.to_owned(),
+        )]))
+    }
+
+    #[test]
+    fn json_payloads_write_json_text_columns_as_the_json_they_hold() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            json_text("value"),
+            Field::new("items", DataType::List(Arc::new(json_text("item"))), true),
+        ]));
+        let mut items =
+            arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new())
+                .with_field(Arc::new(json_text("item")));
+        items.values().append_value("1");
+        items.values().append_value(r#""two""#);
+        items.append(true);
+        items.append(false);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![r#""08123""#, "[1,{\"a\":null}]"])),
+                Arc::new(items.finish()),
+            ],
+        )
+        .expect("batch");
+        let policy = BatchPolicy {
+            max_rows: Some(10),
+            max_bytes: None,
+        };
+        let tasks = chunk(&batch, 10, policy, PayloadEncoding::Ndjson);
+        assert_eq!(
+            String::from_utf8_lossy(&tasks[0].payload),
+            "{\"id\":1,\"value\":\"08123\",\"items\":[1,\"two\"]}\n\
+             {\"id\":2,\"value\":[1,{\"a\":null}],\"items\":null}\n"
+        );
+    }
+
+    #[test]
+    fn a_wider_schema_ends_a_csv_or_arrow_payload_but_not_a_json_one() {
+        let narrow = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let wide = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        let first = RecordBatch::try_new(narrow, vec![Arc::new(Int64Array::from(vec![1, 2]))])
+            .expect("batch");
+        let second = RecordBatch::try_new(
+            wide,
+            vec![
+                Arc::new(Int64Array::from(vec![3])),
+                Arc::new(StringArray::from(vec!["x"])),
+            ],
+        )
+        .expect("batch");
+        let policy = BatchPolicy {
+            max_rows: Some(10),
+            max_bytes: None,
+        };
+        for (encoding, tasks) in [
+            (PayloadEncoding::Json, 1),
+            (PayloadEncoding::Ndjson, 1),
+            (PayloadEncoding::Csv, 2),
+            (PayloadEncoding::Arrow, 2),
+        ] {
+            let mut c =
+                Chunker::new(policy, encoding, &first.schema(), "f".into()).expect("chunker");
+            let mut out = Vec::new();
+            c.push(&first, &mut out).expect("push");
+            c.push(&second, &mut out).expect("push");
+            c.finish(&mut out).expect("finish");
+            assert_eq!(out.len(), tasks, "{encoding:?}");
+            if encoding == PayloadEncoding::Csv {
+                // Each payload has its own header.
+                assert_eq!(out[0].payload, b"id\n1\n2\n");
+                assert_eq!(out[1].payload, b"id,text\n3,x\n");
+            } else {
+                let all: Vec<i64> = out.iter().flat_map(ids).collect();
+                assert_eq!(all, [1, 2, 3], "{encoding:?}");
+            }
+        }
     }
 }

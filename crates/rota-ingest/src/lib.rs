@@ -11,6 +11,7 @@
 
 pub mod chunker;
 pub mod error;
+mod open;
 mod payload;
 pub mod pipeline;
 pub mod plan;

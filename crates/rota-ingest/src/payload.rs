@@ -1,6 +1,8 @@
 //! Payload builders: how decoded rows become a task's bytes, and how many
 //! bytes each row adds (which is what `max_bytes` bounds).
 
+use std::sync::Arc;
+
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use rota_core::PayloadEncoding;
@@ -130,6 +132,7 @@ impl PayloadBuilder for TextRows {
             TextKind::JsonArray | TextKind::Ndjson => {
                 let mut writer = arrow_json::WriterBuilder::new()
                     .with_explicit_nulls(true)
+                    .with_encoder_factory(Arc::new(AsWritten))
                     .build::<_, arrow_json::writer::LineDelimited>(&mut self.text);
                 writer.write(batch).map_err(encode_error)?;
                 writer.finish().map_err(encode_error)?;
@@ -201,6 +204,70 @@ impl PayloadBuilder for TextRows {
         std::mem::swap(&mut next, &mut self.payload);
         self.start_payload();
         Ok(next)
+    }
+}
+
+/// Writes the values of a column of JSON text (the canonical extension type
+/// `arrow.json`, which decoders give a field whose values have different
+/// shapes) as the JSON they hold, so a JSON payload carries each value as it
+/// was written. A column holding anything that is not one line of valid JSON
+/// is written as text instead.
+#[derive(Debug)]
+struct AsWritten;
+
+impl arrow_json::writer::EncoderFactory for AsWritten {
+    fn make_default_encoder<'a>(
+        &self,
+        field: &'a arrow_schema::FieldRef,
+        array: &'a dyn Array,
+        _options: &'a arrow_json::writer::EncoderOptions,
+    ) -> Result<Option<arrow_json::writer::NullableEncoder<'a>>, arrow_schema::ArrowError> {
+        let json_text = |f: &arrow_schema::Field| {
+            f.metadata()
+                .get(arrow_schema::extension::EXTENSION_TYPE_NAME_KEY)
+                .is_some_and(|name| name == rota_formats::JSON_EXTENSION)
+        };
+        // A list's items (and its lists' items) are encoded with the outer
+        // list's field: look down its items for the field of these values.
+        let mut at: &arrow_schema::Field = field;
+        let is_json = loop {
+            if json_text(at) && at.data_type() == array.data_type() {
+                break true;
+            }
+            match at.data_type() {
+                arrow_schema::DataType::List(item)
+                | arrow_schema::DataType::LargeList(item)
+                | arrow_schema::DataType::FixedSizeList(item, _) => at = item,
+                _ => break false,
+            }
+        };
+        let Some(texts) = array
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .filter(|_| is_json)
+        else {
+            return Ok(None);
+        };
+        let one_line_json = texts.iter().flatten().all(|text| {
+            !text.contains(['\n', '\r'])
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+        });
+        if !one_line_json {
+            return Ok(None);
+        }
+        Ok(Some(arrow_json::writer::NullableEncoder::new(
+            Box::new(JsonTexts(texts)),
+            texts.nulls().cloned(),
+        )))
+    }
+}
+
+/// The encoder of [`AsWritten`].
+struct JsonTexts<'a>(&'a arrow_array::StringArray);
+
+impl arrow_json::writer::Encoder for JsonTexts<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.value(idx).as_bytes());
     }
 }
 

@@ -8,22 +8,25 @@
 //! and an ingest that fails leaves the job failed with nothing claimable.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use futures::{FutureExt, StreamExt};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
-use rota_core::source::{ByteStream, Entry, EntryStream};
+use rota_core::format::{DecodeOptions, Decoded, Format};
+use rota_core::source::{Entry, EntryStream};
 use rota_core::{
-    BatchPolicy, DecodeError, DecodeErrorKind, FileFilter, FileReport, FileState, IngestReport,
-    Job, JobId, JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store,
+    BatchPolicy, DecodeError, FileFilter, FileReport, FileState, IngestReport, Job, JobId,
+    JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store,
 };
+use rota_formats::drive::{DriveError, drive};
 use tokio::sync::mpsc;
 
 use crate::chunker::Chunker;
 use crate::error::IngestError;
+use crate::open::{Opened, open_file};
 use crate::progress::Progress;
 
 /// Skipped records kept as a sample on the job.
@@ -367,13 +370,13 @@ async fn ingest_entry(
         sample: Vec::new(),
         resumed: false,
     };
-    let result = match format_of(req, explicit, entry).await {
-        Ok(format) => {
-            run.file.format = format.name().to_owned();
+    let result = match open_file(req, entry, explicit).await {
+        Ok(opened) => {
+            run.file.format = opened.format.name().to_owned();
             let read = progress.start_file(&entry.relative, entry.size);
             let mut stats = FileStats::default();
             let result =
-                run_file(store, req, job, entry, format, progress, &read, &mut stats).await;
+                run_file(store, req, job, entry, opened, progress, &read, &mut stats).await;
             progress.end_file(&entry.relative);
             run.file.bytes = read.load(Ordering::Relaxed);
             run.file.rows = stats.rows;
@@ -434,186 +437,6 @@ pub(crate) async fn check_and_list(
     Ok((explicit, listing, first))
 }
 
-/// The format of `entry`: the one named, else the one its name says.
-pub(crate) async fn format_of(
-    req: &IngestRequest,
-    explicit: Option<&Arc<dyn Format>>,
-    entry: &Entry,
-) -> Result<Arc<dyn Format>, IngestError> {
-    if let Some(f) = explicit {
-        return Ok(f.clone());
-    }
-    if let Some(f) = rota_formats::by_extension(&entry.relative) {
-        return Ok(f);
-    }
-    let head = head_of(req, entry).await?;
-    rota_formats::detect::sniff(&head).ok_or_else(|| {
-        IngestError::Invalid(format!(
-            "{}: cannot tell the format from the file name or its first bytes; pass --format \
-             (one of: {})",
-            entry.location,
-            rota_formats::names().join(", ")
-        ))
-    })
-}
-
-/// The first [`rota_formats::detect::SNIFF_BYTES`] of a file, decompressed
-/// when its first bytes show compression.
-async fn head_of(req: &IngestRequest, entry: &Entry) -> Result<Vec<u8>, IngestError> {
-    const WANT: usize = rota_formats::detect::SNIFF_BYTES;
-    let source = req.sources.for_location(&entry.location)?;
-    let mut stream = source.open(entry, None).await?;
-    let mut raw = Vec::new();
-    while raw.len() < WANT {
-        match stream.next_chunk().await? {
-            Some(chunk) => raw.extend_from_slice(&chunk),
-            None => break,
-        }
-    }
-    let compression = raw
-        .get(..rota_formats::compression::MAGIC_BYTES)
-        .and_then(rota_formats::Compression::from_magic);
-    let Some(compression) = compression else {
-        raw.truncate(WANT);
-        return Ok(raw);
-    };
-    let mut unpack =
-        rota_formats::Decompressor::new(compression, &entry.location, req.decompression)?;
-    let mut head = Vec::new();
-    let mut input = Some(raw);
-    while let Some(bytes) = input.take() {
-        // The sink refuses more once it has enough, which ends the push; a
-        // corrupt start is left for the decoder to report.
-        let pushed = unpack.push(&bytes, &mut |out: &[u8]| {
-            head.extend_from_slice(&out[..out.len().min(WANT - head.len())]);
-            if head.len() >= WANT {
-                return Err(DecodeError::at_byte(
-                    "",
-                    0,
-                    DecodeErrorKind::TooLarge,
-                    "enough",
-                ));
-            }
-            Ok(())
-        });
-        if pushed.is_ok() && head.len() < WANT {
-            input = stream.next_chunk().await?;
-        }
-    }
-    Ok(head)
-}
-
-/// One file opened for decoding.
-pub(crate) struct Input {
-    /// The decoder, wrapped for the file's encoding and compression.
-    pub(crate) decoder: Box<dyn Decoder>,
-    /// The file's bytes, unless the decoder reads it in place.
-    pub(crate) stream: Option<Box<dyn ByteStream>>,
-    /// The first chunk of `stream`, already read to sniff compression.
-    pub(crate) first: Option<Vec<u8>>,
-    /// The compression the first bytes show, when the caller is to undo it.
-    pub(crate) packed: Option<rota_formats::Compression>,
-    /// The compression the first bytes show, else the one the name says.
-    pub(crate) compression: Option<rota_formats::Compression>,
-    /// The file's size when the decoder reads it in place.
-    pub(crate) in_place_bytes: u64,
-}
-
-/// Opens `entry` for decoding as `format`. When `unpack_apart` and the first
-/// bytes show compression, the decoder expects the decompressed bytes (the
-/// caller decompresses them); otherwise the decoder decompresses itself.
-pub(crate) async fn open_input(
-    req: &IngestRequest,
-    entry: &Entry,
-    format: &Arc<dyn Format>,
-    unpack_apart: bool,
-) -> Result<Input, IngestError> {
-    let source = req.sources.for_location(&entry.location)?;
-    let mut opts = req.decode.clone();
-    opts.location.clone_from(&entry.location);
-    opts.entry = Some(entry.clone());
-    let suffix = rota_formats::Compression::from_suffix(&entry.relative)
-        .map(|(c, _)| c)
-        .filter(|_| format.decompresses());
-    // Formats that read an index first read the source in place when it
-    // allows; everything else (and anything compressed) is streamed.
-    let in_place = if format.prefers_random_access() && suffix.is_none() {
-        source.random_access(entry).await?
-    } else {
-        None
-    };
-    let (mut inner, mut stream, in_place_bytes) = match in_place {
-        Some(input) => {
-            let size = input.size();
-            let decoder = format.decoder_at(&opts, input).ok_or_else(|| {
-                IngestError::Invalid(format!(
-                    "format {} offers no random-access decoder",
-                    format.name()
-                ))
-            })??;
-            (decoder, None, size)
-        }
-        None => (
-            format.decoder(&opts)?,
-            Some(source.open(entry, None).await?),
-            0,
-        ),
-    };
-    if let Some(label) = &req.encoding {
-        let encoding = rota_formats::text_encoding(label).map_err(IngestError::Invalid)?;
-        if !rota_formats::encoding::is_utf8(encoding) {
-            if !format.is_text() {
-                return Err(IngestError::Invalid(format!(
-                    "{}: --encoding applies to text formats, and {} is not one",
-                    entry.location,
-                    format.name()
-                )));
-            }
-            inner = Box::new(rota_formats::Transcoding::new(
-                inner,
-                &entry.location,
-                encoding,
-            ));
-        }
-    }
-    let first = match &mut stream {
-        Some(s) => s.next_chunk().await?,
-        None => None,
-    };
-    let packed = first
-        .as_deref()
-        .filter(|c| c.len() >= rota_formats::compression::MAGIC_BYTES && format.decompresses())
-        .and_then(rota_formats::Compression::from_magic);
-    if !format.decompresses() {
-        return Ok(Input {
-            decoder: inner,
-            stream,
-            first,
-            packed: None,
-            compression: None,
-            in_place_bytes,
-        });
-    }
-    let decoder = Box::new(rota_formats::Decompressing::new(
-        inner,
-        &entry.location,
-        if unpack_apart && packed.is_some() {
-            None
-        } else {
-            suffix
-        },
-        req.decompression,
-    ));
-    Ok(Input {
-        decoder,
-        stream,
-        first,
-        packed: packed.filter(|_| unpack_apart),
-        compression: packed.or(suffix),
-        in_place_bytes,
-    })
-}
-
 /// Decompresses what the read stage sends and passes it on to the decoder.
 /// Ends quietly when the decoder stops first (its error explains why).
 fn unpack_stage(
@@ -624,29 +447,22 @@ fn unpack_stage(
     plain: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), DecodeError> {
     let mut unpacker = rota_formats::Decompressor::new(compression, location, limits)?;
-    let mut stopped = false;
+    let stopped = std::cell::Cell::new(false);
+    // Once the decoder stops, the rest of the chunk at hand is dropped and
+    // no more is read.
     let mut sink = |bytes: &[u8]| {
-        if plain.blocking_send(bytes.to_vec()).is_err() {
-            stopped = true;
-            return Err(DecodeError::at_byte(
-                location,
-                0,
-                DecodeErrorKind::Syntax,
-                "the decoder stopped",
-            ));
+        if !stopped.get() && plain.blocking_send(bytes.to_vec()).is_err() {
+            stopped.set(true);
         }
         Ok(())
     };
-    let mut run = || {
-        while let Some(chunk) = packed.blocking_recv() {
-            unpacker.push(&chunk, &mut sink)?;
+    while let Some(chunk) = packed.blocking_recv() {
+        unpacker.push(&chunk, &mut sink)?;
+        if stopped.get() {
+            return Ok(());
         }
-        unpacker.finish(&mut sink)
-    };
-    match run() {
-        Err(_) if stopped => Ok(()),
-        other => other,
     }
+    unpacker.finish(&mut sink)
 }
 
 /// What the decode thread hands the encode thread.
@@ -678,20 +494,20 @@ async fn run_file(
     req: &IngestRequest,
     job: &Job,
     entry: &Entry,
-    format: Arc<dyn Format>,
+    opened: Opened,
     progress: &Arc<Progress>,
     read_so_far: &Arc<AtomicU64>,
     stats: &mut FileStats,
 ) -> Result<(), IngestError> {
     // Compressed input is unpacked on a thread of its own, beside decoding.
-    let Input {
+    let Opened {
         mut decoder,
+        head,
         stream,
-        first,
-        packed,
+        compression: packed,
         in_place_bytes,
         ..
-    } = open_input(req, entry, &format, true).await?;
+    } = opened;
 
     let (bytes_tx, read_rx) = mpsc::channel::<Vec<u8>>(QUEUE_BYTES_CHUNKS);
     let (unpack, mut bytes_rx) = match packed {
@@ -711,36 +527,27 @@ async fn run_file(
 
     // Decode: bytes in, batches and skips out.
     let decode = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let forward = |out: &mut Vec<Decoded>| -> bool {
-            for d in out.drain(..) {
-                let piece = match d {
-                    Decoded::Batch(b) => Piece::Batch(b),
-                    Decoded::Skipped { error, excerpt } => Piece::Skipped(SkippedRecord {
-                        error: error.to_string(),
-                        excerpt,
-                    }),
-                };
-                if piece_tx.send(piece).is_err() {
-                    return false; // the encoder stopped; its error wins
-                }
-            }
-            true
+        let mut forward = |d: Decoded| {
+            let piece = match d {
+                Decoded::Batch(b) => Piece::Batch(b),
+                Decoded::Skipped { error, excerpt } => Piece::Skipped(SkippedRecord {
+                    error: error.to_string(),
+                    excerpt,
+                }),
+            };
+            // When the encoder stopped, its error wins.
+            piece_tx.send(piece).is_ok()
         };
         let inside = |e: DecodeError| match packed {
             Some(c) => rota_formats::compression::in_decompressed(e, c),
             None => e,
         };
-        while let Some(chunk) = bytes_rx.blocking_recv() {
-            decoder.push(&chunk, &mut out).map_err(inside)?;
-            if !forward(&mut out) {
-                return Ok(decoder.schema());
-            }
+        let input = std::iter::from_fn(|| bytes_rx.blocking_recv()).map(Ok::<_, Infallible>);
+        match drive(decoder.as_mut(), input, &mut forward) {
+            Ok(_) => Ok(decoder.schema()),
+            Err(DriveError::Decode(e)) => Err(IngestError::from(inside(e))),
+            Err(DriveError::Input(never)) => match never {},
         }
-        decoder.finish(&mut out).map_err(inside)?;
-        while forward(&mut out) && decoder.drain(&mut out).map_err(inside)? {}
-        forward(&mut out);
-        Ok::<_, IngestError>(decoder.schema())
     });
 
     // Chunk and encode: batches in, tasks out.
@@ -748,6 +555,12 @@ async fn run_file(
     let encoding = req.payload;
     let prefix = entry.relative.clone();
     let encode_progress = progress.clone();
+    let location = entry.location.clone();
+    // An encoding failure names the file it happened in.
+    let in_file = move |e: IngestError| match e {
+        IngestError::Encode(why) => IngestError::Encode(format!("{location}: {why}")),
+        other => other,
+    };
     let encode = tokio::task::spawn_blocking(move || {
         let mut chunker: Option<Chunker> = None;
         let mut skipped = 0u64;
@@ -763,9 +576,10 @@ async fn run_file(
                             encoding,
                             &batch.schema(),
                             prefix.clone(),
-                        )?),
+                        )
+                        .map_err(in_file.clone())?),
                     };
-                    chunker.push(&batch, &mut tasks)?;
+                    chunker.push(&batch, &mut tasks).map_err(in_file.clone())?;
                 }
                 Piece::Skipped(record) => {
                     skipped += 1;
@@ -780,7 +594,7 @@ async fn run_file(
             }
         }
         if let Some(chunker) = &mut chunker {
-            chunker.finish(&mut tasks)?;
+            chunker.finish(&mut tasks).map_err(in_file)?;
         }
         if !tasks.is_empty() {
             let _ = task_tx.blocking_send(tasks);
@@ -797,7 +611,10 @@ async fn run_file(
             Progress::add(read_so_far, in_place_bytes);
             return Ok(());
         };
-        let mut next = first;
+        let mut next = Some(head).filter(|h| !h.is_empty());
+        if next.is_none() {
+            next = stream.next_chunk().await?;
+        }
         while let Some(chunk) = next {
             Progress::add(&read_progress.bytes, chunk.len() as u64);
             Progress::add(read_so_far, chunk.len() as u64);

@@ -1,12 +1,17 @@
 //! A dry run: what an ingest would do, from the listing and a sample of each
 //! file, without writing anything.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use rota_core::format::Decoded;
+use rota_core::format::{Decoded, Decoder};
+use rota_formats::drive::{DriveError, Until, end, feed};
 
 use crate::error::IngestError;
-use crate::pipeline::{IngestRequest, check_and_list, format_of, open_input};
+use crate::open::open_file;
+use crate::pipeline::{IngestRequest, check_and_list};
 
 /// Bytes of each file read to sample it (compressed bytes, for compressed
 /// files); a smaller file is read whole and its counts are exact.
@@ -66,50 +71,58 @@ pub async fn plan(req: &IngestRequest) -> Result<Plan, IngestError> {
     let mut files = Vec::new();
     let mut next = Some(first);
     while let Some(entry) = next.take() {
-        let format = format_of(req, explicit.as_ref(), &entry).await?;
-        let mut input = open_input(req, &entry, &format, false).await?;
-        let mut out = Vec::new();
-        let mut rows = 0u64;
-        let mut count = |out: &mut Vec<Decoded>| {
-            for d in out.drain(..) {
-                if let Decoded::Batch(b) = d {
-                    rows += b.num_rows() as u64;
-                }
-            }
+        let opened = open_file(req, &entry, explicit.as_ref()).await?;
+        let format = Arc::clone(&opened.format);
+        let compression = opened.compression;
+        let in_place_bytes = opened.in_place_bytes;
+        let mut decoder: Box<dyn Decoder> = match compression {
+            Some(c) => Box::new(rota_formats::Decompressing::new(
+                opened.decoder,
+                &entry.location,
+                Some(c),
+                req.decompression,
+            )),
+            None => opened.decoder,
         };
-        let mut consumed = 0u64;
-        let mut whole = true;
-        if let Some(stream) = &mut input.stream {
-            let mut chunk = input.first.take();
-            while let Some(bytes) = chunk {
-                consumed += bytes.len() as u64;
-                input.decoder.push(&bytes, &mut out)?;
-                count(&mut out);
-                if consumed >= PROBE_BYTES {
-                    whole = false;
-                    break;
-                }
-                chunk = stream.next_chunk().await?;
-            }
+        // The sample: the first PROBE_BYTES read (all of a smaller file).
+        let mut sample = Vec::new();
+        let mut consumed = opened.head.len() as u64;
+        if !opened.head.is_empty() {
+            sample.push(opened.head);
         }
-        let total = if whole {
-            input.decoder.finish(&mut out)?;
-            count(&mut out);
-            // Formats that record their row count need not be read out.
-            match input.decoder.total_rows() {
-                Some(n) => Some(n),
-                None => {
-                    while input.decoder.drain(&mut out)? {
-                        count(&mut out);
+        let mut whole = true;
+        if let Some(mut stream) = opened.stream {
+            while consumed < PROBE_BYTES {
+                match stream.next_chunk().await? {
+                    Some(bytes) => {
+                        consumed += bytes.len() as u64;
+                        sample.push(bytes);
                     }
-                    count(&mut out);
-                    Some(rows)
+                    None => break,
                 }
             }
+            whole = consumed < PROBE_BYTES || stream.next_chunk().await?.is_none();
+        }
+        let mut rows = 0u64;
+        let mut count = |d: Decoded| {
+            if let Decoded::Batch(b) = d {
+                rows += b.num_rows() as u64;
+            }
+            true
+        };
+        let input = sample.into_iter().map(Ok::<_, Infallible>);
+        feed(decoder.as_mut(), input, &mut count).map_err(|e| match e {
+            DriveError::Decode(e) => IngestError::from(e),
+            DriveError::Input(never) => match never {},
+        })?;
+        let total = if whole {
+            // Formats that record their row count need not be read out.
+            end(decoder.as_mut(), Until::Counted, &mut count)?;
+            Some(decoder.total_rows().unwrap_or(rows))
         } else {
             None
         };
-        let size = entry.size.or(Some(input.in_place_bytes).filter(|&n| n > 0));
+        let size = entry.size.or(Some(in_place_bytes).filter(|&n| n > 0));
         let estimate = match (total, size) {
             (Some(n), _) => n,
             (None, Some(size)) if consumed > 0 => {
@@ -122,8 +135,7 @@ pub async fn plan(req: &IngestRequest) -> Result<Plan, IngestError> {
             .batch
             .max_rows
             .map_or(u64::from(estimate > 0), |per| estimate.div_ceil(per.max(1)));
-        let schema = input
-            .decoder
+        let schema = decoder
             .schema()
             .map(|s| {
                 s.fields()
@@ -139,7 +151,7 @@ pub async fn plan(req: &IngestRequest) -> Result<Plan, IngestError> {
             location: entry.location.clone(),
             size,
             format: format.name().to_owned(),
-            compression: input.compression.map(|c| c.name().to_owned()),
+            compression: compression.map(|c| c.name().to_owned()),
             schema,
             rows: estimate,
             exact: total.is_some(),

@@ -231,8 +231,16 @@ async fn an_upload_in_uneven_pieces_becomes_exactly_its_batches_in_order() {
     assert_eq!(tasks, 11);
     assert_eq!(all, data, "every row once, in order");
 
-    // What an ended upload says of itself.
-    let info = s.info(&path).await;
+    // What an ended upload says of itself, once its ingest has recorded its
+    // end (just after the job's release).
+    let mut info = s.info(&path).await;
+    for _ in 0..200 {
+        if !info["ingested"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        info = s.info(&path).await;
+    }
     assert_eq!(info["complete"], true, "{info}");
     assert_eq!(info["ingested"], true, "{info}");
 }

@@ -28,7 +28,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use calamine::{Data, DataRef, ExcelDateTime, Ods, Reader, Xls, Xlsb, Xlsx};
-use rota_core::format::{DecodeOptions, Decoded, Decoder, Format};
+use rota_core::format::{DecodeOptions, Decoded, Decoder, Format, Head};
 use rota_core::source::ReadAt;
 use rota_core::{DecodeError, DecodeErrorKind, Position};
 
@@ -125,6 +125,10 @@ macro_rules! sheet_format {
 
             fn prefers_random_access(&self) -> bool {
                 true
+            }
+
+            fn sniff(&self, head: &Head<'_>) -> u8 {
+                sniff_workbook($kind, head.bytes)
             }
 
             fn decoder(&self, options: &DecodeOptions) -> Result<Box<dyn Decoder>, DecodeError> {
@@ -316,7 +320,7 @@ impl SheetDecoder {
         let row = record
             .checked_sub(oldest)
             .and_then(|i| self.rows.get(usize::try_from(i).ok()?));
-        let (column, message) = self.explain(&e.message);
+        let (column, message) = self.explain(&e);
         let mut part = format!("sheet '{}'", self.sheet);
         match (row, column) {
             (Some(row), Some(col)) => {
@@ -338,7 +342,8 @@ impl SheetDecoder {
 
     /// The column (from A = 0) an error of the decoder inside is about, and
     /// what it means for the sheet.
-    fn explain(&self, message: &str) -> (Option<u64>, String) {
+    fn explain(&self, e: &DecodeError) -> (Option<u64>, String) {
+        let message = e.message.as_str();
         let quoted = |after: &str| {
             let at = message.find(after)? + after.len();
             let rest = &message[at..];
@@ -354,24 +359,11 @@ impl SheetDecoder {
                     n.checked_sub(1)
                 })
         };
-        if let Some(field) = quoted("whilst decoding field '") {
-            let cause = message
-                .split_once("': ")
-                .map_or(message, |(_, cause)| cause);
-            let origin = if self.settings.inner.schema.is_some() {
-                "the type --schema gives it"
-            } else {
-                "its type comes from the first rows; give it with --schema, or sample more \
-                 rows with --infer-rows"
-            };
-            return (
-                position(&field),
-                format!("the value does not fit column '{field}' ({origin}): {cause}"),
-            );
-        }
-        if let Some(field) = quoted("column '")
-            && message.contains("missing from schema")
-        {
+        // A field the schema does not have: a value past the named columns.
+        let stray = quoted("field '")
+            .filter(|_| message.contains("is not in the schema"))
+            .or_else(|| quoted("column '").filter(|_| message.contains("missing from schema")));
+        if let Some(field) = stray {
             let col = position(&field);
             let text = if self.settings.inner.schema.is_some() {
                 format!("column '{field}' is not in the schema --schema gives")
@@ -384,6 +376,28 @@ impl SheetDecoder {
                 )
             };
             return (col, text);
+        }
+        // A value that does not fit its column's type.
+        let field = e
+            .position
+            .column
+            .clone()
+            .or_else(|| quoted("whilst decoding field '"));
+        if let Some(field) = field.filter(|_| e.kind == DecodeErrorKind::Type) {
+            let cause = message
+                .split_once("': ")
+                .filter(|_| message.starts_with("whilst decoding field"))
+                .map_or(message, |(_, cause)| cause);
+            let origin = if self.settings.inner.schema.is_some() {
+                "the type --schema gives it"
+            } else {
+                "its type comes from the first rows; give it with --schema, or sample more \
+                 rows with --infer-rows"
+            };
+            return (
+                position(&field),
+                format!("the value does not fit column '{field}' ({origin}): {cause}"),
+            );
         }
         (None, message.to_owned())
     }
@@ -1028,7 +1042,7 @@ fn kind_of(settings: &Settings, input: &Arc<dyn ReadAt>) -> Kind {
     if input.read_exact_at(0, &mut magic).is_err() {
         return settings.kind;
     }
-    if magic == [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1] {
+    if magic == OLE {
         return Kind::Xls;
     }
     if !magic.starts_with(b"PK") {
@@ -1475,6 +1489,31 @@ where
         writer.row(number, row)?;
     }
     Ok(())
+}
+
+/// The magic number of OLE compound files (XLS workbooks).
+const OLE: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+
+/// The first entry of an ODS zip: its media type, stored uncompressed.
+const ODS_MIMETYPE: &[u8] = b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet";
+
+/// How sure the first bytes make a workbook of `kind` (see
+/// [`Format::sniff`]): an OLE file is XLS, a zip whose first entry is the
+/// ODS media type ODS, a zip naming `[Content_Types].xml` or `xl/` XLSX (or
+/// XLSB, which the XLSX format reads).
+fn sniff_workbook(kind: Kind, head: &[u8]) -> u8 {
+    let zip = head.starts_with(b"PK\x03\x04");
+    let ods = zip && head.get(30..).is_some_and(|h| h.starts_with(ODS_MIMETYPE));
+    let xlsx = zip
+        && !ods
+        && (memchr::memmem::find(head, b"[Content_Types].xml").is_some()
+            || memchr::memmem::find(head, b"xl/").is_some());
+    let found = match kind {
+        Kind::Xls => head.starts_with(OLE),
+        Kind::Ods => ods,
+        Kind::Xlsx | Kind::Xlsb => xlsx,
+    };
+    if found { 100 } else { 0 }
 }
 
 #[cfg(test)]

@@ -10,12 +10,7 @@ pub(crate) fn rows_as_json(
     bytes: &[u8],
     split: usize,
 ) -> Result<String, DecodeError> {
-    let mut out = Vec::new();
-    for piece in bytes.chunks(split.max(1)) {
-        decoder.push(piece, &mut out)?;
-    }
-    decoder.finish(&mut out)?;
-    while decoder.drain(&mut out)? {}
+    let out = rota_formats::drive::decode_all(decoder, bytes, split.max(1))?;
     let mut text = Vec::new();
     let mut w = arrow_json::LineDelimitedWriter::new(&mut text);
     for item in &out {
