@@ -140,15 +140,13 @@ def read_avro(path, opts):
 
 def header_name(v):
     """A header cell's text as Rota gives it: whole numbers without a
-    fraction, booleans as JSON writes them, a date-time in ISO 8601 (its
-    date alone at midnight)."""
+    fraction, booleans as JSON writes them, a date-time in ISO 8601 (an
+    ODS date, stored as a date, as its date)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer() and abs(v) <= 2 ** 53:
         return str(int(v))
     if isinstance(v, datetime.datetime):
-        if v == datetime.datetime.combine(v.date(), datetime.time()):
-            return v.date().isoformat()
         text = v.strftime("%Y-%m-%dT%H:%M:%S")
         return text + (f".{v.microsecond // 1000:03d}" if v.microsecond >= 1000 else "")
     if isinstance(v, datetime.date):

@@ -638,16 +638,6 @@ impl Cell {
         }
     }
 
-    /// The cell's text as a column name: as [`Cell::text`], but a
-    /// date-time at midnight is its date (`2021-01-01`), as a date header
-    /// reads in a sheet and as ODS stores a date.
-    fn header_text(&self) -> String {
-        match self {
-            Self::DateTime(s) => s.strip_suffix("T00:00:00").unwrap_or(s).to_owned(),
-            other => other.text(),
-        }
-    }
-
     /// The cell as JSON for a column of type `ty` (`None`: as it is).
     fn write_json(&self, ty: Option<&DataType>, out: &mut Vec<u8>) {
         let as_text = matches!(ty, Some(DataType::Utf8));
@@ -821,7 +811,7 @@ impl<'a> Writer<'a> {
             let width = cells.last().map_or(0, |(c, _)| c + 1);
             let mut texts = vec![String::new(); width];
             for (c, cell) in &cells {
-                texts[*c] = cell.header_text();
+                texts[*c] = cell.text();
             }
             let mut seen = std::collections::HashSet::new();
             for (i, t) in texts.iter().enumerate() {
@@ -1537,14 +1527,6 @@ mod tests {
         assert_eq!(iso_duration("P1Y"), None);
         assert_eq!(iso_duration("PT5"), None);
         assert_eq!(iso_duration("10:00"), None);
-    }
-
-    #[test]
-    fn a_date_at_midnight_names_its_column_by_the_date() {
-        let day = Cell::DateTime("2021-01-01T00:00:00".into());
-        assert_eq!(day.header_text(), "2021-01-01");
-        let time = Cell::DateTime("2021-01-01T10:10:10".into());
-        assert_eq!(time.header_text(), "2021-01-01T10:10:10");
     }
 
     #[test]
