@@ -133,12 +133,21 @@ fn decode(
     split: usize,
     on_error: OnError,
 ) -> Result<(), String> {
+    // Workbooks get a cell budget to match the record size limit: the
+    // reader loads XLS and ODS sheets whole, so a mutation that grows a
+    // sheet costs what the budget allows.
+    let sheet = ["xlsx", "xls", "ods"].contains(&format.name());
     let options = DecodeOptions {
         location: "fuzzed-input".into(),
         on_error,
         batch_records: 5,
         infer_records: 20,
         max_record_bytes: 1 << 20,
+        options: if sheet {
+            [("max_cells".to_owned(), "1000000".to_owned())].into()
+        } else {
+            Default::default()
+        },
         ..DecodeOptions::default()
     };
     let mut decoder = match rota_formats::decoder(format, &options) {

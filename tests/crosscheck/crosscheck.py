@@ -8,7 +8,7 @@ Usage:
 The readers: Python's csv and json modules for CSV, TSV, NDJSON and JSON;
 pyarrow for Arrow IPC and Parquet; the msgpack package for MessagePack;
 fastavro for Avro; openpyxl for XLSX, xlrd for XLS and python-calamine for
-ODS; lxml for XML (walking the same record-path mapping); PyYAML for YAML;
+ODS and XLSB; lxml for XML (walking the same record-path mapping); PyYAML for YAML;
 Python's tomllib for TOML; the file system for raw files; Python's gzip, bz2 and lzma modules and
 the zstandard package for the compressed fixtures (fixtures/compressed/,
 whose inner format is their name without the compression suffix). Rota's rows come from `rota ingest
@@ -138,11 +138,29 @@ def read_avro(path, opts):
         return [plain(r) for r in fastavro.reader(f)]
 
 
+def header_name(v):
+    """A header cell's text as Rota gives it: whole numbers without a
+    fraction, booleans as JSON writes them, a date-time in ISO 8601 (an
+    ODS date, stored as a date, as its date)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2 ** 53:
+        return str(int(v))
+    if isinstance(v, datetime.datetime):
+        text = v.strftime("%Y-%m-%dT%H:%M:%S")
+        return text + (f".{v.microsecond // 1000:03d}" if v.microsecond >= 1000 else "")
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    return str(v).strip()
+
+
 def sheet_records(rows, opts):
     """Records from a sheet's rows (lists of cell values, None for empty),
-    by the rules Rota documents: blank rows count for nothing; skip_rows
-    rows are dropped, then the next row names the columns (empty names are
-    column_N, repeats get _2, _3); columns past the header are column_N."""
+    by the rules Rota documents: blank rows (no cell with a value; empty
+    text and error cells have none) count for nothing; skip_rows rows are
+    dropped, then the next row names the columns (a cell's text; empty
+    names are column_N, repeats get _2, _3); columns past the header are
+    column_N; dates are date-times at midnight."""
     rows = [r for r in rows if any(v is not None and v != "" for v in r)]
     rows = rows[int(opts.get("skip_rows", "0")):]
     header = opts.get("header", "true") in ("true", "yes", "1")
@@ -150,7 +168,7 @@ def sheet_records(rows, opts):
     if header and rows:
         seen = set()
         for i, v in enumerate(rows[0]):
-            base = str(v).strip() if v not in (None, "") else ""
+            base = header_name(v) if v not in (None, "") else ""
             base = base or f"column_{i + 1}"
             name, n = base, 2
             while name in seen:
@@ -160,7 +178,13 @@ def sheet_records(rows, opts):
         rows = rows[1:]
     width = max([len(names)] + [len(r) for r in rows])
     names += [f"column_{i + 1}" for i in range(len(names), width)]
-    return [{names[i]: (row[i] if i < len(row) else None) for i in range(width)} for row in rows]
+
+    def value(v):
+        if isinstance(v, datetime.date) and not isinstance(v, datetime.datetime):
+            return datetime.datetime.combine(v, datetime.time())
+        return v
+
+    return [{names[i]: (value(row[i]) if i < len(row) else None) for i in range(width)} for row in rows]
 
 
 def pick(names, opts):
@@ -172,12 +196,26 @@ def pick(names, opts):
     return names[int(wanted) - 1]
 
 
+def is_xlsb(path):
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return any(n.replace("\\", "/").lower() == "xl/workbook.bin" for n in z.namelist())
+
+
 def read_xlsx(path, opts):
+    """openpyxl; error cells (#N/A) hold no value. XLSB workbooks, which
+    openpyxl does not read, through python-calamine."""
     import openpyxl
 
+    if is_xlsb(path):
+        return read_calamine(path, opts)
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     ws = wb[pick(wb.sheetnames, opts)]
-    rows = [[None if v == "" else v for v in r] for r in ws.iter_rows(values_only=True)]
+    # Rows as long as their cells, not as the sheet's declared size (which
+    # may claim every row and column there can be).
+    ws.reset_dimensions()
+    rows = [[None if c.value == "" or c.data_type == "e" else c.value for c in r] for r in ws.iter_rows()]
     return sheet_records(rows, opts)
 
 
@@ -202,21 +240,18 @@ def read_xls(path, opts):
     return sheet_records(rows, opts)
 
 
-def read_ods(path, opts):
+def read_calamine(path, opts):
+    """python-calamine, for ODS and XLSB workbooks."""
     import python_calamine
 
     wb = python_calamine.CalamineWorkbook.from_path(path)
     sheet = wb.get_sheet_by_name(pick(wb.sheet_names, opts))
-    # Rota reads dates as timestamps (midnight).
-    def cell(v):
-        if v == "":
-            return None
-        if isinstance(v, datetime.date) and not isinstance(v, datetime.datetime):
-            return datetime.datetime.combine(v, datetime.time())
-        return v
-
-    rows = [[cell(v) for v in r] for r in sheet.to_python(skip_empty_area=False)]
+    rows = [[None if v == "" else v for v in r] for r in sheet.to_python(skip_empty_area=False)]
     return sheet_records(rows, opts)
+
+
+def read_ods(path, opts):
+    return read_calamine(path, opts)
 
 
 def read_raw(path, opts):
@@ -489,8 +524,11 @@ def normalise(v):
         if v.tzinfo is not None:
             v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         return v.isoformat()
-    if isinstance(v, datetime.date):
+    if isinstance(v, (datetime.date, datetime.time)):
         return v.isoformat()
+    if isinstance(v, datetime.timedelta):
+        # Durations are seconds.
+        return round(v.total_seconds(), 3)
     if isinstance(v, str):
         t = v.strip()
         if t in ("true", "false"):
