@@ -149,29 +149,25 @@ pub struct Position {
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
         if let Some(part) = &self.part {
-            write!(f, "{part}")?;
-            // A part with no byte offset of its own (a sheet cell inside a
-            // compressed workbook) says no more.
-            if self.line.is_none()
-                && self.record.is_none()
-                && self.column.is_none()
-                && self.byte_offset == 0
-            {
-                return Ok(());
-            }
-            write!(f, ", ")?;
+            parts.push(part.clone());
         }
         if let Some(line) = self.line {
-            write!(f, "line {line}, ")?;
+            parts.push(format!("line {line}"));
         }
         if let Some(record) = self.record {
-            write!(f, "record {record}, ")?;
+            parts.push(format!("record {record}"));
         }
         if let Some(column) = &self.column {
-            write!(f, "column '{column}', ")?;
+            parts.push(format!("column '{column}'"));
         }
-        write!(f, "byte {}", self.byte_offset)
+        // A part with no byte offset of its own (a sheet cell inside a
+        // compressed workbook) says no byte.
+        if self.part.is_none() || self.byte_offset > 0 {
+            parts.push(format!("byte {}", self.byte_offset));
+        }
+        f.write_str(&parts.join(", "))
     }
 }
 
