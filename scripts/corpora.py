@@ -280,7 +280,11 @@ def sheet_rows(kind, path):
     if kind == "xlsx":
         import openpyxl
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        return [list(r) for r in wb[wb.sheetnames[0]].iter_rows(values_only=True)]
+        ws = wb[wb.sheetnames[0]]
+        # Rows as long as their cells, not the declared size (which may claim
+        # every row and column there can be, and take gigabytes to honour).
+        ws.reset_dimensions()
+        return [[None if c.data_type == "e" else c.value for c in r] for r in ws.iter_rows()]
     if kind == "xls":
         import xlrd
         book = xlrd.open_workbook(path)
