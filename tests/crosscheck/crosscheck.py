@@ -89,7 +89,27 @@ def read_arrow(path, opts):
     else:
         with pa.OSFile(path, "rb") as f:
             table = ipc.open_stream(f).read_all()
-    return table.to_pylist()
+    return arrow_rows(table)
+
+
+def arrow_rows(table):
+    """A table's rows as Rota writes them: a map as an object keyed by its
+    keys' text (pyarrow gives a list of pairs)."""
+    import pyarrow as pa
+
+    def plain(v, t):
+        if v is None:
+            return None
+        if pa.types.is_map(t):
+            return {str(k): plain(x, t.item_type) for k, x in v}
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return [plain(x, t.value_type) for x in v]
+        if pa.types.is_struct(t):
+            return {f.name: plain(v.get(f.name), f.type) for f in t}
+        return v
+
+    fields = table.schema
+    return [{f.name: plain(r[f.name], f.type) for f in fields} for r in table.to_pylist()]
 
 
 def read_msgpack(path, opts):
@@ -472,8 +492,8 @@ def read_parquet(path, opts):
     columns = [c.strip() for c in columns.split(",")] if columns else None
     # INT96 timestamps as microseconds, as Rota reads them: nanoseconds
     # cannot hold dates past 2262.
-    rows = pq.read_table(path, columns=columns,
-                         coerce_int96_timestamp_unit="us").to_pylist()
+    rows = arrow_rows(pq.read_table(path, columns=columns,
+                                    coerce_int96_timestamp_unit="us"))
 
     # Rota writes binary values as hex text.
     def hexed(v):
