@@ -340,12 +340,25 @@ fn run_values<R: RunEndIndexType>(array: &ArrayRef) -> Result<ArrayRef, ArrowErr
 /// The rows of `array` (a top-level column) holding a value no writer can
 /// render, with one such value described; nested values count for their row.
 fn unrenderable(array: &dyn Array) -> Option<(Vec<bool>, String)> {
-    fn scan<T: ArrowPrimitiveType<Native = N>, N: Copy + Into<i64>>(
+    fn scan<T: ArrowPrimitiveType<Native = N>, N: arrow_buffer::ArrowNativeType + Into<i64>>(
         array: &dyn Array,
         ok: impl Fn(i64) -> bool,
         what: &str,
     ) -> Option<(Vec<bool>, String)> {
         let values = array.as_primitive::<T>();
+        // Every type here can render one interval of values: when the least
+        // and the greatest (null slots included) render, all do, and the
+        // values need no look one by one.
+        let (least, most) = values
+            .values()
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &v| {
+                let v: i64 = v.into();
+                (lo.min(v), hi.max(v))
+            });
+        if values.is_empty() || (ok(least) && ok(most)) {
+            return None;
+        }
         let mut bad = vec![false; values.len()];
         let mut first = None;
         for (i, v) in values.iter().enumerate() {
