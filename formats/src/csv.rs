@@ -392,54 +392,59 @@ impl CsvBatcher {
         Ok(())
     }
 
-    /// The fields of each record as text, for records of `width` fields;
-    /// a record that does not split into that many is left out.
-    fn texts(&self, width: usize, records: &[&[u8]]) -> Vec<Vec<String>> {
+    /// A reader of records of `width` fields, all as text.
+    fn text_decoder(&self, width: usize) -> ArrowCsvDecoder {
         let schema = Arc::new(Schema::new(
             (0..width)
                 .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
                 .collect::<Vec<_>>(),
         ));
-        let mut decoder = ReaderBuilder::new(schema)
+        ReaderBuilder::new(schema)
             .with_format(self.arrow_format(false))
             .with_batch_size(self.batch_size)
-            .build_decoder();
-        let mut out = Vec::with_capacity(records.len());
-        for record in records {
+            .build_decoder()
+    }
+
+    /// Records of `width` fields read as text, one batch for them all when
+    /// they all split into that many fields, else one batch a record (a
+    /// record that does not is left out).
+    fn texts(&self, width: usize, records: &[&[u8]]) -> Vec<RecordBatch> {
+        let read = |decoder: &mut ArrowCsvDecoder, records: &[&[u8]]| {
             let mut batches = Vec::new();
-            let decoded = Self::feed(&mut decoder, record, &mut batches)
-                .and_then(|()| Self::feed(&mut decoder, b"\n", &mut batches))
-                .and_then(|()| decoder.flush());
-            match decoded {
-                Ok(Some(batch)) if batches.is_empty() && batch.num_rows() == 1 => {
-                    out.push(
-                        batch
-                            .columns()
-                            .iter()
-                            .map(|c| {
-                                c.as_any()
-                                    .downcast_ref::<arrow_array::StringArray>()
-                                    .filter(|a| a.is_valid(0))
-                                    .map(|a| a.value(0).to_owned())
-                                    .unwrap_or_default()
-                            })
-                            .collect(),
-                    );
-                }
-                _ => {
-                    // Its state is unknown after an error.
-                    decoder = ReaderBuilder::new(Arc::new(Schema::new(
-                        (0..width)
-                            .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
-                            .collect::<Vec<_>>(),
-                    )))
-                    .with_format(self.arrow_format(false))
-                    .with_batch_size(self.batch_size)
-                    .build_decoder();
+            for record in records {
+                Self::feed(decoder, record, &mut batches)?;
+                Self::feed(decoder, b"\n", &mut batches)?;
+            }
+            if let Some(batch) = decoder.flush()? {
+                batches.push(batch);
+            }
+            Ok::<_, arrow_schema::ArrowError>(batches)
+        };
+        if let Ok(batches) = read(&mut self.text_decoder(width), records) {
+            return batches;
+        }
+        records
+            .iter()
+            .filter_map(|record| read(&mut self.text_decoder(width), &[record]).ok())
+            .flatten()
+            .collect()
+    }
+
+    /// What the values of each of `width` columns need, over `batches`
+    /// (of records read as text).
+    fn kinds(width: usize, batches: &[RecordBatch]) -> Vec<CsvKind> {
+        let mut kinds = vec![CsvKind::Empty; width];
+        for batch in batches {
+            for (kind, column) in kinds.iter_mut().zip(batch.columns()) {
+                if let Some(values) = column.as_any().downcast_ref::<arrow_array::StringArray>() {
+                    // A null is an empty field.
+                    for value in values.iter().flatten() {
+                        *kind = kind.merge(CsvKind::of(value));
+                    }
                 }
             }
         }
-        out
+        kinds
     }
 
     /// Fields in one record (at least 1).
@@ -554,12 +559,7 @@ impl Batcher for CsvBatcher {
                 .collect(),
             (None, None) => return Ok(Arc::new(Schema::empty())),
         };
-        let mut kinds = vec![CsvKind::Empty; names.len()];
-        for record in self.texts(names.len(), sample) {
-            for (kind, value) in kinds.iter_mut().zip(&record) {
-                *kind = kind.merge(CsvKind::of(value));
-            }
-        }
+        let kinds = Self::kinds(names.len(), &self.texts(names.len(), sample));
         let schema = Schema::new(
             names
                 .iter()
@@ -573,12 +573,16 @@ impl Batcher for CsvBatcher {
 
     fn widen(&mut self, schema: &SchemaRef, record: &[u8]) -> Option<SchemaRef> {
         let width = schema.fields().len();
-        let values = self.texts(width, &[record]).pop()?;
+        let read = self.texts(width, &[record]);
+        if read.is_empty() {
+            return None; // not a record of this many fields
+        }
+        let seen = Self::kinds(width, &read);
         let kinds = self.kinds.as_mut()?;
         let wider: Vec<CsvKind> = kinds
             .iter()
-            .zip(&values)
-            .map(|(k, v)| k.merge(CsvKind::of(v)))
+            .zip(&seen)
+            .map(|(k, v)| k.merge(*v))
             .collect();
         if wider
             .iter()
