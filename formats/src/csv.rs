@@ -579,11 +579,7 @@ impl Batcher for CsvBatcher {
         }
         let seen = Self::kinds(width, &read);
         let kinds = self.kinds.as_mut()?;
-        let wider: Vec<CsvKind> = kinds
-            .iter()
-            .zip(&seen)
-            .map(|(k, v)| k.merge(*v))
-            .collect();
+        let wider: Vec<CsvKind> = kinds.iter().zip(&seen).map(|(k, v)| k.merge(*v)).collect();
         if wider
             .iter()
             .map(|k| k.data_type())
