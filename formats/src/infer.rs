@@ -28,10 +28,10 @@
 use std::sync::Arc;
 
 use arrow_array::ArrayRef;
-use arrow_array::builder::{Decimal128Builder, Float64Builder, PrimitiveBuilder, StringBuilder};
+use arrow_array::builder::{PrimitiveBuilder, StringBuilder};
 use arrow_array::types::{
-    ArrowPrimitiveType, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
-    UInt32Type, UInt64Type,
+    ArrowPrimitiveType, Decimal128Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_json::reader::{ArrayDecoder, DecoderContext, DecoderFactory, Tape, TapeElement};
 use arrow_schema::extension::EXTENSION_TYPE_NAME_KEY;
@@ -506,44 +506,50 @@ where
     T::Native: TryFrom<i128>,
 {
     fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut out = PrimitiveBuilder::<T>::with_capacity(pos.len());
-        for &p in pos {
-            if tape.get(p) == TapeElement::Null {
-                out.append_null();
-                continue;
-            }
-            let value = number_text(tape, p)
+        let wanted = format!("an integer of type {}", T::DATA_TYPE);
+        let column = exact_column::<T>(tape, pos, |p| {
+            number_text(tape, p)
                 .and_then(exact_integer)
                 .and_then(|v| T::Native::try_from(v).ok())
-                .ok_or_else(|| {
-                    type_error(tape, p, &format!("an integer of type {}", T::DATA_TYPE))
-                })?;
-            out.append_value(value);
-        }
-        Ok(Arc::new(out.finish()))
+                .ok_or_else(|| type_error(tape, p, &wanted))
+        })?;
+        Ok(Arc::new(column))
     }
+}
+
+/// A column of `pos`'s values, each made by `value` (nulls stay null).
+fn exact_column<T: ArrowPrimitiveType>(
+    tape: &Tape<'_>,
+    pos: &[u32],
+    value: impl Fn(u32) -> Result<T::Native, ArrowError>,
+) -> Result<arrow_array::PrimitiveArray<T>, ArrowError> {
+    let mut out = PrimitiveBuilder::<T>::with_capacity(pos.len());
+    for &p in pos {
+        if tape.get(p) == TapeElement::Null {
+            out.append_null();
+        } else {
+            out.append_value(value(p)?);
+        }
+    }
+    Ok(out.finish())
 }
 
 struct FloatDecoder;
 
 impl ArrayDecoder for FloatDecoder {
     fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut out = Float64Builder::with_capacity(pos.len());
-        for &p in pos {
-            if tape.get(p) == TapeElement::Null {
-                out.append_null();
-                continue;
-            }
-            let value = number_text(tape, p).and_then(|text| {
-                // An integer a float would round is not taken.
-                if let Some(i) = exact_integer(text) {
-                    return (i.unsigned_abs() <= FLOAT_EXACT).then_some(i as f64);
-                }
-                text.parse::<f64>().ok().filter(|f| f.is_finite())
-            });
-            out.append_value(value.ok_or_else(|| type_error(tape, p, "a number a float holds"))?);
-        }
-        Ok(Arc::new(out.finish()))
+        let column = exact_column::<Float64Type>(tape, pos, |p| {
+            number_text(tape, p)
+                .and_then(|text| {
+                    // An integer a float would round is not taken.
+                    if let Some(i) = exact_integer(text) {
+                        return (i.unsigned_abs() <= FLOAT_EXACT).then_some(i as f64);
+                    }
+                    text.parse::<f64>().ok().filter(|f| f.is_finite())
+                })
+                .ok_or_else(|| type_error(tape, p, "a number a float holds"))
+        })?;
+        Ok(Arc::new(column))
     }
 }
 
@@ -552,20 +558,14 @@ struct DecimalIntDecoder(u8);
 
 impl ArrayDecoder for DecimalIntDecoder {
     fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
-        let mut out = Decimal128Builder::with_capacity(pos.len());
         let bound = 10i128.checked_pow(u32::from(self.0)).unwrap_or(i128::MAX);
-        for &p in pos {
-            if tape.get(p) == TapeElement::Null {
-                out.append_null();
-                continue;
-            }
-            let value = number_text(tape, p)
+        let column = exact_column::<Decimal128Type>(tape, pos, |p| {
+            number_text(tape, p)
                 .and_then(exact_integer)
                 .filter(|v| v.unsigned_abs() < bound.unsigned_abs())
-                .ok_or_else(|| type_error(tape, p, "an integer"))?;
-            out.append_value(value);
-        }
-        Ok(Arc::new(out.finish().with_precision_and_scale(self.0, 0)?))
+                .ok_or_else(|| type_error(tape, p, "an integer"))
+        })?;
+        Ok(Arc::new(column.with_precision_and_scale(self.0, 0)?))
     }
 }
 

@@ -385,34 +385,32 @@ impl ParquetDecoder {
                     .and_then(|(s, l)| s.checked_add(l))
                     .is_some_and(|end| end <= size)
                     && column.data_page_offset() >= 0;
-                if !inside {
-                    return Err(DecodeError::in_part(
+                // A refusal of this column chunk, at its start.
+                let refuse = |message: String| {
+                    DecodeError::in_part(
                         &self.settings.location,
                         part(g, Some(&name)),
                         u64::try_from(start).unwrap_or(0),
                         DecodeErrorKind::Syntax,
-                        format!(
-                            "the footer places the column at bytes {start} to {} of a {size}-byte \
-                             file: the footer is corrupt or the file incomplete",
-                            start.saturating_add(len)
-                        ),
-                    ));
+                        message,
+                    )
+                };
+                if !inside {
+                    return Err(refuse(format!(
+                        "the footer places the column at bytes {start} to {} of a {size}-byte \
+                         file: the footer is corrupt or the file incomplete",
+                        start.saturating_add(len)
+                    )));
                 }
                 // A column that does not repeat holds one value (or null)
                 // per row.
                 let flat = c < descr.num_columns() && descr.column(c).max_rep_level() == 0;
                 let values = column.num_values();
                 if (flat && values != rows) || (!flat && values < rows) {
-                    return Err(DecodeError::in_part(
-                        &self.settings.location,
-                        part(g, Some(&name)),
-                        u64::try_from(start).unwrap_or(0),
-                        DecodeErrorKind::Syntax,
-                        format!(
-                            "the footer says the row group holds {rows} rows but the column \
-                             {values} values"
-                        ),
-                    ));
+                    return Err(refuse(format!(
+                        "the footer says the row group holds {rows} rows but the column \
+                         {values} values"
+                    )));
                 }
             }
         }

@@ -1326,41 +1326,42 @@ fn too_big(settings: &Settings, sheet: &str, rows: u64, cols: u64) -> DecodeErro
     )
 }
 
-fn read_xlsx<RS: Read + Seek>(
-    settings: &Settings,
-    cursor: RS,
-    writer: &mut Writer<'_>,
-) -> Result<(), Stop> {
-    let mut book = match Xlsx::new(cursor) {
-        Ok(book) => book,
-        Err(calamine::XlsxError::Password) => return Err(writer.fail(password(settings))),
-        Err(e) => return Err(writer.fail(corrupt(settings, Kind::Xlsx, &e))),
+/// A reader of the streamed workbook kinds (XLSX, XLSB): the same steps
+/// over calamine's two readers, which share no trait for their cell streams.
+macro_rules! read_streamed {
+    ($name:ident, $book:ty, $password:path, $kind:expr) => {
+        fn $name<RS: Read + Seek>(
+            settings: &Settings,
+            cursor: RS,
+            writer: &mut Writer<'_>,
+        ) -> Result<(), Stop> {
+            let mut book = match <$book>::new(cursor) {
+                Ok(book) => book,
+                Err($password) => return Err(writer.fail(password(settings))),
+                Err(e) => return Err(writer.fail(corrupt(settings, $kind, &e))),
+            };
+            let sheet = pick_sheet(settings, &book.sheet_names()).map_err(|e| writer.fail(e))?;
+            writer.sheet.clone_from(&sheet);
+            let mut cells = book
+                .worksheet_cells_reader(&sheet)
+                .map_err(|e| writer.fail(unreadable_sheet(settings, $kind, &sheet, None, &e)))?;
+            stream_cells(settings, $kind, &sheet, writer, || cells.next_cell())
+        }
     };
-    let sheet = pick_sheet(settings, &book.sheet_names()).map_err(|e| writer.fail(e))?;
-    writer.sheet.clone_from(&sheet);
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| writer.fail(unreadable_sheet(settings, Kind::Xlsx, &sheet, None, &e)))?;
-    stream_cells(settings, Kind::Xlsx, &sheet, writer, || cells.next_cell())
 }
 
-fn read_xlsb<RS: Read + Seek>(
-    settings: &Settings,
-    cursor: RS,
-    writer: &mut Writer<'_>,
-) -> Result<(), Stop> {
-    let mut book = match Xlsb::new(cursor) {
-        Ok(book) => book,
-        Err(calamine::XlsbError::Password) => return Err(writer.fail(password(settings))),
-        Err(e) => return Err(writer.fail(corrupt(settings, Kind::Xlsb, &e))),
-    };
-    let sheet = pick_sheet(settings, &book.sheet_names()).map_err(|e| writer.fail(e))?;
-    writer.sheet.clone_from(&sheet);
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| writer.fail(unreadable_sheet(settings, Kind::Xlsb, &sheet, None, &e)))?;
-    stream_cells(settings, Kind::Xlsb, &sheet, writer, || cells.next_cell())
-}
+read_streamed!(
+    read_xlsx,
+    Xlsx<RS>,
+    calamine::XlsxError::Password,
+    Kind::Xlsx
+);
+read_streamed!(
+    read_xlsb,
+    Xlsb<RS>,
+    calamine::XlsbError::Password,
+    Kind::Xlsb
+);
 
 /// A sheet the reader stopped in, after the cell at `(row, col)` (from 0).
 fn unreadable_sheet(
