@@ -98,8 +98,20 @@ impl Tokens {
     /// # Errors
     /// 401 without a valid token, 403 with one that lacks the scope.
     pub fn check(&self, headers: &HeaderMap, scope: Option<Scope>) -> Result<(), ApiError> {
+        self.caller(headers, scope).map(drop)
+    }
+
+    /// Who sends the request, once its token passes [`Tokens::check`]:
+    /// what owns the uploads and idempotency keys it makes.
+    ///
+    /// # Errors
+    /// As [`Tokens::check`].
+    pub fn caller(&self, headers: &HeaderMap, scope: Option<Scope>) -> Result<Caller, ApiError> {
         if !self.enabled() {
-            return Ok(());
+            return Ok(Caller {
+                id: "local".to_owned(),
+                admin: true,
+            });
         }
         let given = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -133,8 +145,42 @@ impl Tokens {
                     format!("the token lacks the {scope:?} scope").to_lowercase(),
                 ))
             }
-            _ => Ok(()),
+            _ => Ok(Caller {
+                id: token.id(),
+                admin: token.scopes.contains(&Scope::Admin),
+            }),
         }
+    }
+}
+
+impl Token {
+    /// A name for the token that does not reveal it: the first 16 hex
+    /// digits of the SHA-256 of its secret.
+    fn id(&self) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.secret.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Who sent a request: the token it carried, named without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name (`local` when authentication is off): the same for
+    /// every request made with one token, and never the secret.
+    pub id: String,
+    /// Whether the token has the admin scope (which sees what every token
+    /// made).
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Whether this caller may see or change what `owner` made.
+    #[must_use]
+    pub fn owns(&self, owner: &str) -> bool {
+        self.admin || self.id == owner
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use rota_core::Store;
 use tokio::sync::Notify;
 
-pub use auth::{AllowList, Scope, Tokens};
+pub use auth::{AllowList, Caller, Scope, Tokens};
 pub use callbacks::CallbackConfig;
 pub use error::ApiError;
 pub use uploads::UploadConfig;
