@@ -47,7 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 from ingest import build, timed  # noqa: E402  (one way of building and timing every benchmark)
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 
 def start_server(rota, work, store):

@@ -6,6 +6,7 @@ mod files;
 mod ingest;
 mod openapi;
 mod remote;
+mod security;
 mod serve;
 mod support;
 mod upload;

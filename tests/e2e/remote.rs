@@ -225,7 +225,7 @@ fn a_batch_scheduled_at_an_s3_prefix_makes_the_tasks_rota_ingest_makes_of_it() {
     assert!(want.len() > 8, "the tree makes tasks: {}", want.len());
 
     let s = Scratch::new();
-    std::fs::write(s.path("tokens"), "app-token schedule\n").expect("tokens");
+    std::fs::write(s.path("tokens"), "app-token-0123456789 schedule\n").expect("tokens");
     let tokens = s.path("tokens");
     let (server, url) = crate::serve::serve_env(
         &s,
@@ -240,7 +240,7 @@ fn a_batch_scheduled_at_an_s3_prefix_makes_the_tasks_rota_ingest_makes_of_it() {
     let answer = crate::serve::post(
         &url,
         "/schedule",
-        "app-token",
+        "app-token-0123456789",
         &serde_json::json!({ "spec": "t", "batch": {
             "source": "s3://bucket/tree/", "recursive": true, "max_rows": 2 } }),
     );
@@ -248,9 +248,12 @@ fn a_batch_scheduled_at_an_s3_prefix_makes_the_tasks_rota_ingest_makes_of_it() {
     crate::support::wait_until(
         std::time::Duration::from_secs(30),
         "the batch is ingested",
-        || crate::serve::get(&url, &format!("/jobs/{id}"), "app-token")["released"] == true,
+        || {
+            crate::serve::get(&url, &format!("/jobs/{id}"), "app-token-0123456789")["released"]
+                == true
+        },
     );
-    let job = crate::serve::get(&url, &format!("/jobs/{id}"), "app-token");
+    let job = crate::serve::get(&url, &format!("/jobs/{id}"), "app-token-0123456789");
     assert_eq!(job["error"], serde_json::Value::Null, "{job}");
     let got: Vec<(String, Vec<u8>)> = tasks(&s, id.parse().expect("job id"))
         .iter()
@@ -265,7 +268,7 @@ fn a_batch_scheduled_at_an_s3_prefix_makes_the_tasks_rota_ingest_makes_of_it() {
     let refused = crate::serve::post(
         &url,
         "/schedule",
-        "app-token",
+        "app-token-0123456789",
         &serde_json::json!({ "spec": "t", "batch": { "source": "s3://other/tree/" } }),
     );
     assert_eq!(refused["error"]["code"], "source_not_allowed", "{refused}");

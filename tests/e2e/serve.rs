@@ -123,7 +123,11 @@ fn python_worker(url: &str, token: &str, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
     let s = Scratch::new();
-    std::fs::write(s.path("tokens"), "app-token schedule\nworker-token work\n").expect("tokens");
+    std::fs::write(
+        s.path("tokens"),
+        "app-token-0123456789 schedule\nworker-token-0123456789 work\n",
+    )
+    .expect("tokens");
     let data = s.path("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let mut csv = String::from("id,name\n");
@@ -145,7 +149,7 @@ fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
     let scheduled = post(
         &url,
         "/schedule",
-        "app-token",
+        "app-token-0123456789",
         &serde_json::json!({ "jobs": [
             { "spec": "greet", "params": { "id": 7 } },
             { "spec": "import", "max_attempts": 3, "retry_backoff_ms": 10, "batch": {
@@ -157,11 +161,11 @@ fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
     let batch = scheduled["jobs"][1]["id"].as_str().expect("id").to_owned();
     // The batch is ingested in the background; wait for its release.
     crate::support::wait_until(Duration::from_secs(20), "the batch is ingested", || {
-        get(&url, &format!("/jobs/{batch}"), "app-token")["released"] == true
+        get(&url, &format!("/jobs/{batch}"), "app-token-0123456789")["released"] == true
     });
 
     // Each task's first attempt fails (retryably); the second succeeds.
-    let summary = python_worker(&url, "worker-token", &["--fail-first-attempt"]);
+    let summary = python_worker(&url, "worker-token-0123456789", &["--fail-first-attempt"]);
     assert_eq!(
         summary["reports"], 8,
         "4 tasks, two attempts each: {summary}"
@@ -170,14 +174,14 @@ fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
     let job = get(
         &url,
         &format!("/jobs/{batch}/wait?timeout=10s"),
-        "app-token",
+        "app-token-0123456789",
     );
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["counts"]["succeeded"], 3);
     let tasks = get(
         &url,
         &format!("/jobs/{batch}/tasks?results=true"),
-        "app-token",
+        "app-token-0123456789",
     );
     let mut rows = 0;
     let mut sum = 0;
@@ -190,21 +194,21 @@ fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
         sum += r["sum_id"].as_u64().expect("sum");
     }
     assert_eq!((rows, sum), (250, 250 * 251 / 2), "every row once");
-    let job = get(&url, &format!("/jobs/{plain}"), "app-token");
+    let job = get(&url, &format!("/jobs/{plain}"), "app-token-0123456789");
     assert_eq!(job["state"], "succeeded", "{job}");
 
     // The worker's token cannot schedule; the app's cannot claim.
     let refused = post(
         &url,
         "/schedule",
-        "worker-token",
+        "worker-token-0123456789",
         &serde_json::json!({ "spec": "x" }),
     );
     assert_eq!(refused["error"]["code"], "forbidden");
     let refused = post(
         &url,
         "/work/claim",
-        "app-token",
+        "app-token-0123456789",
         &serde_json::json!({ "worker": "w" }),
     );
     assert_eq!(refused["error"]["code"], "forbidden");
@@ -215,18 +219,8 @@ fn a_python_worker_over_http_processes_plain_and_batch_jobs_of_rota_serve() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
     assert!(
-        !stderr.contains("app-token") && !stderr.contains("worker-token"),
+        !stderr.contains("app-token-0123456789") && !stderr.contains("worker-token-0123456789"),
         "{stderr}"
-    );
-}
-
-#[test]
-fn rota_serve_refuses_an_open_address_without_tokens() {
-    let s = Scratch::new();
-    let err = s.fails(&["serve", "--listen", "0.0.0.0:0"]);
-    assert!(
-        err.contains("without tokens") && err.contains("--tokens"),
-        "{err}"
     );
 }
 
@@ -235,7 +229,7 @@ fn rota_serve_takes_settings_from_a_config_file_under_its_flags() {
     let s = Scratch::new();
     let etc = s.path("etc");
     std::fs::create_dir_all(etc.join("state")).expect("mkdir");
-    std::fs::write(etc.join("tokens"), "file-token admin\n").expect("tokens");
+    std::fs::write(etc.join("tokens"), "file-token-0123456789 admin\n").expect("tokens");
     // Relative paths are the file's; the flag's address wins over the
     // file's (which could not be listened on without tokens anyway).
     std::fs::write(
@@ -255,17 +249,21 @@ fn rota_serve_takes_settings_from_a_config_file_under_its_flags() {
     let job = post(
         &url,
         "/schedule",
-        "file-token",
+        "file-token-0123456789",
         &serde_json::json!({"spec": "small"}),
     );
     let id = job["jobs"][0]["id"].as_str().expect("an id").to_owned();
     let big = serde_json::json!({"spec": "big", "params": {"x": "y".repeat(2000)}}).to_string();
     let start = "POST /schedule HTTP/1.1\r\nContent-Type: application/json\r\n";
-    let (head, _) = http_raw(start, &url, "file-token", big.as_bytes());
+    let (head, _) = http_raw(start, &url, "file-token-0123456789", big.as_bytes());
     assert!(head.starts_with("http/1.1 413"), "{head}");
     // max_wait = 1s: a wait on a job nobody works answers within it.
     let started = std::time::Instant::now();
-    let waited = get(&url, &format!("/jobs/{id}/wait?timeout=30s"), "file-token");
+    let waited = get(
+        &url,
+        &format!("/jobs/{id}/wait?timeout=30s"),
+        "file-token-0123456789",
+    );
     assert_eq!(waited["state"], "pending", "{waited}");
     assert!(started.elapsed() < Duration::from_secs(10));
     signal(&child, "TERM");

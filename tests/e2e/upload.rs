@@ -21,7 +21,12 @@ fn tus(url: &str, file: &Path, extra: &[&str]) -> serde_json::Value {
         .arg(script)
         .arg(url)
         .arg(file)
-        .args(["--token", "app-token", "--chunk-size", &CHUNK.to_string()])
+        .args([
+            "--token",
+            "app-token-0123456789",
+            "--chunk-size",
+            &CHUNK.to_string(),
+        ])
         .args([
             "--meta",
             "spec=import",
@@ -48,7 +53,7 @@ fn offset(url: &str, upload: &str) -> u64 {
     let (head, _) = http_raw(
         &format!("HEAD {upload} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n"),
         url,
-        "app-token",
+        "app-token-0123456789",
         &[],
     );
     head.lines()
@@ -72,7 +77,7 @@ fn partial_patch(
     let mut conn = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         conn,
-        "PATCH {upload} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer app-token\r\n\
+        "PATCH {upload} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer app-token-0123456789\r\n\
          Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
          Upload-Offset: {at}\r\nContent-Length: {announced}\r\n\r\n"
     )
@@ -85,7 +90,7 @@ fn partial_patch(
 #[test]
 fn a_tus_client_resumes_an_upload_across_a_server_kill_and_every_row_lands_once() {
     let s = Scratch::new();
-    std::fs::write(s.path("tokens"), "app-token schedule\n").expect("tokens");
+    std::fs::write(s.path("tokens"), "app-token-0123456789 schedule\n").expect("tokens");
     let tokens = s.path("tokens");
     let tokens = tokens.to_str().expect("path");
     let file = s.path("people.ndjson");
@@ -143,7 +148,7 @@ fn a_tus_client_resumes_an_upload_across_a_server_kill_and_every_row_lands_once(
         kept,
         "resumes where bytes were synced"
     );
-    let held = get(&url, &format!("/jobs/{job_id}"), "app-token");
+    let held = get(&url, &format!("/jobs/{job_id}"), "app-token-0123456789");
     assert_eq!(held["released"], false, "{held}");
 
     let resumed = tus(
@@ -157,7 +162,7 @@ fn a_tus_client_resumes_an_upload_across_a_server_kill_and_every_row_lands_once(
     wait_until(
         Duration::from_secs(30),
         "the upload's job is released",
-        || get(&url, &format!("/jobs/{job_id}"), "app-token")["released"] == true,
+        || get(&url, &format!("/jobs/{job_id}"), "app-token-0123456789")["released"] == true,
     );
 
     // Exactly rows/batch tasks, and the same payloads `rota ingest` makes.
@@ -185,13 +190,13 @@ fn a_tus_client_resumes_an_upload_across_a_server_kill_and_every_row_lands_once(
     signal(&server, "TERM");
     let (status, stderr) = finish(server, Duration::from_secs(20));
     assert!(status.success(), "{stderr}");
-    assert!(!stderr.contains("app-token"), "{stderr}");
+    assert!(!stderr.contains("app-token-0123456789"), "{stderr}");
 }
 
 #[test]
 fn rota_upload_killed_mid_file_resumes_when_run_again() {
     let s = Scratch::new();
-    std::fs::write(s.path("tokens"), "app-token schedule\n").expect("tokens");
+    std::fs::write(s.path("tokens"), "app-token-0123456789 schedule\n").expect("tokens");
     let tokens = s.path("tokens");
     let (server, url) = serve(&s, &["--tokens", tokens.to_str().expect("path")]);
     let file = s.path("events.ndjson");
@@ -217,7 +222,7 @@ fn rota_upload_killed_mid_file_resumes_when_run_again() {
             state.to_str().expect("path"),
             "--json",
         ]);
-        cmd.env("ROTA_TOKEN", "app-token")
+        cmd.env("ROTA_TOKEN", "app-token-0123456789")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         cmd
@@ -258,11 +263,11 @@ fn rota_upload_killed_mid_file_resumes_when_run_again() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming at"));
     let id = done["job_id"].as_str().expect("job id").to_owned();
     wait_until(Duration::from_secs(30), "the job is released", || {
-        get(&url, &format!("/jobs/{id}"), "app-token")["released"] == true
+        get(&url, &format!("/jobs/{id}"), "app-token-0123456789")["released"] == true
     });
     let shown = s
         .command(&["--server", &url, "jobs", "show", &id, "--json"])
-        .env("ROTA_TOKEN", "app-token")
+        .env("ROTA_TOKEN", "app-token-0123456789")
         .output()
         .expect("rota jobs show");
     assert!(
@@ -284,7 +289,7 @@ fn rota_upload_killed_mid_file_resumes_when_run_again() {
         all.extend(args.iter().copied());
         let out = s
             .command(&all)
-            .env("ROTA_TOKEN", "app-token")
+            .env("ROTA_TOKEN", "app-token-0123456789")
             .output()
             .expect("rota --server");
         assert!(

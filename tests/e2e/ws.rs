@@ -18,7 +18,7 @@ fn ws_worker(url: &str, extra: &[&str]) -> Child {
     Command::new("python3")
         .arg(script)
         .arg(url)
-        .args(["--token", "worker-token"])
+        .args(["--token", "worker-token-0123456789"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -47,7 +47,11 @@ fn summary(worker: Child) -> Value {
 /// may read it.
 fn setup(rows: u64) -> (Scratch, Vec<String>) {
     let s = Scratch::new();
-    std::fs::write(s.path("tokens"), "app-token schedule\nworker-token work\n").expect("tokens");
+    std::fs::write(
+        s.path("tokens"),
+        "app-token-0123456789 schedule\nworker-token-0123456789 work\n",
+    )
+    .expect("tokens");
     let data = s.path("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let mut csv = String::from("id,name\n");
@@ -69,20 +73,24 @@ fn schedule_batch(s: &Scratch, url: &str, max_rows: u64) -> String {
     let answer = post(
         url,
         "/schedule",
-        "app-token",
+        "app-token-0123456789",
         &json!({ "spec": "import", "max_attempts": 3, "retry_backoff_ms": 10,
                  "batch": { "source": source.to_str().expect("path"), "max_rows": max_rows } }),
     );
     let id = answer["jobs"][0]["id"].as_str().expect("id").to_owned();
     wait_until(Duration::from_secs(20), "the batch is ingested", || {
-        get(url, &format!("/jobs/{id}"), "app-token")["released"] == true
+        get(url, &format!("/jobs/{id}"), "app-token-0123456789")["released"] == true
     });
     id
 }
 
 /// Every task succeeded, and the results add up to every row once.
 fn assert_rows_once(url: &str, job: &str, rows: u64) -> Vec<Value> {
-    let tasks = get(url, &format!("/jobs/{job}/tasks?results=true"), "app-token");
+    let tasks = get(
+        url,
+        &format!("/jobs/{job}/tasks?results=true"),
+        "app-token-0123456789",
+    );
     let tasks = tasks["tasks"].as_array().expect("tasks").clone();
     let (mut n, mut sum) = (0, 0);
     for t in &tasks {
@@ -104,7 +112,7 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
     let plain = post(
         &url,
         "/schedule",
-        "app-token",
+        "app-token-0123456789",
         &json!({ "spec": "greet", "params": { "id": 7 } }),
     )["jobs"][0]["id"]
         .as_str()
@@ -152,7 +160,7 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
         Duration::from_secs(20),
         "GET /workers shows ws-2 at work",
         || {
-            let workers = get(&url, "/workers", "app-token");
+            let workers = get(&url, "/workers", "app-token-0123456789");
             seen = workers["workers"]
                 .as_array()
                 .and_then(|w| w.iter().find(|w| w["worker"] == "ws-2").cloned())
@@ -172,7 +180,8 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
         Duration::from_secs(20),
         "GET /jobs/{id} shows progress",
         || {
-            running = get(&url, &format!("/jobs/{batch}"), "app-token")["running"].clone();
+            running =
+                get(&url, &format!("/jobs/{batch}"), "app-token-0123456789")["running"].clone();
             running.as_array().is_some_and(|r| {
                 r.iter()
                     .any(|t| t["worker"] == "ws-2" && t["progress"]["total"].as_u64() > Some(0))
@@ -180,7 +189,11 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
         },
     );
     let done = summary(worker);
-    let now = get(&url, &format!("/jobs/{batch}/tasks"), "app-token");
+    let now = get(
+        &url,
+        &format!("/jobs/{batch}/tasks"),
+        "app-token-0123456789",
+    );
     assert_eq!(
         done["assigned"], 6,
         "five batch tasks and the plain one: {done}\n{now}"
@@ -192,7 +205,7 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
     let job = get(
         &url,
         &format!("/jobs/{batch}/wait?timeout=10s"),
-        "app-token",
+        "app-token-0123456789",
     );
     assert_eq!(job["state"], "succeeded", "{job}");
     let tasks = assert_rows_once(&url, &batch, 250);
@@ -203,21 +216,29 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
         attempts,
         [&json!(2), &json!(2), &json!(1), &json!(1), &json!(1)]
     );
-    let plain = get(&url, &format!("/jobs/{plain}"), "app-token");
+    let plain = get(&url, &format!("/jobs/{plain}"), "app-token-0123456789");
     assert_eq!(plain["state"], "succeeded", "{plain}");
     // Gone from the list once disconnected.
-    assert_eq!(get(&url, "/workers", "app-token")["workers"], json!([]));
+    assert_eq!(
+        get(&url, "/workers", "app-token-0123456789")["workers"],
+        json!([])
+    );
 
     // A worker with the wrong token is refused before the upgrade; an
     // application token may not work.
-    let refused = post(&url, "/work/claim", "app-token", &json!({ "worker": "w" }));
+    let refused = post(
+        &url,
+        "/work/claim",
+        "app-token-0123456789",
+        &json!({ "worker": "w" }),
+    );
     assert_eq!(refused["error"]["code"], "forbidden");
 
     signal(&server, "TERM");
     let (status, stderr) = finish(server, Duration::from_secs(20));
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("worker connected"), "{stderr}");
-    assert!(!stderr.contains("worker-token"), "{stderr}");
+    assert!(!stderr.contains("worker-token-0123456789"), "{stderr}");
 }
 
 #[test]
@@ -238,7 +259,7 @@ fn tasks_running_when_the_server_is_killed_are_reclaimed_after_a_restart_with_ex
         ],
     );
     wait_until(Duration::from_secs(20), "all four tasks run", || {
-        get(&url, &format!("/jobs/{batch}"), "app-token")["counts"]["running"] == 4
+        get(&url, &format!("/jobs/{batch}"), "app-token-0123456789")["counts"]["running"] == 4
     });
     signal(&server, "KILL");
     let _ = finish(server, Duration::from_secs(10));
@@ -252,7 +273,7 @@ fn tasks_running_when_the_server_is_killed_are_reclaimed_after_a_restart_with_ex
     let job = get(
         &url,
         &format!("/jobs/{batch}/wait?timeout=10s"),
-        "app-token",
+        "app-token-0123456789",
     );
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["counts"]["succeeded"], 4, "{job}");

@@ -4,7 +4,7 @@ with the `websockets` package (PyPI) and Python's standard library.
 
 Usage: ws_worker.py URL [--token T] [--name N] [--queue Q] [--spec S]...
        [--capacity N] [--lease-ms MS] [--task-ms MS] [--idle-exit SECONDS]
-       [--fail-first-attempt] [--drop-after N]
+       [--fail-first-attempt] [--drop-after N] [--log-text TEXT]
 
 For each task it counts the records of the payload (JSON array or NDJSON;
 fetched from payload_url when not inline) and reports {"rows": N,
@@ -13,7 +13,8 @@ progress goes out with every heartbeat (once a second, as the protocol
 asks; CPU and memory included, and a log line per task). With
 --fail-first-attempt each task's first attempt fails, retryably. With
 --drop-after N it drops the connection, without a word, once it holds N
-tasks (as a crashed worker would). It exits once no task came for
+tasks (as a crashed worker would). With --log-text, the log lines say TEXT.
+It exits once no task came for
 --idle-exit seconds, or when the server closes, and prints a JSON summary.
 """
 import argparse
@@ -35,6 +36,7 @@ def records(task, base, token):
         text = task["payload"]
     else:
         req = urllib.request.Request(base + task["payload_url"])
+        req.add_header("Rota-Lease-Token", task["lease_token"])
         if token:
             req.add_header("Authorization", "Bearer " + token)
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -62,6 +64,7 @@ def main():
     ap.add_argument("--idle-exit", type=float, default=2.0)
     ap.add_argument("--fail-first-attempt", action="store_true")
     ap.add_argument("--drop-after", type=int, default=None)
+    ap.add_argument("--log-text", default=None)
     a = ap.parse_args()
 
     base = a.url.rstrip("/")
@@ -117,7 +120,7 @@ def main():
                     tasks.append({**lease(task), "progress": {
                         "done": int(done * len(rows)), "total": len(rows)}})
                     logs.append({"task_id": task["task_id"], "level": "info",
-                                 "message": f"{int(done * 100)}% of {task['key']}"})
+                                 "message": a.log_text or f"{int(done * 100)}% of {task['key']}"})
                 ws.send(json.dumps({
                     "type": "heartbeat",
                     "cpu": (cpu - last_cpu) / max(now - last_beat, 1e-3) if last_beat else 0.0,

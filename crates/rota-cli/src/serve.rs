@@ -31,9 +31,10 @@ pub(crate) struct ServeArgs {
     /// Where to listen [default: 127.0.0.1:7878].
     #[arg(long, env = "ROTA_LISTEN")]
     listen: Option<SocketAddr>,
-    /// A file of bearer tokens, one per line: the token, then its scopes
-    /// separated by commas (schedule, work, admin). Without it the API
-    /// asks for no token, and only a loopback address may be listened on.
+    /// A file of bearer tokens, one per line: the token (at least 16
+    /// characters), then its scopes separated by commas (schedule, work,
+    /// admin). Without it the server makes one admin token for this run and
+    /// prints it once, unless --insecure-no-auth.
     #[arg(long, env = "ROTA_TOKENS_FILE", value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// A source batch jobs may read: a URL prefix (`s3://bucket/exports/`,
@@ -42,11 +43,20 @@ pub(crate) struct ServeArgs {
     /// anything else are refused.
     #[arg(long = "allow-source", value_name = "PREFIX")]
     allow_source: Vec<String>,
-    /// Longest request body accepted [default: 16MiB].
+    /// Longest JSON request body accepted, results aside [default: 4MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_body: Option<u64>,
-    /// Listen on a non-loopback address without tokens (anyone who can reach
-    /// it can schedule work and read results).
+    /// Longest worker result accepted (`/work/complete`, a WebSocket
+    /// message) [default: 16MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_result: Option<u64>,
+    /// Most connections open at once; more are answered 503 [default: 4096].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Ask for no token at all. On a loopback address, requests must then
+    /// name a loopback host and come from no web page elsewhere (Host and
+    /// Origin are checked); on any other address anyone who can reach it can
+    /// schedule work and read results.
     #[arg(long)]
     insecure_no_auth: bool,
     /// A named profile of source settings for batch jobs (see `rota ingest
@@ -91,6 +101,8 @@ struct ConfigFile {
     #[serde(default)]
     allow_source: Vec<String>,
     max_body: Option<String>,
+    max_result: Option<String>,
+    max_connections: Option<usize>,
     #[serde(default)]
     insecure_no_auth: bool,
     profile: Option<String>,
@@ -101,6 +113,26 @@ struct ConfigFile {
     #[serde(default)]
     allow_callback: Vec<String>,
     max_wait: Option<String>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+/// The `[limits]` table of the config file: the bounds the server keeps
+/// whatever clients ask, every one optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    header_timeout: Option<String>,
+    request_timeout: Option<String>,
+    long_requests_per_token: Option<usize>,
+    websockets_per_token: Option<usize>,
+    jobs_per_request: Option<usize>,
+    claim_names: Option<usize>,
+    batch_rows: Option<u64>,
+    batch_bytes: Option<String>,
+    ingests: Option<usize>,
+    log_line: Option<String>,
+    metric_queues: Option<usize>,
 }
 
 /// Every setting of `rota serve`, resolved.
@@ -113,6 +145,7 @@ pub(crate) struct Settings {
     tokens: Option<PathBuf>,
     allow_source: Vec<String>,
     max_body: u64,
+    limits: rota_server::Limits,
     insecure_no_auth: bool,
     profile: Option<String>,
     upload_dir: PathBuf,
@@ -153,7 +186,19 @@ impl ServeArgs {
             tokens: self.tokens.or(file.tokens.map(at)),
             allow_source: or_file(self.allow_source, file.allow_source),
             max_body: pick(self.max_body, config, "max_body", file.max_body, parse_size)?
-                .unwrap_or(16 << 20),
+                .unwrap_or(rota_server::DEFAULT_MAX_BODY as u64),
+            limits: limits(
+                config,
+                file.limits,
+                pick(
+                    self.max_result,
+                    config,
+                    "max_result",
+                    file.max_result,
+                    parse_size,
+                )?,
+                self.max_connections.or(file.max_connections),
+            )?,
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
             profile: self.profile.or(file.profile),
             upload_dir: self
@@ -190,6 +235,40 @@ impl ServeArgs {
     }
 }
 
+/// The server's limits: the `[limits]` table over the defaults, with the
+/// flags' result size and connection count.
+fn limits(
+    config: &Option<PathBuf>,
+    file: LimitsFile,
+    max_result: Option<u64>,
+    connections: Option<usize>,
+) -> anyhow::Result<rota_server::Limits> {
+    let d = rota_server::Limits::default();
+    let duration = |key: &str, v: Option<String>, or: Duration| {
+        pick(None, config, &format!("limits.{key}"), v, parse_duration).map(|v| v.unwrap_or(or))
+    };
+    let size = |key: &str, v: Option<String>, or: u64| {
+        pick(None, config, &format!("limits.{key}"), v, parse_size).map(|v| v.unwrap_or(or))
+    };
+    let usize_of = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(rota_server::Limits {
+        connections: connections.unwrap_or(d.connections),
+        header_timeout: duration("header_timeout", file.header_timeout, d.header_timeout)?,
+        request_timeout: duration("request_timeout", file.request_timeout, d.request_timeout)?,
+        max_result: max_result.map_or(d.max_result, usize_of),
+        long_per_token: file.long_requests_per_token.unwrap_or(d.long_per_token),
+        ws_per_token: file.websockets_per_token.unwrap_or(d.ws_per_token),
+        jobs_per_request: file.jobs_per_request.unwrap_or(d.jobs_per_request),
+        claim_names: file.claim_names.unwrap_or(d.claim_names),
+        batch_rows: file.batch_rows.unwrap_or(d.batch_rows),
+        batch_bytes: size("batch_bytes", file.batch_bytes, d.batch_bytes)?,
+        ingests: file.ingests.unwrap_or(d.ingests),
+        log_line: usize_of(size("log_line", file.log_line, d.log_line as u64)?),
+        metric_queues: file.metric_queues.unwrap_or(d.metric_queues),
+        any_host: false,
+    })
+}
+
 /// A setting: the flag's (or environment's) value if given, else the config
 /// file's `key` parsed, else `None`.
 fn pick<T>(
@@ -204,6 +283,22 @@ fn pick<T>(
     }
     file.map(|v| parse(&v).map_err(|e| config_error(config, key, &e)))
         .transpose()
+}
+
+/// Warns when the tokens file can be read by other users of the machine.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "the tokens file can be read by other users: chmod 600 it"
+            );
+        }
+    }
 }
 
 /// A store named in the config file: a relative SQLite path (plain or
@@ -230,20 +325,27 @@ pub(crate) async fn run(
     store: Arc<dyn rota_core::Store>,
     args: Settings,
 ) -> anyhow::Result<ExitCode> {
+    let mut generated = None;
     let tokens = match &args.tokens {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the tokens file {}", path.display()))?;
+            warn_if_readable_by_others(path);
             rota_server::Tokens::parse(&text)
                 .map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?
         }
-        None => rota_server::Tokens::default(),
+        None if args.insecure_no_auth => rota_server::Tokens::default(),
+        None => {
+            let (tokens, secret) = rota_server::Tokens::generate();
+            generated = Some(secret);
+            tokens
+        }
     };
-    if !tokens.enabled() && !args.listen.ip().is_loopback() && !args.insecure_no_auth {
-        anyhow::bail!(
-            "refusing to listen on {} without tokens: give --tokens FILE (or --insecure-no-auth)",
-            args.listen
-        );
+    let mut limits = args.limits.clone();
+    if !tokens.enabled() && !args.listen.ip().is_loopback() {
+        // Only reachable with --insecure-no-auth: the operator said anyone
+        // may call, so the Host and Origin checks of loopback mode are moot.
+        limits.any_host = true;
     }
     let key = match &args.callback_key_file {
         Some(path) => {
@@ -284,6 +386,7 @@ pub(crate) async fn run(
             ..rota_server::CallbackConfig::default()
         },
         max_wait: args.max_wait,
+        limits,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -292,6 +395,13 @@ pub(crate) async fn run(
     tracing::info!(%addr, auth = config.tokens.enabled(), "serving the API");
     // Written to stdout so that scripts can learn a port chosen by the system.
     crate::print_out(&format!("listening on http://{addr}\n"));
+    if let Some(secret) = generated {
+        // Shown once, here, and nowhere else (not in the log).
+        crate::print_out(&format!(
+            "token {secret} (admin, for this run only: give it to clients as ROTA_TOKEN; \
+             start with --tokens FILE to choose tokens)\n"
+        ));
+    }
     let shutdown = async {
         let interrupt = tokio::signal::ctrl_c();
         #[cfg(unix)]

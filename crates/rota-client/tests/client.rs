@@ -24,7 +24,7 @@ async fn server() -> Server {
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let config = rota_server::Config {
-        tokens: rota_server::Tokens::parse("tok admin\n").expect("tokens"),
+        tokens: rota_server::Tokens::parse("tok-0123456789abcdef admin\n").expect("tokens"),
         uploads: Some(rota_server::UploadConfig::new(dir.path().join("uploads"))),
         ..rota_server::Config::default()
     };
@@ -34,7 +34,7 @@ async fn server() -> Server {
             .expect("serve");
     });
     Server {
-        client: Client::new(&url, Some("tok".into())).expect("client"),
+        client: Client::new(&url, Some("tok-0123456789abcdef".into())).expect("client"),
         dir,
     }
 }

@@ -33,10 +33,15 @@ impl std::str::FromStr for Scope {
     }
 }
 
+/// The shortest secret a tokens file may hold.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// One accepted bearer token. Its `Debug` never shows the secret.
 #[derive(Clone)]
 pub struct Token {
-    secret: String,
+    /// The SHA-256 of the secret: what requests are compared with (in time
+    /// that does not depend on the secret, its length included).
+    digest: [u8; 32],
     scopes: Vec<Scope>,
 }
 
@@ -53,13 +58,15 @@ impl std::fmt::Debug for Token {
 pub struct Tokens(Vec<Token>);
 
 impl Tokens {
-    /// Tokens from the text of a tokens file: one per line, the secret then
-    /// its scopes separated by commas (`s3cr3t schedule,work`); blank lines
-    /// and lines starting with `#` are ignored.
+    /// Tokens from the text of a tokens file: one per line, the secret (at
+    /// least [`MIN_TOKEN_LEN`] characters, not starting with `#`) then its
+    /// scopes separated by commas (`s3cr3t… schedule,work`); blank lines and
+    /// lines starting with `#` are ignored.
     ///
     /// # Errors
-    /// A line without scopes, or with an unknown scope, named by its number
-    /// (never with the secret in the message).
+    /// A line without scopes, with an unknown scope or with a short secret,
+    /// named by its number (never with the secret in the message); a text
+    /// with no token at all (which would turn authentication off).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut tokens = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -78,12 +85,33 @@ impl Tokens {
                 .map(|s| s.trim().parse())
                 .collect::<Result<Vec<Scope>, _>>()
                 .map_err(|e| format!("line {}: {e}", n + 1))?;
-            tokens.push(Token {
-                secret: secret.to_owned(),
-                scopes,
-            });
+            if secret.chars().count() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "line {}: the token is shorter than {MIN_TOKEN_LEN} characters (make one \
+                     with: openssl rand -hex 32)",
+                    n + 1
+                ));
+            }
+            tokens.push(Token::new(secret, scopes));
+        }
+        if tokens.is_empty() {
+            return Err(
+                "no token in it (a server without tokens is started without \
+                 --tokens)"
+                    .to_owned(),
+            );
         }
         Ok(Self(tokens))
+    }
+
+    /// One token with the admin scope, made of 32 random bytes, for a server
+    /// started without tokens; returns the tokens and the secret to show
+    /// once.
+    #[must_use]
+    pub fn generate() -> (Self, String) {
+        let bytes: [u8; 32] = rand::random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        (Self(vec![Token::new(&secret, vec![Scope::Admin])]), secret)
     }
 
     /// Whether authentication is on.
@@ -116,7 +144,9 @@ impl Tokens {
         let given = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(kind, _)| kind.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -124,10 +154,18 @@ impl Tokens {
                     "send a token: Authorization: Bearer TOKEN",
                 )
             })?;
+        let given = digest(given);
+        // Every token is compared, so the time does not tell which matched.
         let token = self
             .0
             .iter()
-            .find(|t| same(t.secret.as_bytes(), given.as_bytes()))
+            .fold(None, |found, t| {
+                if same(&t.digest, &given) {
+                    Some(t)
+                } else {
+                    found
+                }
+            })
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -154,15 +192,31 @@ impl Tokens {
 }
 
 impl Token {
+    fn new(secret: &str, scopes: Vec<Scope>) -> Self {
+        Self {
+            digest: digest(secret),
+            scopes,
+        }
+    }
+
     /// A name for the token that does not reveal it: the first 16 hex
-    /// digits of the SHA-256 of its secret.
+    /// digits of a SHA-256 of its secret's digest.
     fn id(&self) -> String {
-        use sha2::Digest;
-        sha2::Sha256::digest(self.secret.as_bytes())[..8]
+        digest_bytes(&self.digest)[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+}
+
+/// The SHA-256 of a secret.
+fn digest(secret: &str) -> [u8; 32] {
+    digest_bytes(secret.as_bytes())
+}
+
+fn digest_bytes(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// Who sent a request: the token it carried, named without its secret.
@@ -184,9 +238,9 @@ impl Caller {
     }
 }
 
-/// Compares two secrets in time that depends on their lengths only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares two digests in time that does not depend on their contents.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The sources batch jobs may read: URL prefixes (`s3://bucket/`,
@@ -352,8 +406,11 @@ mod tests {
 
     #[test]
     fn tokens_parse_and_check_scopes() {
-        let tokens = Tokens::parse("# comment\nabc schedule\n\nxyz work,schedule\nroot admin\n")
-            .expect("parse");
+        let tokens = Tokens::parse(
+            "# comment\nabc-0123456789abcdef schedule\n\nxyz-0123456789abcdef work,schedule\n\
+             root-0123456789abcdef admin\n",
+        )
+        .expect("parse");
         let headers = |t: &str| {
             let mut h = HeaderMap::new();
             h.insert(
@@ -362,16 +419,22 @@ mod tests {
             );
             h
         };
-        assert!(tokens.check(&headers("abc"), Some(Scope::Schedule)).is_ok());
+        assert!(
+            tokens
+                .check(&headers("abc-0123456789abcdef"), Some(Scope::Schedule))
+                .is_ok()
+        );
         assert_eq!(
             tokens
-                .check(&headers("abc"), Some(Scope::Work))
+                .check(&headers("abc-0123456789abcdef"), Some(Scope::Work))
                 .expect_err("no scope")
                 .status,
             StatusCode::FORBIDDEN
         );
         assert!(
-            tokens.check(&headers("root"), Some(Scope::Work)).is_ok(),
+            tokens
+                .check(&headers("root-0123456789abcdef"), Some(Scope::Work))
+                .is_ok(),
             "admin passes"
         );
         assert_eq!(
@@ -388,7 +451,7 @@ mod tests {
                 .status,
             StatusCode::UNAUTHORIZED
         );
-        let err = Tokens::parse("secret-value bogus\n").expect_err("bad scope");
+        let err = Tokens::parse("secret-value-0123456789 bogus\n").expect_err("bad scope");
         assert!(
             err.contains("line 1") && !err.contains("secret-value"),
             "{err}"
@@ -399,6 +462,42 @@ mod tests {
                 .is_ok(),
             "off"
         );
+        // A file that would turn authentication off, or holds a guessable
+        // secret, is refused, without the secret in the message.
+        assert!(Tokens::parse("# only a comment\n\n").is_err());
+        let short = Tokens::parse("hunter2 admin\n").expect_err("short");
+        assert!(
+            short.contains("line 1") && !short.contains("hunter2"),
+            "{short}"
+        );
+        // `bearer` is a scheme name, whatever its case.
+        let mut lower = HeaderMap::new();
+        lower.insert(
+            "authorization",
+            "bearer abc-0123456789abcdef".parse().expect("header"),
+        );
+        assert!(tokens.check(&lower, Some(Scope::Schedule)).is_ok());
+        // Two tokens are two callers; neither is named by its secret.
+        let a = tokens
+            .caller(&headers("abc-0123456789abcdef"), None)
+            .expect("a");
+        let b = tokens
+            .caller(&headers("xyz-0123456789abcdef"), None)
+            .expect("b");
+        assert_ne!(a.id, b.id);
+        assert!(!a.id.contains("abc") && !a.admin && !a.owns(&b.id));
+        let root = tokens
+            .caller(&headers("root-0123456789abcdef"), None)
+            .expect("root");
+        assert!(root.owns(&a.id));
+        let (generated, secret) = Tokens::generate();
+        assert!(
+            secret.len() == 64
+                && generated
+                    .check(&headers(&secret), Some(Scope::Admin))
+                    .is_ok()
+        );
+        assert!(generated.check(&HeaderMap::new(), None).is_err());
     }
 
     #[test]

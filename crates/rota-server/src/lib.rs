@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod callbacks;
 pub mod error;
+mod guard;
 mod metrics;
 mod openapi;
 mod routes;
@@ -22,7 +23,6 @@ mod uploads;
 mod work;
 mod ws;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +32,14 @@ use tokio::sync::Notify;
 pub use auth::{AllowList, Caller, Scope, Tokens};
 pub use callbacks::CallbackConfig;
 pub use error::ApiError;
+pub use guard::Limits;
 pub use uploads::UploadConfig;
-pub use work::{DEFAULT_INLINE_MAX, MAX_INLINE};
+pub use work::{DEFAULT_INLINE_MAX, LEASE_TOKEN_HEADER, MAX_INLINE};
 pub use ws::HEARTBEAT_MS;
 
-/// Longest a request body may be, unless configured otherwise.
-pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+/// Longest a JSON request body may be (results aside: see
+/// [`Limits::max_result`]), unless configured otherwise.
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
 /// Longest a claim or a wait may block, unless configured otherwise.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -59,6 +61,8 @@ pub struct Config {
     /// Longest a long-polling claim or `GET /jobs/{id}/wait` blocks (keep it
     /// under the idle timeout of any proxy in front).
     pub max_wait: Duration,
+    /// The bounds the server keeps whatever clients ask.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             uploads: None,
             callbacks: callbacks::CallbackConfig::default(),
             max_wait: MAX_WAIT,
+            limits: Limits::default(),
         }
     }
 }
@@ -91,6 +96,10 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Becomes `true` when the server starts to stop.
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The long requests each token holds.
+    pub(crate) held: Arc<guard::Held>,
+    /// Turns for batch ingests: [`Limits::ingests`] run at once.
+    pub(crate) ingests: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's routes over `store`. Called on a Tokio runtime: the ingests of
@@ -110,8 +119,11 @@ fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router
         .clone()
         .map(|c| uploads::Uploads::open(c, metrics.clone()))
         .transpose()?;
+    let ingests = Arc::new(tokio::sync::Semaphore::new(config.limits.ingests.max(1)));
     let state = State {
         store,
+        held: Arc::default(),
+        ingests,
         config: Arc::new(config),
         work: Arc::new(Notify::new()),
         uploads: uploads.clone(),
@@ -123,8 +135,12 @@ fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router
         uploads.resume(&state);
     }
     callbacks::spawn_dispatcher(state.clone());
-    let router =
-        routes::routes(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
+    let router = routes::routes(state.clone())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body));
     Ok((router, state))
 }
 
@@ -132,6 +148,11 @@ fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router
 /// flight are finished first, and WebSocket workers are told the server is
 /// stopping. Leases held by workers are left to expire (they are rescued by
 /// time), so no work is lost.
+///
+/// Connections past [`Limits::connections`] are answered 503 and closed; a
+/// client that does not send its request's headers within
+/// [`Limits::header_timeout`] (or leaves its connection idle that long) is
+/// disconnected.
 ///
 /// # Errors
 /// When serving fails.
@@ -141,17 +162,60 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = config.limits.clone();
+    raise_open_files(limits.connections);
     let (app, state) = build(store, config)?;
-    let stopping = state.stopping.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        stopping.send_replace(true);
-    })
-    .await?;
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.connections.max(1)));
+    // Told to the connections when the server stops; `done` closes when the
+    // last of them has ended.
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = closing.subscribe();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            // A connection that ends badly (reset, timed out) concerns only
+            // its client.
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop((permit, done));
+        });
+    }
+    state.stopping.send_replace(true);
+    closing.send_replace(true);
+    drop(done_tx);
+    let _ = done.recv().await;
     // WebSocket sessions outlive their requests: give them a moment to say
     // goodbye to their workers.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -159,4 +223,42 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Raises the process's limit of open files (to its hard limit, at most)
+/// so that `connections` connections fit beside the store's and uploads'
+/// files; warns when they cannot.
+fn raise_open_files(connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let want = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1024);
+    let mut limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return;
+    }
+    let most = limit.maximum.unwrap_or(u64::MAX);
+    limit.current = Some(want.min(most));
+    if setrlimit(Resource::Nofile, limit).is_err() || most < want {
+        tracing::warn!(
+            connections,
+            open_files = want.min(most),
+            "the limit of open files is below what the connection limit needs: lower \
+             --max-connections or raise the limit (ulimit -n)"
+        );
+    }
+}
+
+/// Answers a connection past the limit with 503 and closes it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body =
+        r#"{"error":{"code":"unavailable","message":"too many connections; try again soon"}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }

@@ -84,6 +84,35 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+/// The `most` queues with the most tasks, by name, and the rest summed as
+/// one queue named `other` (when there are more): the queues clients name
+/// cannot grow the series without bound.
+fn busiest(
+    counts: std::collections::BTreeMap<String, rota_core::TaskCounts>,
+    most: usize,
+) -> Vec<(String, rota_core::TaskCounts)> {
+    if counts.len() <= most {
+        return counts.into_iter().collect();
+    }
+    let mut all: Vec<_> = counts.into_iter().collect();
+    all.sort_by(|a, b| b.1.total.cmp(&a.1.total).then_with(|| a.0.cmp(&b.0)));
+    let rest = all.split_off(most);
+    let mut other = rota_core::TaskCounts::default();
+    for (_, c) in rest {
+        other.total += c.total;
+        other.scheduled += c.scheduled;
+        other.queued += c.queued;
+        other.running += c.running;
+        other.retrying += c.retrying;
+        other.succeeded += c.succeeded;
+        other.dead += c.dead;
+        other.cancelled += c.cancelled;
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.push(("other".to_owned(), other));
+    all
+}
+
 /// A label value escaped as the text format asks.
 fn label(value: &str) -> String {
     value
@@ -102,7 +131,7 @@ pub(crate) async fn metrics(
     let m = &state.metrics;
     let mut out = String::with_capacity(4096);
     let mut tasks = Vec::new();
-    for (queue, c) in &counts {
+    for (queue, c) in &busiest(counts, state.config.limits.metric_queues) {
         let q = label(queue);
         for (name, n) in [
             ("scheduled", c.scheduled),

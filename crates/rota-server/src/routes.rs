@@ -36,7 +36,7 @@ pub(crate) fn routes(state: State) -> axum::Router {
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/wait", get(wait_job))
         .route("/jobs/{id}/events", get(job_events))
-        .merge(crate::work::routes())
+        .merge(crate::work::routes(state.config.limits.max_result))
         .merge(crate::uploads::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
@@ -250,6 +250,13 @@ pub(crate) async fn schedule(
     if jobs.is_empty() {
         return Err(ApiError::invalid("no jobs to schedule"));
     }
+    let most = state.config.limits.jobs_per_request;
+    if jobs.len() > most {
+        return Err(ApiError::invalid(format!(
+            "{} jobs in one request; this server takes at most {most} (send the rest in more requests)",
+            jobs.len()
+        )));
+    }
     // Check every job before making any, so a bad one fails the request whole.
     for job in &jobs {
         check(&state, job)?;
@@ -281,8 +288,53 @@ fn check(state: &State, job: &JobRequest) -> Result<(), ApiError> {
             ));
         }
         state.config.allow.check(&batch.source)?;
+        within_limits(&state.config.limits, batch)?;
     }
     validate(job)
+}
+
+/// The format options that bound what one ingest may hold (memory, disk),
+/// with the most this server allows: the formats' own defaults, so that a
+/// client may lower them and never raise them.
+const CAPPED_OPTIONS: &[(&str, u64)] = &[
+    ("max_inline", 1 << 20),
+    ("max_spool", 64 << 30),
+    ("max_cells", 100_000_000),
+    ("max_page", 256 << 20),
+];
+
+/// Checks that `batch` asks for no more than the server's limits allow:
+/// batch sizes, and the format options that bound memory and disk.
+///
+/// # Errors
+/// 400 naming the setting and its most.
+pub(crate) fn within_limits(limits: &crate::Limits, batch: &BatchRequest) -> Result<(), ApiError> {
+    let over = |what: &str, given: u64, most: u64| {
+        ApiError::invalid(format!(
+            "{what} is {given}; this server allows at most {most}"
+        ))
+    };
+    if let Some(rows) = batch.max_rows
+        && rows > limits.batch_rows
+    {
+        return Err(over("max_rows", rows, limits.batch_rows));
+    }
+    if let Some(bytes) = batch.max_bytes
+        && bytes > limits.batch_bytes
+    {
+        return Err(over("max_bytes", bytes, limits.batch_bytes));
+    }
+    for (key, most) in CAPPED_OPTIONS {
+        if let Some(given) = batch.options.get(*key) {
+            // A value that is not a number is the format's to refuse.
+            if let Ok(n) = given.trim().parse::<u64>()
+                && n > *most
+            {
+                return Err(over(&format!("options.{key}"), n, *most));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A job's params with its spec's defaults filled in, checked against the
@@ -502,6 +554,9 @@ pub(crate) async fn run_ingest(
     ingest: rota_ingest::IngestRequest,
     id: JobId,
 ) -> Result<rota_ingest::IngestSummary, String> {
+    // A turn among the ingests running at once (the job stays held, so
+    // nothing of it is worked on while it waits).
+    let _turn = state.ingests.acquire().await;
     let result =
         rota_ingest::ingest(state.store.clone(), ingest, state.metrics.ingest.clone()).await;
     let out = match result {
@@ -697,7 +752,9 @@ pub(crate) struct TasksQuery {
     #[param(value_type = Option<TaskState>)]
     state: Option<String>,
     after: Option<String>,
+    /// Most tasks (1 to 1000, default 100; at most 100 with `results`).
     limit: Option<u32>,
+    /// Whether each task's result comes along.
     #[serde(default)]
     results: bool,
 }
@@ -710,7 +767,10 @@ pub(crate) async fn list_tasks(
     Query(q): Query<TasksQuery>,
 ) -> Answer {
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // Results may be large (up to a worker's largest result each): fewer
+    // per page when they come along.
+    let most = if q.results { 100 } else { 1000 };
+    let limit = q.limit.unwrap_or(100).clamp(1, most);
     let tasks = state
         .store
         .list_tasks(

@@ -33,11 +33,15 @@ pub const MAX_INLINE: usize = 64 << 20;
 /// The shortest and longest leases a worker may ask for.
 const LEASE_RANGE: (u64, u64) = (1_000, 3_600_000);
 
-pub(crate) fn routes() -> axum::Router<State> {
+/// The worker routes; `max_result` bounds the body of `/work/complete`.
+pub(crate) fn routes(max_result: usize) -> axum::Router<State> {
     axum::Router::new()
         .route("/work/claim", post(claim))
         .route("/work/heartbeat", post(heartbeat))
-        .route("/work/complete", post(complete))
+        .route(
+            "/work/complete",
+            post(complete).layer(axum::extract::DefaultBodyLimit::max(max_result)),
+        )
         .route("/work/tasks/{task}/payload", get(payload))
         .route("/work", get(crate::ws::upgrade))
         .route("/workers", get(crate::ws::list_workers))
@@ -50,6 +54,24 @@ pub(crate) fn default_queues() -> Vec<String> {
 /// A lease duration a worker asked for, in range; `default` when not given.
 pub(crate) fn lease_duration(ms: Option<u64>, default: u64) -> Duration {
     Duration::from_millis(ms.unwrap_or(default).clamp(LEASE_RANGE.0, LEASE_RANGE.1))
+}
+
+/// Checks that a claim names at most `most` queues and `most` specs (each
+/// is looked at on every poll).
+pub(crate) fn names_within(
+    queues: &[String],
+    specs: &[String],
+    most: usize,
+) -> Result<(), ApiError> {
+    for (what, names) in [("queues", queues), ("specs", specs)] {
+        if names.len() > most {
+            return Err(ApiError::invalid(format!(
+                "{} {what} named; this server takes at most {most}",
+                names.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The JSON body of a request, as `T`, or the error to answer.
@@ -75,9 +97,11 @@ pub(crate) fn lease_json(lease: &Lease, inline_max: usize, lease_ms: u128) -> Va
         "payload": Value::Null,
     });
     if lease.payload.len() > inline_max {
+        // The lease token is not in the URL (proxies and access logs keep
+        // URLs): the worker sends it in the `Rota-Lease-Token` header.
         task["payload_url"] = Value::String(format!(
-            "/work/tasks/{}/payload?attempt={}&lease_token={}&lease_ms={lease_ms}",
-            lease.lease.task, lease.lease.attempt, lease.lease.token
+            "/work/tasks/{}/payload?attempt={}&lease_ms={lease_ms}",
+            lease.lease.task, lease.lease.attempt
         ));
         return task;
     }
@@ -130,6 +154,7 @@ pub(crate) async fn claim(
     if body.worker.trim().is_empty() {
         return Err(ApiError::invalid("name the worker"));
     }
+    names_within(&body.queues, &body.specs, state.config.limits.claim_names)?;
     let inline_max = body
         .inline_max_bytes
         .unwrap_or(DEFAULT_INLINE_MAX)
@@ -316,13 +341,16 @@ pub(crate) async fn complete(
 #[into_params(parameter_in = Query)]
 pub(crate) struct PayloadQuery {
     attempt: u32,
-    lease_token: LeaseToken,
     lease_ms: Option<u64>,
 }
 
-/// A task's payload, for the holder of its lease; fetching it extends the
-/// lease as a heartbeat would.
-#[utoipa::path(get, path = "/work/tasks/{task}/payload", tag = "work", params(("task" = i64, Path, description = "The task"), PayloadQuery), responses((status = 200, description = "The payload's bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "The lease is no longer held", body = crate::openapi::ErrorBody)))]
+/// The header that carries the lease token of a payload fetch.
+pub const LEASE_TOKEN_HEADER: &str = "rota-lease-token";
+
+/// A task's payload, for the holder of its lease (its token in the
+/// `Rota-Lease-Token` header); fetching it extends the lease as a heartbeat
+/// would.
+#[utoipa::path(get, path = "/work/tasks/{task}/payload", tag = "work", params(("task" = i64, Path, description = "The task"), PayloadQuery, ("Rota-Lease-Token" = String, Header, description = "The task's lease token")), responses((status = 200, description = "The payload's bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "The lease is no longer held", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn payload(
     Extract(state): Extract<State>,
     headers: HeaderMap,
@@ -330,11 +358,20 @@ pub(crate) async fn payload(
     Query(q): Query<PayloadQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     state.config.tokens.check(&headers, Some(Scope::Work))?;
+    let token: LeaseToken = headers
+        .get(LEASE_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "send the task's lease token in the {LEASE_TOKEN_HEADER} header"
+            ))
+        })?;
     let task = TaskId(task);
     let lease = LeaseRef {
         task,
         attempt: q.attempt,
-        token: q.lease_token,
+        token,
     };
     let ack = state
         .store

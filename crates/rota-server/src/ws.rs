@@ -40,8 +40,9 @@ const KEEP_LINES: usize = 50;
 const NOT_TEXT: &str = "messages are JSON text frames";
 /// Most messages handled together.
 const MAX_BATCH: usize = 256;
-/// Largest message a worker may send.
-const MAX_MESSAGE: usize = 16 << 20;
+/// Most bytes of messages gathered into one turn (a turn takes at least
+/// one message, whatever its size).
+const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// The worker's first message.
 #[derive(Debug, Deserialize)]
@@ -179,6 +180,34 @@ impl Workers {
     }
 }
 
+/// `lines`, each message cut to at most `most` bytes (at a character
+/// boundary, marked with `…`), and only the last [`KEEP_LINES`] of them.
+fn cut_lines(mut lines: Vec<Line>, most: usize) -> Vec<Line> {
+    if lines.len() > KEEP_LINES {
+        lines.drain(..lines.len() - KEEP_LINES);
+    }
+    for line in &mut lines {
+        cut(&mut line.message, most);
+        if let Some(level) = &mut line.level {
+            cut(level, 32);
+        }
+    }
+    lines
+}
+
+/// Cuts `text` to at most `most` bytes at a character boundary, marking
+/// the cut with `…`.
+fn cut(text: &mut String, most: usize) {
+    if text.len() > most {
+        let mut end = most;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
 fn push_lines(into: &mut VecDeque<Line>, lines: Vec<Line>) {
     for line in lines {
         if into.len() == KEEP_LINES {
@@ -194,7 +223,7 @@ pub(crate) async fn list_workers(
     Extract(state): Extract<State>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.config.tokens.check(&headers, None)?;
+    state.config.tokens.check(&headers, Some(Scope::Work))?;
     Ok(Json(json!({ "workers": state.workers.list() })))
 }
 
@@ -204,6 +233,7 @@ pub(crate) async fn list_workers(
 pub(crate) async fn upgrade(
     Extract(state): Extract<State>,
     headers: HeaderMap,
+    permit: Option<axum::Extension<std::sync::Arc<crate::guard::Permit>>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = state.config.tokens.check(&headers, Some(Scope::Work)) {
@@ -211,8 +241,12 @@ pub(crate) async fn upgrade(
     }
     match ws {
         Ok(ws) => ws
-            .max_message_size(MAX_MESSAGE)
-            .on_upgrade(move |socket| session(socket, state)),
+            .max_message_size(state.config.limits.max_result)
+            .on_upgrade(move |socket| async move {
+                // Counted against the token for as long as the session lasts.
+                let _permit = permit;
+                session(socket, state).await;
+            }),
         Err(e) => ApiError::new(
             e.status(),
             "invalid",
@@ -242,8 +276,9 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         .await;
 }
 
-/// Waits for the worker's `register` message.
-async fn registration(socket: &mut WebSocket) -> Result<Register, String> {
+/// Waits for the worker's `register` message, and checks it (`most`
+/// queues and specs).
+async fn registration(socket: &mut WebSocket, most: usize) -> Result<Register, String> {
     let first = tokio::time::timeout(REGISTER_WITHIN, async {
         loop {
             match socket.recv().await {
@@ -270,6 +305,8 @@ async fn registration(socket: &mut WebSocket) -> Result<Register, String> {
             if r.queues.is_empty() {
                 return Err("register: name at least one queue".to_owned());
             }
+            crate::work::names_within(&r.queues, &r.specs, most)
+                .map_err(|e| format!("register: {}", e.message))?;
             Ok(*r)
         }
         Ok(_) => Err("the first message must be register".to_owned()),
@@ -293,7 +330,7 @@ struct Conn {
 }
 
 async fn session(mut socket: WebSocket, state: State) {
-    let reg = match registration(&mut socket).await {
+    let reg = match registration(&mut socket, state.config.limits.claim_names).await {
         Ok(r) => r,
         Err(why) => {
             let _ = socket.send(text(&error_message("invalid", &why))).await;
@@ -389,12 +426,16 @@ impl Conn {
                     // Take what else has arrived, so that results (and
                     // readies) sent together are handled together: one
                     // store call for many results, one claim for many slots.
+                    let mut bytes = text.len();
                     let mut batch = vec![text];
                     let mut ended = None;
                     let mut binary = 0;
-                    while batch.len() < MAX_BATCH {
+                    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                         match futures::FutureExt::now_or_never(socket.recv()) {
-                            Some(Some(Ok(Message::Text(t)))) => batch.push(t),
+                            Some(Some(Ok(Message::Text(t)))) => {
+                                bytes += t.len();
+                                batch.push(t);
+                            }
                             Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
                             Some(Some(Ok(Message::Binary(_)))) => binary += 1,
                             Some(Some(Ok(Message::Close(_))) | None) => {
@@ -572,11 +613,15 @@ impl Conn {
         logs: Vec<Line>,
         alerts: Vec<Line>,
     ) -> Vec<Value> {
+        let most = self.state.config.limits.log_line;
+        let (logs, alerts) = (cut_lines(logs, most), cut_lines(alerts, most));
+        // The worker's words go in a field, quoted and escaped: a line break
+        // in them cannot start a log line of its own.
         for line in &logs {
-            tracing::info!(worker = %self.claim.worker, task = ?line.task_id, level = ?line.level, "worker log: {}", line.message);
+            tracing::info!(worker = %self.claim.worker, task = ?line.task_id, level = ?line.level, text = ?line.message, "worker log");
         }
         for line in &alerts {
-            tracing::warn!(worker = %self.claim.worker, task = ?line.task_id, level = ?line.level, "worker alert: {}", line.message);
+            tracing::warn!(worker = %self.claim.worker, task = ?line.task_id, level = ?line.level, text = ?line.message, "worker alert");
         }
         self.state.workers.with(&self.session, |w| {
             w.last_seen = Utc::now();
@@ -586,7 +631,7 @@ impl Conn {
             push_lines(&mut w.alerts, alerts);
         });
         let mut beats: Vec<Heartbeat> = Vec::with_capacity(self.held.len().max(tasks.len()));
-        let named: Vec<TaskId> = tasks.iter().map(|t| t.task_id).collect();
+        let named: std::collections::HashSet<TaskId> = tasks.iter().map(|t| t.task_id).collect();
         for t in tasks {
             beats.push(t.into_heartbeat());
         }

@@ -484,7 +484,7 @@ async fn a_batch_job_reads_an_allowed_source_into_tasks_and_other_sources_are_re
 async fn tokens_and_scopes_guard_the_endpoints_with_json_errors() {
     let cfg = rota_server::Config {
         tokens: rota_server::Tokens::parse(
-            "sched-token schedule\nwork-token work\nroot-token admin\n",
+            "sched-token-0123456789 schedule\nwork-token-0123456789 work\nroot-token-0123456789 admin\n",
         )
         .expect("tokens"),
         max_body: 4096,
@@ -494,12 +494,12 @@ async fn tokens_and_scopes_guard_the_endpoints_with_json_errors() {
     let (status, err) = s.post("/schedule", json!({ "spec": "x" })).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(err["error"]["code"], "unauthorized");
-    let s = s.with_token("work-token");
+    let s = s.with_token("work-token-0123456789");
     let (status, err) = s.post("/schedule", json!({ "spec": "x" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
     let (status, _) = s.post("/work/claim", json!({ "worker": "w" })).await;
     assert_eq!(status, StatusCode::OK);
-    let s = s.with_token("sched-token");
+    let s = s.with_token("sched-token-0123456789");
     let (status, _) = s.post("/schedule", json!({ "spec": "x" })).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = s
@@ -510,7 +510,7 @@ async fn tokens_and_scopes_guard_the_endpoints_with_json_errors() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "specs need admin");
-    let s = s.with_token("root-token");
+    let s = s.with_token("root-token-0123456789");
     let (status, spec) = s
         .call(
             reqwest::Method::PUT,
@@ -758,11 +758,18 @@ async fn a_websocket_worker_is_pushed_work_within_its_capacity_and_its_progress_
 async fn the_websocket_protocol_refuses_bad_messages_and_bad_tokens_with_reasons() {
     // Without a valid work token the upgrade is refused with a status.
     let guarded = Server::start(rota_server::Config {
-        tokens: rota_server::Tokens::parse("app schedule\nwrk work\n").expect("tokens"),
+        tokens: rota_server::Tokens::parse(
+            "app-0123456789abcdef schedule\nwrk-0123456789abcdef work\n",
+        )
+        .expect("tokens"),
         ..config()
     })
     .await;
-    for (token, status) in [(None, 401), (Some("nope"), 401), (Some("app"), 403)] {
+    for (token, status) in [
+        (None, 401),
+        (Some("nope"), 401),
+        (Some("app-0123456789abcdef"), 403),
+    ] {
         match ws_connect(&guarded, token).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
                 assert_eq!(r.status().as_u16(), status, "{token:?}");
@@ -770,7 +777,11 @@ async fn the_websocket_protocol_refuses_bad_messages_and_bad_tokens_with_reasons
             other => panic!("{token:?}: expected a refusal, got {:?}", other.map(|_| ())),
         }
     }
-    assert!(ws_connect(&guarded, Some("wrk")).await.is_ok());
+    assert!(
+        ws_connect(&guarded, Some("wrk-0123456789abcdef"))
+            .await
+            .is_ok()
+    );
 
     let s = Server::start(config()).await;
     // A first message that is not register: an error, then the close.
