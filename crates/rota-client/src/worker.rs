@@ -258,6 +258,9 @@ async fn task_of(client_base: &str, token: Option<&str>, t: &Value) -> Result<Ta
             .map_err(|e| TaskError::retry(format!("payload is not base64: {e}")))?
     } else if let Some(url) = t["payload_url"].as_str() {
         let mut req = reqwest::Client::new().get(format!("{client_base}{url}"));
+        if let Some(lease) = t["lease_token"].as_str() {
+            req = req.header("Rota-Lease-Token", lease);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
