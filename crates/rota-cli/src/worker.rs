@@ -676,7 +676,7 @@ mod tests {
     fn heartbeats_go_every_third_of_the_lease() {
         assert_eq!(
             beat_interval(Duration::from_secs(2)),
-            Duration::from_millis(666)
+            Duration::from_nanos(666_666_666)
         );
         assert_eq!(
             beat_interval(Duration::from_secs(30)),

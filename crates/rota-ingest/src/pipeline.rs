@@ -728,12 +728,10 @@ async fn run_file(
     }
     // A failed store write stopped the stages before it: it is the cause.
     // Otherwise the first stage to fail explains the others' failures.
-    if write_res.is_err() {
-        return write_res;
-    }
+    write_res?;
     read_res?;
     unpack_res?;
     decode_res?;
     encode_res?;
-    write_res
+    Ok(())
 }
