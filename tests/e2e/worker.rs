@@ -245,3 +245,123 @@ fn cancelling_a_job_stops_its_work() {
     assert_eq!(j.state, JobState::Cancelled);
     assert_eq!(j.counts.cancelled, 10);
 }
+
+/// Whether process `pid` is running (a zombie is not).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": the name may hold anything, the state follows
+    // its last parenthesis.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
+/// The pid a command wrote to `file`, once it has.
+fn pid_in(file: &std::path::Path) -> u32 {
+    let mut pid = None;
+    wait_until(LIMIT, "the command started its background process", || {
+        pid = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.expect("pid")
+}
+
+/// A command that starts a background process which, left alone, writes
+/// `marker-ATTEMPT` after 30 s, and waits for it; it writes that process's
+/// pid to `child-ATTEMPT`. Attempts after the first just succeed.
+const BACKGROUND: &str = "if [ \"$ROTA_ATTEMPT\" = 1 ]; then \
+     (sleep 30; touch marker-$ROTA_ATTEMPT) & echo $! > child-$ROTA_ATTEMPT; wait; fi; echo done";
+
+/// Asserts the background process of attempt 1 is gone, for good.
+fn assert_background_gone(s: &Scratch, pid: u32) {
+    wait_until(LIMIT, "the command's background process is gone", || {
+        !alive(pid)
+    });
+    assert!(!s.path("marker-1").exists());
+}
+
+#[test]
+fn cancelling_a_job_kills_all_its_command_started() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    let summary = s.ingest(&file, &[]);
+    let id = summary["job_id"].as_str().expect("id").to_owned();
+    let worker = s.worker(BACKGROUND, "w", None);
+    let pid = pid_in(&s.path("child-1"));
+    assert!(alive(pid));
+    s.ok(&["jobs", "cancel", &id]);
+    assert_background_gone(&s, pid);
+    signal(&worker, "TERM");
+    let (status, stderr) = finish(worker, LIMIT);
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn a_lost_lease_kills_all_its_command_started() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    let summary = s.ingest(&file, &["--retry-backoff", "100ms"]);
+    let id = job_id(&summary);
+    let first = s.worker(BACKGROUND, "first", None);
+    let pid = pid_in(&s.path("child-1"));
+    // Freeze the worker (not its command) past its lease; another worker
+    // takes the task over and completes it.
+    signal(&first, "STOP");
+    let second = s.worker(BACKGROUND, "second", Some("2s"));
+    wait_until(LIMIT, "the second worker completes the task", || {
+        tasks(&s, id)[0].state == TaskState::Succeeded
+    });
+    let (status, _) = finish(second, LIMIT);
+    assert!(status.success());
+    assert!(alive(pid), "the first attempt's command still runs");
+    // Thawed, the first worker hears its lease is lost and kills the group.
+    signal(&first, "CONT");
+    assert_background_gone(&s, pid);
+    signal(&first, "TERM");
+    let (_, stderr) = finish(first, LIMIT);
+    assert!(stderr.contains("lease lost"), "{stderr}");
+    assert_eq!(tasks(&s, id)[0].attempt, 2);
+}
+
+#[test]
+fn a_worker_killed_takes_all_its_commands_started_with_it() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    s.ingest(&file, &[]);
+    let worker = s.worker(BACKGROUND, "w", None);
+    let pid = pid_in(&s.path("child-1"));
+    // The worker alone, as the OOM killer would: its commands run in their
+    // own process groups.
+    signal(&worker, "KILL");
+    let (status, _) = finish(worker, LIMIT);
+    assert!(!status.success());
+    assert_background_gone(&s, pid);
+}
+
+#[test]
+fn a_second_stop_signal_kills_the_running_commands() {
+    let s = Scratch::new();
+    let file = s.path("one.csv");
+    std::fs::write(&file, "a\n1\n").expect("write");
+    s.ingest(&file, &[]);
+    let worker = s.worker(BACKGROUND, "w", None);
+    let pid = pid_in(&s.path("child-1"));
+    signal(&worker, "TERM");
+    // Time for the worker to take the first signal in (it cannot be seen
+    // from here); the command runs on meanwhile.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pid), "one signal waits for running commands");
+    signal(&worker, "TERM");
+    let (status, stderr) = finish(worker, LIMIT);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("killing the running commands"), "{stderr}");
+    assert_background_gone(&s, pid);
+}

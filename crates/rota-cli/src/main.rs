@@ -69,6 +69,10 @@ enum Command {
     /// Upload a file to a server (`--server`) into a job of batched tasks,
     /// over tus; running it again after an interruption resumes.
     Upload(Box<upload::UploadArgs>),
+    /// Started by `rota worker`: kills the process groups of its commands
+    /// when the worker dies.
+    #[command(hide = true)]
+    WorkerGuard(worker::GuardArgs),
 }
 
 fn init_logging() {
@@ -127,7 +131,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => ingest::run(open_store(store).await?, *args).await,
         Command::Jobs { command } => jobs::run_jobs(open_store(store).await?, command).await,
         Command::Tasks { command } => jobs::run_tasks(open_store(store).await?, command).await,
-        Command::Worker(args) => worker::run(open_store(store).await?, args).await,
+        Command::Worker(args) => {
+            // Heartbeats get a connection of their own (the same database
+            // when it lives only in this process's memory).
+            let tasks = open_store(store).await?;
+            let in_memory = matches!(
+                store.split('?').next(),
+                Some("sqlite::memory:" | ":memory:")
+            );
+            let beats = if in_memory {
+                tasks.clone()
+            } else {
+                open_store(store).await?
+            };
+            worker::run(tasks, beats, args).await
+        }
+        Command::WorkerGuard(args) => Ok(worker::guard(&args)),
         Command::Ls(args) => ls::run(args).await,
         Command::Serve(args) => {
             let settings = args.settings()?;

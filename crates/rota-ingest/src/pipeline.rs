@@ -5,7 +5,8 @@
 //! backpressure, so memory stays flat whatever the file size. Several files
 //! go through their own stages at once, up to a bound. The job is
 //! created held: its tasks become claimable only when every file was ingested,
-//! and an ingest that fails leaves the job failed with nothing claimable.
+//! and an ingest that fails leaves the job failed with nothing claimable (or,
+//! after a failed store write, held for a rerun: see [`ingest`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,7 +20,7 @@ use rota_core::format::{DecodeOptions, Decoded, Format};
 use rota_core::source::{Entry, EntryStream};
 use rota_core::{
     BatchPolicy, DecodeError, FileFilter, FileReport, FileState, IngestReport, Job, JobId,
-    JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store,
+    JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store, StoreError,
 };
 use rota_formats::drive::{DriveError, drive};
 use tokio::sync::mpsc;
@@ -113,11 +114,17 @@ pub struct IngestSummary {
 ///
 /// # Errors
 /// On an invalid request, a listing failure, a store failure, or — under
-/// `on_error = fail` — the first file that fails to read or decode. In every
-/// case the job (if it was created) is failed with the error and none of its
-/// tasks is claimable. Under `on_error = skip` a file that fails part way
-/// keeps the tasks made before the failure, is recorded as failed and
-/// counted in [`IngestReport::files_failed`], and the others go on.
+/// `on_error = fail` — the first file that fails to read or decode. The
+/// first stage to fail stops the others, so an ingest never waits on a stage
+/// that has given up. The job (if it was created) is failed with the error
+/// and none of its tasks is claimable; except when a store write failed
+/// (full disk, file size limit, database locked past the busy timeout) in a
+/// job with a key: that job is kept held, none of its tasks claimable, and
+/// [`IngestError::StoreHeld`] says so. Running the same ingest again under
+/// the same key once the store can be written to finishes it, each row once.
+/// Under `on_error = skip` a file that fails part way keeps the tasks made
+/// before the failure, is recorded as failed and counted in
+/// [`IngestReport::files_failed`], and the others go on.
 pub async fn ingest(
     store: Arc<dyn Store>,
     req: IngestRequest,
@@ -255,6 +262,19 @@ pub async fn ingest(
                 elapsed: started.elapsed(),
             })
         }
+        Err(IngestError::Store(cause)) if keep_held(&job, &cause) => {
+            // The store could not take a write (full disk, file size limit,
+            // database locked past the busy timeout). The job stays held,
+            // nothing of it claimable, so that the same ingest run again
+            // once the store can be written to finishes it.
+            let key = job.key.clone().unwrap_or_default();
+            tracing::warn!(job = %job.id, %key, error = %cause, "a store write failed; the job is kept held");
+            Err(IngestError::StoreHeld {
+                job: job.id,
+                key,
+                cause,
+            })
+        }
         Err(e) => {
             if let Err(fail) = store.fail_job(job.id, e.to_string(), Some(report)).await {
                 tracing::error!(job = %job.id, error = %fail, "could not mark the job failed");
@@ -262,6 +282,14 @@ pub async fn ingest(
             Err(e)
         }
     }
+}
+
+/// Whether a store failure leaves `job` held rather than failed: when the
+/// store could not write (not when it refused the request) and the job has
+/// a key that an ingest run again can resume it by. A job without a key
+/// cannot be resumed, so it is failed.
+fn keep_held(job: &Job, cause: &StoreError) -> bool {
+    job.key.is_some() && matches!(cause, StoreError::Transient(_) | StoreError::Backend(_))
 }
 
 /// The files a job's earlier, interrupted ingest finished, by relative path.
@@ -523,7 +551,7 @@ async fn run_file(
         None => (None, read_rx),
     };
     let (piece_tx, piece_rx) = std::sync::mpsc::sync_channel::<Piece>(QUEUE_BATCHES);
-    let (task_tx, mut task_rx) = mpsc::channel::<Vec<NewTask>>(QUEUE_TASK_GROUPS);
+    let (task_tx, task_rx) = mpsc::channel::<Vec<NewTask>>(QUEUE_TASK_GROUPS);
 
     // Decode: bytes in, batches and skips out.
     let decode = tokio::task::spawn_blocking(move || {
@@ -628,9 +656,13 @@ async fn run_file(
         Ok::<_, IngestError>(())
     };
 
-    // Store: tasks into the job, several per write.
+    // Store: tasks into the job, several per write. The write stage owns
+    // the receiving end of its channel: when a write fails, the channel
+    // closes with it, so the encoder's next send fails and the stages before
+    // it stop in turn instead of waiting for a reader that is gone.
     let (mut added, mut rows, mut made) = (0u64, 0u64, 0u64);
     let write = async {
+        let mut task_rx = task_rx;
         let mut group: Vec<NewTask> = Vec::new();
         let mut group_bytes = 0usize;
         loop {
@@ -658,6 +690,22 @@ async fn run_file(
         }
     };
 
+    // A failed write also stops the read stage at once (dropping its sender
+    // ends the decoder's input), whatever the source is waiting for.
+    let (stop_read, read_stopped) = tokio::sync::oneshot::channel::<()>();
+    let read = async move {
+        tokio::select! {
+            res = read => res,
+            Ok(()) = read_stopped => Ok(()),
+        }
+    };
+    let write = async move {
+        let res = write.await;
+        if res.is_err() {
+            let _ = stop_read.send(());
+        }
+        res
+    };
     let (read_res, write_res) = tokio::join!(read, write);
     let unpack_res = match unpack {
         Some(handle) => handle
@@ -678,10 +726,12 @@ async fn run_file(
         stats.skipped = *skipped;
         stats.sample.clone_from(sample);
     }
-    // The first stage to fail explains the others' failures.
+    // A failed store write stopped the stages before it: it is the cause.
+    // Otherwise the first stage to fail explains the others' failures.
+    write_res?;
     read_res?;
     unpack_res?;
     decode_res?;
     encode_res?;
-    write_res
+    Ok(())
 }

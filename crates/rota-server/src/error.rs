@@ -120,7 +120,7 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Invalid(m) => Self::invalid(m),
             IngestError::Source(s) => s.into(),
-            IngestError::Store(s) => s.into(),
+            IngestError::Store(s) | IngestError::StoreHeld { cause: s, .. } => s.into(),
             IngestError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             other => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -9,13 +9,23 @@
 //! Appends happen only inside a write transaction of the database, whose lock
 //! serialises them across processes. The bytes are flushed to disk before the
 //! transaction that references them commits, so a committed task never points
-//! at bytes that a crash lost; a crash between the two leaves unreferenced
-//! bytes at the end of the file, which later appends step over.
+//! at bytes that a crash lost. A crash between the two (or a transaction that
+//! fails after appending, on a full disk say) leaves unreferenced bytes at the
+//! end of the file: the next append to that file, inside its own write
+//! transaction, first cuts the file back to the end of its last referenced
+//! payload, which it reads from the database. No other process can append or
+//! reference bytes meanwhile (the database's write lock is held), and the cut
+//! never reaches a referenced byte, so a crash during or after it loses
+//! nothing. A process remembers where each file ended after its own last
+//! committed append, and reads the database only when the file has another
+//! length.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use rota_core::{StoreError, TaskId};
 
@@ -26,6 +36,9 @@ pub(crate) const FILE_MIN_BYTES: usize = 16 << 10;
 #[derive(Debug)]
 pub(crate) struct PayloadFiles {
     dir: PathBuf,
+    /// The length of each job's file after this process's last committed
+    /// append to it: a file of that length has no unreferenced tail.
+    ends: Mutex<HashMap<String, u64>>,
 }
 
 impl PayloadFiles {
@@ -35,6 +48,7 @@ impl PayloadFiles {
         name.push("-payloads");
         Self {
             dir: db.with_file_name(name),
+            ends: Mutex::new(HashMap::new()),
         }
     }
 
@@ -43,7 +57,16 @@ impl PayloadFiles {
     }
 
     /// Opens `job`'s file for appending. Call only inside a write transaction.
-    pub(crate) fn appender(&self, job: &str) -> Result<Appender, StoreError> {
+    ///
+    /// Bytes past the end of the last payload the database references (left
+    /// by a crash or a failed transaction) are cut off first; `referenced`
+    /// says where that end is, and is called only when this process cannot
+    /// tell that the file has no such tail.
+    pub(crate) fn appender(
+        &self,
+        job: &str,
+        referenced: impl FnOnce() -> Result<u64, StoreError>,
+    ) -> Result<Appender, StoreError> {
         let io = |e: std::io::Error, what: &str| {
             StoreError::Backend(format!("cannot {what} {}: {e}", self.dir.display()).into())
         };
@@ -60,10 +83,30 @@ impl PayloadFiles {
             .truncate(false)
             .open(&path)
             .map_err(|e| io(e, "open a payload file in"))?;
-        let end = file
+        let len = file
             .metadata()
             .map_err(|e| io(e, "read a payload file in"))?
             .len();
+        let known = self
+            .ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job)
+            .copied();
+        let end = if len == 0 || known == Some(len) {
+            len
+        } else {
+            match referenced()? {
+                // A file shorter than its references has lost bytes; reading
+                // those payloads says so. Nothing is cut from it.
+                end if end >= len => len,
+                end => {
+                    file.set_len(end)
+                        .map_err(|e| io(e, "cut the unreferenced tail of a payload file in"))?;
+                    end
+                }
+            }
+        };
         Ok(Appender {
             file,
             path,
@@ -78,6 +121,15 @@ impl PayloadFiles {
                 (false, true) => Vec::new(),
             },
         })
+    }
+
+    /// Notes that the transaction which appended to `job`'s file up to `end`
+    /// (what [`Appender::sync`] returned) committed.
+    pub(crate) fn committed(&self, job: &str, end: u64) {
+        self.ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job.to_owned(), end);
     }
 
     /// Reads the `len` bytes at `offset` of `job`'s file: `task`'s payload.
@@ -126,8 +178,9 @@ impl Appender {
         Ok(at)
     }
 
-    /// Flushes what was appended (and any new directory entry) to disk.
-    pub(crate) fn sync(self) -> Result<(), StoreError> {
+    /// Flushes what was appended (and any new directory entry) to disk;
+    /// returns where the file ends.
+    pub(crate) fn sync(self) -> Result<u64, StoreError> {
         self.file.sync_data().map_err(|e| self.error(&e))?;
         // On disk now, and read once by a worker later: the page cache need
         // not hold them meanwhile (a long ingest would fill it, and take
@@ -138,7 +191,7 @@ impl Appender {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| self.error(&e))?;
         }
-        Ok(())
+        Ok(self.end)
     }
 
     fn error(&self, e: &std::io::Error) -> StoreError {

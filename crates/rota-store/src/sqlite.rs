@@ -23,7 +23,7 @@ use rota_core::{
 };
 use rusqlite::types::Value;
 
-use crate::payload_files::{FILE_MIN_BYTES, PayloadFiles};
+use crate::payload_files::{Appender, FILE_MIN_BYTES, PayloadFiles};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 /// How long a call waits for another connection's write lock before failing
@@ -473,6 +473,21 @@ impl StoredPayload {
             ))),
         }
     }
+}
+
+/// Where the last payload of job `id` that lives in its payload file ends:
+/// the bytes after it are referenced by no task.
+fn referenced_end(tx: &Transaction<'_>, id: &str) -> Result<u64, StoreError> {
+    let end: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(MAX(p.file_at + p.file_bytes), 0)
+             FROM tasks t JOIN payloads p ON p.task_id = t.id
+             WHERE t.job_id = ?1 AND p.file_at IS NOT NULL",
+        )
+        .db()?
+        .query_row([id], |r| r.get(0))
+        .db()?;
+    Ok(to_u64(end))
 }
 
 fn job_not_found(id: &str) -> StoreError {
@@ -937,112 +952,116 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let files = self.files.clone();
-        self.write(move |tx, now| {
-            let id = job.to_string();
-            let (state, queue, retry, released, timing): (
-                String,
-                String,
-                String,
-                bool,
-                Option<String>,
-            ) = tx
-                .prepare_cached(
-                    "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
-                )
-                .db()?
-                .query_row([&id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()
-                .db()?
-                .ok_or_else(|| job_not_found(&id))?;
-            let timing = job_timing(timing.as_deref())?;
-            let state: JobState = parse(&state, "job state")?;
-            if matches!(state, JobState::Failed | JobState::Cancelled) {
-                return Err(StoreError::Conflict {
-                    message: format!("job {id} is {state}; no tasks can be added to it"),
-                });
-            }
-            let retry: RetryPolicy = from_json(&retry, "retry policy")?;
-            let (task_state, available_at) = if released {
-                (TaskState::Queued, Some(first_run(&timing, now)))
-            } else {
-                (TaskState::Scheduled, None)
-            };
-            let mut insert_task = tx
+        let (added, end) = self
+            .write(move |tx, now| {
+                let id = job.to_string();
+                let (state, queue, retry, released, timing): (
+                    String,
+                    String,
+                    String,
+                    bool,
+                    Option<String>,
+                ) = tx
+                    .prepare_cached(
+                        "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
+                    )
+                    .db()?
+                    .query_row([&id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .optional()
+                    .db()?
+                    .ok_or_else(|| job_not_found(&id))?;
+                let timing = job_timing(timing.as_deref())?;
+                let state: JobState = parse(&state, "job state")?;
+                if matches!(state, JobState::Failed | JobState::Cancelled) {
+                    return Err(StoreError::Conflict {
+                        message: format!("job {id} is {state}; no tasks can be added to it"),
+                    });
+                }
+                let retry: RetryPolicy = from_json(&retry, "retry policy")?;
+                let (task_state, available_at) = if released {
+                    (TaskState::Queued, Some(first_run(&timing, now)))
+                } else {
+                    (TaskState::Scheduled, None)
+                };
+                let mut insert_task = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO tasks (job_id, key, queue, state, attempt, max_attempts,
                             rows, payload_bytes, encoding, available_at, created_at, priority)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .db()?;
-            let mut insert_payload = tx
-                .prepare_cached(
-                    "INSERT INTO payloads (task_id, data, codec, file_at, file_bytes)
+                let mut insert_payload = tx
+                    .prepare_cached(
+                        "INSERT INTO payloads (task_id, data, codec, file_at, file_bytes)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .db()?;
-            let mut appender = None;
-            let mut added = 0u64;
-            for (task, codec, data) in &packed {
-                let changed = insert_task
-                    .execute(rusqlite::params![
-                        id,
-                        task.key,
-                        queue,
-                        task_state.as_str(),
-                        retry.max_attempts,
-                        to_i64(task.rows, "row count")?,
-                        to_i64(task.payload.len() as u64, "payload size")?,
-                        task.encoding.as_str(),
-                        available_at,
-                        now,
-                        timing.priority
-                    ])
+                    )
                     .db()?;
-                if changed == 1 {
-                    let task_id = tx.last_insert_rowid();
-                    let data = data.as_deref().unwrap_or(&task.payload);
-                    let (inline, file_at, file_bytes) = match &files {
-                        Some(files) if data.len() >= FILE_MIN_BYTES => {
-                            let to = match &mut appender {
-                                Some(to) => to,
-                                slot => slot.insert(files.appender(&id)?),
-                            };
-                            let at = to_i64(to.append(data)?, "payload offset")?;
-                            (
-                                &[][..],
-                                Some(at),
-                                Some(to_i64(data.len() as u64, "payload size")?),
-                            )
-                        }
-                        _ => (data, None, None),
-                    };
-                    insert_payload
+                let mut appender = None;
+                let mut added = 0u64;
+                for (task, codec, data) in &packed {
+                    let changed = insert_task
                         .execute(rusqlite::params![
-                            task_id, inline, codec, file_at, file_bytes
+                            id,
+                            task.key,
+                            queue,
+                            task_state.as_str(),
+                            retry.max_attempts,
+                            to_i64(task.rows, "row count")?,
+                            to_i64(task.payload.len() as u64, "payload size")?,
+                            task.encoding.as_str(),
+                            available_at,
+                            now,
+                            timing.priority
                         ])
                         .db()?;
-                    added += 1;
+                    if changed == 1 {
+                        let task_id = tx.last_insert_rowid();
+                        let data = data.as_deref().unwrap_or(&task.payload);
+                        let (inline, file_at, file_bytes) = match &files {
+                            Some(files) if data.len() >= FILE_MIN_BYTES => {
+                                let to = match &mut appender {
+                                    Some(to) => to,
+                                    slot => slot
+                                        .insert(files.appender(&id, || referenced_end(tx, &id))?),
+                                };
+                                let at = to_i64(to.append(data)?, "payload offset")?;
+                                (
+                                    &[][..],
+                                    Some(at),
+                                    Some(to_i64(data.len() as u64, "payload size")?),
+                                )
+                            }
+                            _ => (data, None, None),
+                        };
+                        insert_payload
+                            .execute(rusqlite::params![
+                                task_id, inline, codec, file_at, file_bytes
+                            ])
+                            .db()?;
+                        added += 1;
+                    }
                 }
-            }
-            if added > 0 && state == JobState::Succeeded {
-                // A job released at creation got more work after finishing.
-                tx.prepare_cached(
-                    "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
+                if added > 0 && state == JobState::Succeeded {
+                    // A job released at creation got more work after finishing.
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
                      WHERE id = ?1",
-                )
-                .db()?
-                .execute(rusqlite::params![id, now])
-                .db()?;
-            }
-            // The bytes reach the disk before the rows that point at them.
-            if let Some(appender) = appender {
-                appender.sync()?;
-            }
-            Ok(added)
-        })
-        .await
+                    )
+                    .db()?
+                    .execute(rusqlite::params![id, now])
+                    .db()?;
+                }
+                // The bytes reach the disk before the rows that point at them.
+                let end = appender.map(Appender::sync).transpose()?;
+                Ok((added, end))
+            })
+            .await?;
+        if let (Some(files), Some(end)) = (&self.files, end) {
+            files.committed(&job.to_string(), end);
+        }
+        Ok(added)
     }
 
     async fn release_job(

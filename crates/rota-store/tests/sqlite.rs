@@ -501,3 +501,75 @@ async fn version_3_database_gains_task_progress() {
         .expect("tasks");
     assert_eq!(tasks[0].progress, Some(progress));
 }
+
+/// Bytes at the end of a payload file that no task references (a process
+/// died between an append and its commit) are cut off by the next append,
+/// by whichever process makes it; bytes another process appended and
+/// committed meanwhile are never cut, and every payload reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreferenced_tail_of_a_payload_file_is_cut_and_no_referenced_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let open = || SqliteStore::open(&path, Arc::new(ManualClock::new(start()))).expect("open");
+    let (a, b) = (open(), open());
+    let (job, _) = a.create_job(keyed_job("tail")).await.expect("create_job");
+    let seg = dir
+        .path()
+        .join("r.db-payloads")
+        .join(format!("{}.seg", job.id));
+    let task = |i: usize| NewTask {
+        key: format!("k{i:02}"),
+        payload: json_rows(40_000 + i),
+        encoding: PayloadEncoding::Json,
+        rows: 1,
+    };
+    let referenced = || -> u64 { (0..6).map(|i| json_rows(40_000 + i).len() as u64).sum() };
+    let len = || std::fs::metadata(&seg).expect("payload file").len();
+
+    a.add_tasks(job.id, vec![task(0), task(1)])
+        .await
+        .expect("add");
+    let tail = |n: usize| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("payload file");
+        f.write_all(&vec![0xA5; n]).expect("append a tail");
+    };
+    // Another process appends after a tail it finds, which it cuts first.
+    tail(10_000);
+    b.add_tasks(job.id, vec![task(2), task(3)])
+        .await
+        .expect("add");
+    // The first process's notion of the file's end is stale now: the
+    // bytes the other committed are kept, the new tail cut.
+    tail(20_000);
+    a.add_tasks(job.id, vec![task(4), task(5)])
+        .await
+        .expect("add");
+    assert_eq!(len(), referenced(), "no unreferenced bytes are left");
+
+    // A fresh process (the ingest run again) cuts a tail before it appends.
+    tail(30_000);
+    let c = open();
+    assert_eq!(
+        c.add_tasks(job.id, (0..6).map(task).collect())
+            .await
+            .expect("replay"),
+        0
+    );
+    assert_eq!(len(), referenced() + 30_000, "a replay appends nothing");
+    c.add_tasks(job.id, vec![task(6)]).await.expect("add");
+    assert_eq!(len(), referenced() + json_rows(40_006).len() as u64);
+
+    let listed = c
+        .list_tasks(job.id, rota_core::TaskFilter::default())
+        .await
+        .expect("list_tasks");
+    assert_eq!(listed.len(), 7);
+    for (i, t) in listed.iter().enumerate() {
+        let got = c.get_payload(t.id).await.expect("get_payload");
+        assert!(got == json_rows(40_000 + i), "payload {} reads back", t.key);
+    }
+}
