@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod callbacks;
 pub mod error;
+mod ingests;
 mod metrics;
 mod openapi;
 mod routes;
@@ -91,10 +92,13 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Becomes `true` when the server starts to stop.
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The batch ingests this server runs.
+    pub(crate) ingests: Arc<ingests::Ingests>,
 }
 
 /// The API's routes over `store`. Called on a Tokio runtime: the ingests of
-/// uploads a stopped server left unfinished start again here.
+/// uploads a stopped server left unfinished start again here, and those of
+/// batch jobs as soon as their claim runs out.
 ///
 /// # Errors
 /// When the upload directory cannot be made or read.
@@ -118,11 +122,13 @@ fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router
         workers: Arc::default(),
         metrics,
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+        ingests: Arc::default(),
     };
     if let Some(uploads) = &uploads {
         uploads.resume(&state);
     }
     callbacks::spawn_dispatcher(state.clone());
+    ingests::spawn_resumer(state.clone());
     let router =
         routes::routes(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
     Ok((router, state))
