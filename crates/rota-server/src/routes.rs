@@ -222,7 +222,10 @@ pub(crate) async fn schedule(
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let caller = state.config.tokens.caller(&headers, Some(Scope::Schedule))?;
+    let caller = state
+        .config
+        .tokens
+        .caller(&headers, Some(Scope::Schedule))?;
     let Json(body) = body.map_err(rejected)?;
     let body: ScheduleBody = serde_json::from_value(body.clone()).map_err(|_| {
         // Say what is wrong with the job itself rather than "no variant matched".

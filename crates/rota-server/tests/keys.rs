@@ -67,7 +67,13 @@ impl Server {
         }
     }
 
-    async fn call(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut r = self
             .client
             .request(method, format!("{}{path}", self.url))
@@ -166,7 +172,14 @@ async fn a_key_replayed_by_another_token_finds_nothing_of_the_first_tokens_jobs(
     let plain = id_of(&plain);
     let upload = s.upload(A, &[("spec", "a"), ("format", "ndjson")]).await;
     let keyed_upload = s
-        .upload(A, &[("spec", "a"), ("format", "ndjson"), ("idempotency_key", "u")])
+        .upload(
+            A,
+            &[
+                ("spec", "a"),
+                ("format", "ndjson"),
+                ("idempotency_key", "u"),
+            ],
+        )
         .await;
 
     // B sees A's jobs and their keys in GET /jobs.
@@ -178,12 +191,18 @@ async fn a_key_replayed_by_another_token_finds_nothing_of_the_first_tokens_jobs(
         .iter()
         .filter_map(|j| j["key"].as_str().map(str::to_owned))
         .collect();
-    assert!(keys.contains(&"k".to_owned()), "keys are shown as given: {keys:?}");
+    assert!(
+        keys.contains(&"k".to_owned()),
+        "keys are shown as given: {keys:?}"
+    );
     let upload_key = s.job(upload).await.key.expect("an upload's job has a key");
     assert!(upload_key.starts_with("upload:"), "{upload_key}");
 
     // The server's keys cannot be given by a client, with or without a batch.
-    for key in [upload_key.as_str(), "schedule:0190e5a0-0000-7000-8000-000000000000"] {
+    for key in [
+        upload_key.as_str(),
+        "schedule:0190e5a0-0000-7000-8000-000000000000",
+    ] {
         for body in [
             json!({ "spec": "x", "idempotency_key": key,
                     "batch": { "source": evil, "format": "ndjson" },
@@ -193,7 +212,10 @@ async fn a_key_replayed_by_another_token_finds_nothing_of_the_first_tokens_jobs(
             let (status, err) = s.schedule(B, body).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{key}: {err}");
             assert!(
-                err["error"]["message"].as_str().expect("message").contains("reserved"),
+                err["error"]["message"]
+                    .as_str()
+                    .expect("message")
+                    .contains("reserved"),
                 "{err}"
             );
         }
@@ -206,7 +228,11 @@ async fn a_key_replayed_by_another_token_finds_nothing_of_the_first_tokens_jobs(
             .send()
             .await
             .expect("send");
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the header is checked too");
+        assert_eq!(
+            r.status(),
+            StatusCode::BAD_REQUEST,
+            "the header is checked too"
+        );
     }
 
     // A's own keys, replayed by B, make B a job of its own.
@@ -249,7 +275,13 @@ async fn a_key_replayed_by_another_token_finds_nothing_of_the_first_tokens_jobs(
         let job = s.job(held).await;
         assert!(!job.released, "A's upload was released early: {job:?}");
         assert_eq!(job.counts.total, 0, "rows were injected into A's upload");
-        assert!(s.store.list_callbacks(held).await.expect("callbacks").is_empty());
+        assert!(
+            s.store
+                .list_callbacks(held)
+                .await
+                .expect("callbacks")
+                .is_empty()
+        );
     }
     let job = s.job(plain).await;
     assert_eq!(job.counts.total, 1, "{job:?}");
@@ -286,7 +318,10 @@ async fn a_replay_returns_the_job_as_made_and_bad_keys_are_refused() {
     assert_eq!(id_of(&again), id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let job = s.job(id).await;
-    assert_eq!(job.counts.total, 1, "the replay's batch added nothing: {job:?}");
+    assert_eq!(
+        job.counts.total, 1,
+        "the replay's batch added nothing: {job:?}"
+    );
     assert_eq!(
         s.store.list_callbacks(id).await.expect("callbacks").len(),
         1,

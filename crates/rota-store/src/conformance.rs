@@ -378,7 +378,10 @@ pub async fn job_is_created_with_its_start(h: &dyn Harness) {
         })
         .collect();
     for replay in replays {
-        let (j, created) = replay.await.expect("join").expect("concurrent replay failed");
+        let (j, created) = replay
+            .await
+            .expect("join")
+            .expect("concurrent replay failed");
         assert!(!created && j.id == job.id && j.counts.total == 1, "{j:?}");
     }
     let callbacks = store
@@ -461,7 +464,10 @@ pub async fn job_is_created_with_its_start(h: &dyn Harness) {
 
     // A held job's first tasks are scheduled until its release.
     let (held, _) = store
-        .create_job_with(new_job("held", true, RetryPolicy::default()), start("{}", &[]))
+        .create_job_with(
+            new_job("held", true, RetryPolicy::default()),
+            start("{}", &[]),
+        )
         .await
         .expect("create_job_with failed");
     assert_eq!(held.counts.scheduled, 1, "a held job's task waits");
@@ -539,22 +545,41 @@ pub async fn ingest_claims_go_to_one_holder(h: &dyn Harness) {
     }
     assert_eq!(won.len(), 1, "one holder takes the job: {won:?}");
     let (winner, claim) = won.remove(0);
-    assert_eq!(claim.job.id, job.id, "only the held, pending job with a plan");
+    assert_eq!(
+        claim.job.id, job.id,
+        "only the held, pending job with a plan"
+    );
     assert_eq!(claim.plan, plan, "the plan round-trips");
     assert!(
         !store.renew_ingest(job.id, "a", lease).await.expect("renew"),
         "a claim that ran out and was taken is lost to its old holder"
     );
-    assert!(store.renew_ingest(job.id, winner, lease).await.expect("renew"));
+    assert!(
+        store
+            .renew_ingest(job.id, winner, lease)
+            .await
+            .expect("renew")
+    );
     clock.advance(Duration::from_secs(20));
-    assert!(store.renew_ingest(job.id, winner, lease).await.expect("renew"));
+    assert!(
+        store
+            .renew_ingest(job.id, winner, lease)
+            .await
+            .expect("renew")
+    );
     clock.advance(Duration::from_secs(20));
     assert!(claims("z").await.is_empty(), "a renewed claim is not taken");
     store.release_job(job.id, None).await.expect("release");
     clock.advance(Duration::from_secs(60));
-    assert!(claims("z").await.is_empty(), "a released job is not claimed");
     assert!(
-        !store.renew_ingest(job.id, winner, lease).await.expect("renew"),
+        claims("z").await.is_empty(),
+        "a released job is not claimed"
+    );
+    assert!(
+        !store
+            .renew_ingest(job.id, winner, lease)
+            .await
+            .expect("renew"),
         "a released job's ingest claim is not renewed"
     );
     let no_plan = store
@@ -563,7 +588,10 @@ pub async fn ingest_claims_go_to_one_holder(h: &dyn Harness) {
         .expect("create_job")
         .0;
     assert!(
-        !store.renew_ingest(no_plan.id, "a", lease).await.expect("renew"),
+        !store
+            .renew_ingest(no_plan.id, "a", lease)
+            .await
+            .expect("renew"),
         "a job without a plan has no claim"
     );
 }

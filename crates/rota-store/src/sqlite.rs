@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
     CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, FileFilter, FileReport,
-    FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobId,
-    JobStart, JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome,
-    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
-    TaskId, TaskState, Timing,
+    FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobId, JobStart,
+    JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding,
+    Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
+    Timing,
 };
 use rusqlite::types::Value;
 
@@ -1126,7 +1126,9 @@ impl Store for SqliteStore {
                      ORDER BY created_at, id LIMIT ?2",
                 )
                 .db()?
-                .query_map(rusqlite::params![now, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(rusqlite::params![now, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .db()?
                 .collect::<rusqlite::Result<_>>()
                 .db()?;
