@@ -8,6 +8,7 @@ mod openapi;
 mod remote;
 mod security;
 mod serve;
+mod serve_crash;
 mod support;
 mod upload;
 mod worker;

@@ -254,6 +254,42 @@ pub struct NewJob {
     pub timing: Timing,
 }
 
+/// What a job is created with, written in the same transaction as the job
+/// itself ([`crate::Store::create_job_with`]): a job is never seen without
+/// them, and a replay of its key (which returns the existing job) adds none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobStart {
+    /// Its first tasks (a plain job's one task).
+    pub tasks: Vec<NewTask>,
+    /// Its callbacks, by index (their place in the list).
+    pub callbacks: Vec<NewCallback>,
+    /// For a held job that an ingest fills: how to run that ingest again,
+    /// leased to the creator so that no one else resumes it while it runs.
+    pub ingest: Option<IngestPlan>,
+}
+
+/// How to run a held job's ingest again (after a crash of the process that
+/// ran it), and who runs it now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestPlan {
+    /// What the ingest needs besides the job, opaque to the store (it must
+    /// hold no secret: it is kept in clear).
+    pub plan: serde_json::Value,
+    /// Who runs the ingest now (see [`crate::Store::claim_ingests`]).
+    pub holder: String,
+    /// How long the holder's claim lasts unless renewed.
+    pub lease: std::time::Duration,
+}
+
+/// A held job whose ingest was claimed to be run again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestClaim {
+    /// The job, as it is.
+    pub job: Job,
+    /// The plan it was created with ([`IngestPlan::plan`]).
+    pub plan: serde_json::Value,
+}
+
 /// When and how eagerly a job's tasks run.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

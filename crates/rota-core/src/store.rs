@@ -8,8 +8,8 @@ use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::model::{
     CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, FileFilter, FileReport, Heartbeat,
-    HeartbeatAck, IngestReport, Job, JobFilter, Lease, NewCallback, NewJob, NewTask, Report, Spec,
-    Task, TaskFilter, TaskState,
+    HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobStart, Lease, NewCallback, NewJob,
+    NewTask, Report, Spec, Task, TaskFilter, TaskState,
 };
 
 /// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
@@ -23,6 +23,14 @@ use crate::model::{
 ///   returns the existing job and `false`. [`Store::add_tasks`] ignores a task
 ///   whose `(job, key)` exists and reports how many were new; so a replayed
 ///   ingest adds nothing.
+/// - **Atomic creation.** [`Store::create_job_with`] writes the job, its
+///   first tasks, its callbacks and its ingest plan in one transaction: no
+///   reader (and no crash) ever sees the job without them, and a replay of
+///   its key returns the job as it was made, adding nothing.
+/// - **Ingest claims.** A held, unreleased, pending job created with an
+///   ingest plan is handed by [`Store::claim_ingests`] to one holder at a
+///   time, until its claim runs out (by the store's clock) unless
+///   [`Store::renew_ingest`] extends it.
 /// - **Held jobs.** Tasks of a job created with `hold` are `scheduled` and
 ///   never claimable until [`Store::release_job`]. [`Store::fail_job`] on an
 ///   unreleased job cancels them: a half-made job is never worked on.
@@ -67,7 +75,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a job, or returns the job that already has `job.key` (then the
     /// flag is `false` and nothing is changed).
-    async fn create_job(&self, job: NewJob) -> Result<(Job, bool), StoreError>;
+    async fn create_job(&self, job: NewJob) -> Result<(Job, bool), StoreError> {
+        self.create_job_with(job, JobStart::default()).await
+    }
+
+    /// Creates a job together with what it starts with (tasks, callbacks,
+    /// an ingest plan leased to its holder), all in one transaction, or
+    /// returns the job that already has `job.key` (then the flag is `false`
+    /// and nothing is changed: `start` is dropped). The job returned counts
+    /// its new tasks.
+    async fn create_job_with(
+        &self,
+        job: NewJob,
+        start: JobStart,
+    ) -> Result<(Job, bool), StoreError>;
+
+    /// Claims up to `limit` held jobs whose ingest must run again: pending,
+    /// unreleased jobs created with an ingest plan whose claim is free or
+    /// ran out, oldest first. Each is claimed for `holder` until `now +
+    /// lease`; no other holder gets it back before that.
+    async fn claim_ingests(
+        &self,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<IngestClaim>, StoreError>;
+
+    /// Extends `holder`'s claim on the ingest of `job` to `now + lease`.
+    /// Returns `false`, changing nothing, when the claim is no longer
+    /// `holder`'s (it ran out and another holder took it) or the job no
+    /// longer waits for its ingest (released or ended): its ingest should
+    /// stop.
+    async fn renew_ingest(
+        &self,
+        job: JobId,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Adds tasks to a job; tasks whose key exists in the job are ignored.
     /// Returns how many were added.

@@ -81,7 +81,7 @@ pub(crate) enum CallbackRequest {
 }
 
 impl CallbackRequest {
-    fn into_new(self) -> NewCallback {
+    pub(crate) fn into_new(self) -> NewCallback {
         match self {
             Self::Url(url) => NewCallback {
                 url,

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod error;
 mod guard;
+mod ingests;
 mod metrics;
 mod openapi;
 mod routes;
@@ -99,11 +100,14 @@ pub(crate) struct State {
     /// The long requests each token holds.
     pub(crate) held: Arc<guard::Held>,
     /// Turns for batch ingests: [`Limits::ingests`] run at once.
-    pub(crate) ingests: Arc<tokio::sync::Semaphore>,
+    pub(crate) ingest_turns: Arc<tokio::sync::Semaphore>,
+    /// The batch ingests this server runs.
+    pub(crate) ingests: Arc<ingests::Ingests>,
 }
 
 /// The API's routes over `store`. Called on a Tokio runtime: the ingests of
-/// uploads a stopped server left unfinished start again here.
+/// uploads a stopped server left unfinished start again here, and those of
+/// batch jobs as soon as their claim runs out.
 ///
 /// # Errors
 /// When the upload directory cannot be made or read.
@@ -119,22 +123,24 @@ fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router
         .clone()
         .map(|c| uploads::Uploads::open(c, metrics.clone()))
         .transpose()?;
-    let ingests = Arc::new(tokio::sync::Semaphore::new(config.limits.ingests.max(1)));
+    let ingest_turns = Arc::new(tokio::sync::Semaphore::new(config.limits.ingests.max(1)));
     let state = State {
         store,
         held: Arc::default(),
-        ingests,
+        ingest_turns,
         config: Arc::new(config),
         work: Arc::new(Notify::new()),
         uploads: uploads.clone(),
         workers: Arc::default(),
         metrics,
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+        ingests: Arc::default(),
     };
     if let Some(uploads) = &uploads {
         uploads.resume(&state);
     }
     callbacks::spawn_dispatcher(state.clone());
+    ingests::spawn_resumer(state.clone());
     let router = routes::routes(state.clone())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

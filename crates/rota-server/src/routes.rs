@@ -10,14 +10,14 @@ use crate::error::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use rota_core::{
-    BatchPolicy, FileFilter, FileState, Job, JobFilter, JobId, JobState, NewJob, NewTask, OnError,
-    PayloadEncoding, Spec, Task, TaskFilter, TaskState,
+    BatchPolicy, FileFilter, FileState, IngestPlan, Job, JobFilter, JobId, JobStart, JobState,
+    NewJob, NewTask, OnError, PayloadEncoding, Spec, Task, TaskFilter, TaskState,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::{Scope, State};
+use crate::{Caller, Scope, State};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -158,7 +158,9 @@ pub(crate) struct JobRequest {
     pub(crate) max_attempts: Option<u32>,
     /// First retry delay in milliseconds, doubled per attempt.
     pub(crate) retry_backoff_ms: Option<u64>,
-    /// Scheduling again with the same key returns the same job.
+    /// Scheduling again with the same key (and the same token) returns the
+    /// same job. At most 256 bytes; `schedule:` and `upload:` are reserved.
+    #[schema(min_length = 1, max_length = 256)]
     pub(crate) idempotency_key: Option<String>,
     /// File batching: the server reads the source and makes one task per batch.
     pub(crate) batch: Option<BatchRequest>,
@@ -178,7 +180,7 @@ pub(crate) struct JobRequest {
 }
 
 /// A source to batch, and how.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
     /// A file, directory, prefix or URL, as `rota ingest` takes it.
@@ -220,7 +222,10 @@ pub(crate) async fn schedule(
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    let caller = state
+        .config
+        .tokens
+        .caller(&headers, Some(Scope::Schedule))?;
     let Json(body) = body.map_err(rejected)?;
     let body: ScheduleBody = serde_json::from_value(body.clone()).map_err(|_| {
         // Say what is wrong with the job itself rather than "no variant matched".
@@ -260,13 +265,14 @@ pub(crate) async fn schedule(
     // Check every job before making any, so a bad one fails the request whole.
     for job in &jobs {
         check(&state, job)?;
+        check_key(job.idempotency_key.as_deref())?;
         let spec = state.store.get_spec(&job.spec).await?;
         spec_params(spec.as_ref(), job.params.clone())?;
     }
     let mut out = Vec::with_capacity(jobs.len());
     let mut any_created = false;
     for job in jobs {
-        let (job, created) = make_job(&state, job).await?;
+        let (job, created) = make_job(&state, &caller, job).await?;
         any_created |= created;
         out.push(json!({ "id": job.id, "created": created, "state": job.state }));
     }
@@ -335,6 +341,64 @@ pub(crate) fn within_limits(limits: &crate::Limits, batch: &BatchRequest) -> Res
         }
     }
     Ok(())
+}
+
+/// Longest idempotency key a client may give, in bytes.
+pub(crate) const MAX_KEY_BYTES: usize = 256;
+
+/// Key prefixes the server gives the jobs it names itself: a client key may
+/// not start with them, so no client can name (and replay into) such a job.
+const RESERVED_KEY_PREFIXES: [&str; 2] = ["schedule:", "upload:"];
+
+/// Refuses an idempotency key that is empty, too long or reserved.
+pub(crate) fn check_key(key: Option<&str>) -> Result<(), ApiError> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    if key.is_empty() {
+        return Err(ApiError::invalid("idempotency_key is empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::invalid(format!(
+            "idempotency_key is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+            key.len()
+        )));
+    }
+    if let Some(prefix) = RESERVED_KEY_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+        return Err(ApiError::invalid(format!(
+            "idempotency_key may not start with '{prefix}' (reserved for keys the server makes)"
+        )));
+    }
+    Ok(())
+}
+
+/// The key a client's idempotency key is stored under: its caller's id,
+/// `/`, the key. Keys of two tokens never meet, so a token can find (and
+/// replay) only the jobs it made.
+pub(crate) fn owned_key(caller: &Caller, key: &str) -> String {
+    format!("{}/{key}", caller.id)
+}
+
+/// A stored job key as its client gave it: without the caller's id that
+/// [`owned_key`] put in front (which names the token, and is shown to no one).
+pub(crate) fn shown_key(key: &str) -> &str {
+    match key.split_once('/') {
+        Some((owner, rest))
+            if owner == "local"
+                || (owner.len() == 16 && owner.bytes().all(|b| b.is_ascii_hexdigit())) =>
+        {
+            rest
+        }
+        _ => key,
+    }
+}
+
+/// A job as clients see it: its key as they gave it.
+pub(crate) fn shown(mut job: Job) -> Job {
+    if let Some(key) = job.key.take() {
+        job.key = Some(shown_key(&key).to_owned());
+    }
+    job
 }
 
 /// A job's params with its spec's defaults filled in, checked against the
@@ -469,45 +533,55 @@ pub(crate) async fn new_job(
     Ok((job, req.batch))
 }
 
-/// Creates the job (or finds it by its key): a plain job gets one task whose
-/// payload is its params; a batch job is ingested in the background.
-async fn make_job(state: &State, mut req: JobRequest) -> Result<(Job, bool), ApiError> {
-    let callbacks = std::mem::take(&mut req.callbacks);
+/// Creates the job (or finds it by its key, among the caller's): a plain job
+/// is made with its one task, whose payload is its params; a batch job is
+/// made held, with the plan to run its ingest again after a crash, and
+/// ingested in the background. Both in one store transaction with their
+/// callbacks, so a crash never leaves a job without them. A job found by
+/// its key is answered as it is: nothing of this request is added to it.
+async fn make_job(
+    state: &State,
+    caller: &Caller,
+    mut req: JobRequest,
+) -> Result<(Job, bool), ApiError> {
+    let callbacks = std::mem::take(&mut req.callbacks)
+        .into_iter()
+        .map(crate::callbacks::CallbackRequest::into_new)
+        .collect();
+    req.idempotency_key = req.idempotency_key.map(|k| owned_key(caller, &k));
     let (new_job, batch) = new_job(state, req).await?;
     let Some(batch) = batch else {
-        let params = new_job.params.clone();
-        let (job, created) = state.store.create_job(new_job).await?;
-        crate::callbacks::attach(state, job.id, callbacks).await?;
-        if created {
-            let payload = serde_json::to_vec(&params)
-                .map_err(|e| ApiError::invalid(format!("params: {e}")))?;
-            state
-                .store
-                .add_tasks(
-                    job.id,
-                    vec![NewTask {
-                        key: "0".to_owned(),
-                        payload,
-                        encoding: PayloadEncoding::Json,
-                        rows: 1,
-                    }],
-                )
-                .await?;
-        }
-        let job = state.store.get_job(job.id).await?.unwrap_or(job);
-        return Ok((job, created));
+        let payload = serde_json::to_vec(&new_job.params)
+            .map_err(|e| ApiError::invalid(format!("params: {e}")))?;
+        let start = JobStart {
+            tasks: vec![NewTask {
+                key: "0".to_owned(),
+                payload,
+                encoding: PayloadEncoding::Json,
+                rows: 1,
+            }],
+            callbacks,
+            ingest: None,
+        };
+        let (job, created) = state.store.create_job_with(new_job, start).await?;
+        return Ok((shown(job), created));
     };
-    let (job, created) = state.store.create_job(new_job.clone()).await?;
-    crate::callbacks::attach(state, job.id, callbacks).await?;
-    if !job.released && job.state == JobState::Pending {
-        let ingest = ingest_request(state, &batch, new_job)?;
-        let state = state.clone();
-        tokio::spawn(async move {
-            // The outcome is logged and on the job.
-            let _ = run_ingest(&state, ingest, job.id).await;
-        });
+    // Checked before the job is made, so a bad request leaves nothing.
+    let ingest = ingest_request(state, &batch, new_job.clone())?;
+    let start = JobStart {
+        tasks: Vec::new(),
+        callbacks,
+        ingest: Some(IngestPlan {
+            plan: crate::ingests::plan(&batch),
+            holder: state.ingests.holder().to_owned(),
+            lease: crate::ingests::LEASE,
+        }),
+    };
+    let (job, created) = state.store.create_job_with(new_job, start).await?;
+    if created {
+        crate::ingests::spawn(state, ingest, job.id);
     }
-    Ok((job, created))
+    Ok((shown(job), created))
 }
 
 /// The ingest that fills `job` from `batch`.
@@ -556,7 +630,7 @@ pub(crate) async fn run_ingest(
 ) -> Result<rota_ingest::IngestSummary, String> {
     // A turn among the ingests running at once (the job stays held, so
     // nothing of it is worked on while it waits).
-    let _turn = state.ingests.acquire().await;
+    let _turn = state.ingest_turns.acquire().await;
     let result =
         rota_ingest::ingest(state.store.clone(), ingest, state.metrics.ingest.clone()).await;
     let out = match result {
@@ -634,6 +708,7 @@ pub(crate) async fn list_jobs(
     let next = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| j.id))
         .flatten();
+    let jobs: Vec<Job> = jobs.into_iter().map(shown).collect();
     Ok(Json(json!({ "jobs": jobs, "next_before": next })))
 }
 
@@ -693,7 +768,7 @@ async fn job_view(state: &State, job: Job) -> Result<Value, ApiError> {
         }
     }
     let result = job_result(state, &job).await?;
-    let mut out = json!(job);
+    let mut out = json!(shown(job));
     out["running"] = running.iter().map(running_json).collect();
     out["callbacks"] = callbacks
         .iter()
@@ -855,7 +930,7 @@ pub(crate) async fn cancel_job(
 ) -> Answer {
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
     let id = load_job(&state, &id).await?.id;
-    Ok(Json(json!(state.store.cancel_job(id).await?)))
+    Ok(Json(json!(shown(state.store.cancel_job(id).await?))))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -921,7 +996,7 @@ pub(crate) async fn job_events(
         Event::default()
             .event("job")
             .id(n.to_string())
-            .data(json!(job).to_string())
+            .data(json!(shown(job.clone())).to_string())
     };
     // (next job to send, last one sent, events sent, ended)
     let start = (Some(first), None::<Job>, 0u64, false);

@@ -29,9 +29,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
     CallbackOutcome, ClaimRequest, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck,
-    IngestReport, Job, JobFilter, JobId, JobState, Lease, LeaseRef, LeaseToken, ManualClock,
-    NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec, Store,
-    StoreError, TaskFilter, TaskState,
+    IngestPlan, IngestReport, Job, JobFilter, JobId, JobStart, JobState, Lease, LeaseRef,
+    LeaseToken, ManualClock, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report,
+    RetryPolicy, Spec, Store, StoreError, TaskFilter, TaskState,
 };
 
 /// Makes stores for the scenarios.
@@ -58,6 +58,8 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             idempotent_job_key,
+            job_is_created_with_its_start,
+            ingest_claims_go_to_one_holder,
             idempotent_task_insert,
             held_tasks_wait_for_release,
             fail_job_cancels_held_tasks,
@@ -97,6 +99,8 @@ macro_rules! conformance_tests {
 /// Runs every scenario in turn.
 pub async fn run_all(h: &dyn Harness) {
     idempotent_job_key(h).await;
+    job_is_created_with_its_start(h).await;
+    ingest_claims_go_to_one_holder(h).await;
     idempotent_task_insert(h).await;
     held_tasks_wait_for_release(h).await;
     fail_job_cancels_held_tasks(h).await;
@@ -316,6 +320,280 @@ pub async fn idempotent_job_key(h: &dyn Harness) {
         .await
         .expect("list_jobs");
     assert_eq!(all.len(), 3, "expected exactly three jobs");
+}
+
+/// [`Store::create_job_with`] makes the job with its tasks and callbacks in
+/// one step: no reader ever sees the job without its task, however many
+/// jobs are made at once; a replay of the key (concurrent or later) returns
+/// the job as it was made and adds nothing; a held job's first tasks wait
+/// for its release.
+pub async fn job_is_created_with_its_start(h: &dyn Harness) {
+    fn start(payload: &str, urls: &[&str]) -> JobStart {
+        JobStart {
+            tasks: vec![NewTask {
+                key: "0".into(),
+                payload: payload.as_bytes().to_vec(),
+                encoding: PayloadEncoding::Json,
+                rows: 1,
+            }],
+            callbacks: urls
+                .iter()
+                .map(|u| NewCallback {
+                    url: (*u).into(),
+                    events: vec![],
+                })
+                .collect(),
+            ingest: None,
+        }
+    }
+    let (_, store) = setup(h).await;
+    let mut nj = new_job("q", false, RetryPolicy::default());
+    nj.key = Some("plain-1".into());
+    let (job, created) = store
+        .create_job_with(nj.clone(), start("{\"n\":1}", &["http://a.example/1"]))
+        .await
+        .expect("create_job_with failed");
+    assert!(created, "the first create with a key must create");
+    assert_eq!(job.counts.total, 1, "the job is returned with its task");
+    assert_eq!(job.counts.queued, 1, "a released job's task is queued");
+
+    // Replays, one after another and all at once, add nothing.
+    let (again, created) = store
+        .create_job_with(
+            nj.clone(),
+            JobStart {
+                tasks: tasks("other", 3),
+                ..start("{}", &["http://b.example/", "http://c.example/"])
+            },
+        )
+        .await
+        .expect("replay failed");
+    assert!(!created, "a replay must not create");
+    assert_eq!(again.id, job.id, "a replay returns the job of the key");
+    assert_eq!(again.counts.total, 1, "a replay adds no task");
+    let replays: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, nj) = (Arc::clone(&store), nj.clone());
+            tokio::spawn(async move { store.create_job_with(nj, start("{}", &[])).await })
+        })
+        .collect();
+    for replay in replays {
+        let (j, created) = replay
+            .await
+            .expect("join")
+            .expect("concurrent replay failed");
+        assert!(!created && j.id == job.id && j.counts.total == 1, "{j:?}");
+    }
+    let callbacks = store
+        .list_callbacks(job.id)
+        .await
+        .expect("list_callbacks failed");
+    let urls: Vec<&str> = callbacks.iter().map(|c| c.url.as_str()).collect();
+    assert_eq!(urls, ["http://a.example/1"], "a replay adds no callback");
+    let leases = claim(&*store, "q", 10).await;
+    assert_eq!(leases.len(), 1, "the one task is claimable");
+    assert_eq!(
+        store
+            .get_payload(leases[0].lease.task)
+            .await
+            .expect("get_payload failed"),
+        b"{\"n\":1}",
+        "the task's payload is the one given at creation"
+    );
+
+    // Many creations at once, watched by readers: no job is ever seen
+    // without its task.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut seen = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let jobs = store
+                        .list_jobs(JobFilter {
+                            queue: Some("many".into()),
+                            limit: 500,
+                            ..JobFilter::default()
+                        })
+                        .await
+                        .expect("list_jobs failed");
+                    for j in &jobs {
+                        assert_eq!(j.counts.total, 1, "a job was seen without its task: {j:?}");
+                    }
+                    seen = seen.max(jobs.len());
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        })
+        .collect();
+    let makers: Vec<_> = (0..8)
+        .map(|m| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let mut nj = new_job("many", false, RetryPolicy::default());
+                    nj.key = Some(format!("many-{m}-{i}"));
+                    let (j, created) = store
+                        .create_job_with(nj, start("{}", &[]))
+                        .await
+                        .expect("create_job_with failed");
+                    assert!(created && j.counts.total == 1, "{j:?}");
+                }
+            })
+        })
+        .collect();
+    for maker in makers {
+        maker.await.expect("maker panicked");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("a reader saw a job without its task");
+    }
+    let many = store
+        .list_jobs(JobFilter {
+            queue: Some("many".into()),
+            limit: 500,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list_jobs failed");
+    assert_eq!(many.len(), 200, "every job was made once");
+    assert!(many.iter().all(|j| j.counts.total == 1));
+
+    // A held job's first tasks are scheduled until its release.
+    let (held, _) = store
+        .create_job_with(
+            new_job("held", true, RetryPolicy::default()),
+            start("{}", &[]),
+        )
+        .await
+        .expect("create_job_with failed");
+    assert_eq!(held.counts.scheduled, 1, "a held job's task waits");
+    assert!(claim(&*store, "held", 10).await.is_empty());
+    store.release_job(held.id, None).await.expect("release");
+    assert_eq!(claim(&*store, "held", 10).await.len(), 1);
+}
+
+/// A held job created with an ingest plan is claimed for one holder at a
+/// time: not while its creator's claim lasts, by one of many concurrent
+/// claimers once it ran out, renewed only by its holder, and never once the
+/// job is released or ended.
+pub async fn ingest_claims_go_to_one_holder(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let lease = Duration::from_secs(30);
+    let plan = serde_json::json!({ "batch": { "source": "/data/in.csv" }, "n": 1 });
+    let held = |key: &str| {
+        let mut nj = new_job("q", true, RetryPolicy::default());
+        nj.key = Some(key.into());
+        nj
+    };
+    let with_plan = |holder: &str| JobStart {
+        ingest: Some(IngestPlan {
+            plan: plan.clone(),
+            holder: holder.into(),
+            lease,
+        }),
+        ..JobStart::default()
+    };
+    let (job, _) = store
+        .create_job_with(held("planned"), with_plan("a"))
+        .await
+        .expect("create_job_with failed");
+    // Jobs that must never be claimed: one without a plan, one released,
+    // one failed.
+    create(&*store, held("no-plan")).await;
+    let (released, _) = store
+        .create_job_with(held("released"), with_plan("a"))
+        .await
+        .expect("create_job_with failed");
+    store.release_job(released.id, None).await.expect("release");
+    let (failed, _) = store
+        .create_job_with(held("failed"), with_plan("a"))
+        .await
+        .expect("create_job_with failed");
+    store
+        .fail_job(failed.id, "broken".into(), None)
+        .await
+        .expect("fail_job");
+
+    let claims = |holder: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_ingests(holder, 10, lease)
+                .await
+                .expect("claim_ingests failed")
+        }
+    };
+    assert!(claims("b").await.is_empty(), "the creator's claim holds");
+    assert!(
+        store.renew_ingest(job.id, "a", lease).await.expect("renew"),
+        "the creator renews its claim"
+    );
+    clock.advance(Duration::from_secs(29));
+    assert!(claims("b").await.is_empty(), "a renewed claim holds");
+    clock.advance(Duration::from_secs(2));
+    let holders = ["b", "c", "d", "e", "f", "g"];
+    let racers = holders.map(|holder| tokio::spawn(claims(holder)));
+    let mut won = Vec::new();
+    for (racer, holder) in racers.into_iter().zip(holders) {
+        for claim in racer.await.expect("join") {
+            won.push((holder, claim));
+        }
+    }
+    assert_eq!(won.len(), 1, "one holder takes the job: {won:?}");
+    let (winner, claim) = won.remove(0);
+    assert_eq!(
+        claim.job.id, job.id,
+        "only the held, pending job with a plan"
+    );
+    assert_eq!(claim.plan, plan, "the plan round-trips");
+    assert!(
+        !store.renew_ingest(job.id, "a", lease).await.expect("renew"),
+        "a claim that ran out and was taken is lost to its old holder"
+    );
+    assert!(
+        store
+            .renew_ingest(job.id, winner, lease)
+            .await
+            .expect("renew")
+    );
+    clock.advance(Duration::from_secs(20));
+    assert!(
+        store
+            .renew_ingest(job.id, winner, lease)
+            .await
+            .expect("renew")
+    );
+    clock.advance(Duration::from_secs(20));
+    assert!(claims("z").await.is_empty(), "a renewed claim is not taken");
+    store.release_job(job.id, None).await.expect("release");
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        claims("z").await.is_empty(),
+        "a released job is not claimed"
+    );
+    assert!(
+        !store
+            .renew_ingest(job.id, winner, lease)
+            .await
+            .expect("renew"),
+        "a released job's ingest claim is not renewed"
+    );
+    let no_plan = store
+        .create_job(held("no-plan"))
+        .await
+        .expect("create_job")
+        .0;
+    assert!(
+        !store
+            .renew_ingest(no_plan.id, "a", lease)
+            .await
+            .expect("renew"),
+        "a job without a plan has no claim"
+    );
 }
 
 /// Adding tasks whose keys exist adds nothing; counts stay right.

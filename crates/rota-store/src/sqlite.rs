@@ -17,9 +17,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
     CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, FileFilter, FileReport,
-    FileState, Heartbeat, HeartbeatAck, IngestReport, Job, JobFilter, JobId, JobState, Lease,
-    LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report,
-    RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState, Timing,
+    FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobId, JobStart,
+    JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding,
+    Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
+    Timing,
 };
 use rusqlite::types::Value;
 
@@ -31,7 +32,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, Trans
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
 pub const DEFAULT_JOB_LIMIT: u32 = 100;
@@ -65,7 +66,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
     finished_at INTEGER,
-    timing      TEXT
+    timing      TEXT,
+    ingest_plan   TEXT,
+    ingest_holder TEXT,
+    ingest_until  INTEGER
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id               INTEGER PRIMARY KEY,
@@ -235,11 +239,15 @@ impl SqliteStore {
         // Version 4 keeps the progress workers report on their tasks, job
         // timing (priority, run-at, timeout) and task deadlines, claims by
         // priority, and adds `callbacks`, which the schema above creates.
+        // Version 5 keeps a held job's ingest plan and who runs it, until when.
         for (table, column, ty) in [
             ("tasks", "progress", "TEXT"),
             ("tasks", "priority", "INTEGER NOT NULL DEFAULT 0"),
             ("tasks", "deadline", "INTEGER"),
             ("jobs", "timing", "TEXT"),
+            ("jobs", "ingest_plan", "TEXT"),
+            ("jobs", "ingest_holder", "TEXT"),
+            ("jobs", "ingest_until", "INTEGER"),
         ] {
             let has: bool = tx
                 .query_row(
@@ -257,7 +265,9 @@ impl SqliteStore {
             "DROP INDEX IF EXISTS tasks_claim;
              CREATE INDEX IF NOT EXISTS tasks_claim_by_priority
                  ON tasks (queue, priority DESC, available_at, id)
-                 WHERE state IN ('queued', 'scheduled', 'retrying');",
+                 WHERE state IN ('queued', 'scheduled', 'retrying');
+             CREATE INDEX IF NOT EXISTS jobs_ingest_plans ON jobs (created_at)
+                 WHERE ingest_plan IS NOT NULL AND released = 0;",
         )
         .db()?;
         if version < SCHEMA_VERSION {
@@ -845,6 +855,148 @@ struct Candidate {
     priority: i64,
 }
 
+/// A task as [`insert_tasks`] writes it: the task, its payload's codec, and
+/// the stored bytes when they differ from the payload.
+type Packed = (NewTask, i64, Option<Vec<u8>>);
+
+impl SqliteStore {
+    /// Compresses payloads (when asked to) before the connection is taken,
+    /// so other calls need not wait.
+    async fn pack_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Packed>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let compress = self.compress;
+        tokio::task::spawn_blocking(move || {
+            tasks
+                .into_iter()
+                .map(|task| {
+                    let (codec, data) = pack(task.encoding, &task.payload, compress);
+                    (task, codec, data)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+    }
+}
+
+/// The job tasks are added to, and what their rows take from it.
+struct TaskTarget<'a> {
+    job: &'a str,
+    queue: &'a str,
+    released: bool,
+    max_attempts: u32,
+    timing: &'a Timing,
+}
+
+/// Inserts tasks (ignoring those whose key the job has) with their payloads;
+/// returns how many were new. Payload bytes kept in the job's file reach
+/// the disk before the transaction can commit the rows that point at them.
+fn insert_tasks(
+    tx: &Transaction<'_>,
+    target: &TaskTarget<'_>,
+    packed: &[Packed],
+    files: Option<&PayloadFiles>,
+    now: i64,
+) -> Result<(u64, Option<u64>), StoreError> {
+    let id = target.job;
+    let (task_state, available_at) = if target.released {
+        (TaskState::Queued, Some(first_run(target.timing, now)))
+    } else {
+        (TaskState::Scheduled, None)
+    };
+    let mut insert_task = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO tasks (job_id, key, queue, state, attempt, max_attempts,
+                    rows, payload_bytes, encoding, available_at, created_at, priority)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .db()?;
+    let mut insert_payload = tx
+        .prepare_cached(
+            "INSERT INTO payloads (task_id, data, codec, file_at, file_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .db()?;
+    let mut appender = None;
+    let mut added = 0u64;
+    for (task, codec, data) in packed {
+        let changed = insert_task
+            .execute(rusqlite::params![
+                id,
+                task.key,
+                target.queue,
+                task_state.as_str(),
+                target.max_attempts,
+                to_i64(task.rows, "row count")?,
+                to_i64(task.payload.len() as u64, "payload size")?,
+                task.encoding.as_str(),
+                available_at,
+                now,
+                target.timing.priority
+            ])
+            .db()?;
+        if changed == 1 {
+            let task_id = tx.last_insert_rowid();
+            let data = data.as_deref().unwrap_or(&task.payload);
+            let (inline, file_at, file_bytes) = match files {
+                Some(files) if data.len() >= FILE_MIN_BYTES => {
+                    let to = match &mut appender {
+                        Some(to) => to,
+                        slot => slot.insert(files.appender(id, || referenced_end(tx, id))?),
+                    };
+                    let at = to_i64(to.append(data)?, "payload offset")?;
+                    (
+                        &[][..],
+                        Some(at),
+                        Some(to_i64(data.len() as u64, "payload size")?),
+                    )
+                }
+                _ => (data, None, None),
+            };
+            insert_payload
+                .execute(rusqlite::params![
+                    task_id, inline, codec, file_at, file_bytes
+                ])
+                .db()?;
+            added += 1;
+        }
+    }
+    // The bytes reach the disk before the rows that point at them.
+    let end = appender.map(Appender::sync).transpose()?;
+    Ok((added, end))
+}
+
+/// Inserts callbacks (url, events as JSON) by index, leaving any index the
+/// job has as it is.
+fn insert_callbacks(
+    tx: &Transaction<'_>,
+    job: &str,
+    callbacks: &[(String, String)],
+) -> Result<(), StoreError> {
+    if callbacks.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO callbacks (job_id, idx, url, events) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job_id, idx) DO NOTHING",
+        )
+        .db()?;
+    for (i, (url, events)) in callbacks.iter().enumerate() {
+        insert
+            .execute(rusqlite::params![
+                job,
+                i64::try_from(i).unwrap_or(i64::MAX),
+                url,
+                events
+            ])
+            .db()?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_spec(&self, spec: Spec) -> Result<(), StoreError> {
@@ -891,7 +1043,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_job(&self, job: NewJob) -> Result<(Job, bool), StoreError> {
+    async fn create_job_with(
+        &self,
+        job: NewJob,
+        start: JobStart,
+    ) -> Result<(Job, bool), StoreError> {
         if job.retry.max_attempts == 0 {
             return Err(StoreError::Invalid {
                 message: "retry policy needs max attempts of at least 1".into(),
@@ -906,7 +1062,19 @@ impl Store for SqliteStore {
         let retry = json(&job.retry)?;
         let timing = json(&job.timing)?;
         let ingest = job.ingest.as_ref().map(json).transpose()?;
-        self.write(move |tx, now| {
+        let plan = start
+            .ingest
+            .as_ref()
+            .map(|p| Ok::<_, StoreError>((json(&p.plan)?, p.holder.clone(), millis(p.lease))))
+            .transpose()?;
+        let callbacks = start
+            .callbacks
+            .iter()
+            .map(|c| Ok::<_, StoreError>((c.url.clone(), json(&c.events)?)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let packed = self.pack_tasks(start.tasks).await?;
+        let files = self.files.clone();
+        let (made, created, end) = self.write(move |tx, now| {
             if let Some(key) = &job.key {
                 let existing: Option<String> = tx
                     .prepare_cached("SELECT id FROM jobs WHERE key = ?1")
@@ -915,21 +1083,114 @@ impl Store for SqliteStore {
                     .optional()
                     .db()?;
                 if let Some(id) = existing {
-                    return Ok((require_job(tx, &id)?, false));
+                    return Ok((require_job(tx, &id)?, false, None));
                 }
             }
             let id = JobId::new().to_string();
+            let (plan, holder, until) = match plan {
+                Some((plan, holder, lease)) => {
+                    (Some(plan), Some(holder), Some(now.saturating_add(lease)))
+                }
+                None => (None, None, None),
+            };
             tx.prepare_cached(
                 "INSERT INTO jobs (id, key, spec, queue, params, state, retry, released, ingest,
-                                   created_at, updated_at, timing)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?10)",
+                                   created_at, updated_at, timing, ingest_plan, ingest_holder,
+                                   ingest_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
             )
             .db()?
             .execute(rusqlite::params![
-                id, job.key, job.spec, job.queue, params, retry, !job.hold, ingest, now, timing
+                id, job.key, job.spec, job.queue, params, retry, !job.hold, ingest, now, timing,
+                plan, holder, until
             ])
             .db()?;
-            Ok((require_job(tx, &id)?, true))
+            let mut end = None;
+            if !packed.is_empty() {
+                let retry: RetryPolicy = job.retry;
+                let target = TaskTarget {
+                    job: &id,
+                    queue: &job.queue,
+                    released: !job.hold,
+                    max_attempts: retry.max_attempts,
+                    timing: &job.timing,
+                };
+                end = insert_tasks(tx, &target, &packed, files.as_deref(), now)?.1;
+            }
+            insert_callbacks(tx, &id, &callbacks)?;
+            Ok((require_job(tx, &id)?, true, end))
+        })
+        .await?;
+        if let (Some(files), Some(end)) = (&self.files, end) {
+            files.committed(&made.id.to_string(), end);
+        }
+        Ok((made, created))
+    }
+
+    async fn claim_ingests(
+        &self,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<IngestClaim>, StoreError> {
+        let holder = holder.to_owned();
+        let lease = millis(lease);
+        self.write(move |tx, now| {
+            let ids: Vec<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT id, ingest_plan FROM jobs
+                     WHERE ingest_plan IS NOT NULL AND released = 0 AND state = 'pending'
+                       AND (ingest_until IS NULL OR ingest_until <= ?1)
+                     ORDER BY created_at, id LIMIT ?2",
+                )
+                .db()?
+                .query_map(rusqlite::params![now, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .db()?
+                .collect::<rusqlite::Result<_>>()
+                .db()?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for (id, plan) in ids {
+                tx.prepare_cached(
+                    "UPDATE jobs SET ingest_holder = ?2, ingest_until = ?3 WHERE id = ?1",
+                )
+                .db()?
+                .execute(rusqlite::params![id, holder, now.saturating_add(lease)])
+                .db()?;
+                claimed.push(IngestClaim {
+                    job: require_job(tx, &id)?,
+                    plan: from_json(&plan, "ingest plan")?,
+                });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew_ingest(
+        &self,
+        job: JobId,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let holder = holder.to_owned();
+        let lease = millis(lease);
+        self.write(move |tx, now| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE jobs SET ingest_until = ?3
+                     WHERE id = ?1 AND ingest_holder = ?2 AND ingest_plan IS NOT NULL
+                       AND released = 0 AND state = 'pending'",
+                )
+                .db()?
+                .execute(rusqlite::params![
+                    job.to_string(),
+                    holder,
+                    now.saturating_add(lease)
+                ])
+                .db()?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -938,126 +1199,56 @@ impl Store for SqliteStore {
         if tasks.is_empty() {
             return Ok(0);
         }
-        // Compress before taking the connection, so other calls need not wait.
-        let compress = self.compress;
-        let packed = tokio::task::spawn_blocking(move || {
-            tasks
-                .into_iter()
-                .map(|task| {
-                    let (codec, data) = pack(task.encoding, &task.payload, compress);
-                    (task, codec, data)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let packed = self.pack_tasks(tasks).await?;
         let files = self.files.clone();
-        let (added, end) = self
-            .write(move |tx, now| {
-                let id = job.to_string();
-                let (state, queue, retry, released, timing): (
-                    String,
-                    String,
-                    String,
-                    bool,
-                    Option<String>,
-                ) = tx
-                    .prepare_cached(
-                        "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
-                    )
-                    .db()?
-                    .query_row([&id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })
-                    .optional()
-                    .db()?
-                    .ok_or_else(|| job_not_found(&id))?;
-                let timing = job_timing(timing.as_deref())?;
-                let state: JobState = parse(&state, "job state")?;
-                if matches!(state, JobState::Failed | JobState::Cancelled) {
-                    return Err(StoreError::Conflict {
-                        message: format!("job {id} is {state}; no tasks can be added to it"),
-                    });
-                }
-                let retry: RetryPolicy = from_json(&retry, "retry policy")?;
-                let (task_state, available_at) = if released {
-                    (TaskState::Queued, Some(first_run(&timing, now)))
-                } else {
-                    (TaskState::Scheduled, None)
-                };
-                let mut insert_task = tx
+        let (added, end) = self.write(move |tx, now| {
+            let id = job.to_string();
+            let (state, queue, retry, released, timing): (
+                String,
+                String,
+                String,
+                bool,
+                Option<String>,
+            ) = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO tasks (job_id, key, queue, state, attempt, max_attempts,
-                            rows, payload_bytes, encoding, available_at, created_at, priority)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
                 )
-                .db()?;
-                let mut insert_payload = tx
-                    .prepare_cached(
-                        "INSERT INTO payloads (task_id, data, codec, file_at, file_bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .db()?;
-                let mut appender = None;
-                let mut added = 0u64;
-                for (task, codec, data) in &packed {
-                    let changed = insert_task
-                        .execute(rusqlite::params![
-                            id,
-                            task.key,
-                            queue,
-                            task_state.as_str(),
-                            retry.max_attempts,
-                            to_i64(task.rows, "row count")?,
-                            to_i64(task.payload.len() as u64, "payload size")?,
-                            task.encoding.as_str(),
-                            available_at,
-                            now,
-                            timing.priority
-                        ])
-                        .db()?;
-                    if changed == 1 {
-                        let task_id = tx.last_insert_rowid();
-                        let data = data.as_deref().unwrap_or(&task.payload);
-                        let (inline, file_at, file_bytes) = match &files {
-                            Some(files) if data.len() >= FILE_MIN_BYTES => {
-                                let to = match &mut appender {
-                                    Some(to) => to,
-                                    slot => slot
-                                        .insert(files.appender(&id, || referenced_end(tx, &id))?),
-                                };
-                                let at = to_i64(to.append(data)?, "payload offset")?;
-                                (
-                                    &[][..],
-                                    Some(at),
-                                    Some(to_i64(data.len() as u64, "payload size")?),
-                                )
-                            }
-                            _ => (data, None, None),
-                        };
-                        insert_payload
-                            .execute(rusqlite::params![
-                                task_id, inline, codec, file_at, file_bytes
-                            ])
-                            .db()?;
-                        added += 1;
-                    }
-                }
-                if added > 0 && state == JobState::Succeeded {
-                    // A job released at creation got more work after finishing.
-                    tx.prepare_cached(
-                        "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
+                .db()?
+                .query_row([&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+                .db()?
+                .ok_or_else(|| job_not_found(&id))?;
+            let timing = job_timing(timing.as_deref())?;
+            let state: JobState = parse(&state, "job state")?;
+            if matches!(state, JobState::Failed | JobState::Cancelled) {
+                return Err(StoreError::Conflict {
+                    message: format!("job {id} is {state}; no tasks can be added to it"),
+                });
+            }
+            let retry: RetryPolicy = from_json(&retry, "retry policy")?;
+            let target = TaskTarget {
+                job: &id,
+                queue: &queue,
+                released,
+                max_attempts: retry.max_attempts,
+                timing: &timing,
+            };
+            let (added, end) = insert_tasks(tx, &target, &packed, files.as_deref(), now)?;
+            if added > 0 && state == JobState::Succeeded {
+                // A job released at creation got more work after finishing.
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
                      WHERE id = ?1",
-                    )
-                    .db()?
-                    .execute(rusqlite::params![id, now])
-                    .db()?;
-                }
-                // The bytes reach the disk before the rows that point at them.
-                let end = appender.map(Appender::sync).transpose()?;
-                Ok((added, end))
-            })
-            .await?;
+                )
+                .db()?
+                .execute(rusqlite::params![id, now])
+                .db()?;
+            }
+            Ok((added, end))
+        })
+        .await?;
         if let (Some(files), Some(end)) = (&self.files, end) {
             files.committed(&job.to_string(), end);
         }
@@ -1640,25 +1831,13 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let id = job.to_string();
+        let callbacks = callbacks
+            .iter()
+            .map(|c| Ok::<_, StoreError>((c.url.clone(), json(&c.events)?)))
+            .collect::<Result<Vec<_>, _>>()?;
         self.write(move |tx, _| {
             require_job_exists(tx, &id)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO callbacks (job_id, idx, url, events) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (job_id, idx) DO NOTHING",
-                )
-                .db()?;
-            for (i, c) in callbacks.iter().enumerate() {
-                insert
-                    .execute(rusqlite::params![
-                        id,
-                        i64::try_from(i).unwrap_or(i64::MAX),
-                        c.url,
-                        json(&c.events)?
-                    ])
-                    .db()?;
-            }
-            Ok(())
+            insert_callbacks(tx, &id, &callbacks)
         })
         .await
     }
