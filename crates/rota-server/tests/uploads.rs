@@ -808,12 +808,14 @@ async fn a_one_shot_body_that_fails_to_decode_answers_422_and_is_read_no_further
          Transfer-Encoding: chunked\r\n",
     )
     .await;
-    // Past the records the schema is inferred from, then a bad one; the
-    // body is never finished.
+    // Past the records the schema is inferred from, a bad one, then more,
+    // past the first point where the bytes are synced (16 MiB) and so
+    // decoded; the body is never finished.
     let mut data = ndjson(18_000);
     data.push_str("{\"id\": oops}\n");
-    data.push_str(&ndjson(500));
-    conn.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+    data.push_str(&ndjson(600_000));
+    let first = &data[..17 << 20];
+    conn.write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes())
         .await
         .expect("first chunk");
     let answer = read_answer(&mut conn).await;
