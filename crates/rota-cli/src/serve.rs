@@ -67,13 +67,36 @@ pub(crate) struct ServeArgs {
     /// read again after a restart, to resume them) [default: rota-uploads].
     #[arg(long, env = "ROTA_UPLOAD_DIR", value_name = "DIR")]
     upload_dir: Option<PathBuf>,
-    /// The largest upload accepted [default: 1TiB].
+    /// The largest upload accepted [default: 64GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_upload: Option<u64>,
     /// How long an unfinished upload may go without receiving bytes before it
     /// expires and its job fails [default: 24h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     upload_expiry: Option<Duration>,
+    /// Longest an upload request body may go without a byte before the
+    /// request ends with 408 (what arrived is kept) [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    upload_idle_timeout: Option<Duration>,
+    /// Most unfinished uploads the server holds, over every token (503
+    /// beyond) [default: 128].
+    #[arg(long, value_name = "N")]
+    max_open_uploads: Option<usize>,
+    /// Most unfinished uploads one token holds (429 beyond) [default: 16].
+    #[arg(long, value_name = "N")]
+    max_uploads_per_token: Option<usize>,
+    /// Most bytes the unfinished uploads of one token hold, declared lengths
+    /// counted whole (429 beyond) [default: 256GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_upload_bytes_per_token: Option<u64>,
+    /// Free space the upload directory's file system keeps: uploads that
+    /// would leave less are refused with 507 [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    upload_min_free: Option<u64>,
+    /// Threads writing upload bytes to disk, apart from the store's
+    /// [default: 4].
+    #[arg(long, value_name = "N")]
+    upload_writers: Option<usize>,
     /// A file holding the key callbacks are signed with (HMAC-SHA256; its
     /// bytes, surrounding whitespace trimmed, at least 16). Without one, jobs
     /// with callbacks are refused.
@@ -109,6 +132,12 @@ struct ConfigFile {
     upload_dir: Option<PathBuf>,
     max_upload: Option<String>,
     upload_expiry: Option<String>,
+    upload_idle_timeout: Option<String>,
+    max_open_uploads: Option<usize>,
+    max_uploads_per_token: Option<usize>,
+    max_upload_bytes_per_token: Option<String>,
+    upload_min_free: Option<String>,
+    upload_writers: Option<usize>,
     callback_key_file: Option<PathBuf>,
     #[serde(default)]
     allow_callback: Vec<String>,
@@ -151,6 +180,7 @@ pub(crate) struct Settings {
     upload_dir: PathBuf,
     max_upload: u64,
     upload_expiry: Duration,
+    upload_limits: UploadLimits,
     callback_key_file: Option<PathBuf>,
     allow_callback: Vec<String>,
     max_wait: Duration,
@@ -212,7 +242,7 @@ impl ServeArgs {
                 file.max_upload,
                 parse_size,
             )?
-            .unwrap_or(1 << 40),
+            .unwrap_or(rota_server::DEFAULT_MAX_UPLOAD),
             upload_expiry: pick(
                 self.upload_expiry,
                 config,
@@ -221,6 +251,44 @@ impl ServeArgs {
                 parse_duration,
             )?
             .unwrap_or(Duration::from_secs(24 * 3600)),
+            upload_limits: UploadLimits {
+                idle_timeout: pick(
+                    self.upload_idle_timeout,
+                    config,
+                    "upload_idle_timeout",
+                    file.upload_idle_timeout,
+                    parse_duration,
+                )?
+                .unwrap_or(rota_server::DEFAULT_UPLOAD_IDLE),
+                max_open: self
+                    .max_open_uploads
+                    .or(file.max_open_uploads)
+                    .unwrap_or(rota_server::DEFAULT_MAX_OPEN_UPLOADS),
+                max_open_per_token: self
+                    .max_uploads_per_token
+                    .or(file.max_uploads_per_token)
+                    .unwrap_or(rota_server::DEFAULT_MAX_OPEN_UPLOADS_PER_TOKEN),
+                max_bytes_per_token: pick(
+                    self.max_upload_bytes_per_token,
+                    config,
+                    "max_upload_bytes_per_token",
+                    file.max_upload_bytes_per_token,
+                    parse_size,
+                )?
+                .unwrap_or(rota_server::DEFAULT_MAX_UPLOAD_BYTES_PER_TOKEN),
+                min_free: pick(
+                    self.upload_min_free,
+                    config,
+                    "upload_min_free",
+                    file.upload_min_free,
+                    parse_size,
+                )?
+                .unwrap_or(rota_server::DEFAULT_UPLOAD_MIN_FREE),
+                writers: self
+                    .upload_writers
+                    .or(file.upload_writers)
+                    .unwrap_or(rota_server::DEFAULT_UPLOAD_WRITERS),
+            },
             callback_key_file: self.callback_key_file.or(file.callback_key_file.map(at)),
             allow_callback: or_file(self.allow_callback, file.allow_callback),
             max_wait: pick(
@@ -267,6 +335,17 @@ fn limits(
         metric_queues: file.metric_queues.unwrap_or(d.metric_queues),
         any_host: false,
     })
+}
+
+/// The limits of uploads, resolved (see [`rota_server::UploadConfig`]).
+#[derive(Debug)]
+struct UploadLimits {
+    idle_timeout: Duration,
+    max_open: usize,
+    max_open_per_token: usize,
+    max_bytes_per_token: u64,
+    min_free: u64,
+    writers: usize,
 }
 
 /// A setting: the flag's (or environment's) value if given, else the config
@@ -376,9 +455,15 @@ pub(crate) async fn run(
         sources: crate::units::source_settings(args.profile.as_deref())?,
         max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
         uploads: Some(rota_server::UploadConfig {
-            dir: args.upload_dir.clone(),
             expire_after: args.upload_expiry,
             max_size: args.max_upload,
+            idle_timeout: args.upload_limits.idle_timeout,
+            max_open: args.upload_limits.max_open,
+            max_open_per_token: args.upload_limits.max_open_per_token,
+            max_bytes_per_token: args.upload_limits.max_bytes_per_token,
+            min_free: args.upload_limits.min_free,
+            writers: args.upload_limits.writers,
+            ..rota_server::UploadConfig::new(args.upload_dir.clone())
         }),
         callbacks: rota_server::CallbackConfig {
             key,

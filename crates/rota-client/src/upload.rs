@@ -15,8 +15,58 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use crate::{Client, Error, api_error, transport};
 
 const TUS: &str = "1.0.0";
-/// Retries of a chunk whose request failed, the offset asked anew each time.
-const RETRIES: u32 = 5;
+/// Retries of a request that failed in a way that may pass later (the
+/// network, a busy or full server), the offset asked anew each time.
+const RETRIES: u32 = 8;
+/// The longest wait between two tries, whatever the server asks.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A failed request, and how long the server asked to wait before another
+/// (`Retry-After`).
+struct Failed {
+    error: Error,
+    wait: Option<Duration>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Self { error, wait: None }
+    }
+}
+
+/// The error a refusing answer carries, with its `Retry-After`.
+async fn refused(resp: reqwest::Response) -> Failed {
+    let wait = header(&resp, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    Failed {
+        error: api_error(status, &text),
+        wait,
+    }
+}
+
+/// Whether an upload request that failed may pass when tried again: the
+/// network or the server was unavailable, a body stalled (408), a quota of
+/// the token was reached (429), or the server's disk was full (507).
+fn passes_later(e: &Error) -> bool {
+    e.is_retryable()
+        || matches!(
+            e,
+            Error::Api {
+                status: 408 | 429 | 507,
+                ..
+            }
+        )
+}
+
+/// How long to wait before try `attempt` (from 1): doubling from a second,
+/// at least what the server asked, at most [`MAX_BACKOFF`].
+fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
+    let doubling = Duration::from_millis(500 << attempt.min(8));
+    asked.map_or(doubling, |a| a.max(doubling)).min(MAX_BACKOFF)
+}
 
 /// How to upload.
 #[derive(Clone, Debug)]
@@ -125,11 +175,33 @@ impl Client {
         }
     }
 
+    /// Creates the upload, trying again (a bounded number of times, with
+    /// backoff) while the server answers that it may pass later.
     async fn create(
         &self,
         length: u64,
         opts: &UploadOptions,
     ) -> Result<(String, Option<JobId>), Error> {
+        let mut attempt = 0;
+        loop {
+            match self.create_once(length, opts).await {
+                Ok(made) => return Ok(made),
+                Err(f) if passes_later(&f.error) && attempt < RETRIES => {
+                    attempt += 1;
+                    let wait = backoff(attempt, f.wait);
+                    tracing::warn!(error = %f.error, attempt, wait_s = wait.as_secs_f64(), "the upload was not taken; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    async fn create_once(
+        &self,
+        length: u64,
+        opts: &UploadOptions,
+    ) -> Result<(String, Option<JobId>), Failed> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let metadata: Vec<String> = opts
             .metadata
@@ -145,9 +217,7 @@ impl Client {
             .await
             .map_err(|e| transport(&e))?;
         if resp.status() != StatusCode::CREATED {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(api_error(status, &text));
+            return Err(refused(resp).await);
         }
         let location = header(&resp, "location")
             .ok_or_else(|| Error::Protocol("no Location for the new upload".into()))?;
@@ -155,7 +225,7 @@ impl Client {
     }
 
     /// Sends `chunk` at `offset` with its sha1; returns the new offset.
-    async fn patch(&self, url: &str, offset: u64, chunk: Vec<u8>) -> Result<u64, Error> {
+    async fn patch(&self, url: &str, offset: u64, chunk: Vec<u8>) -> Result<u64, Failed> {
         let sum = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(&chunk));
         let mut req = self
             .http
@@ -170,24 +240,25 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| transport(&e))?;
         if resp.status() == StatusCode::NO_CONTENT {
-            return offset_of(&resp);
+            return Ok(offset_of(&resp)?);
         }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        Err(api_error(status, &text))
+        Err(refused(resp).await)
     }
 
     /// Uploads the file at `path` into a job, in `opts.chunk_size` pieces,
     /// each with its sha1 so the server keeps nothing corrupted. With a
     /// `state_dir`, an upload a previous run left unfinished is resumed at
-    /// the offset the server has. A failed request is retried (the offset
-    /// asked anew) a few times with backoff. `progress` is called after
-    /// every chunk. Returns the upload as it ended.
+    /// the offset the server has. A request that may pass later (the
+    /// network, a busy server, a quota of the token, a full disk on the
+    /// server: 408, 429, 502-504, 507) is tried again, the offset asked
+    /// anew, up to 8 times in a row with a backoff doubling from 1 s (at
+    /// least the server's `Retry-After`, at most 60 s). `progress` is called
+    /// after every chunk. Returns the upload as it ended.
     ///
     /// # Errors
     /// When the file cannot be read, the server refuses the upload (bad
     /// metadata, too large, a decode error that failed its job), or it
-    /// stays unreachable.
+    /// stays unreachable or full through every retry.
     pub async fn upload(
         &self,
         path: &Path,
@@ -254,14 +325,15 @@ impl Client {
                     failures = 0;
                     progress(&report(offset, job));
                 }
-                Err(e)
-                    if (e.is_retryable()
+                Err(Failed { error: e, wait })
+                    if (passes_later(&e)
                         || matches!(&e, Error::Api { code, .. } if code == "offset_mismatch"))
                         && failures < RETRIES =>
                 {
                     failures += 1;
-                    tracing::warn!(error = %e, attempt = failures, "upload request failed; asking the offset and going on");
-                    tokio::time::sleep(Duration::from_millis(500 << failures)).await;
+                    let wait = backoff(failures, wait);
+                    tracing::warn!(error = %e, attempt = failures, wait_s = wait.as_secs_f64(), "upload request failed; asking the offset and going on");
+                    tokio::time::sleep(wait).await;
                     match self.head(&url).await {
                         Ok(Some((at, j))) => {
                             offset = at;
@@ -276,7 +348,7 @@ impl Client {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(e) => return Err(e),
+                Err(f) => return Err(f.error),
             }
         }
         if job.is_none() {
@@ -286,5 +358,40 @@ impl Client {
             let _ = std::fs::remove_file(record);
         }
         Ok(report(offset, job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16) -> Error {
+        Error::Api {
+            status,
+            code: "x".into(),
+            message: "x".into(),
+        }
+    }
+
+    #[test]
+    fn busy_full_and_stalled_servers_are_tried_again_and_refusals_are_not() {
+        for status in [408, 429, 502, 503, 504, 507] {
+            assert!(passes_later(&refusal(status)), "{status}");
+        }
+        for status in [400, 404, 409, 413, 422, 460, 500] {
+            assert!(!passes_later(&refusal(status)), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_backoff_doubles_honours_retry_after_and_is_bounded() {
+        assert_eq!(backoff(1, None), Duration::from_secs(1));
+        assert_eq!(backoff(3, None), Duration::from_secs(4));
+        assert_eq!(
+            backoff(2, Some(Duration::from_secs(10))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(backoff(8, None), MAX_BACKOFF);
+        assert_eq!(backoff(1, Some(Duration::from_secs(3600))), MAX_BACKOFF);
     }
 }

@@ -16,6 +16,10 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(|_| {}).await
+}
+
+async fn server_with(tune: impl FnOnce(&mut rota_server::Config)) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let store =
         rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
@@ -23,11 +27,12 @@ async fn server() -> Server {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let config = rota_server::Config {
+    let mut config = rota_server::Config {
         tokens: rota_server::Tokens::parse("tok-0123456789abcdef admin\n").expect("tokens"),
         uploads: Some(rota_server::UploadConfig::new(dir.path().join("uploads"))),
         ..rota_server::Config::default()
     };
+    tune(&mut config);
     tokio::spawn(async move {
         rota_server::serve(listener, store, config, std::future::pending())
             .await
@@ -189,6 +194,67 @@ async fn an_interrupted_upload_resumes_where_the_server_has_it() {
             .is_none(),
         "the resume record is gone once the upload is done"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_for_a_full_quota_is_tried_again_until_it_passes() {
+    const TOKEN: &str = "upload-token-0123456789";
+    let s = server_with(|c| {
+        c.tokens = rota_server::Tokens::parse(&format!("{TOKEN} schedule\n")).expect("tokens");
+        if let Some(u) = &mut c.uploads {
+            u.max_open_per_token = 1;
+        }
+    })
+    .await;
+    let client = Client::new(s.client.base(), Some(TOKEN.to_owned())).expect("client");
+    // The token's one unfinished upload.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/uploads", s.client.base()))
+        .bearer_auth(TOKEN)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "100")
+        .header("upload-metadata", "spec aW1wb3J0")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let held = format!(
+        "{}{}",
+        s.client.base(),
+        resp.headers()["location"].to_str().expect("location")
+    );
+    let file = s.dir.path().join("rows.ndjson");
+    std::fs::write(&file, "{\"id\":1}\n{\"id\":2}\n").expect("write");
+    let opts = UploadOptions {
+        metadata: vec![
+            ("spec".into(), "import".into()),
+            ("format".into(), "ndjson".into()),
+        ],
+        ..UploadOptions::default()
+    };
+    let upload = {
+        let file = file.clone();
+        tokio::spawn(async move { client.upload(&file, &opts, |_| {}).await })
+    };
+    // Refused (429, Retry-After) until the other upload is gone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!upload.is_finished(), "the client waits and tries again");
+    let resp = http
+        .delete(&held)
+        .bearer_auth(TOKEN)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), reqwest::StatusCode::NO_CONTENT);
+    let done = tokio::time::timeout(Duration::from_secs(60), upload)
+        .await
+        .expect("the retried upload ends within a minute")
+        .expect("task")
+        .expect("the retried upload passes");
+    assert_eq!(done.offset, done.length);
+    assert!(done.job.is_some());
 }
 
 /// Works until dropped.

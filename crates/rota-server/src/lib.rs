@@ -34,7 +34,11 @@ pub use auth::{AllowList, Caller, Scope, Tokens};
 pub use callbacks::CallbackConfig;
 pub use error::ApiError;
 pub use guard::Limits;
-pub use uploads::UploadConfig;
+pub use uploads::{
+    DEFAULT_MAX_OPEN_UPLOADS, DEFAULT_MAX_OPEN_UPLOADS_PER_TOKEN, DEFAULT_MAX_UPLOAD,
+    DEFAULT_MAX_UPLOAD_BYTES_PER_TOKEN, DEFAULT_UPLOAD_IDLE, DEFAULT_UPLOAD_MIN_FREE,
+    DEFAULT_UPLOAD_WRITERS, UploadConfig,
+};
 pub use work::{DEFAULT_INLINE_MAX, LEASE_TOKEN_HEADER, MAX_INLINE};
 pub use ws::HEARTBEAT_MS;
 

@@ -70,18 +70,187 @@ pub struct UploadConfig {
     pub expire_after: Duration,
     /// The largest upload accepted, in bytes.
     pub max_size: u64,
+    /// Longest a request body (a PATCH, a one-shot upload) may go without
+    /// a byte: the request then ends with 408, and what arrived before is
+    /// kept (a tus upload resumes at its recorded offset).
+    pub idle_timeout: Duration,
+    /// Most unfinished uploads the server holds at once, over every token
+    /// (each has an ingest following its bytes); more answer 503.
+    pub max_open: usize,
+    /// Most unfinished uploads one token holds at once; more answer 429.
+    pub max_open_per_token: usize,
+    /// Most bytes the unfinished uploads of one token may hold (a declared
+    /// length counts whole from the start); more answer 429, or 413 for one
+    /// upload larger than this alone.
+    pub max_bytes_per_token: u64,
+    /// Free bytes the file system of `dir` must keep: an upload (or a PATCH)
+    /// that would leave less is refused with 507 and `Retry-After`.
+    pub min_free: u64,
+    /// Threads that write upload bytes to disk (and sync them): a pool of
+    /// their own, apart from the one the store runs on, and held only while
+    /// bytes are written, never while a request waits for them.
+    pub writers: usize,
 }
 
+/// The default of [`UploadConfig::max_size`]: 64 GiB.
+pub const DEFAULT_MAX_UPLOAD: u64 = 64 << 30;
+/// The default of [`UploadConfig::idle_timeout`]: 60 s.
+pub const DEFAULT_UPLOAD_IDLE: Duration = Duration::from_secs(60);
+/// The default of [`UploadConfig::max_open`].
+pub const DEFAULT_MAX_OPEN_UPLOADS: usize = 128;
+/// The default of [`UploadConfig::max_open_per_token`].
+pub const DEFAULT_MAX_OPEN_UPLOADS_PER_TOKEN: usize = 16;
+/// The default of [`UploadConfig::max_bytes_per_token`]: 256 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES_PER_TOKEN: u64 = 256 << 30;
+/// The default of [`UploadConfig::min_free`]: 1 GiB.
+pub const DEFAULT_UPLOAD_MIN_FREE: u64 = 1 << 30;
+/// The default of [`UploadConfig::writers`].
+pub const DEFAULT_UPLOAD_WRITERS: usize = 4;
+
 impl UploadConfig {
-    /// Uploads kept in `dir`, expiring after a day, of at most 1 TiB.
+    /// Uploads kept in `dir`, expiring after a day, with the default limits
+    /// (the `DEFAULT_*` constants).
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             expire_after: Duration::from_secs(24 * 3600),
-            max_size: 1 << 40,
+            max_size: DEFAULT_MAX_UPLOAD,
+            idle_timeout: DEFAULT_UPLOAD_IDLE,
+            max_open: DEFAULT_MAX_OPEN_UPLOADS,
+            max_open_per_token: DEFAULT_MAX_OPEN_UPLOADS_PER_TOKEN,
+            max_bytes_per_token: DEFAULT_MAX_UPLOAD_BYTES_PER_TOKEN,
+            min_free: DEFAULT_UPLOAD_MIN_FREE,
+            writers: DEFAULT_UPLOAD_WRITERS,
         }
     }
+}
+
+/// What a refusal that may pass later (429, 503, 507) asks clients to wait,
+/// in seconds, in `Retry-After`.
+const RETRY_AFTER_SECS: u64 = 10;
+
+/// The threads doing the uploads' disk work. Jobs queue (asynchronously)
+/// when every thread is busy; a request waiting for bytes holds none.
+struct Writers {
+    jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Writers {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("rota-upload-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        match job {
+                            // A panic loses its job's answer, not the thread.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Self {
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    /// Runs `f` on a writer thread; its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| internal("the upload writers stopped".to_owned()))?;
+        rx.await
+            .map_err(|_| internal("an upload writer failed".to_owned()))
+    }
+}
+
+/// The free bytes of the file system holding `dir`, for unprivileged users.
+fn free_space(dir: &FsPath) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Refuses when the file system of `dir` has less than `min_free` bytes
+/// free once `more` are written.
+fn check_room(dir: &FsPath, min_free: u64, more: u64) -> Result<(), ApiError> {
+    let free = free_space(dir).map_err(|e| {
+        internal(format!(
+            "cannot tell the free space of the upload directory: {e}"
+        ))
+    })?;
+    if free < min_free.saturating_add(more) {
+        return Err(insufficient_storage(format!(
+            "the upload directory has {free} bytes free and keeps {min_free} free{}; try again later",
+            if more > 0 {
+                format!(", too few for {more} more")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn insufficient_storage(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_storage",
+        message,
+    )
+}
+
+/// An I/O failure on an upload's files: 507 when the disk or a quota is
+/// full (the client may resume later), else 500.
+fn io_failure(what: &str, id: &str, e: &std::io::Error) -> ApiError {
+    let full = rustix::io::Errno::from_io_error(e).is_some_and(|n| {
+        n == rustix::io::Errno::NOSPC
+            || n == rustix::io::Errno::DQUOT
+            || n == rustix::io::Errno::FBIG
+    });
+    if full {
+        insufficient_storage(format!(
+            "the upload directory is full: cannot {what} upload {id} ({e}); the bytes recorded so far are kept: try again later"
+        ))
+    } else {
+        internal(format!("cannot {what} upload {id}: {e}"))
+    }
+}
+
+/// An error as a response, with `Retry-After` when trying later may pass.
+fn answer(e: ApiError) -> Response {
+    let retry = matches!(
+        e.status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::INSUFFICIENT_STORAGE
+    );
+    let mut response = e.into_response();
+    if retry {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 /// What is recorded of an upload, in `meta.json`.
@@ -101,6 +270,15 @@ struct Meta {
     expires: DateTime<Utc>,
     /// How the upload's ingest ended: `None` while it runs.
     ended: Option<Ended>,
+    /// Who made it: [`crate::Caller::id`] (a name of the token, never the
+    /// token). Records of older versions have none: any token may use them.
+    #[serde(default)]
+    owner: Option<String>,
+    /// The opaque name its bytes are read under (`upload://<source>/<file>`)
+    /// and its job's key is made of, so that neither shows its id. Records
+    /// of older versions have none and use the id, as they did.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 /// How an upload's ingest ended.
@@ -113,6 +291,27 @@ struct Ended {
 impl Meta {
     fn complete(&self) -> bool {
         self.length == Some(self.offset)
+    }
+
+    /// The name the upload's bytes are read under.
+    fn source(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether `caller` may see and change the upload.
+    fn owned_by(&self, caller: &crate::Caller) -> bool {
+        self.owner.as_deref().is_none_or(|o| caller.owns(o))
+    }
+
+    /// Bytes it holds (or will) on disk against its owner's quota: its
+    /// declared length, else what arrived; nothing once its ingest ended
+    /// (its bytes are removed then).
+    fn held(&self) -> u64 {
+        if self.ended.is_some() {
+            0
+        } else {
+            self.length.unwrap_or(self.offset)
+        }
     }
 }
 
@@ -128,17 +327,25 @@ struct Tail {
 /// One upload.
 struct Upload {
     dir: PathBuf,
+    /// The name its bytes are read under ([`Meta::source`]).
+    source: String,
     /// How long it may go without bytes.
     expire_after: chrono::Duration,
     meta: Mutex<Meta>,
     tail: watch::Sender<Tail>,
-    /// Held while a request writes (until its writing thread ends); one
+    /// Held while a request writes (until its writing task ends); one
     /// writer at a time.
     writing: Arc<tokio::sync::Mutex<()>>,
+    /// Held while `meta.json` is changed, so that no change is lost.
+    recording: tokio::sync::Mutex<()>,
+    /// Where its disk work is done.
+    writers: Arc<Writers>,
     /// The ingest filling the upload's job, while it runs.
-    ingest: Mutex<Option<tokio::task::AbortHandle>>,
+    ingest: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set when the ingest ends.
     ended: watch::Sender<Option<Ended>>,
+    /// Set when the upload is forgotten: its files are going away.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 impl Upload {
@@ -161,24 +368,19 @@ impl Upload {
         }
     }
 
-    /// Records `meta` durably, then lets the reader see it.
-    async fn record(&self, meta: Meta) -> Result<(), ApiError> {
-        let dir = self.dir.clone();
-        let copy = meta.clone();
-        tokio::task::spawn_blocking(move || write_meta(&dir, &copy))
-            .await
-            .map_err(|e| internal(format!("upload record thread failed: {e}")))?
-            .map_err(|e| internal(format!("cannot record the upload: {e}")))?;
-        self.publish(meta);
-        Ok(())
-    }
-
-    /// [`Upload::record`], blocking the calling thread.
-    fn record_now(&self, meta: Meta) -> Result<(), ApiError> {
-        write_meta(&self.dir, &meta)
-            .map_err(|e| internal(format!("cannot record the upload: {e}")))?;
-        self.publish(meta);
-        Ok(())
+    /// Changes the upload's record with `change`, durably, then lets the
+    /// reader see it; returns the new record.
+    async fn update(&self, change: impl FnOnce(&mut Meta)) -> Result<Meta, ApiError> {
+        let _recording = self.recording.lock().await;
+        let mut meta = self.meta();
+        change(&mut meta);
+        let (dir, copy) = (self.dir.clone(), meta.clone());
+        self.writers
+            .run(move || write_meta(&dir, &copy))
+            .await?
+            .map_err(|e| io_failure("record", &meta.id, &e))?;
+        self.publish(meta.clone());
+        Ok(meta)
     }
 
     /// Makes a recorded `meta` the upload's, and lets the reader see it.
@@ -209,8 +411,37 @@ fn internal(message: String) -> ApiError {
 /// The uploads a server holds.
 pub(crate) struct Uploads {
     config: UploadConfig,
-    open: Mutex<HashMap<String, Arc<Upload>>>,
+    open: Mutex<Held>,
     metrics: Arc<crate::metrics::Metrics>,
+    writers: Arc<Writers>,
+}
+
+/// The uploads, by id, and those being made, by owner (count, bytes).
+#[derive(Default)]
+struct Held {
+    by_id: HashMap<String, Arc<Upload>>,
+    making: HashMap<String, (usize, u64)>,
+}
+
+/// Room taken for an upload being made, against the quotas; given back
+/// when dropped (the upload, once made, counts itself).
+struct Reserved<'a> {
+    uploads: &'a Uploads,
+    owner: String,
+    bytes: u64,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut held = self.uploads.lock();
+        if let Some((n, bytes)) = held.making.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            *bytes = bytes.saturating_sub(self.bytes);
+            if *n == 0 {
+                held.making.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl Uploads {
@@ -221,6 +452,7 @@ impl Uploads {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.dir)?;
+        let writers = Arc::new(Writers::new(config.writers)?);
         let mut open = HashMap::new();
         for entry in std::fs::read_dir(&config.dir)? {
             let dir = entry?.path();
@@ -242,23 +474,127 @@ impl Uploads {
                 data.sync_all()?;
             }
             let id = meta.id.clone();
-            open.insert(id, Arc::new(new_upload(&config, dir, meta)));
+            open.insert(id, Arc::new(new_upload(&config, &writers, dir, meta)));
         }
         Ok(Arc::new(Self {
             config,
-            open: Mutex::new(open),
+            open: Mutex::new(Held {
+                by_id: open,
+                making: HashMap::new(),
+            }),
             metrics,
+            writers,
         }))
     }
 
     fn get(&self, id: &str) -> Option<Arc<Upload>> {
-        self.lock().get(id).cloned()
+        self.lock().by_id.get(id).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Upload>>> {
+    /// The upload whose bytes are read under `source`.
+    fn by_source(&self, source: &str) -> Option<Arc<Upload>> {
+        self.lock()
+            .by_id
+            .values()
+            .find(|u| u.source == source)
+            .cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes room for a new upload of `owner` declaring `length` bytes, or
+    /// says which limit it would pass.
+    fn reserve(&self, owner: &str, length: Option<u64>) -> Result<Reserved<'_>, ApiError> {
+        let c = &self.config;
+        let bytes = length.unwrap_or(0);
+        if bytes > c.max_bytes_per_token {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "an upload of {bytes} bytes is more than the {} bytes a token's unfinished uploads may hold",
+                    c.max_bytes_per_token
+                ),
+            ));
+        }
+        let mut held = self.lock();
+        let (mut open, mut mine, mut my_bytes) = (0, 0, 0u64);
+        for upload in held.by_id.values() {
+            let meta = upload.meta();
+            if meta.ended.is_some() {
+                continue;
+            }
+            open += 1;
+            if meta.owner.as_deref() == Some(owner) {
+                mine += 1;
+                my_bytes = my_bytes.saturating_add(meta.held());
+            }
+        }
+        for (who, (n, b)) in &held.making {
+            open += n;
+            if who == owner {
+                mine += n;
+                my_bytes = my_bytes.saturating_add(*b);
+            }
+        }
+        if open >= c.max_open {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_uploads",
+                format!(
+                    "the server holds {open} unfinished uploads, the most it takes; try again later"
+                ),
+            ));
+        }
+        if mine >= c.max_open_per_token {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!(
+                    "this token has {mine} unfinished uploads, the most it may have; finish or DELETE one first"
+                ),
+            ));
+        }
+        if my_bytes.saturating_add(bytes) > c.max_bytes_per_token {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "upload_quota",
+                format!(
+                    "this token's unfinished uploads hold {my_bytes} bytes; {bytes} more would pass its quota of {} bytes",
+                    c.max_bytes_per_token
+                ),
+            ));
+        }
+        let entry = held.making.entry(owner.to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.saturating_add(bytes);
+        Ok(Reserved {
+            uploads: self,
+            owner: owner.to_owned(),
+            bytes,
+        })
+    }
+
+    /// The bytes `upload` may still take before its owner's unfinished
+    /// uploads pass their quota.
+    fn room(&self, upload: &Upload) -> u64 {
+        let meta = upload.meta();
+        let Some(owner) = meta.owner.as_deref() else {
+            return u64::MAX;
+        };
+        let held = self.lock();
+        let mut used = held.making.get(owner).map_or(0, |(_, b)| *b);
+        for other in held.by_id.values() {
+            let m = other.meta();
+            if m.owner.as_deref() == Some(owner) {
+                used = used.saturating_add(m.held());
+            }
+        }
+        self.config.max_bytes_per_token.saturating_sub(used)
     }
 
     /// Starts again the ingests of the uploads a stopped server left
@@ -266,6 +602,7 @@ impl Uploads {
     pub(crate) fn resume(self: &Arc<Self>, state: &State) {
         let unfinished: Vec<Arc<Upload>> = self
             .lock()
+            .by_id
             .values()
             .filter(|u| u.meta().ended.is_none())
             .cloned()
@@ -298,6 +635,7 @@ impl Uploads {
         let now = Utc::now();
         let expired: Vec<Arc<Upload>> = self
             .lock()
+            .by_id
             .values()
             .filter(|u| u.meta().expires <= now)
             .cloned()
@@ -318,39 +656,53 @@ impl Uploads {
         }
     }
 
-    /// Stops the upload's ingest, removes its files and forgets it.
+    /// Stops the upload's ingest (and waits until it has stopped, so that
+    /// nothing of it touches the files after), removes its files and
+    /// forgets it.
     async fn forget(&self, upload: &Arc<Upload>, id: &str) {
-        if let Some(abort) = upload
+        upload.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ingest = upload
             .ingest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            abort.abort();
+            .take();
+        if let Some(ingest) = ingest {
+            ingest.abort();
+            let _ = ingest.await;
         }
         let meta = upload.meta();
         upload.tail.send_replace(Upload::tail(&meta, true));
-        self.lock().remove(id);
+        self.lock().by_id.remove(id);
         let dir = upload.dir.clone();
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let removed = self
+            .writers
+            .run(move || match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await;
         if let Ok(Err(e)) = removed {
             tracing::warn!(upload = %id, error = %e, "could not remove an upload's files");
         }
     }
 }
 
-fn new_upload(config: &UploadConfig, dir: PathBuf, meta: Meta) -> Upload {
+fn new_upload(config: &UploadConfig, writers: &Arc<Writers>, dir: PathBuf, meta: Meta) -> Upload {
     let tail = Upload::tail(&meta, false);
     let ended = meta.ended.clone();
     Upload {
         dir,
+        source: meta.source().to_owned(),
         expire_after: chrono::Duration::from_std(config.expire_after)
             .unwrap_or(chrono::Duration::MAX),
         meta: Mutex::new(meta),
         tail: watch::Sender::new(tail),
         writing: Arc::new(tokio::sync::Mutex::new(())),
+        recording: tokio::sync::Mutex::new(()),
+        writers: Arc::clone(writers),
         ingest: Mutex::new(None),
         ended: watch::Sender::new(ended),
+        gone: std::sync::atomic::AtomicBool::new(false),
     }
 }
 
@@ -427,7 +779,7 @@ impl IntoResponse for Tus {
 
 /// A tus error: the JSON error body, with `Tus-Resumable`.
 fn tus_error(e: ApiError) -> Response {
-    let mut response = e.into_response();
+    let mut response = answer(e);
     response
         .headers_mut()
         .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
@@ -438,20 +790,25 @@ fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-/// Checks the token of a request to `/uploads`; returns the uploads.
-fn enabled(state: &State, headers: &HeaderMap) -> Result<Arc<Uploads>, ApiError> {
-    state.config.tokens.check(headers, Some(Scope::Schedule))?;
-    state
+/// Checks the token of a request to `/uploads`; returns the uploads and
+/// who asks.
+fn enabled(state: &State, headers: &HeaderMap) -> Result<(Arc<Uploads>, crate::Caller), ApiError> {
+    let caller = state.config.tokens.caller(headers, Some(Scope::Schedule))?;
+    let uploads = state
         .uploads
         .clone()
-        .ok_or_else(|| ApiError::not_found("uploads are not enabled on this server"))
+        .ok_or_else(|| ApiError::not_found("uploads are not enabled on this server"))?;
+    Ok((uploads, caller))
 }
 
 /// Checks the token and the protocol version a tus request asks for.
-fn admit(state: &State, headers: &HeaderMap) -> Result<Arc<Uploads>, Box<Response>> {
-    let uploads = enabled(state, headers).map_err(|e| Box::new(tus_error(e)))?;
+fn admit(
+    state: &State,
+    headers: &HeaderMap,
+) -> Result<(Arc<Uploads>, crate::Caller), Box<Response>> {
+    let admitted = enabled(state, headers).map_err(|e| Box::new(tus_error(e)))?;
     match headers.get(TUS_RESUMABLE).map(HeaderValue::to_str) {
-        Some(Ok(TUS_VERSION)) => Ok(uploads),
+        Some(Ok(TUS_VERSION)) => Ok(admitted),
         _ => {
             let mut response = tus_error(ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
@@ -530,7 +887,7 @@ fn parse_metadata(text: &str) -> Result<BTreeMap<String, String>, ApiError> {
 /// `filename`, `format`, `schema`, `encoding`, `max_rows`, `max_bytes`,
 /// `payload`, `on_error`, and `option.NAME` for format options. Other keys
 /// (`filetype`, …) are kept but not used.
-fn job_request(id: &str, meta: &BTreeMap<String, String>) -> Result<JobRequest, ApiError> {
+fn job_request(source: &str, meta: &BTreeMap<String, String>) -> Result<JobRequest, ApiError> {
     fn num<T: std::str::FromStr>(
         meta: &BTreeMap<String, String>,
         key: &str,
@@ -582,7 +939,7 @@ fn job_request(id: &str, meta: &BTreeMap<String, String>) -> Result<JobRequest, 
         retry_backoff_ms: num(meta, "retry_backoff_ms")?,
         idempotency_key: meta.get("idempotency_key").cloned(),
         batch: Some(BatchRequest {
-            source: format!("{SCHEME}://{id}/{}", encode_name(name)),
+            source: format!("{SCHEME}://{source}/{}", encode_name(name)),
             recursive: false,
             glob: None,
             exclude: Vec::new(),
@@ -644,11 +1001,12 @@ fn decode_name(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Makes an upload: its directory, its record and its held job, and starts
-/// the ingest that will follow its bytes.
+/// Makes an upload of `caller`: its directory, its record and its held job,
+/// and starts the ingest that will follow its bytes.
 async fn make_upload(
     state: &State,
     uploads: &Arc<Uploads>,
+    caller: &crate::Caller,
     length: Option<u64>,
     raw_metadata: Option<String>,
     metadata: BTreeMap<String, String>,
@@ -659,9 +1017,27 @@ async fn make_upload(
         return Err(too_large(uploads.config.max_size));
     }
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let mut req = job_request(&id, &metadata)?;
+    let source = uuid::Uuid::new_v4().simple().to_string();
+    let mut req = job_request(&source, &metadata)?;
     crate::routes::validate(&req)?;
+    crate::routes::check_key(req.idempotency_key.as_deref())?;
+    if let Some(batch) = &req.batch {
+        crate::routes::within_limits(&state.config.limits, batch)?;
+    }
+    // A key names a job among its caller's only, as on `/schedule`.
+    req.idempotency_key = req
+        .idempotency_key
+        .map(|k| crate::routes::owned_key(caller, &k));
     crate::callbacks::check(&state.config.callbacks, &req.callbacks)?;
+    let reserved = uploads.reserve(&caller.id, length)?;
+    {
+        let (dir, min_free) = (uploads.config.dir.clone(), uploads.config.min_free);
+        let more = length.unwrap_or(0);
+        uploads
+            .writers
+            .run(move || check_room(&dir, min_free, more))
+            .await??;
+    }
     let callbacks = std::mem::take(&mut req.callbacks);
     let (new_job, batch) = crate::routes::new_job(state, req).await?;
     let mut new_job = new_job;
@@ -670,7 +1046,8 @@ async fn make_upload(
         .as_deref()
         .is_none_or(|k| k.starts_with("schedule:"))
     {
-        new_job.key = Some(format!("upload:{id}"));
+        // Opaque: job keys are shown to every reader of `/jobs`.
+        new_job.key = Some(format!("upload:{source}"));
     }
     let batch = batch.ok_or_else(|| internal("an upload's job has no batch".to_owned()))?;
     // Checked before anything is made, so a bad request leaves nothing.
@@ -682,7 +1059,7 @@ async fn make_upload(
             "conflict",
             format!(
                 "a job with idempotency key '{}' exists already ({}); upload under another key",
-                job.key.as_deref().unwrap_or_default(),
+                crate::routes::shown_key(job.key.as_deref().unwrap_or_default()),
                 job.id
             ),
         ));
@@ -711,30 +1088,39 @@ async fn make_upload(
             + chrono::Duration::from_std(uploads.config.expire_after)
                 .unwrap_or(chrono::Duration::MAX),
         ended: None,
+        owner: Some(caller.id.clone()),
+        source: Some(source),
     };
     let dir = uploads.config.dir.join(&id);
     let made = {
         let (dir, meta) = (dir.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir(&dir)?;
-            std::fs::File::create(dir.join("data"))?.sync_all()?;
-            write_meta(&dir, &meta)?;
-            std::fs::File::open(dir.parent().unwrap_or(&dir))?.sync_all()
-        })
-        .await
+        uploads
+            .writers
+            .run(move || {
+                let made = (|| {
+                    std::fs::create_dir(&dir)?;
+                    std::fs::File::create(dir.join("data"))?.sync_all()?;
+                    write_meta(&dir, &meta)?;
+                    std::fs::File::open(dir.parent().unwrap_or(&dir))?.sync_all()
+                })();
+                if made.is_err() {
+                    // Nothing half made stays behind.
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                made
+            })
+            .await?
     };
-    if let Err(e) = made
-        .map_err(std::io::Error::other)
-        .and_then(std::convert::identity)
-    {
+    if let Err(e) = made {
         let _ = state
             .store
             .fail_job(job.id, "the upload could not be stored".to_owned(), None)
             .await;
-        return Err(internal(format!("cannot store upload {id}: {e}")));
+        return Err(io_failure("store", &id, &e));
     }
-    let upload = Arc::new(new_upload(&uploads.config, dir, meta));
-    uploads.lock().insert(id, upload.clone());
+    let upload = Arc::new(new_upload(&uploads.config, &uploads.writers, dir, meta));
+    uploads.lock().by_id.insert(id, upload.clone());
+    drop(reserved);
     start_ingest(state, uploads, &upload)?;
     Ok(upload)
 }
@@ -754,7 +1140,7 @@ fn start_ingest(
     upload: &Arc<Upload>,
 ) -> Result<(), ApiError> {
     let meta = upload.meta();
-    let req = job_request(&meta.id, &meta.metadata)?;
+    let req = job_request(meta.source(), &meta.metadata)?;
     let (job, id) = (meta.job, meta.id.clone());
     let state = state.clone();
     let handle = {
@@ -786,17 +1172,23 @@ fn start_ingest(
                     Err(e.message)
                 }
             };
+            if upload.gone.load(std::sync::atomic::Ordering::SeqCst) {
+                return; // being forgotten: its files are going away
+            }
             let ended = Ended {
                 error: outcome.err(),
             };
-            let mut meta = upload.meta();
-            meta.ended = Some(ended.clone());
-            if let Err(e) = upload.record(meta).await {
-                tracing::warn!(upload = %id, error = %e, "could not record the end of an upload's ingest");
-            }
-            if ended.error.is_none() {
-                // The bytes are in the tasks now.
-                let _ = tokio::fs::remove_file(upload.data()).await;
+            let recorded = upload.update(|m| m.ended = Some(ended.clone())).await;
+            match recorded {
+                // The bytes are in the tasks now, or can never be: their
+                // space is given back at once.
+                Ok(_) => {
+                    let data = upload.data();
+                    let _ = upload.writers.run(move || std::fs::remove_file(data)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "could not record the end of an upload's ingest");
+                }
             }
             upload.ended.send_replace(Some(ended));
         })
@@ -804,13 +1196,13 @@ fn start_ingest(
     *upload
         .ingest
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle.abort_handle());
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
     Ok(())
 }
 
-#[utoipa::path(post, path = "/uploads", tag = "uploads", params(("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Length" = Option<u64>, Header, description = "The size, or"), ("Upload-Defer-Length" = Option<u8>, Header, minimum = 1, maximum = 1, description = "1: the size comes later"), ("Upload-Metadata" = Option<String>, Header, description = "key base64(value) pairs, comma-separated: spec (required), format, max_rows, …")), responses((status = 201, description = "The upload, at `Location`", body = crate::openapi::UploadCreated), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/uploads", tag = "uploads", params(("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Length" = Option<u64>, Header, description = "The size, or"), ("Upload-Defer-Length" = Option<u8>, Header, minimum = 1, maximum = 1, description = "1: the size comes later"), ("Upload-Metadata" = Option<String>, Header, description = "key base64(value) pairs, comma-separated: spec (required), format, max_rows, …")), responses((status = 201, description = "The upload, at `Location`", body = crate::openapi::UploadCreated), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 429, description = "A quota of the token is reached; Retry-After says when to try again", body = crate::openapi::ErrorBody), (status = 503, description = "The server holds the most unfinished uploads it takes; Retry-After", body = crate::openapi::ErrorBody), (status = 507, description = "The upload directory is (nearly) full; Retry-After", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn create(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
-    let uploads = match admit(&state, &headers) {
+    let (uploads, caller) = match admit(&state, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -835,7 +1227,7 @@ pub(crate) async fn create(Extract(state): Extract<State>, headers: HeaderMap) -
             })
             .transpose()?;
         let metadata = parse_metadata(raw.as_deref().unwrap_or_default())?;
-        make_upload(&state, &uploads, length, raw, metadata).await
+        make_upload(&state, &uploads, &caller, length, raw, metadata).await
     }
     .await;
     match made {
@@ -854,10 +1246,12 @@ pub(crate) async fn create(Extract(state): Extract<State>, headers: HeaderMap) -
     }
 }
 
-/// The upload named in a request, or the error to answer.
-fn find(uploads: &Uploads, id: &str) -> Result<Arc<Upload>, ApiError> {
+/// The upload named in a request of `caller`, or the error to answer (an
+/// upload of another token is not found).
+fn find(uploads: &Uploads, id: &str, caller: &crate::Caller) -> Result<Arc<Upload>, ApiError> {
     let upload = uploads
         .get(id)
+        .filter(|u| u.meta().owned_by(caller))
         .ok_or_else(|| ApiError::not_found(format!("no upload {id}")))?;
     let meta = upload.meta();
     if meta.expires <= Utc::now() && !meta.complete() {
@@ -870,24 +1264,36 @@ fn find(uploads: &Uploads, id: &str) -> Result<Arc<Upload>, ApiError> {
     Ok(upload)
 }
 
+/// `Upload-Metadata` as sent, without its `callbacks` (their URLs may carry
+/// secrets, and are shown elsewhere only as origins).
+fn shown_metadata(raw: &str) -> String {
+    raw.split(',')
+        .filter(|pair| {
+            let pair = pair.trim();
+            pair.split_once(' ').map_or(pair, |(k, _)| k) != "callbacks"
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[utoipa::path(head, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0")), responses((status = 200, description = "Upload-Offset, Upload-Length, Upload-Expires and Rota-Job-Id, in headers"), (status = 404, description = "No such upload"), (status = 410, description = "The upload expired"), (status = 401, description = "No valid token"), (status = 403, description = "The token lacks the scope"), (status = 412, description = "Not tus 1.0.0")))]
 pub(crate) async fn head(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let uploads = match admit(&state, &headers) {
+    let (uploads, caller) = match admit(&state, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
-    match find(&uploads, &id) {
+    match find(&uploads, &id, &caller) {
         Ok(upload) => {
             let meta = upload.meta();
             let mut out = Tus::new(StatusCode::OK)
                 .header(axum::http::header::CACHE_CONTROL, "no-store")
                 .position(&meta);
             if let Some(raw) = &meta.raw_metadata {
-                out = out.header(UPLOAD_METADATA, raw);
+                out = out.header(UPLOAD_METADATA, shown_metadata(raw));
             }
             out.into_response()
         }
@@ -905,11 +1311,11 @@ pub(crate) async fn info(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let uploads = match enabled(&state, &headers) {
+    let (uploads, caller) = match enabled(&state, &headers) {
         Ok(u) => u,
-        Err(e) => return e.into_response(),
+        Err(e) => return answer(e),
     };
-    match find(&uploads, &id) {
+    match find(&uploads, &id, &caller) {
         Ok(upload) => {
             let meta = upload.meta();
             axum::Json(json!({
@@ -925,23 +1331,23 @@ pub(crate) async fn info(
             }))
             .into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => answer(e),
     }
 }
 
-#[utoipa::path(patch, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Offset" = u64, Header, description = "Where the body goes"), ("Upload-Checksum" = Option<String>, Header, description = "sha1 base64(digest)")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "Appended; the new Upload-Offset in a header"), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "Upload-Offset is not the upload's", body = crate::openapi::ErrorBody), (status = 410, description = "The upload expired", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "Not application/offset+octet-stream", body = crate::openapi::ErrorBody), (status = 422, description = "The upload's job failed", body = crate::openapi::ErrorBody), (status = 460, description = "The body does not match Upload-Checksum", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(patch, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Offset" = u64, Header, description = "Where the body goes"), ("Upload-Checksum" = Option<String>, Header, description = "sha1 base64(digest)")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "Appended; the new Upload-Offset in a header"), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "Upload-Offset is not the upload's", body = crate::openapi::ErrorBody), (status = 410, description = "The upload expired", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "Not application/offset+octet-stream", body = crate::openapi::ErrorBody), (status = 422, description = "The upload's job failed", body = crate::openapi::ErrorBody), (status = 460, description = "The body does not match Upload-Checksum", body = crate::openapi::ErrorBody), (status = 408, description = "No byte arrived for the idle timeout; what arrived before is kept", body = crate::openapi::ErrorBody), (status = 429, description = "The token's byte quota is reached; Retry-After", body = crate::openapi::ErrorBody), (status = 507, description = "The upload directory is (nearly) full; the bytes recorded so far are kept; Retry-After", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn patch(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let uploads = match admit(&state, &headers) {
+    let (uploads, caller) = match admit(&state, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
     let written = async {
-        let upload = find(&uploads, &id)?;
+        let upload = find(&uploads, &id, &caller)?;
         let content_type = headers
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
@@ -998,10 +1404,35 @@ fn parse_checksum(text: &str) -> Result<Vec<u8>, ApiError> {
         })
 }
 
+/// The refusal of more bytes for an upload whose ingest failed.
+fn ingest_failed(error: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ingest_failed",
+        format!("the upload's job failed, so it takes no more bytes: {error}"),
+    )
+}
+
+/// Waits until the upload's ingest fails; its error.
+async fn failure(ended: &mut watch::Receiver<Option<Ended>>) -> ApiError {
+    let error = ended
+        .wait_for(|e| e.as_ref().is_some_and(|e| e.error.is_some()))
+        .await
+        .ok()
+        .and_then(|e| e.as_ref().and_then(|e| e.error.clone()));
+    match error {
+        Some(error) => ingest_failed(&error),
+        // The upload is gone: nothing more to wait for.
+        None => std::future::pending::<ApiError>().await,
+    }
+}
+
 /// Appends a request body to an upload at `offset`. Without a checksum the
 /// bytes are synced and recorded every [`SYNC_EVERY`] bytes, so a request
-/// that breaks keeps what arrived before; with one, nothing is recorded
-/// unless the whole body matches it.
+/// that breaks (or goes idle for [`UploadConfig::idle_timeout`], or finds
+/// the disk full) keeps what arrived before; with one, nothing is recorded
+/// unless the whole body matches it. Reading stops as soon as the upload's
+/// ingest fails.
 async fn append(
     uploads: &Uploads,
     upload: &Arc<Upload>,
@@ -1011,15 +1442,11 @@ async fn append(
     mut body: impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin,
 ) -> Result<(), ApiError> {
     let writing = Arc::clone(&upload.writing).lock_owned().await;
-    let mut meta = upload.meta();
+    let meta = upload.meta();
     if let Some(ended) = &meta.ended
         && let Some(error) = &ended.error
     {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ingest_failed",
-            format!("the upload's job failed, so it takes no more bytes: {error}"),
-        ));
+        return Err(ingest_failed(error));
     }
     if offset != meta.offset {
         return Err(ApiError::new(
@@ -1031,7 +1458,7 @@ async fn append(
             ),
         ));
     }
-    match (meta.length, length) {
+    let meta = match (meta.length, length) {
         (Some(known), Some(given)) if known != given => {
             return Err(ApiError::invalid(format!(
                 "the upload's length is {known} bytes and cannot change"
@@ -1046,41 +1473,79 @@ async fn append(
             if given > uploads.config.max_size {
                 return Err(too_large(uploads.config.max_size));
             }
-            meta.length = Some(given);
-            upload.record(meta.clone()).await?;
+            let room = uploads.room(upload);
+            if given - meta.offset > room {
+                return Err(quota_reached(room));
+            }
+            upload.update(|m| m.length = Some(given)).await?
         }
-        _ => {}
-    }
-    let limit = meta.length.unwrap_or(uploads.config.max_size);
-    // A thread writes (and syncs) the bytes while this task receives more.
+        _ => meta,
+    };
+    let (dir, min_free) = (uploads.config.dir.clone(), uploads.config.min_free);
+    uploads
+        .writers
+        .run(move || check_room(&dir, min_free, 0))
+        .await??;
+    // A deferred length: the upload may grow up to the largest size, and as
+    // far as its owner's quota has room.
+    let (limit, quota) = match meta.length {
+        Some(n) => (n, u64::MAX),
+        None => (
+            uploads.config.max_size,
+            meta.offset.saturating_add(uploads.room(upload)),
+        ),
+    };
+    // A task writes (and syncs) the bytes on the writer threads while this
+    // one receives more.
     let (tx, rx) = tokio::sync::mpsc::channel(WRITES_AHEAD);
     let writer = {
         let upload = Arc::clone(upload);
         let metrics = Arc::clone(&uploads.metrics);
-        let meta = meta.clone();
         let sync_as_it_goes = checksum.is_none();
-        // The thread holds the upload until it ends, even if this request
-        // is dropped before it.
-        tokio::task::spawn_blocking(move || {
+        let (dir, min_free) = (uploads.config.dir.clone(), uploads.config.min_free);
+        // The task holds the upload until it ends, even if this request is
+        // dropped before it.
+        tokio::spawn(async move {
             let _writing = writing;
-            write_body(&upload, meta, sync_as_it_goes, rx, &metrics)
+            write_body(&upload, sync_as_it_goes, rx, &metrics, &dir, min_free).await
         })
     };
+    let idle = uploads.config.idle_timeout;
+    let mut ended = upload.ended.subscribe();
     let mut hasher = checksum.as_ref().map(|_| sha1::Sha1::new());
     let mut at = offset;
     let mut batch = Vec::new();
     let mut batched = 0;
+    let mut failed = None;
     let received = loop {
-        let chunk = match body.next().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, body.next()) => next,
+            e = failure(&mut ended) => {
+                failed = Some(e);
+                break Ok(());
+            }
+        };
+        let chunk = match next {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => {
                 break Err(ApiError::invalid(format!(
                     "the request body broke off: {e}"
                 )));
             }
-            None => break Ok(()),
+            Ok(None) => break Ok(()),
+            Err(_) => {
+                break Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "idle_timeout",
+                    format!(
+                        "no byte arrived for {} s; what arrived before is kept: ask the offset with HEAD and resume there",
+                        idle.as_secs_f64()
+                    ),
+                ));
+            }
         };
-        if at + chunk.len() as u64 > limit {
+        let end = at + chunk.len() as u64;
+        if end > limit {
             break Err(if meta.length.is_some() {
                 ApiError::invalid(format!(
                     "the body goes past the upload's length of {limit} bytes"
@@ -1089,10 +1554,13 @@ async fn append(
                 too_large(limit)
             });
         }
+        if end > quota {
+            break Err(quota_reached(quota - meta.offset));
+        }
         if let Some(h) = &mut hasher {
             h.update(&chunk);
         }
-        at += chunk.len() as u64;
+        at = end;
         batched += chunk.len();
         batch.push(chunk);
         if batched >= WRITE_CHUNK {
@@ -1107,20 +1575,25 @@ async fn append(
         }
     };
     // Without a checksum what arrived is kept, even from a body that broke
-    // off; with one, only a whole body that matches it.
+    // off; with one, only a whole body that matches it. Nothing is kept
+    // for an ingest that failed.
     let matches = match (hasher, &checksum) {
         (Some(h), Some(want)) => received.is_ok() && h.finalize().as_slice() == want.as_slice(),
         _ => true,
     };
-    let keep = checksum.is_none() || matches;
+    let keep = failed.is_none() && (checksum.is_none() || matches);
     if keep {
         let _ = tx.send(Write::Bytes(batch)).await;
         let _ = tx.send(Write::Commit).await;
     }
     drop(tx);
-    writer
+    let written = writer
         .await
-        .map_err(|e| internal(format!("upload write thread failed: {e}")))??;
+        .map_err(|e| internal(format!("upload write task failed: {e}")))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    written?;
     received?;
     if !matches {
         return Err(ApiError::new(
@@ -1132,12 +1605,22 @@ async fn append(
     Ok(())
 }
 
+fn quota_reached(room: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "upload_quota",
+        format!(
+            "the unfinished uploads of this token would pass their byte quota: this upload has room for {room} more bytes; what arrived before is kept, try again once others have finished"
+        ),
+    )
+}
+
 /// Bytes of a request body gathered into one write.
 const WRITE_CHUNK: usize = 4 << 20;
-/// Writes queued for the writing thread while it writes or syncs.
+/// Writes queued for the writing task while it writes or syncs.
 const WRITES_AHEAD: usize = 4;
 
-/// What the task receiving a body asks of the thread writing it.
+/// What the task receiving a body asks of the task writing it.
 enum Write {
     /// Write these bytes next.
     Bytes(Vec<axum::body::Bytes>),
@@ -1147,50 +1630,121 @@ enum Write {
 }
 
 /// Writes a request body into an upload's file from its recorded offset, as
-/// [`append`] receives it: synced and recorded every [`SYNC_EVERY`] bytes
-/// when `sync_as_it_goes`, and on [`Write::Commit`].
-fn write_body(
+/// [`append`] receives it, on the writer threads: synced and recorded every
+/// [`SYNC_EVERY`] bytes when `sync_as_it_goes`, and on [`Write::Commit`].
+/// Before each write the file system must keep `min_free` bytes free (else
+/// what was written is kept, when `sync_as_it_goes`, and 507 answered). A
+/// write that fails leaves the file at its recorded offset.
+async fn write_body(
     upload: &Upload,
-    mut meta: Meta,
     sync_as_it_goes: bool,
     mut rx: tokio::sync::mpsc::Receiver<Write>,
     metrics: &crate::metrics::Metrics,
+    dir: &FsPath,
+    min_free: u64,
 ) -> Result<(), ApiError> {
     use std::io::Seek as _;
-    let id = meta.id.clone();
-    let failed =
-        |what: &str, e: std::io::Error| internal(format!("cannot {what} upload {id}: {e}"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(upload.data())
-        .map_err(|e| failed("open", e))?;
-    file.seek(std::io::SeekFrom::Start(meta.offset))
-        .map_err(|e| failed("seek in", e))?;
-    let mut at = meta.offset;
-    let commit = |file: &std::fs::File, meta: &mut Meta, at: u64| {
-        file.sync_data().map_err(|e| failed("sync", e))?;
-        metrics.uploaded(at - meta.offset);
-        meta.offset = at;
-        meta.expires = Utc::now() + upload.expire_after;
-        upload.record_now(meta.clone())
+    let writers = &upload.writers;
+    let start = upload.meta();
+    let (id, mut recorded) = (start.id, start.offset);
+    let mut file = {
+        let (id, data) = (id.clone(), upload.data());
+        let opened = writers
+            .run(move || {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(data)
+                    .map_err(|e| io_failure("open", &id, &e))?;
+                file.seek(std::io::SeekFrom::Start(recorded))
+                    .map_err(|e| io_failure("seek in", &id, &e))?;
+                Ok::<_, ApiError>(file)
+            })
+            .await??;
+        Some(opened)
     };
-    while let Some(write) = rx.blocking_recv() {
-        match write {
-            Write::Bytes(chunks) => {
-                at += write_chunks(&mut file, &chunks).map_err(|e| failed("write", e))?;
-                if sync_as_it_goes && at - meta.offset >= SYNC_EVERY as u64 {
-                    commit(&file, &mut meta, at)?;
+    let mut at = recorded;
+    let outcome = async {
+        // Syncs the file and records its bytes up to `at`.
+        macro_rules! commit {
+            () => {{
+                let id = id.clone();
+                with_file(writers, &mut file, move |f| {
+                    f.sync_data().map_err(|e| io_failure("sync", &id, &e))
+                })
+                .await??;
+                let expire_after = upload.expire_after;
+                upload
+                    .update(|m| {
+                        m.offset = at;
+                        m.expires = Utc::now() + expire_after;
+                    })
+                    .await?;
+                metrics.uploaded(at - recorded);
+                recorded = at;
+            }};
+        }
+        while let Some(write) = rx.recv().await {
+            match write {
+                Write::Bytes(chunks) => {
+                    let (id, dir) = (id.clone(), dir.to_owned());
+                    let written = with_file(writers, &mut file, move |f| {
+                        check_room(&dir, min_free, 0).and_then(|()| {
+                            write_chunks(f, &chunks).map_err(|e| io_failure("write", &id, &e))
+                        })
+                    })
+                    .await?;
+                    match written {
+                        Ok(n) => at += n,
+                        Err(e) if e.code == "insufficient_storage" && sync_as_it_goes => {
+                            // What was written before is kept.
+                            if at > recorded {
+                                commit!();
+                            }
+                            return Err(e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    if sync_as_it_goes && at - recorded >= SYNC_EVERY as u64 {
+                        commit!();
+                    }
                 }
-            }
-            Write::Commit => {
-                if at > meta.offset {
-                    commit(&file, &mut meta, at)?;
+                Write::Commit => {
+                    if at > recorded {
+                        commit!();
+                    }
+                    break;
                 }
-                break;
             }
         }
+        Ok::<(), ApiError>(())
     }
-    Ok(())
+    .await;
+    if outcome.is_err() {
+        // Bytes past the recorded offset would only take space: they go.
+        let recorded = upload.meta().offset;
+        let _ = with_file(writers, &mut file, move |f| f.set_len(recorded)).await;
+    }
+    outcome
+}
+
+/// Runs `f` on an upload's open file on a writer thread; the file comes
+/// back in `file` (lost only if `f` panics).
+async fn with_file<T: Send + 'static>(
+    writers: &Writers,
+    file: &mut Option<std::fs::File>,
+    f: impl FnOnce(&mut std::fs::File) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let mut taken = file
+        .take()
+        .ok_or_else(|| internal("an upload's file was lost by a failed write".to_owned()))?;
+    let (back, out) = writers
+        .run(move || {
+            let out = f(&mut taken);
+            (taken, out)
+        })
+        .await?;
+    *file = Some(back);
+    Ok(out)
 }
 
 /// Writes every byte of `chunks`, as few system calls as it takes; returns
@@ -1220,11 +1774,11 @@ pub(crate) async fn terminate(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let uploads = match admit(&state, &headers) {
+    let (uploads, caller) = match admit(&state, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
-    let upload = match uploads.get(&id) {
+    let upload = match uploads.get(&id).filter(|u| u.meta().owned_by(&caller)) {
         Some(u) => u,
         None => return tus_error(ApiError::not_found(format!("no upload {id}"))),
     };
@@ -1243,53 +1797,62 @@ pub(crate) async fn terminate(
 // ---- one shot --------------------------------------------------------------
 
 /// `POST /uploads/stream?spec=…&format=…`: the body (chunked or not) is the
-/// data; the answer comes when its job is made, with the job. The query
-/// takes the same keys as tus `Upload-Metadata`.
-#[utoipa::path(post, path = "/uploads/stream", tag = "uploads", params(("spec" = String, Query, min_length = 1, pattern = r"\S", description = "The job's spec; the other Upload-Metadata keys are query parameters too")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "The whole body became the job's tasks", body = rota_core::Job), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A record did not decode", body = crate::openapi::ErrorBody)))]
+/// data; the answer comes when its job is made, with the job, or with 422
+/// as soon as a record fails to decode (the rest of the body is not read).
+/// The query takes the same keys as tus `Upload-Metadata`.
+#[utoipa::path(post, path = "/uploads/stream", tag = "uploads", params(("spec" = String, Query, min_length = 1, pattern = r"\S", description = "The job's spec; the other Upload-Metadata keys are query parameters too")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "The whole body became the job's tasks", body = rota_core::Job), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 422, description = "A record did not decode", body = crate::openapi::ErrorBody), (status = 408, description = "No byte arrived for the idle timeout; what arrived before is kept", body = crate::openapi::ErrorBody), (status = 429, description = "A quota of the token is reached; Retry-After says when to try again", body = crate::openapi::ErrorBody), (status = 503, description = "The server holds the most unfinished uploads it takes; Retry-After", body = crate::openapi::ErrorBody), (status = 507, description = "The upload directory is (nearly) full; Retry-After", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn one_shot(
     Extract(state): Extract<State>,
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
     body: Body,
 ) -> Response {
-    let uploads = match enabled(&state, &headers) {
+    let (uploads, caller) = match enabled(&state, &headers) {
         Ok(u) => u,
-        Err(e) => return e.into_response(),
+        Err(e) => return answer(e),
     };
     let done = async {
-        let upload = make_upload(&state, &uploads, None, None, query).await?;
+        let upload = make_upload(&state, &uploads, &caller, None, None, query).await?;
         let mut ended = upload.ended.subscribe();
         let appended = append(&uploads, &upload, 0, None, None, body.into_data_stream()).await;
         if let Err(e) = appended {
             let meta = upload.meta();
-            let _ = state
-                .store
-                .fail_job(
-                    meta.job,
-                    format!("the upload broke off: {}", e.message),
-                    None,
-                )
-                .await;
+            let failed = meta.ended.as_ref().is_some_and(|e| e.error.is_some());
+            if !failed {
+                let _ = state
+                    .store
+                    .fail_job(
+                        meta.job,
+                        format!("the upload broke off: {}", e.message),
+                        None,
+                    )
+                    .await;
+            }
             uploads.forget(&upload, &meta.id).await;
             return Err(e);
         }
         // The length is what arrived: the ingest may finish.
         {
             let _writing = upload.writing.lock().await;
-            let mut meta = upload.meta();
-            meta.length = Some(meta.offset);
-            upload.record(meta).await?;
+            upload.update(|m| m.length = Some(m.offset)).await?;
         }
         let _ = ended.wait_for(Option::is_some).await;
         let meta = upload.meta();
-        let job = crate::routes::load_job(&state, &meta.job.to_string()).await?;
         uploads.forget(&upload, &meta.id).await;
+        if let Some(error) = meta.ended.and_then(|e| e.error) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ingest_failed",
+                error,
+            ));
+        }
+        let job = crate::routes::load_job(&state, &meta.job.to_string()).await?;
         Ok::<_, ApiError>(job)
     }
     .await;
     match done {
         Ok(job) => (StatusCode::CREATED, axum::Json(json!(job))).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => answer(e),
     }
 }
 
@@ -1311,7 +1874,7 @@ impl UploadSource {
             .ok_or_else(not_found)?;
         let (id, name) = rest.split_once('/').ok_or_else(not_found)?;
         let uploads = self.uploads.upgrade().ok_or_else(not_found)?;
-        let upload = uploads.get(id).ok_or_else(not_found)?;
+        let upload = uploads.by_source(id).ok_or_else(not_found)?;
         Ok((upload, decode_name(name)))
     }
 }
@@ -1439,5 +2002,41 @@ impl ByteStream for Following {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_an_older_version_is_read_under_its_id_by_any_token() {
+        // `meta.json` as versions without owners and opaque sources wrote it.
+        let old = r#"{"id":"0190e5a1b2c3","job":"0190e5a1-b2c3-7def-8123-456789abcdef",
+            "length":10,"offset":4,"raw_metadata":"spec bG9hZA==",
+            "metadata":{"spec":"load"},"created":"2026-01-01T00:00:00Z",
+            "expires":"2026-01-02T00:00:00Z","ended":null}"#;
+        let meta: Meta = serde_json::from_str(old).expect("an old record reads");
+        assert_eq!(meta.source(), "0190e5a1b2c3");
+        assert!(meta.owned_by(&crate::Caller {
+            id: "anyone".into(),
+            admin: false
+        }));
+        assert_eq!(meta.held(), 10);
+        let request = job_request(meta.source(), &meta.metadata).expect("request");
+        assert_eq!(
+            request.batch.expect("batch").source,
+            "upload://0190e5a1b2c3/upload"
+        );
+    }
+
+    #[test]
+    fn head_leaves_callbacks_out_of_the_metadata() {
+        assert_eq!(
+            shown_metadata("spec bG9hZA==,callbacks aHR0cDovL3g=,format bmRqc29u"),
+            "spec bG9hZA==,format bmRqc29u"
+        );
+        assert_eq!(shown_metadata("callbacks aHR0cDovL3g="), "");
+        assert_eq!(shown_metadata("spec bG9hZA=="), "spec bG9hZA==");
     }
 }

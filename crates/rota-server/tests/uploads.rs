@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use rota_core::{JobId, Store, TaskFilter};
 use serde_json::Value;
 use sha1::Digest as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 struct Server {
     url: String,
@@ -195,7 +196,7 @@ async fn options_say_the_version_extensions_and_checksum_algorithms() {
         assert!(extensions.split(',').any(|e| e == ext), "{extensions}");
     }
     assert_eq!(header(&resp, "tus-checksum-algorithm"), "sha1");
-    assert_eq!(header(&resp, "tus-max-size"), (1u64 << 40).to_string());
+    assert_eq!(header(&resp, "tus-max-size"), (64u64 << 30).to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,6 +640,441 @@ async fn a_body_that_breaks_off_keeps_what_arrived_and_the_upload_resumes_there(
     let job = s.ingested(job).await;
     let report = job.ingest.expect("report");
     assert_eq!((report.rows, report.tasks), (700_000, 70));
+    let (_, all) = s.payloads(job.id).await;
+    assert!(all == data, "every row once, in order");
+}
+
+/// Lets this process open `n` files (each socket is one), up to its hard
+/// limit.
+fn allow_open_files(n: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_some_and(|c| c < n) {
+        let want = now.maximum.map_or(n, |m| m.min(n));
+        setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(want),
+                maximum: now.maximum,
+            },
+        )
+        .expect("raise the open-file limit");
+    }
+}
+
+/// Sends the head of a request on a new connection; the connection stays
+/// open, its body unsent (or sent by the caller).
+async fn open_request(url: &str, head: &str) -> tokio::net::TcpStream {
+    let addr = url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(format!("{head}Host: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("write the head");
+    conn
+}
+
+/// Reads an answer: its status line, headers and (`Content-Length`) body.
+async fn read_answer(conn: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return;
+                }
+            }
+            // A reset after the answer ends it too.
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_idle_patches_leave_healthz_and_claims_answering() {
+    allow_open_files(4096);
+    let s = Server::start(|c| {
+        if let Some(u) = &mut c.uploads {
+            u.max_open = 1000;
+            u.max_open_per_token = 1000;
+        }
+    })
+    .await;
+    let mut paths = Vec::new();
+    for _ in 0..600 {
+        paths.push(s.create(Some(1000), &ndjson_meta()).await.0);
+    }
+    // Each PATCH announces a chunked body and never sends a byte of it.
+    let mut idle = Vec::new();
+    for path in &paths {
+        idle.push(
+            open_request(
+                &s.url,
+                &format!(
+                    "PATCH {path} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n\
+                     Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n\
+                     Transfer-Encoding: chunked\r\n"
+                ),
+            )
+            .await,
+        );
+    }
+    // Let the server take every one of them in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let within = Duration::from_secs(20);
+    let health = tokio::time::timeout(within, s.client.get(format!("{}/healthz", s.url)).send())
+        .await
+        .expect("/healthz answers while 600 PATCHes wait for bytes")
+        .expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    let claim = tokio::time::timeout(
+        within,
+        s.client
+            .post(format!("{}/work/claim", s.url))
+            .json(&serde_json::json!({ "worker": "w" }))
+            .send(),
+    )
+    .await
+    .expect("a claim answers while 600 PATCHes wait for bytes")
+    .expect("claim");
+    assert_eq!(claim.status(), StatusCode::OK);
+    // Another upload still goes through, start to end.
+    let data = ndjson(10);
+    let (path, job) = s.create(Some(data.len()), &ndjson_meta()).await;
+    let resp = tokio::time::timeout(within, s.patch(&path, 0, data.as_bytes()).send())
+        .await
+        .expect("a PATCH with bytes answers")
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(s.ingested(job).await.released);
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_idle_past_the_timeout_ends_with_408_and_keeps_what_arrived() {
+    let s = Server::start(|c| {
+        if let Some(u) = &mut c.uploads {
+            u.idle_timeout = Duration::from_millis(300);
+        }
+    })
+    .await;
+    let data = ndjson(50);
+    let (path, _) = s.create(Some(data.len()), &ndjson_meta()).await;
+    let mut conn = open_request(
+        &s.url,
+        &format!(
+            "PATCH {path} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n\
+             Content-Length: {}\r\n",
+            data.len()
+        ),
+    )
+    .await;
+    conn.write_all(&data.as_bytes()[..100]).await.expect("part");
+    let answer = read_answer(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("idle_timeout"), "{answer}");
+    assert_eq!(s.offset(&path).await, 100, "what arrived is kept");
+    let resp = s
+        .patch(&path, 100, &data.as_bytes()[100..])
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_body_that_fails_to_decode_answers_422_and_is_read_no_further() {
+    let s = Server::start(|_| {}).await;
+    let mut conn = open_request(
+        &s.url,
+        "POST /uploads/stream?spec=load&format=ndjson&filename=rows.ndjson HTTP/1.1\r\n\
+         Transfer-Encoding: chunked\r\n",
+    )
+    .await;
+    // Past the records the schema is inferred from, a bad one, then more,
+    // past the first point where the bytes are synced (16 MiB) and so
+    // decoded; the body is never finished.
+    let mut data = ndjson(18_000);
+    data.push_str("{\"id\": oops}\n");
+    data.push_str(&ndjson(600_000));
+    let first = &data[..17 << 20];
+    conn.write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes())
+        .await
+        .expect("first chunk");
+    let answer = read_answer(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+    assert!(
+        answer.contains("rows.ndjson") && answer.contains("line 18001"),
+        "the error says where: {answer}"
+    );
+    // Nothing of the upload stays on disk, and its job failed.
+    let jobs = s
+        .store
+        .list_jobs(rota_core::JobFilter {
+            limit: 10,
+            ..rota_core::JobFilter::default()
+        })
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, rota_core::JobState::Failed, "{:?}", jobs[0]);
+    let left = std::fs::read_dir(s._dir.path().join("uploads"))
+        .expect("upload dir")
+        .count();
+    assert_eq!(left, 0, "the failed upload's files are gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_refuses_uploads_with_507_and_retry_after() {
+    let s = Server::start(|c| {
+        if let Some(u) = &mut c.uploads {
+            // More than any disk has free: the check trips.
+            u.min_free = u64::MAX / 2;
+        }
+    })
+    .await;
+    let resp = s
+        .creation(Some(10), &ndjson_meta())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(header(&resp, "retry-after"), "10");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+    let resp = s
+        .client
+        .post(format!("{}/uploads/stream?spec=load&format=ndjson", s.url))
+        .body(ndjson(3))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(header(&resp, "retry-after"), "10");
+    let jobs = s
+        .store
+        .list_jobs(rota_core::JobFilter {
+            limit: 10,
+            ..rota_core::JobFilter::default()
+        })
+        .await
+        .expect("jobs");
+    assert!(jobs.is_empty(), "a refused upload makes no job: {jobs:?}");
+}
+
+const ONE: &str = "one-token-0123456789";
+const TWO: &str = "two-token-0123456789";
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+const ROOT: &str = "root-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_of_open_uploads_and_bytes_answer_429_413_and_503() {
+    let s = Server::start(|c| {
+        c.tokens = rota_server::Tokens::parse(
+            "one-token-0123456789 schedule\ntwo-token-0123456789 schedule\n",
+        )
+        .expect("tokens");
+        if let Some(u) = &mut c.uploads {
+            u.max_open = 3;
+            u.max_open_per_token = 2;
+            u.max_bytes_per_token = 1000;
+        }
+    })
+    .await;
+    let create = |token: &'static str, length: Option<usize>| {
+        s.creation(length, &ndjson_meta()).bearer_auth(token)
+    };
+    let a = create(ONE, Some(800)).send().await.expect("create");
+    assert_eq!(a.status(), StatusCode::CREATED);
+    // Bytes: 800 held, 300 more would pass 1000.
+    let resp = create(ONE, Some(300)).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&resp, "retry-after"), "10");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "upload_quota", "{body}");
+    // More than the quota alone can never pass.
+    let resp = create(ONE, Some(2000)).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A deferred length grows only as far as the quota has room (200 more):
+    // what came before the refusal is kept.
+    let b = create(ONE, None).send().await.expect("create");
+    assert_eq!(b.status(), StatusCode::CREATED);
+    let b = header(&b, "location");
+    let resp = s
+        .patch(&b, 0, &[b'x'; 150])
+        .bearer_auth(ONE)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = s
+        .patch(&b, 150, &[b'x'; 100])
+        .bearer_auth(ONE)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Open uploads: "one" has two.
+    let resp = create(ONE, Some(1)).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_uploads", "{body}");
+    // Another token has its own quota, until the server holds its most.
+    let resp = create(TWO, Some(10)).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = create(TWO, Some(10)).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&resp, "retry-after"), "10");
+    // Ending an upload gives its room back.
+    let resp = s
+        .tus(Method::DELETE, &b)
+        .bearer_auth(ONE)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = create(ONE, Some(200)).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_belongs_to_its_token_and_shows_no_callbacks_nor_its_id() {
+    let hooks = "http://127.0.0.1:9/hooks/".to_owned();
+    let s = Server::start(|c| {
+        c.tokens = rota_server::Tokens::parse("alice-token-0123456789 schedule\nbob-token-0123456789 schedule\nroot-token-0123456789 admin\n")
+            .expect("tokens");
+        c.callbacks.key = Some(b"a-key-of-sixteen-bytes".to_vec());
+        c.callbacks.allow =
+            rota_server::AllowList::new(std::slice::from_ref(&hooks)).expect("allow");
+    })
+    .await;
+    let data = ndjson(20);
+    let secret = format!("{hooks}b?sig=s3cret");
+    let mut meta = ndjson_meta();
+    meta.push(("callbacks", &secret));
+    let resp = s
+        .creation(Some(data.len()), &meta)
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let path = header(&resp, "location");
+    let job: JobId = header(&resp, "rota-job-id").parse().expect("job");
+    let id = path.rsplit('/').next().expect("id").to_owned();
+
+    // Another token finds nothing there, whatever it tries.
+    for method in [Method::HEAD, Method::GET, Method::DELETE] {
+        let resp = s
+            .tus(method.clone(), &path)
+            .bearer_auth(BOB)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method}");
+    }
+    let resp = s
+        .patch(&path, 0, data.as_bytes())
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.job(job).await.state, rota_core::JobState::Pending);
+
+    // Its owner, and an admin, see it; HEAD leaves the callbacks out.
+    for token in [ALICE, ROOT] {
+        let resp = s
+            .tus(Method::HEAD, &path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(resp.status(), StatusCode::OK, "{token}");
+        let shown = header(&resp, "upload-metadata");
+        assert!(shown.contains(&format!("spec {}", b64(b"load"))), "{shown}");
+        assert!(!shown.contains("callbacks"), "{shown}");
+        assert!(!shown.contains(&b64(secret.as_bytes())), "{shown}");
+    }
+    let resp = s
+        .patch(&path, 0, data.as_bytes())
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    // Neither the job's key nor its source names the upload.
+    let made = s.ingested(job).await;
+    let key = made.key.clone().expect("key");
+    assert!(key.starts_with("upload:") && !key.contains(&id), "{key}");
+    let report = made.ingest.expect("report");
+    assert!(!report.source.contains(&id), "{}", report.source);
+    let files = s
+        .store
+        .list_files(job, rota_core::FileFilter::default())
+        .await
+        .expect("files");
+    assert!(files.iter().all(|f| !f.location.contains(&id)), "{files:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_disk_refuses_answers_507_keeps_the_offset_and_resumes_later() {
+    let s = Server::start(|_| {}).await;
+    let data = ndjson(200);
+    let (path, job) = s.create(Some(data.len()), &ndjson_meta()).await;
+    let resp = s
+        .patch(&path, 0, &data.as_bytes()[..1000])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    // The upload's file turns into a full disk: every write fails with
+    // ENOSPC (the ingest keeps reading the file it opened).
+    let id = path.rsplit('/').next().expect("id");
+    let dir = s._dir.path().join("uploads").join(id);
+    std::fs::rename(dir.join("data"), dir.join("data.kept")).expect("keep the data");
+    std::os::unix::fs::symlink("/dev/full", dir.join("data")).expect("symlink");
+    let resp = s
+        .patch(&path, 1000, &data.as_bytes()[1000..])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(header(&resp, "retry-after"), "10");
+    assert_eq!(header(&resp, "tus-resumable"), "1.0.0");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+    assert_eq!(s.offset(&path).await, 1000, "the recorded bytes stay");
+    assert!(!s.job(job).await.released);
+    // Space again: the upload resumes where it was.
+    std::fs::remove_file(dir.join("data")).expect("unlink");
+    std::fs::rename(dir.join("data.kept"), dir.join("data")).expect("restore");
+    let resp = s
+        .patch(&path, 1000, &data.as_bytes()[1000..])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let job = s.ingested(job).await;
+    assert_eq!(job.ingest.expect("report").rows, 200);
     let (_, all) = s.payloads(job.id).await;
     assert!(all == data, "every row once, in order");
 }
