@@ -550,9 +550,9 @@ mod tests {
         let err = read(&entries[0]).expect_err("refused");
         assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
         assert!(err.to_string().contains("outside"), "{err}");
-        let err = block(LocalSource.random_access(&entries[0]))
-            .err()
-            .expect("refused in place too");
+        let Err(err) = block(LocalSource.random_access(&entries[0])) else {
+            panic!("refused in place too");
+        };
         assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
         // A file swapped for a link is refused the same way.
         fs::remove_file(data.join("sub")).expect("rm");

@@ -319,7 +319,10 @@ impl<V: ?Sized> Cache<V> {
 /// never stored. The default set is inactive: it remembers nothing, and a
 /// `***` password is refused.
 #[derive(Clone, Default)]
-pub struct Credentials(Option<Arc<Mutex<HashMap<(String, String), String>>>>);
+pub struct Credentials(Option<Arc<Mutex<Passwords>>>);
+
+/// Passwords by server and user.
+type Passwords = HashMap<(String, String), String>;
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

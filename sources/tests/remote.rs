@@ -612,10 +612,11 @@ async fn many_passwords_do_not_grow_the_registry_and_idle_connections_close() {
         &server,
         rota_sources::ConnectionLimits {
             idle: Duration::from_millis(200),
-            max_entries: 4,
+            max_entries: 2,
         },
     );
-    for i in 0..20 {
+    // (The server pauses a few seconds after each refused login.)
+    for i in 0..6 {
         let url = format!("ftp://{FTP_USER}:guess-{i}@{}/", server.addr);
         let ingest = settings.for_ingest();
         let err = conformance::list_at(
@@ -627,7 +628,7 @@ async fn many_passwords_do_not_grow_the_registry_and_idle_connections_close() {
         .expect_err("a wrong password is refused");
         assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
         assert!(
-            settings.connections.len() <= 4,
+            settings.connections.len() <= 2,
             "bounded: {} after {i}",
             settings.connections.len()
         );
