@@ -15,12 +15,14 @@
 //! with `REST` at the byte it broke on a new connection, if the file's size
 //! and modification time are unchanged, and formats that read their end
 //! first fetch only the ranges they need. At most
-//! [`MAX_CONNECTIONS_PER_SERVER`] connections are open to one server.
+//! [`MAX_CONNECTIONS_PER_SERVER`] connections are open to one server and
+//! user. Idle connections are kept for the next request in the registry of
+//! whoever runs the source (see [`crate::Connections`]), by server, user
+//! and password, and closed once idle.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ranged::ranged_at;
 use crate::redact;
+use crate::registry::{Held, Key, Registry};
 use crate::resume::{Reopen, open_resuming};
 use crate::server_url::ServerUrl;
 use crate::walk::{self, Found, Walk, child_path};
@@ -85,16 +88,30 @@ impl FtpSettings {
 }
 
 /// FTP and FTPS servers.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct FtpSource {
     settings: FtpSettings,
+    held: Held,
+}
+
+impl Default for FtpSource {
+    fn default() -> Self {
+        Self::new(FtpSettings::default())
+    }
 }
 
 impl FtpSource {
-    /// A source reaching servers with `settings`.
+    /// A source reaching servers with `settings`, keeping its connections
+    /// in a registry of its own.
     #[must_use]
     pub fn new(settings: FtpSettings) -> Self {
-        Self { settings }
+        Self::held(settings, Held::own())
+    }
+
+    /// A source reaching servers with `settings`, with the registry and
+    /// passwords in `held`.
+    pub(crate) fn held(settings: FtpSettings, held: Held) -> Self {
+        Self { settings, held }
     }
 }
 
@@ -105,9 +122,14 @@ struct Url {
 }
 
 impl Url {
-    fn parse(location: &str) -> Result<Self, SourceError> {
+    fn parse(location: &str, held: &Held) -> Result<Self, SourceError> {
         let tls = location.starts_with("ftps://");
-        let inner = ServerUrl::parse(location, if tls { "ftps" } else { "ftp" }, 21)?;
+        let inner = ServerUrl::parse(
+            location,
+            if tls { "ftps" } else { "ftp" },
+            21,
+            &held.credentials,
+        )?;
         Ok(Self { inner, tls })
     }
 
@@ -115,17 +137,23 @@ impl Url {
         self.inner.user.as_deref().unwrap_or("anonymous")
     }
 
-    /// What tells servers (and their credentials) apart, in memory only.
-    fn server_key(&self, settings: &FtpSettings) -> String {
-        format!(
-            "{}|{}|{}|{}|{:?}|{:?}",
-            self.tls,
-            self.inner.host,
-            self.inner.port,
+    /// What tells servers and their credentials apart: a connection logged
+    /// in with one password is never handed to a request without it.
+    fn server_key(&self, settings: &FtpSettings) -> Key {
+        let password = match (&self.inner.password, &self.inner.user) {
+            (Some(p), _) => Some(p.as_str()),
+            (None, Some(_)) => settings.password.as_deref(),
+            (None, None) => None,
+        };
+        Key::of(&[
+            if self.tls { "ftps" } else { "ftp" },
+            &self.inner.host,
+            &self.inner.port.to_string(),
             self.user(),
-            self.inner.password,
-            settings
-        )
+            &format!("{:?}", password.is_some()),
+            password.unwrap_or(""),
+            &format!("{:?}", settings.ca_file),
+        ])
     }
 }
 
@@ -138,14 +166,9 @@ impl std::ops::Deref for Url {
 }
 
 /// One server's idle connections, and the permits that bound how many are open.
-struct Server {
+pub(crate) struct Server {
     idle: StdMutex<Vec<Ftp>>,
     permits: Arc<Semaphore>,
-}
-
-fn servers() -> &'static StdMutex<HashMap<String, Arc<Server>>> {
-    static SERVERS: OnceLock<StdMutex<HashMap<String, Arc<Server>>>> = OnceLock::new();
-    SERVERS.get_or_init(Default::default)
 }
 
 /// A logged-in connection, checked out of its server's pool. Dropped, it is
@@ -173,18 +196,20 @@ impl Conn {
 
 /// The TLS configuration for FTPS: the system's roots and `ca_file`'s.
 fn tls_config(
+    registry: &Registry,
     settings: &FtpSettings,
     location: &str,
 ) -> Result<Arc<rustls::ClientConfig>, SourceError> {
-    static CONFIGS: OnceLock<StdMutex<HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>> =
-        OnceLock::new();
-    let mut configs = CONFIGS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(c) = configs.get(&settings.ca_file) {
-        return Ok(c.clone());
-    }
+    let key = Key::of(&["ftps-tls", &format!("{:?}", settings.ca_file)]);
+    registry
+        .tls
+        .get_or_build(registry, key, || build_tls(settings, location))
+}
+
+fn build_tls(
+    settings: &FtpSettings,
+    location: &str,
+) -> Result<Arc<rustls::ClientConfig>, SourceError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -217,9 +242,7 @@ fn tls_config(
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let config = Arc::new(config);
-    configs.insert(settings.ca_file.clone(), config.clone());
-    Ok(config)
+    Ok(Arc::new(config))
 }
 
 /// The error for a failed FTP call on `location`, with no secret in it.
@@ -289,17 +312,15 @@ impl FtpSource {
     /// A logged-in connection to `url`'s server: an idle one that still
     /// answers, else a new one, once a permit is free.
     async fn checkout(&self, url: &Url, location: &str) -> Result<Conn, SourceError> {
-        let server = {
-            let mut map = servers().lock().unwrap_or_else(PoisonError::into_inner);
-            map.entry(url.server_key(&self.settings))
-                .or_insert_with(|| {
-                    Arc::new(Server {
-                        idle: StdMutex::new(Vec::new()),
-                        permits: Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_SERVER)),
-                    })
-                })
-                .clone()
-        };
+        let registry = self.held.registry();
+        let server = registry
+            .ftp
+            .get_or_build(registry, url.server_key(&self.settings), || {
+                Ok(Arc::new(Server {
+                    idle: StdMutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_SERVER)),
+                }))
+            })?;
         let permit =
             server
                 .permits
@@ -352,6 +373,7 @@ impl FtpSource {
         let mut ftp = Ftp::connect_timeout(addr, TIMEOUT).await.map_err(error)?;
         if url.tls {
             let connector = AsyncRustlsConnector::from(TlsConnector::from(tls_config(
+                self.held.registry(),
                 &self.settings,
                 location,
             )?));
@@ -636,7 +658,7 @@ impl Reopen for Version {
         again: bool,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
         let location = &self.entry.location;
-        let url = Url::parse(location)?;
+        let url = Url::parse(location, &self.source.held)?;
         let user = url.user().to_owned();
         let mut conn = self.source.checkout(&url, location).await?;
         let error = |e| ftp_error(location, &user, e);
@@ -692,7 +714,7 @@ impl Source for FtpSource {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {
-        let url = Url::parse(&req.location)?;
+        let url = Url::parse(&req.location, &self.held)?;
         let user = url.user().to_owned();
         let mut conn = self.checkout(&url, &req.location).await?;
         let error = |e| ftp_error(&req.location, &user, e);

@@ -19,6 +19,7 @@ pub mod local;
 pub mod object;
 pub mod profiles;
 mod ranged;
+mod registry;
 mod resume;
 mod server_url;
 pub mod sftp;
@@ -27,6 +28,9 @@ mod webdav;
 
 pub use local::LocalSource;
 pub use object::{ObjectSource, S3Settings};
+pub use registry::{ConnectionLimits, Connections, Credentials, DEFAULT_IDLE, DEFAULT_MAX_ENTRIES};
+
+use registry::Held;
 
 /// The source serving `location`, configured from the environment (see
 /// [`SourceSettings::for_location`]).
@@ -38,6 +42,11 @@ pub fn for_location(location: &str) -> Result<Arc<dyn Source>, SourceError> {
 }
 
 /// How to reach remote sources: what every source of one ingest shares.
+///
+/// Clones share one [`Connections`] registry: whoever holds the settings
+/// (a server, one `rota ingest` run) owns the connections its sources keep.
+/// The passwords given in URLs are held per ingest only, in the settings
+/// [`SourceSettings::for_ingest`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceSettings {
     /// S3 endpoint, region and credentials.
@@ -49,6 +58,13 @@ pub struct SourceSettings {
     /// Sources an embedding program adds for schemes of its own (the
     /// server's `upload://`); asked before the built-in ones.
     pub extra: ExtraSources,
+    /// The connections, sessions and clients kept between requests.
+    pub connections: Connections,
+    /// Bounds on one S3 or WebDAV listing.
+    pub listing: ListingLimits,
+    /// The passwords of one ingest (inactive unless made by
+    /// [`SourceSettings::for_ingest`]).
+    credentials: Credentials,
 }
 
 /// Sources added by an embedding program, each serving the schemes it names.
@@ -91,6 +107,28 @@ impl SourceSettings {
             sftp: sftp::SftpSettings::from_env(),
             ftp: ftp::FtpSettings::from_env(),
             extra: ExtraSources::default(),
+            connections: Connections::default(),
+            listing: ListingLimits::default(),
+            credentials: Credentials::default(),
+        }
+    }
+
+    /// These settings for one ingest: the same registry of connections,
+    /// and a set of passwords of its own, so that the entries its listing
+    /// finds behind a `user:password@` URL (shown as `user:***@`) can be
+    /// opened by it, and by no other ingest.
+    #[must_use]
+    pub fn for_ingest(&self) -> Self {
+        Self {
+            credentials: Credentials::for_ingest(),
+            ..self.clone()
+        }
+    }
+
+    fn held(&self) -> Held {
+        Held {
+            connections: self.connections.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 
@@ -105,11 +143,17 @@ impl SourceSettings {
         }
         match scheme(location) {
             None | Some("file") => Ok(Arc::new(LocalSource)),
-            Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
-                Ok(Arc::new(ObjectSource::new(self.s3.clone())))
-            }
-            Some("sftp") => Ok(Arc::new(sftp::SftpSource::new(self.sftp.clone()))),
-            Some("ftp" | "ftps") => Ok(Arc::new(ftp::FtpSource::new(self.ftp.clone()))),
+            Some("s3" | "http" | "https" | "webdav" | "webdavs") => Ok(Arc::new(
+                ObjectSource::held(self.s3.clone(), self.held()).with_listing(self.listing),
+            )),
+            Some("sftp") => Ok(Arc::new(sftp::SftpSource::held(
+                self.sftp.clone(),
+                self.held(),
+            ))),
+            Some("ftp" | "ftps") => Ok(Arc::new(ftp::FtpSource::held(
+                self.ftp.clone(),
+                self.held(),
+            ))),
             Some(other) => Err(SourceError::InvalidLocation {
                 location: redact(location),
                 reason: format!(
@@ -118,6 +162,74 @@ impl SourceSettings {
                 ),
             }),
         }
+    }
+}
+
+/// Files one S3 or WebDAV listing yields at most, unless configured
+/// otherwise.
+pub const DEFAULT_MAX_LISTED: u64 = 10_000_000;
+/// Longest an S3 or WebDAV listing may search for its next file, unless
+/// configured otherwise.
+pub const DEFAULT_LISTING_STALL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Bounds on one S3 or WebDAV listing, so that no listing runs forever (a
+/// bucket of billions of keys none of which matches a glob, a server that
+/// makes up directories without end). A listing past a bound fails with an
+/// error naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListingLimits {
+    /// Files yielded at most ([`DEFAULT_MAX_LISTED`]).
+    pub max_entries: u64,
+    /// Longest search for the next file, pages and directories included
+    /// ([`DEFAULT_LISTING_STALL`]); the time the caller spends between
+    /// files does not count.
+    pub stall: std::time::Duration,
+}
+
+impl Default for ListingLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: DEFAULT_MAX_LISTED,
+            stall: DEFAULT_LISTING_STALL,
+        }
+    }
+}
+
+/// A listing held to [`ListingLimits`].
+pub(crate) struct Bounded {
+    pub(crate) inner: Box<dyn EntryStream>,
+    pub(crate) limits: ListingLimits,
+    /// The listed location, redacted.
+    pub(crate) location: String,
+    pub(crate) listed: u64,
+}
+
+#[async_trait]
+impl EntryStream for Bounded {
+    async fn next_entry(&mut self) -> Result<Option<Entry>, SourceError> {
+        let next = tokio::time::timeout(self.limits.stall, self.inner.next_entry())
+            .await
+            .map_err(|_| SourceError::Remote {
+                location: self.location.clone(),
+                reason: format!(
+                    "the listing found no further file within {} s; narrow the location or \
+                     the glob",
+                    self.limits.stall.as_secs_f64()
+                ),
+            })??;
+        if next.is_some() {
+            self.listed += 1;
+            if self.listed > self.limits.max_entries {
+                return Err(SourceError::Remote {
+                    location: self.location.clone(),
+                    reason: format!(
+                        "the listing holds more than {} files; narrow the location or the glob",
+                        self.limits.max_entries
+                    ),
+                });
+            }
+        }
+        Ok(next)
     }
 }
 
@@ -307,48 +419,6 @@ pub fn redact(location: &str) -> String {
         }
         None => location.to_owned(),
     }
-}
-
-/// Passwords given in URLs, by server and user, so that entries listed with
-/// a password (and shown with `***` in its place) can be opened again by
-/// this process.
-fn passwords() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), String>> {
-    static PASSWORDS: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
-    > = std::sync::OnceLock::new();
-    PASSWORDS.get_or_init(Default::default)
-}
-
-/// The password of `user` (as written in a URL) at `server`: the URL's own
-/// (decoded, and remembered), or the one remembered when the URL shows `***`.
-///
-/// # Errors
-/// When the URL shows `***` and no password is known.
-pub(crate) fn url_password(
-    location: &str,
-    server: &str,
-    user: &str,
-    password: &str,
-) -> Result<String, SourceError> {
-    let key = (server.to_owned(), user.to_owned());
-    let mut known = passwords()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if password == "***" {
-        return known
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| SourceError::InvalidLocation {
-                location: redact(location),
-                reason: format!(
-                    "the password of '{}' is not known here: give it in the URL",
-                    object::percent_decode(user)
-                ),
-            });
-    }
-    let password = object::percent_decode(password);
-    known.insert(key, password.clone());
-    Ok(password)
 }
 
 /// The compiled glob of a listing request, if it has one. Globs match

@@ -1,5 +1,22 @@
 //! Local files and directories: plain paths and `file://` URLs.
+//!
+//! # Symbolic links
+//!
+//! A directory walk never leaves the listed directory: a symbolic link is
+//! followed only when its target (fully resolved) lies inside the listed
+//! directory, so `latest -> 2026-01-01/` or `current.csv -> v3.csv` work,
+//! and a link to a directory already walked (`a -> .`) is not walked again.
+//! Links that lead out of the directory, or nowhere, are skipped with a
+//! warning in the log. A file listed under a link appears under the link's
+//! name (as `find -L` shows it). The listed path itself may be a link.
+//!
+//! Opening a listed file checks what was opened, not what the path said
+//! when it was listed: a file whose open descriptor lies outside the
+//! directory it was listed under (a directory swapped for a link between
+//! listing and reading) is refused. A single file listed on its own is
+//! read where its path resolved when it was listed.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -52,9 +69,27 @@ fn entry(path: &Path, relative: String) -> Result<Entry, SourceError> {
     })
 }
 
+/// A directory's identity (device and inode), to walk it once.
+fn identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
 /// A depth-first walk that reads one directory at a time, sorted by name.
 struct Walk {
     root: PathBuf,
+    /// The listed directory, fully resolved: links must lead inside it.
+    real_root: PathBuf,
+    /// Directories entered, by identity, so that none is walked twice.
+    visited: HashSet<(u64, u64)>,
     recursive: bool,
     glob: Option<GlobMatcher>,
     /// Directories entered, each with its remaining children (reversed, so
@@ -74,6 +109,31 @@ impl Walk {
         names.sort();
         names.reverse();
         Ok(names)
+    }
+
+    /// What the link at `path` leads to, when it stays inside the listed
+    /// directory; `None` (with a warning) when it leads out or nowhere.
+    fn follow(&self, path: &Path) -> Option<fs::Metadata> {
+        let target = match path.canonicalize() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(
+                    location = %path.display(),
+                    error = %e,
+                    "skipping a symbolic link that leads nowhere"
+                );
+                return None;
+            }
+        };
+        if !target.starts_with(&self.real_root) {
+            tracing::warn!(
+                location = %path.display(),
+                root = %self.root.display(),
+                "skipping a symbolic link that leads out of the listed directory"
+            );
+            return None;
+        }
+        fs::metadata(&target).ok()
     }
 
     fn relative(&self, path: &Path) -> String {
@@ -97,9 +157,24 @@ impl EntryStream for Walk {
                 continue;
             };
             let location = path.to_string_lossy().into_owned();
-            let meta = fs::metadata(&path).map_err(|e| io_error(&location, e))?;
+            let meta = fs::symlink_metadata(&path).map_err(|e| io_error(&location, e))?;
+            let meta = if meta.file_type().is_symlink() {
+                let Some(meta) = self.follow(&path) else {
+                    continue;
+                };
+                meta
+            } else {
+                meta
+            };
             if meta.is_dir() {
                 if self.recursive {
+                    if identity(&meta).is_some_and(|id| !self.visited.insert(id)) {
+                        tracing::warn!(
+                            location = %location,
+                            "skipping a directory already walked (reached again through a symbolic link)"
+                        );
+                        continue;
+                    }
                     let children = Self::children(&path)?;
                     self.stack.push(children);
                 }
@@ -171,8 +246,13 @@ impl Source for LocalSource {
         let root = path_of(&req.location);
         let meta = fs::metadata(&root).map_err(|e| io_error(&req.location, e))?;
         let glob = crate::glob_matcher(req)?;
+        let real_root = root
+            .canonicalize()
+            .map_err(|e| io_error(&req.location, e))?;
         let mut walk = Walk {
             root: root.clone(),
+            real_root: real_root.clone(),
+            visited: identity(&meta).into_iter().collect(),
             recursive: req.recursive,
             glob,
             stack: Vec::new(),
@@ -184,7 +264,9 @@ impl Source for LocalSource {
             let name = root
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            walk.single = Some(entry(&root, name)?);
+            // A link given as the path is read where it leads now.
+            let linked = fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink());
+            walk.single = Some(entry(if linked { &real_root } else { &root }, name)?);
         }
         Ok(Box::new(walk))
     }
@@ -194,8 +276,7 @@ impl Source for LocalSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let path = path_of(&entry.location);
-        let mut file = File::open(&path).map_err(|e| io_error(&entry.location, e))?;
+        let mut file = open_listed(entry)?;
         let left = match range {
             Some(r) => {
                 file.seek(SeekFrom::Start(r.start))
@@ -212,14 +293,82 @@ impl Source for LocalSource {
     }
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
-        let path = path_of(&entry.location);
-        let file = File::open(&path).map_err(|e| io_error(&entry.location, e))?;
+        let file = open_listed(entry)?;
         let size = file
             .metadata()
             .map_err(|e| io_error(&entry.location, e))?
             .len();
         Ok(Some(Arc::new(FileAt::with_size(file, size))))
     }
+}
+
+/// The directory `entry` was listed under: its location without its
+/// relative path, or (for a file listed on its own) its parent.
+fn listed_under(entry: &Entry) -> PathBuf {
+    let path = path_of(&entry.location);
+    let relative = Path::new(&entry.relative);
+    let depth = relative.components().count();
+    let mut root = path.clone();
+    if depth > 0 && path.ends_with(relative) {
+        for _ in 0..depth {
+            root.pop();
+        }
+    } else {
+        root.pop();
+    }
+    if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    }
+}
+
+/// Where the open `file` (opened by `path`) is: the path the kernel gives
+/// for its descriptor, else its resolved path when that is the same file.
+fn opened_path(file: &File, path: &Path, location: &str) -> Result<PathBuf, SourceError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(p) = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            && p.is_absolute()
+        {
+            return Ok(p);
+        }
+    }
+    let resolved = path.canonicalize().map_err(|e| io_error(location, e))?;
+    let now = fs::metadata(&resolved).map_err(|e| io_error(location, e))?;
+    let opened = file.metadata().map_err(|e| io_error(location, e))?;
+    if identity(&now) != identity(&opened) {
+        return Err(SourceError::AccessDenied {
+            location: location.to_owned(),
+            hint: "the file was replaced while it was being opened; not read".to_owned(),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Opens a listed file, refusing it when what was opened lies outside the
+/// directory it was listed under (a directory or file swapped for a link
+/// to somewhere else after the listing).
+fn open_listed(entry: &Entry) -> Result<File, SourceError> {
+    let location = &entry.location;
+    let path = path_of(location);
+    let file = File::open(&path).map_err(|e| io_error(location, e))?;
+    let root = listed_under(entry)
+        .canonicalize()
+        .map_err(|e| io_error(location, e))?;
+    let real = opened_path(&file, &path, location)?;
+    if !real.starts_with(&root) {
+        return Err(SourceError::AccessDenied {
+            location: location.clone(),
+            hint: format!(
+                "it resolves outside {}, the directory it was listed under (a symbolic link); \
+                 links out of a listed directory are not followed",
+                root.display()
+            ),
+        });
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -305,5 +454,111 @@ mod tests {
         let mut s = block(LocalSource.open(&e, Some(2..5))).expect("open");
         assert_eq!(block(s.next_chunk()).expect("chunk"), Some(b"234".to_vec()));
         assert_eq!(block(s.next_chunk()).expect("end"), None);
+    }
+
+    fn listed(loc: &Path, recursive: bool, glob: Option<&str>) -> Vec<Entry> {
+        let mut s = block(LocalSource.list(&ListRequest {
+            location: loc.to_string_lossy().into_owned(),
+            recursive,
+            glob: glob.map(str::to_owned),
+        }))
+        .expect("list");
+        let mut out = Vec::new();
+        while let Some(e) = block(s.next_entry()).expect("entry") {
+            out.push(e);
+        }
+        out
+    }
+
+    fn read(entry: &Entry) -> Result<Vec<u8>, SourceError> {
+        let mut s = block(LocalSource.open(entry, None))?;
+        let mut out = Vec::new();
+        while let Some(chunk) = block(s.next_chunk())? {
+            out.extend(chunk);
+        }
+        Ok(out)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_the_file_system_root_lists_and_reads_nothing_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        fs::create_dir(&data).expect("mkdir");
+        fs::write(data.join("mine.csv"), "a\n").expect("write");
+        std::os::unix::fs::symlink("/", data.join("root")).expect("symlink");
+        let outside = dir.path().join("secret.csv");
+        fs::write(&outside, "secret\n").expect("write");
+        std::os::unix::fs::symlink(&outside, data.join("secret.csv")).expect("symlink");
+        assert!(listed(&data, true, Some("root/etc/passwd")).is_empty());
+        assert!(listed(&data, true, Some("root/**")).is_empty());
+        let all: Vec<String> = listed(&data, true, None)
+            .into_iter()
+            .map(|e| e.relative)
+            .collect();
+        assert_eq!(all, ["mine.csv"], "links out of the directory are skipped");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_back_into_the_walk_end_and_list_each_file_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        fs::create_dir(d.join("sub")).expect("mkdir");
+        fs::write(d.join("f.csv"), "a\n").expect("write");
+        fs::write(d.join("sub/g.csv"), "b\n").expect("write");
+        std::os::unix::fs::symlink(".", d.join("a")).expect("symlink");
+        std::os::unix::fs::symlink(".", d.join("b")).expect("symlink");
+        std::os::unix::fs::symlink("..", d.join("sub/up")).expect("symlink");
+        let all: Vec<String> = listed(d, true, None)
+            .into_iter()
+            .map(|e| e.relative)
+            .collect();
+        assert_eq!(all, ["f.csv", "sub/g.csv"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_file_inside_the_directory_is_listed_and_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        fs::create_dir(d.join("v3")).expect("mkdir");
+        fs::write(d.join("v3/data.csv"), "x\n").expect("write");
+        std::os::unix::fs::symlink("v3/data.csv", d.join("current.csv")).expect("symlink");
+        let entries = listed(d, true, None);
+        let names: Vec<&str> = entries.iter().map(|e| e.relative.as_str()).collect();
+        assert_eq!(names, ["current.csv", "v3/data.csv"]);
+        assert_eq!(read(&entries[0]).expect("read"), b"x\n");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_swapped_for_a_link_after_listing_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join("sub")).expect("mkdir");
+        fs::write(data.join("sub/passwd"), "mine\n").expect("write");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).expect("mkdir");
+        fs::write(elsewhere.join("passwd"), "not yours\n").expect("write");
+        let entries = listed(&data, true, None);
+        assert_eq!(entries.len(), 1);
+        // Between the listing (the check) and the read, the directory
+        // becomes a link out of the listed one.
+        fs::remove_dir_all(data.join("sub")).expect("rm");
+        std::os::unix::fs::symlink(&elsewhere, data.join("sub")).expect("symlink");
+        let err = read(&entries[0]).expect_err("refused");
+        assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+        assert!(err.to_string().contains("outside"), "{err}");
+        let Err(err) = block(LocalSource.random_access(&entries[0])) else {
+            panic!("refused in place too");
+        };
+        assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+        // A file swapped for a link is refused the same way.
+        fs::remove_file(data.join("sub")).expect("rm");
+        fs::create_dir(data.join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink(elsewhere.join("passwd"), data.join("sub/passwd"))
+            .expect("symlink");
+        assert!(read(&entries[0]).is_err());
     }
 }

@@ -19,7 +19,13 @@
 //!
 //! A URL names one file; HTTP has no directory listing (use `webdav://` for
 //! that). `https://user:password@host/…` sends basic authentication; the
-//! password never appears in entries, errors or logs.
+//! password never appears in entries, errors or logs, and only the ingest
+//! it was given with can open the entries its listing found (their
+//! locations show it as `***`).
+//!
+//! Clients are kept per host (or bucket) and credentials in the registry
+//! of whoever runs the source ([`crate::Connections`]). A listing is held
+//! to [`crate::ListingLimits`].
 //!
 //! # Reading
 //!
@@ -29,9 +35,8 @@
 //! its modification time), with jittered backoff between attempts; when it
 //! cannot be resumed the read fails — a short body is never taken as whole.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,20 +51,46 @@ use object_store::{
 use rota_core::SourceError;
 use rota_core::source::{ByteStream, Entry, EntryStream, ListRequest, ReadAt, Source};
 
+use crate::registry::{Held, Key};
 use crate::resume::RESUME_ATTEMPTS;
 use crate::{glob_matcher, redact};
 
 /// S3-compatible buckets and HTTP(S) files.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ObjectSource {
     s3: S3Settings,
+    held: Held,
+    listing: crate::ListingLimits,
+}
+
+impl Default for ObjectSource {
+    fn default() -> Self {
+        Self::new(S3Settings::default())
+    }
 }
 
 impl ObjectSource {
-    /// A source reaching S3 with `s3`.
+    /// A source reaching S3 with `s3`, keeping its clients in a registry of
+    /// its own.
     #[must_use]
     pub fn new(s3: S3Settings) -> Self {
-        Self { s3 }
+        Self::held(s3, Held::own())
+    }
+
+    /// A source reaching S3 with `s3`, with the registry and passwords in
+    /// `held`.
+    pub(crate) fn held(s3: S3Settings, held: Held) -> Self {
+        Self {
+            s3,
+            held,
+            listing: crate::ListingLimits::default(),
+        }
+    }
+
+    /// This source with its listings held to `listing`.
+    #[must_use]
+    pub fn with_listing(self, listing: crate::ListingLimits) -> Self {
+        Self { listing, ..self }
     }
 
     /// A source configured from the environment (see [`S3Settings::from_env`]).
@@ -123,7 +154,8 @@ impl S3Settings {
         }
     }
 
-    /// What tells two settings apart, to key the store cache (in memory only).
+    /// What tells two settings apart, to key the store cache (hashed,
+    /// see [`Key`]).
     fn fingerprint(&self) -> String {
         format!(
             "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
@@ -152,13 +184,6 @@ pub(crate) struct Target {
     webdav: Option<crate::webdav::Server>,
 }
 
-/// Stores already built, by their base and credentials, so that the files
-/// of one listing share connections.
-fn stores() -> &'static Mutex<HashMap<String, Arc<dyn ObjectStore>>> {
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
-    STORES.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
 pub(crate) fn invalid(location: &str, reason: impl Into<String>) -> SourceError {
     SourceError::InvalidLocation {
         location: redact(location),
@@ -181,7 +206,7 @@ fn retry_config() -> RetryConfig {
 }
 
 impl Target {
-    fn parse(location: &str, s3: &S3Settings) -> Result<Self, SourceError> {
+    fn parse(location: &str, s3: &S3Settings, held: &Held) -> Result<Self, SourceError> {
         let (scheme, rest) = location
             .split_once("://")
             .ok_or_else(|| invalid(location, "expected scheme://host/path"))?;
@@ -190,9 +215,9 @@ impl Target {
             return Err(invalid(location, "the URL names no host or bucket"));
         }
         match scheme {
-            "s3" => Self::s3(location, authority, path, s3),
+            "s3" => Self::s3(location, authority, path, s3, held),
             "http" | "https" | "webdav" | "webdavs" => {
-                Self::http(location, scheme, authority, path)
+                Self::http(location, scheme, authority, path, held)
             }
             other => Err(invalid(
                 location,
@@ -201,7 +226,13 @@ impl Target {
         }
     }
 
-    fn s3(location: &str, bucket: &str, key: &str, s3: &S3Settings) -> Result<Self, SourceError> {
+    fn s3(
+        location: &str,
+        bucket: &str,
+        key: &str,
+        s3: &S3Settings,
+        held: &Held,
+    ) -> Result<Self, SourceError> {
         if bucket.contains('@') {
             return Err(invalid(
                 location,
@@ -212,7 +243,7 @@ impl Target {
         let path = Path::parse(key)
             .map_err(|e| invalid(location, format!("not a valid object key: {e}")))?;
         let base = format!("s3://{bucket}");
-        let store = cached(&format!("{base}|{}", s3.fingerprint()), || {
+        let store = cached(held, &[&base, &s3.fingerprint()], || {
             let mut b = object_store::aws::AmazonS3Builder::new()
                 .with_bucket_name(bucket)
                 .with_region(s3.region.as_deref().unwrap_or("us-east-1"))
@@ -256,6 +287,7 @@ impl Target {
         scheme: &str,
         authority: &str,
         path: &str,
+        held: &Held,
     ) -> Result<Self, SourceError> {
         let (userinfo, host) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -280,13 +312,19 @@ impl Target {
         let wire_base = format!("{wire}://{host}");
         let mut headers = object_store::HeaderMap::new();
         // Entries carry the user with the password as `***`; the password
-        // itself stays in this process, found again by host and user.
-        // The user and password, to tell stores apart (kept in memory only).
+        // itself stays with the ingest, found again by host and user.
+        // The user and password, to tell stores apart (hashed, see `Key`).
         let mut credentials = String::new();
         let base = match userinfo {
             Some(userinfo) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let password = crate::url_password(location, &wire_base, user, password)?;
+                let password = held.credentials.password(
+                    location,
+                    &wire_base,
+                    &percent_decode(user),
+                    &percent_decode(password),
+                    password == "***",
+                )?;
                 let plain = format!("{}:{}", percent_decode(user), password);
                 credentials.clone_from(&plain);
                 let mut value = object_store::HeaderValue::from_str(&format!(
@@ -305,8 +343,7 @@ impl Target {
             }
             None => format!("{scheme}://{host}"),
         };
-        let key = format!("{wire_base}#{credentials}");
-        let store = cached(&key, || {
+        let store = cached(held, &[&wire_base, &credentials], || {
             let mut options = client_options().with_allow_http(wire == "http");
             if !headers.is_empty() {
                 options = options.with_default_headers(headers.clone());
@@ -427,20 +464,17 @@ fn limited<T: ObjectStore>(store: T) -> Arc<dyn ObjectStore> {
     ))
 }
 
-/// The store for `key`, built once.
+/// The store for `parts` (its base and credentials), built once and kept in
+/// the registry of `held`.
 fn cached(
-    key: &str,
+    held: &Held,
+    parts: &[&str],
     build: impl FnOnce() -> Result<Arc<dyn ObjectStore>, SourceError>,
 ) -> Result<Arc<dyn ObjectStore>, SourceError> {
-    let mut map = stores()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(s) = map.get(key) {
-        return Ok(s.clone());
-    }
-    let store = build()?;
-    map.insert(key.to_owned(), store.clone());
-    Ok(store)
+    let registry = held.registry();
+    registry
+        .stores
+        .get_or_build(registry, Key::of(parts), build)
 }
 
 /// One line of an `object_store` error: the first line, without the server's
@@ -750,8 +784,22 @@ impl Source for ObjectSource {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {
-        let target = Target::parse(&req.location, &self.s3)?;
-        Self::list_target(target, req).await
+        let target = Target::parse(&req.location, &self.s3, &self.held)?;
+        let listing = tokio::time::timeout(self.listing.stall, Self::list_target(target, req))
+            .await
+            .map_err(|_| SourceError::Remote {
+                location: redact(&req.location),
+                reason: format!(
+                    "the listing found no file within {} s; narrow the location or the glob",
+                    self.listing.stall.as_secs_f64()
+                ),
+            })??;
+        Ok(Box::new(crate::Bounded {
+            inner: listing,
+            limits: self.listing,
+            location: redact(&req.location),
+            listed: 0,
+        }))
     }
 
     async fn open(
@@ -759,7 +807,7 @@ impl Source for ObjectSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let target = Target::parse(&entry.location, &self.s3)?;
+        let target = Target::parse(&entry.location, &self.s3, &self.held)?;
         let options = GetOptions {
             range: range.clone().map(GetRange::Bounded),
             if_match: entry.etag.clone(),
@@ -784,7 +832,7 @@ impl Source for ObjectSource {
     }
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
-        let target = Target::parse(&entry.location, &self.s3)?;
+        let target = Target::parse(&entry.location, &self.s3, &self.held)?;
         let mut entry = entry.clone();
         if entry.size.is_none() {
             let meta = target

@@ -160,7 +160,7 @@ pub fn load(name: &str, path: &Path) -> Result<SourceSettings, SourceError> {
             session_token: p.session_token.or(env.session_token),
             skip_signature: p.skip_signature.unwrap_or(env.skip_signature),
         },
-        extra: crate::ExtraSources::default(),
+        ..SourceSettings::default()
     })
 }
 

@@ -4,13 +4,15 @@
 use rota_core::SourceError;
 
 use crate::object::{invalid, percent_decode, percent_encode};
+use crate::registry::Credentials;
 
 /// A server URL taken apart. The password stays in this process: entries
 /// and messages show it as `***`.
 pub(crate) struct ServerUrl {
     /// The decoded user, if the URL names one.
     pub(crate) user: Option<String>,
-    /// The decoded password, if the URL has one (or remembered for `***`).
+    /// The decoded password, if the URL has one (or, for `***`, the one
+    /// given to the same ingest).
     pub(crate) password: Option<String>,
     /// The host, without brackets around an IPv6 address.
     pub(crate) host: String,
@@ -24,8 +26,14 @@ pub(crate) struct ServerUrl {
 
 impl ServerUrl {
     /// Parses `location`, which must start with `scheme://`; `port` is the
-    /// scheme's default port.
-    pub(crate) fn parse(location: &str, scheme: &str, port: u16) -> Result<Self, SourceError> {
+    /// scheme's default port. A password shown as `***` is the one given
+    /// to the same ingest, in `credentials`.
+    pub(crate) fn parse(
+        location: &str,
+        scheme: &str,
+        port: u16,
+        credentials: &Credentials,
+    ) -> Result<Self, SourceError> {
         let rest = location
             .strip_prefix(scheme)
             .and_then(|r| r.strip_prefix("://"))
@@ -42,10 +50,17 @@ impl ServerUrl {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(userinfo) => match userinfo.split_once(':') {
-                Some((u, p)) => (
-                    Some(percent_decode(u)),
-                    Some(crate::url_password(location, &server, u, p)?),
-                ),
+                Some((u, p)) => {
+                    let user = percent_decode(u);
+                    let password = credentials.password(
+                        location,
+                        &server,
+                        &user,
+                        &percent_decode(p),
+                        p == "***",
+                    )?;
+                    (Some(user), Some(password))
+                }
                 None => (Some(percent_decode(userinfo)), None),
             },
         };
@@ -91,10 +106,13 @@ impl ServerUrl {
 #[cfg(test)]
 mod tests {
     use super::ServerUrl;
+    use crate::registry::Credentials;
 
     #[test]
     fn parses_users_ports_and_paths_and_hides_passwords() {
-        let u = ServerUrl::parse("ftp://example.com/pub/data%20set/", "ftp", 21).expect("url");
+        let creds = Credentials::for_ingest();
+        let u =
+            ServerUrl::parse("ftp://example.com/pub/data%20set/", "ftp", 21, &creds).expect("url");
         assert_eq!((u.user.as_deref(), u.port), (None, 21));
         assert_eq!(
             (u.host.as_str(), u.path.as_str()),
@@ -105,7 +123,7 @@ mod tests {
             "ftp://example.com/pub/data%20set/a%231.csv"
         );
 
-        let u = ServerUrl::parse("ftps://me:p%40ss@[::1]:2121/", "ftps", 21).expect("url");
+        let u = ServerUrl::parse("ftps://me:p%40ss@[::1]:2121/", "ftps", 21, &creds).expect("url");
         assert_eq!(u.user.as_deref(), Some("me"));
         assert_eq!(u.password.as_deref(), Some("p@ss"));
         assert_eq!(
@@ -114,9 +132,19 @@ mod tests {
         );
         assert_eq!(u.location_of("/x"), "ftps://me:***@[::1]:2121/x");
 
-        let again = ServerUrl::parse("ftps://me:***@[::1]:2121/x", "ftps", 21).expect("url");
-        assert_eq!(again.password.as_deref(), Some("p@ss"), "remembered");
-        assert!(ServerUrl::parse("ftp://h:port/", "ftp", 21).is_err());
-        assert!(ServerUrl::parse("sftp://h/", "ftp", 21).is_err());
+        let again =
+            ServerUrl::parse("ftps://me:***@[::1]:2121/x", "ftps", 21, &creds).expect("url");
+        assert_eq!(
+            again.password.as_deref(),
+            Some("p@ss"),
+            "known to the same ingest"
+        );
+        let other = Credentials::for_ingest();
+        assert!(
+            ServerUrl::parse("ftps://me:***@[::1]:2121/x", "ftps", 21, &other).is_err(),
+            "not to another"
+        );
+        assert!(ServerUrl::parse("ftp://h:port/", "ftp", 21, &creds).is_err());
+        assert!(ServerUrl::parse("sftp://h/", "ftp", 21, &creds).is_err());
     }
 }

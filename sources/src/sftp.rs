@@ -1,6 +1,7 @@
 //! SFTP: `sftp://user[:password]@host[:port]/absolute/dir/`, over an SSH
-//! connection made in Rust (russh), one per server and user, shared by the
-//! files of a listing.
+//! connection made in Rust (russh), one per server, user and credentials,
+//! shared by the files of a listing and kept (bounded, closed when idle)
+//! in the registry of whoever runs the source (see [`crate::Connections`]).
 //!
 //! Authentication is the URL's password when it has one, else
 //! `ROTA_SFTP_PASSWORD` (or a profile's `sftp.password`), else a private
@@ -19,7 +20,6 @@
 //! if the file's size and modification time are unchanged; otherwise the
 //! read fails saying at which byte.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -36,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::object::invalid;
 use crate::ranged::ranged_at;
 use crate::redact;
+use crate::registry::{Held, Key};
 use crate::resume::{Reopen, open_resuming};
 use crate::server_url::ServerUrl;
 use crate::walk::{self, Found, Walk, child_path};
@@ -101,16 +102,30 @@ impl SftpSettings {
 }
 
 /// SFTP servers.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct SftpSource {
     settings: SftpSettings,
+    held: Held,
+}
+
+impl Default for SftpSource {
+    fn default() -> Self {
+        Self::new(SftpSettings::default())
+    }
 }
 
 impl SftpSource {
-    /// A source reaching servers with `settings`.
+    /// A source reaching servers with `settings`, keeping its sessions in a
+    /// registry of its own.
     #[must_use]
     pub fn new(settings: SftpSettings) -> Self {
-        Self { settings }
+        Self::held(settings, Held::own())
+    }
+
+    /// A source reaching servers with `settings`, with the registry and
+    /// passwords in `held`.
+    pub(crate) fn held(settings: SftpSettings, held: Held) -> Self {
+        Self { settings, held }
     }
 }
 
@@ -121,8 +136,8 @@ struct Url {
 }
 
 impl Url {
-    fn parse(location: &str) -> Result<Self, SourceError> {
-        let inner = ServerUrl::parse(location, "sftp", 22)?;
+    fn parse(location: &str, held: &Held) -> Result<Self, SourceError> {
+        let inner = ServerUrl::parse(location, "sftp", 22, &held.credentials)?;
         let user = inner
             .user
             .clone()
@@ -225,37 +240,37 @@ impl russh::client::Handler for Checker {
 }
 
 /// One authenticated SFTP session.
-struct Conn {
+pub(crate) struct Conn {
     sftp: SftpSession,
-    _ssh: russh::client::Handle<Checker>,
-}
-
-/// Sessions by server, user and authentication, so the files of one listing
-/// share a connection.
-fn sessions() -> &'static tokio::sync::Mutex<HashMap<String, Arc<Conn>>> {
-    static SESSIONS: std::sync::OnceLock<tokio::sync::Mutex<HashMap<String, Arc<Conn>>>> =
-        std::sync::OnceLock::new();
-    SESSIONS.get_or_init(|| tokio::sync::Mutex::new(HashMap::new()))
+    ssh: russh::client::Handle<Checker>,
 }
 
 impl SftpSource {
+    /// An authenticated session to `url`'s server: a cached one made with
+    /// the same credentials and settings, else a new one (then cached).
     async fn connect(&self, url: &Url, location: &str) -> Result<Arc<Conn>, SourceError> {
         let password = url
             .password
             .clone()
             .or_else(|| self.settings.password.clone());
-        // In memory only: tells apart sessions with other credentials.
-        let key = format!(
-            "{}@{}:{}#{password:?}#{:?}",
-            url.user, url.host, url.port, self.settings
-        );
-        let mut map = sessions().lock().await;
-        if let Some(c) = map.get(&key) {
-            if !c._ssh.is_closed() {
-                return Ok(c.clone());
-            }
-            // The connection died (a server restart, a cut link): make another.
-            map.remove(&key);
+        // Everything that decides whom the session is authenticated as: a
+        // request without the same password (or key) never gets it.
+        let key_path = self.settings.key_path();
+        let port = url.port.to_string();
+        let key = Key::of(&[
+            "sftp",
+            &url.user,
+            &url.host,
+            &port,
+            password.as_deref().unwrap_or(""),
+            &format!("{:?}|{:?}", password.is_some(), key_path),
+            &format!("{:?}", self.settings.known_hosts),
+            self.settings.fingerprint.as_deref().unwrap_or(""),
+        ]);
+        let registry = self.held.registry();
+        // A dead connection (a server restart, a cut link) is dropped.
+        if let Some(c) = registry.sftp.get(&key, |c| !c.ssh.is_closed()) {
+            return Ok(c);
         }
         let remote = |reason: String| SourceError::Remote {
             location: redact(location),
@@ -353,8 +368,8 @@ impl SftpSource {
         let sftp = SftpSession::new(channel.into_stream())
             .await
             .map_err(|e| remote(format!("SFTP did not start: {e}")))?;
-        let conn = Arc::new(Conn { sftp, _ssh: ssh });
-        map.insert(key, conn.clone());
+        let conn = Arc::new(Conn { sftp, ssh });
+        registry.sftp.put(registry, key, conn.clone());
         Ok(conn)
     }
 }
@@ -477,7 +492,7 @@ impl Source for SftpSource {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {
-        let url = Url::parse(&req.location)?;
+        let url = Url::parse(&req.location, &self.held)?;
         let conn = self.connect(&url, &req.location).await?;
         let attrs = conn
             .sftp
@@ -523,7 +538,7 @@ impl Reopen for Version {
         again: bool,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
         let location = &self.entry.location;
-        let url = Url::parse(location)?;
+        let url = Url::parse(location, &self.source.held)?;
         let conn = self.source.connect(&url, location).await?;
         if again {
             let now = conn

@@ -519,3 +519,250 @@ async fn an_ftp_server_killed_mid_read_is_read_on_after_its_restart() {
     );
     assert!(!text.contains(FTP_PASSWORD), "{text}");
 }
+
+/// Source settings for `server` with a registry bounded by `limits`.
+fn ftp_settings(
+    server: &rota_testkit::Ftpd,
+    limits: rota_sources::ConnectionLimits,
+) -> rota_sources::SourceSettings {
+    let mut settings = rota_sources::SourceSettings::default();
+    settings.ftp = rota_sources::ftp::FtpSettings {
+        ca_file: server.ca_file.clone(),
+        password: None,
+    };
+    settings.connections = rota_sources::Connections::new(limits);
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_given_with_one_ingest_is_never_used_by_another() {
+    let server = ftpd(&tree_dir(), FtpdOptions::default());
+    let settings = ftp_settings(&server, rota_sources::ConnectionLimits::default());
+    let given = format!("ftp://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr);
+    let hidden = format!("ftp://{FTP_USER}:***@{}/", server.addr);
+
+    // Ingest A gives the password: it lists, and opens what it listed
+    // (entries show the password as `***`).
+    let a = settings.for_ingest();
+    let source = a.for_location(&given).expect("source");
+    let entries = conformance::list_at(source.as_ref(), &given, true)
+        .await
+        .expect("A lists");
+    let entry = entries
+        .iter()
+        .find(|e| e.relative == "a.csv")
+        .expect("a.csv");
+    assert!(entry.location.contains(":***@"), "{}", entry.location);
+    let bytes = conformance::read_all(source.as_ref(), entry, None)
+        .await
+        .expect("A reads");
+    assert_eq!(
+        bytes,
+        std::fs::read(tree_dir().join("a.csv")).expect("local")
+    );
+
+    // Ingest B, on the same server's registry, names the user with `***`:
+    // neither its listing nor A's entries open.
+    let b = settings.for_ingest();
+    let err = conformance::list_at(
+        b.for_location(&hidden).expect("source").as_ref(),
+        &hidden,
+        true,
+    )
+    .await
+    .expect_err("B does not get A's password");
+    assert!(err.to_string().contains("not known here"), "{err}");
+    assert!(!err.to_string().contains(FTP_PASSWORD), "{err}");
+    let err = conformance::read_all(
+        b.for_location(&entry.location).expect("source").as_ref(),
+        entry,
+        None,
+    )
+    .await
+    .expect_err("B cannot open A's entry");
+    assert!(err.to_string().contains("not known here"), "{err}");
+    // Settings used outside any ingest know no password either.
+    assert!(
+        conformance::read_all(
+            settings
+                .for_location(&entry.location)
+                .expect("source")
+                .as_ref(),
+            entry,
+            None
+        )
+        .await
+        .is_err()
+    );
+
+    // Ingest C names the user without a password: it is not handed A's
+    // logged-in connections, and the server refuses it.
+    let bare = format!("ftp://{FTP_USER}@{}/", server.addr);
+    let c = settings.for_ingest();
+    let err = conformance::list_at(c.for_location(&bare).expect("source").as_ref(), &bare, true)
+        .await
+        .expect_err("C is refused");
+    assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_passwords_do_not_grow_the_registry_and_idle_connections_close() {
+    let server = ftpd(&tree_dir(), FtpdOptions::default());
+    let settings = ftp_settings(
+        &server,
+        rota_sources::ConnectionLimits {
+            idle: Duration::from_millis(200),
+            max_entries: 2,
+        },
+    );
+    // (The server pauses a few seconds after each refused login.)
+    for i in 0..6 {
+        let url = format!("ftp://{FTP_USER}:guess-{i}@{}/", server.addr);
+        let ingest = settings.for_ingest();
+        let err = conformance::list_at(
+            ingest.for_location(&url).expect("source").as_ref(),
+            &url,
+            true,
+        )
+        .await
+        .expect_err("a wrong password is refused");
+        assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
+        assert!(
+            settings.connections.len() <= 2,
+            "bounded: {} after {i}",
+            settings.connections.len()
+        );
+    }
+    let given = format!("ftp://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr);
+    let ingest = settings.for_ingest();
+    let source = ingest.for_location(&given).expect("source");
+    let entries = conformance::list_at(source.as_ref(), &given, true)
+        .await
+        .expect("the right password still lists");
+    assert!(!entries.is_empty());
+    drop((source, entries));
+    // Nothing uses the registry now: its background sweep closes the idle
+    // connections (bounded wait).
+    for _ in 0..200 {
+        if settings.connections.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        settings.connections.is_empty(),
+        "idle entries are dropped: {:?}",
+        settings.connections
+    );
+    // And a later ingest connects again.
+    let again = settings.for_ingest();
+    conformance::list_at(
+        again.for_location(&given).expect("source").as_ref(),
+        &given,
+        true,
+    )
+    .await
+    .expect("lists after the sweep");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sftp_session_is_never_shared_with_other_credentials() {
+    let server = sshd();
+    let mut settings = rota_sources::SourceSettings::default();
+    settings.sftp = rota_sources::sftp::SftpSettings {
+        key: Some(server.client_key.clone()),
+        known_hosts: Some(server.known_hosts.clone()),
+        fingerprint: None,
+        password: None,
+    };
+    let root = format!(
+        "sftp://{}@{}{}/",
+        server.user,
+        server.addr,
+        tree_dir().canonicalize().expect("tree").display()
+    );
+    let a = settings.for_ingest();
+    conformance::list_at(a.for_location(&root).expect("source").as_ref(), &root, true)
+        .await
+        .expect("A lists with the accepted key");
+    assert_eq!(settings.connections.len(), 1, "A's session is kept");
+
+    // B shares the registry but holds a key the server does not accept: it
+    // is not handed A's session.
+    let mut other = settings.clone();
+    other.sftp.key = Some(server.other_key.clone());
+    let b = other.for_ingest();
+    let err = conformance::list_at(b.for_location(&root).expect("source").as_ref(), &root, true)
+        .await
+        .expect_err("B is refused");
+    assert!(err.to_string().contains("refused the key"), "{err}");
+
+    // A password given by one ingest (here refused by the server, which
+    // takes keys only) is not tried for another's `***`.
+    let with_password = root.replacen('@', ":guessed-pw@", 1);
+    let c = settings.for_ingest();
+    let err = conformance::list_at(
+        c.for_location(&with_password).expect("source").as_ref(),
+        &with_password,
+        true,
+    )
+    .await
+    .expect_err("password authentication is off");
+    assert!(!err.to_string().contains("guessed-pw"), "{err}");
+    let hidden = root.replacen('@', ":***@", 1);
+    let d = settings.for_ingest();
+    let err = conformance::list_at(
+        d.for_location(&hidden).expect("source").as_ref(),
+        &hidden,
+        true,
+    )
+    .await
+    .expect_err("D does not get C's password");
+    assert!(
+        matches!(err, SourceError::InvalidLocation { .. })
+            && err.to_string().contains("not known here"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_and_webdav_listings_are_bounded_in_files_and_time() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let addr = s3_server(root.path()).await;
+    let limits = rota_sources::ListingLimits {
+        max_entries: 3,
+        stall: Duration::from_secs(60),
+    };
+    let source = ObjectSource::new(s3_settings(addr, SECRET)).with_listing(limits);
+    let err = conformance::list_at(&source, "s3://bucket/tree/", true)
+        .await
+        .expect_err("more files than the bound");
+    assert!(err.to_string().contains("more than 3 files"), "{err}");
+
+    let server = nginx_webdav(&tree_dir(), None);
+    let source = ObjectSource::default().with_listing(limits);
+    let err = conformance::list_at(&source, &format!("webdav://{}/", server.addr), true)
+        .await
+        .expect_err("more files than the bound");
+    assert!(err.to_string().contains("more than 3 files"), "{err}");
+
+    // A server that takes the request and never answers: the listing ends
+    // at its stall bound, not at the client's longer timeouts.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let quiet = rota_sources::ListingLimits {
+        max_entries: 3,
+        stall: Duration::from_millis(300),
+    };
+    let source = ObjectSource::new(s3_settings(silent.local_addr().expect("addr"), SECRET))
+        .with_listing(quiet);
+    let err = conformance::list_at(&source, "s3://bucket/tree/", true)
+        .await
+        .expect_err("a silent server ends the listing");
+    assert!(err.to_string().contains("found no"), "{err}");
+    let source = ObjectSource::default().with_listing(quiet);
+    let url = format!("webdav://{}/dir/", silent.local_addr().expect("addr"));
+    let err = conformance::list_at(&source, &url, true)
+        .await
+        .expect_err("a silent WebDAV server ends the listing");
+    assert!(err.to_string().contains("found no"), "{err}");
+}

@@ -436,3 +436,68 @@ fn an_ftp_password_comes_from_the_environment_or_a_profile_not_only_the_url() {
         "{err}"
     );
 }
+
+#[test]
+fn a_url_password_given_with_one_job_is_never_used_by_another() {
+    let server = ftpd(&tree_dir(), FtpdOptions::default());
+    let s = Scratch::new();
+    std::fs::write(
+        s.path("tokens"),
+        "app-token schedule\nother-token schedule\n",
+    )
+    .expect("tokens");
+    let tokens = s.path("tokens");
+    let allowed = format!("ftp://{}/", server.addr);
+    let (serve, url) = crate::serve::serve_env(
+        &s,
+        &[
+            "--tokens",
+            tokens.to_str().expect("path"),
+            "--allow-source",
+            &allowed,
+        ],
+        &[],
+    );
+    let run = |token: &str, source: &str| {
+        let answer = crate::serve::post(
+            &url,
+            "/schedule",
+            token,
+            &serde_json::json!({ "spec": "t", "batch": { "source": source, "recursive": true } }),
+        );
+        let id = answer["jobs"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .to_owned();
+        crate::support::wait_until(
+            std::time::Duration::from_secs(30),
+            "the batch ends its ingest",
+            || {
+                let job = crate::serve::get(&url, &format!("/jobs/{id}"), token);
+                job["released"] == true || job["state"] == "failed"
+            },
+        );
+        crate::serve::get(&url, &format!("/jobs/{id}"), token)
+    };
+    // Job A gives the password: its files are listed and read.
+    let a = run(
+        "app-token",
+        &format!("ftp://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr),
+    );
+    assert_eq!(a["error"], serde_json::Value::Null, "{a}");
+    assert_eq!(a["released"], true, "{a}");
+    // Job B, from another token, names the same user with `***` (as A's
+    // job record shows it): the server does not log in with A's password.
+    let b = run(
+        "other-token",
+        &format!("ftp://{FTP_USER}:***@{}/", server.addr),
+    );
+    assert_eq!(b["state"], "failed", "{b}");
+    let why = b["error"].as_str().unwrap_or_default();
+    assert!(why.contains("not known here"), "{b}");
+    assert!(!b.to_string().contains(FTP_PASSWORD), "{b}");
+    crate::support::signal(&serve, "TERM");
+    let (status, stderr) = crate::support::finish(serve, std::time::Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains(FTP_PASSWORD), "{stderr}");
+}

@@ -131,6 +131,11 @@ pub async fn ingest(
     progress: Arc<Progress>,
 ) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
+    // The passwords given in this ingest's URLs serve it alone.
+    let req = IngestRequest {
+        sources: req.sources.for_ingest(),
+        ..req
+    };
     // List first: a missing path, or one with nothing to ingest, fails before
     // any job exists.
     let (explicit, listing, first) = check_and_list(&req).await?;

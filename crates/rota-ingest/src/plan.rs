@@ -67,6 +67,11 @@ pub struct Plan {
 /// [`PROBE_BYTES`] of a file: an invalid request, a missing path, a file of
 /// unknown format, a decode error in the sample.
 pub async fn plan(req: &IngestRequest) -> Result<Plan, IngestError> {
+    // The passwords of this plan's URLs are its own.
+    let req = &IngestRequest {
+        sources: req.sources.for_ingest(),
+        ..req.clone()
+    };
     let (explicit, mut listing, first) = check_and_list(req).await?;
     let mut files = Vec::new();
     let mut next = Some(first);

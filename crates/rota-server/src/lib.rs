@@ -55,7 +55,9 @@ pub struct Config {
     pub tokens: Tokens,
     /// The sources batch jobs may read.
     pub allow: AllowList,
-    /// How batch jobs reach remote sources (credentials, trust).
+    /// How batch jobs reach remote sources (credentials, trust), and the
+    /// registry of connections the server's ingests share (bounded, closed
+    /// when idle; see [`rota_sources::Connections`]).
     pub sources: rota_sources::SourceSettings,
     /// Longest request body accepted (upload bodies aside).
     pub max_body: usize,
