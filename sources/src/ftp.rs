@@ -88,13 +88,23 @@ impl FtpSettings {
 #[derive(Debug, Default, Clone)]
 pub struct FtpSource {
     settings: FtpSettings,
+    egress: crate::Egress,
 }
 
 impl FtpSource {
     /// A source reaching servers with `settings`.
     #[must_use]
     pub fn new(settings: FtpSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            egress: crate::Egress::default(),
+        }
+    }
+
+    /// The same, connecting only where `egress` permits.
+    #[must_use]
+    pub fn with_egress(self, egress: crate::Egress) -> Self {
+        Self { egress, ..self }
     }
 }
 
@@ -291,7 +301,11 @@ impl FtpSource {
     async fn checkout(&self, url: &Url, location: &str) -> Result<Conn, SourceError> {
         let server = {
             let mut map = servers().lock().unwrap_or_else(PoisonError::into_inner);
-            map.entry(url.server_key(&self.settings))
+            map.entry(format!(
+                "{}|{:?}",
+                url.server_key(&self.settings),
+                self.egress
+            ))
                 .or_insert_with(|| {
                     Arc::new(Server {
                         idle: StdMutex::new(Vec::new()),
@@ -338,17 +352,14 @@ impl FtpSource {
 
     async fn connect(&self, url: &Url, location: &str) -> Result<Ftp, SourceError> {
         let error = |e| ftp_error(location, url.user(), e);
-        let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+        let addr = self
+            .egress
+            .resolve(&url.host, url.port)
             .await
-            .map_err(|e| SourceError::Interrupted {
+            .map_err(|reason| SourceError::Interrupted {
                 location: redact(location),
-                reason: format!("cannot resolve {}: {e}", url.host),
-            })?
-            .next()
-            .ok_or_else(|| SourceError::Interrupted {
-                location: redact(location),
-                reason: format!("{} has no address", url.host),
-            })?;
+                reason,
+            })?[0];
         let mut ftp = Ftp::connect_timeout(addr, TIMEOUT).await.map_err(error)?;
         if url.tls {
             let connector = AsyncRustlsConnector::from(TlsConnector::from(tls_config(

@@ -14,6 +14,7 @@ use rota_core::SourceError;
 use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 
 pub mod conformance;
+pub mod egress;
 pub mod ftp;
 pub mod local;
 pub mod object;
@@ -25,7 +26,9 @@ pub mod sftp;
 mod walk;
 mod webdav;
 
+pub use egress::Egress;
 pub use local::LocalSource;
+pub use rota_url::RemoteUrl;
 pub use object::{ObjectSource, S3Settings};
 
 /// The source serving `location`, configured from the environment (see
@@ -49,6 +52,10 @@ pub struct SourceSettings {
     /// Sources an embedding program adds for schemes of its own (the
     /// server's `upload://`); asked before the built-in ones.
     pub extra: ExtraSources,
+    /// Which addresses HTTP(S), WebDAV, SFTP and FTP(S) connections may
+    /// reach, and whether redirects are followed (S3 goes where its
+    /// endpoint setting says).
+    pub egress: Egress,
 }
 
 /// Sources added by an embedding program, each serving the schemes it names.
@@ -91,6 +98,7 @@ impl SourceSettings {
             sftp: sftp::SftpSettings::from_env(),
             ftp: ftp::FtpSettings::from_env(),
             extra: ExtraSources::default(),
+            egress: Egress::default(),
         }
     }
 
@@ -106,10 +114,16 @@ impl SourceSettings {
         match scheme(location) {
             None | Some("file") => Ok(Arc::new(LocalSource)),
             Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
-                Ok(Arc::new(ObjectSource::new(self.s3.clone())))
+                Ok(Arc::new(
+                    ObjectSource::new(self.s3.clone()).with_egress(self.egress.clone()),
+                ))
             }
-            Some("sftp") => Ok(Arc::new(sftp::SftpSource::new(self.sftp.clone()))),
-            Some("ftp" | "ftps") => Ok(Arc::new(ftp::FtpSource::new(self.ftp.clone()))),
+            Some("sftp") => Ok(Arc::new(
+                sftp::SftpSource::new(self.sftp.clone()).with_egress(self.egress.clone()),
+            )),
+            Some("ftp" | "ftps") => Ok(Arc::new(
+                ftp::FtpSource::new(self.ftp.clone()).with_egress(self.egress.clone()),
+            )),
             Some(other) => Err(SourceError::InvalidLocation {
                 location: redact(location),
                 reason: format!(
@@ -283,30 +297,11 @@ impl EntryStream for Filtered {
 
 /// `location` with the password of any `scheme://user:password@host` part,
 /// and the query of an `http(s)://` URL (pre-signed URLs carry signatures
-/// there), replaced by `***`, so it can be shown, logged and stored.
+/// there), replaced by `***`, so it can be shown, logged and stored. URLs
+/// are read by [`RemoteUrl::parse`], as the sources read them.
 #[must_use]
 pub fn redact(location: &str) -> String {
-    let Some((scheme, rest)) = location.split_once("://") else {
-        return location.to_owned();
-    };
-    if matches!(scheme, "http" | "https" | "webdav" | "webdavs")
-        && let Some((before, _)) = location.split_once('?')
-    {
-        return format!("{}?***", redact(before));
-    }
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                location.to_owned()
-            }
-        }
-        None => location.to_owned(),
-    }
+    rota_url::redact(location)
 }
 
 /// Passwords given in URLs, by server and user, so that entries listed with

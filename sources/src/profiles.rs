@@ -161,6 +161,7 @@ pub fn load(name: &str, path: &Path) -> Result<SourceSettings, SourceError> {
             skip_signature: p.skip_signature.unwrap_or(env.skip_signature),
         },
         extra: crate::ExtraSources::default(),
+        egress: crate::Egress::default(),
     })
 }
 

@@ -5,6 +5,7 @@ use rota_core::SourceError;
 
 use crate::object::{invalid, percent_decode, percent_encode};
 
+
 /// A server URL taken apart. The password stays in this process: entries
 /// and messages show it as `***`.
 pub(crate) struct ServerUrl {
@@ -26,43 +27,25 @@ impl ServerUrl {
     /// Parses `location`, which must start with `scheme://`; `port` is the
     /// scheme's default port.
     pub(crate) fn parse(location: &str, scheme: &str, port: u16) -> Result<Self, SourceError> {
-        let rest = location
-            .strip_prefix(scheme)
-            .and_then(|r| r.strip_prefix("://"))
-            .ok_or_else(|| invalid(location, format!("expected {scheme}://host/path")))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if hostport.is_empty() {
-            return Err(invalid(location, "the URL names no host"));
+        let url = crate::RemoteUrl::parse(location).map_err(|reason| invalid(location, reason))?;
+        if url.scheme() != scheme {
+            return Err(invalid(location, format!("expected {scheme}://host/path")));
         }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                location,
+                "a `?` or `#` in the path: write them as %3F and %23",
+            ));
+        }
+        let hostport = url.host_port();
         let server = format!("{scheme}://{hostport}");
-        let (user, password) = match userinfo {
-            None => (None, None),
-            Some(userinfo) => match userinfo.split_once(':') {
-                Some((u, p)) => (
-                    Some(percent_decode(u)),
-                    Some(crate::url_password(location, &server, u, p)?),
-                ),
-                None => (Some(percent_decode(userinfo)), None),
-            },
+        let user = url.user();
+        let password = match (url.user_encoded(), url.password_encoded()) {
+            (Some(u), Some(p)) => Some(crate::url_password(location, &server, u, p)?),
+            _ => None,
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                p.parse()
-                    .map_err(|_| invalid(location, format!("not a port: {p}")))?,
-            ),
-            _ => (
-                hostport
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port,
-            ),
-        };
+        let (host, port) = (url.host(), url.port_or(port));
+        let path = url.path().trim_start_matches('/');
         let decoded = percent_decode(path);
         let trimmed = decoded.trim_end_matches('/');
         let base = match (&user, &password) {

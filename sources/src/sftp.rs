@@ -104,13 +104,23 @@ impl SftpSettings {
 #[derive(Debug, Default, Clone)]
 pub struct SftpSource {
     settings: SftpSettings,
+    egress: crate::Egress,
 }
 
 impl SftpSource {
     /// A source reaching servers with `settings`.
     #[must_use]
     pub fn new(settings: SftpSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            egress: crate::Egress::default(),
+        }
+    }
+
+    /// The same, connecting only where `egress` permits.
+    #[must_use]
+    pub fn with_egress(self, egress: crate::Egress) -> Self {
+        Self { egress, ..self }
     }
 }
 
@@ -246,8 +256,8 @@ impl SftpSource {
             .or_else(|| self.settings.password.clone());
         // In memory only: tells apart sessions with other credentials.
         let key = format!(
-            "{}@{}:{}#{password:?}#{:?}",
-            url.user, url.host, url.port, self.settings
+            "{}@{}:{}#{password:?}#{:?}#{:?}",
+            url.user, url.host, url.port, self.settings, self.egress
         );
         let mut map = sessions().lock().await;
         if let Some(c) = map.get(&key) {
@@ -276,7 +286,12 @@ impl SftpSource {
             inactivity_timeout: Some(std::time::Duration::from_secs(120)),
             ..russh::client::Config::default()
         });
-        let connecting = russh::client::connect(config, (url.host.as_str(), url.port), checker);
+        let addresses = self
+            .egress
+            .resolve(&url.host, url.port)
+            .await
+            .map_err(unreachable)?;
+        let connecting = russh::client::connect(config, addresses.as_slice(), checker);
         let mut ssh =
             match tokio::time::timeout(std::time::Duration::from_secs(20), connecting).await {
                 Ok(Ok(h)) => h,

@@ -1,10 +1,9 @@
 //! Who may do what: bearer tokens with scopes, and which sources a batch job
 //! may make the server read.
 
-use std::path::{Path, PathBuf};
-
 use axum::http::{HeaderMap, StatusCode};
 
+pub use crate::allow::AllowList;
 use crate::error::ApiError;
 
 /// What a token allows.
@@ -189,163 +188,6 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The sources batch jobs may read: URL prefixes (`s3://bucket/`,
-/// `https://data.example.com/`) and local directories. Empty: none.
-#[derive(Clone, Debug, Default)]
-pub struct AllowList {
-    urls: Vec<String>,
-    roots: Vec<PathBuf>,
-}
-
-impl AllowList {
-    /// An allow-list of `entries`: URL prefixes and local directories.
-    ///
-    /// # Errors
-    /// A local directory that does not exist.
-    pub fn new(entries: &[String]) -> Result<Self, String> {
-        let mut list = Self::default();
-        for e in entries {
-            if rota_sources::scheme(e).is_some_and(|s| s != "file") {
-                list.urls.push(e.clone());
-            } else {
-                let path = Path::new(e.trim_start_matches("file://"));
-                let root = path
-                    .canonicalize()
-                    .map_err(|err| format!("allowed source {}: {err}", path.display()))?;
-                list.roots.push(root);
-            }
-        }
-        Ok(list)
-    }
-
-    /// Checks that a batch job may read `location`.
-    ///
-    /// # Errors
-    /// 403 with the reason when it may not.
-    pub fn check(&self, location: &str) -> Result<(), ApiError> {
-        let refuse = |why: String| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "source_not_allowed",
-                format!("{}: {why}", rota_sources::redact(location)),
-            )
-        };
-        match rota_sources::scheme(location) {
-            Some(s) if s != "file" => {
-                // Compare without userinfo (credentials do not change the
-                // place), and decoded: sources decode `%2e%2e` to `..`.
-                let bare = decoded(&strip_userinfo(location));
-                if self
-                    .urls
-                    .iter()
-                    .any(|p| under(&bare, &decoded(&strip_userinfo(p))))
-                    && !has_dot_segment(&bare)
-                {
-                    Ok(())
-                } else {
-                    Err(refuse(
-                        "this server does not read from there (start it with --allow-source \
-                         naming the URL prefix)"
-                            .to_owned(),
-                    ))
-                }
-            }
-            _ if has_dot_segment(location) => Err(refuse(
-                "a local path with `.` or `..` segments is not read: give it resolved, under a \
-                 directory named by --allow-source"
-                    .to_owned(),
-            )),
-            _ => {
-                let path = Path::new(location.trim_start_matches("file://"));
-                // The deepest existing ancestor, resolved: `..` and links
-                // cannot escape an allowed root.
-                let mut probe = path.to_path_buf();
-                let resolved = loop {
-                    if let Ok(r) = probe.canonicalize() {
-                        break Some(r);
-                    }
-                    if !probe.pop() {
-                        break None;
-                    }
-                };
-                match resolved {
-                    Some(r)
-                        if path.is_absolute()
-                            && self.roots.iter().any(|root| r.starts_with(root)) =>
-                    {
-                        Ok(())
-                    }
-                    _ => Err(refuse(
-                        "this server does not read that local path (start it with \
-                         --allow-source naming a directory that holds it; paths must be absolute)"
-                            .to_owned(),
-                    )),
-                }
-            }
-        }
-    }
-}
-
-/// Whether `location` lies under the allowed `prefix`: equal to it, or
-/// continuing it after a `/` (so `https://h.example.com` does not allow
-/// `https://h.example.com.evil.org/`, nor `s3://b/exports` `s3://b/exports-x`).
-/// Schemes compare without case.
-fn under(location: &str, prefix: &str) -> bool {
-    let (location, prefix) = (lower_scheme(location), lower_scheme(prefix));
-    location == prefix
-        || (location.starts_with(&prefix)
-            && (prefix.ends_with('/') || location[prefix.len()..].starts_with('/')))
-}
-
-/// `url` with its scheme in lowercase.
-fn lower_scheme(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
-        None => url.to_owned(),
-    }
-}
-
-/// Whether a path or URL has a `.` or `..` segment.
-fn has_dot_segment(location: &str) -> bool {
-    let path = location
-        .split_once("://")
-        .map_or(location, |(_, rest)| rest);
-    path.split(['/', '\\']).any(|seg| seg == ".." || seg == ".")
-}
-
-/// `text` with `%XX` escapes decoded (bytes that do not form UTF-8 are
-/// replaced, which only makes a location less likely to match).
-fn decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = text.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `location` without a `user[:password]@` part.
-fn strip_userinfo(location: &str) -> String {
-    let Some((scheme, rest)) = location.split_once("://") else {
-        return location.to_owned();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://{host}{}", &rest[end..]),
-        None => location.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,59 +240,6 @@ mod tests {
                 .check(&HeaderMap::new(), Some(Scope::Admin))
                 .is_ok(),
             "off"
-        );
-    }
-
-    #[test]
-    fn the_allow_list_checks_url_prefixes_and_resolved_local_paths() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(data.join("in")).expect("mkdir");
-        let list = AllowList::new(&[
-            "s3://bucket/exports/".to_owned(),
-            data.to_string_lossy().into_owned(),
-        ])
-        .expect("allow list");
-        assert!(list.check("s3://bucket/exports/2026/").is_ok());
-        assert!(list.check("s3://bucket/other/").is_err());
-        assert!(list.check("s3://bucket/exports/../other/").is_err());
-        assert!(list.check("s3://bucket/exports/%2e%2e/other/").is_err());
-        assert!(
-            list.check("S3://bucket/exports/x.csv").is_ok(),
-            "schemes ignore case"
-        );
-        let hosts = AllowList::new(&["https://data.example.com".to_owned()]).expect("list");
-        assert!(hosts.check("https://data.example.com/a.csv").is_ok());
-        assert!(
-            hosts
-                .check("https://data.example.com.evil.org/a.csv")
-                .is_err()
-        );
-        assert!(
-            hosts
-                .check("https://data.example.com@evil.org/a.csv")
-                .is_err()
-        );
-        let no_slash = AllowList::new(&["s3://b/exports".to_owned()]).expect("list");
-        assert!(no_slash.check("s3://b/exports/x").is_ok());
-        assert!(no_slash.check("s3://b/exports-x/y").is_err());
-        assert!(list.check("https://169.254.169.254/latest/").is_err());
-        assert!(list.check(&format!("{}/in/x.csv", data.display())).is_ok());
-        assert!(
-            list.check(&format!("{}/in/../../secret", data.display()))
-                .is_err()
-        );
-        assert!(
-            list.check(&format!("{}/no/../../../etc/passwd", data.display()))
-                .is_err()
-        );
-        assert!(list.check("/etc/passwd").is_err());
-        assert!(list.check("relative/path.csv").is_err());
-        let err = list.check("sftp://u:pw@h/x").expect_err("refused");
-        assert!(!err.message.contains("pw@"), "{}", err.message);
-        assert!(
-            AllowList::default().check("s3://any/").is_err(),
-            "empty allows nothing"
         );
     }
 }

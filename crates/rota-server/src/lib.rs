@@ -12,6 +12,7 @@
 //! store on one machine; a shared store for several). The worker protocol is
 //! described in `docs/worker-protocol.md`.
 
+mod allow;
 pub mod auth;
 pub mod callbacks;
 pub mod error;
@@ -59,6 +60,10 @@ pub struct Config {
     /// Longest a long-polling claim or `GET /jobs/{id}/wait` blocks (keep it
     /// under the idle timeout of any proxy in front).
     pub max_wait: Duration,
+    /// Let sources and callbacks reach loopback, private and link-local
+    /// addresses by name; off (the default), only the addresses allow-list
+    /// entries name as their host are reached there.
+    pub private_networks: bool,
 }
 
 impl Default for Config {
@@ -71,6 +76,7 @@ impl Default for Config {
             uploads: None,
             callbacks: callbacks::CallbackConfig::default(),
             max_wait: MAX_WAIT,
+            private_networks: false,
         }
     }
 }
@@ -102,7 +108,9 @@ pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Ro
     build(store, config).map(|(router, _)| router)
 }
 
-fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router, State)> {
+fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Router, State)> {
+    config.sources.egress =
+        rota_sources::Egress::server(config.allow.addresses(), config.private_networks);
     let max_body = config.max_body;
     let metrics = Arc::new(metrics::Metrics::default());
     let uploads = config
