@@ -142,22 +142,20 @@ impl Redirected {
     /// The refusal of a redirect whose `Location` header is `location`.
     #[must_use]
     pub fn from_location(location: Option<&reqwest::header::HeaderValue>) -> Self {
-        let to = location
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(
-                || "nowhere (no Location)".to_owned(),
-                |l| match url::Url::parse(l) {
-                    Ok(u) => format!(
-                        "{}://{}",
-                        u.scheme(),
-                        u.port().map_or_else(
-                            || u.host_str().unwrap_or_default().to_owned(),
-                            |p| format!("{}:{p}", u.host_str().unwrap_or_default())
-                        )
-                    ),
-                    Err(_) => "another path on the same server".to_owned(),
-                },
-            );
+        let to = location.and_then(|v| v.to_str().ok()).map_or_else(
+            || "nowhere (no Location)".to_owned(),
+            |l| match url::Url::parse(l) {
+                Ok(u) => format!(
+                    "{}://{}",
+                    u.scheme(),
+                    u.port().map_or_else(
+                        || u.host_str().unwrap_or_default().to_owned(),
+                        |p| format!("{}:{p}", u.host_str().unwrap_or_default())
+                    )
+                ),
+                Err(_) => "another path on the same server".to_owned(),
+            },
+        );
         Self { to }
     }
 }
@@ -183,9 +181,8 @@ impl reqwest::dns::Resolve for Resolver {
         let egress = self.0.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if found.is_empty() {
                 return Err(format!("{host} has no address").into());
             }
@@ -198,7 +195,8 @@ impl reqwest::dns::Resolve for Resolver {
                 return Err(Box::new(Refused {
                     host,
                     addresses: found.iter().map(SocketAddr::ip).collect(),
-                }) as Box<dyn std::error::Error + Send + Sync>);
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
         })
@@ -209,9 +207,7 @@ impl reqwest::dns::Resolve for Resolver {
 /// IPv4 address; others unchanged.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 @ IpAddr::V4(_) => v4,
     }
 }
@@ -333,7 +329,12 @@ mod tests {
         let named = Egress::server(vec!["127.0.0.1".parse().expect("ip")], false);
         let got = named.resolve("localhost", 22).await.expect("allowed");
         assert!(got.iter().all(|a| a.ip().is_loopback()), "{got:?}");
-        assert!(Egress::server(Vec::new(), true).resolve("localhost", 22).await.is_ok());
+        assert!(
+            Egress::server(Vec::new(), true)
+                .resolve("localhost", 22)
+                .await
+                .is_ok()
+        );
         assert!(Egress::default().resolve("localhost", 22).await.is_ok());
         assert!(named.permits("::ffff:127.0.0.1".parse().expect("ip")));
     }

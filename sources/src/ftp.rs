@@ -306,13 +306,13 @@ impl FtpSource {
                 url.server_key(&self.settings),
                 self.egress
             ))
-                .or_insert_with(|| {
-                    Arc::new(Server {
-                        idle: StdMutex::new(Vec::new()),
-                        permits: Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_SERVER)),
-                    })
+            .or_insert_with(|| {
+                Arc::new(Server {
+                    idle: StdMutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_SERVER)),
                 })
-                .clone()
+            })
+            .clone()
         };
         let permit =
             server

@@ -28,8 +28,8 @@ mod webdav;
 
 pub use egress::Egress;
 pub use local::LocalSource;
-pub use rota_url::RemoteUrl;
 pub use object::{ObjectSource, S3Settings};
+pub use rota_url::RemoteUrl;
 
 /// The source serving `location`, configured from the environment (see
 /// [`SourceSettings::for_location`]).
@@ -113,11 +113,9 @@ impl SourceSettings {
         }
         match scheme(location) {
             None | Some("file") => Ok(Arc::new(LocalSource)),
-            Some("s3" | "http" | "https" | "webdav" | "webdavs") => {
-                Ok(Arc::new(
-                    ObjectSource::new(self.s3.clone()).with_egress(self.egress.clone()),
-                ))
-            }
+            Some("s3" | "http" | "https" | "webdav" | "webdavs") => Ok(Arc::new(
+                ObjectSource::new(self.s3.clone()).with_egress(self.egress.clone()),
+            )),
             Some("sftp") => Ok(Arc::new(
                 sftp::SftpSource::new(self.sftp.clone()).with_egress(self.egress.clone()),
             )),

@@ -272,11 +272,7 @@ impl object_store::client::HttpService for GuardedClient {
 }
 
 impl Target {
-    fn parse(
-        location: &str,
-        s3: &S3Settings,
-        egress: &crate::Egress,
-    ) -> Result<Self, SourceError> {
+    fn parse(location: &str, s3: &S3Settings, egress: &crate::Egress) -> Result<Self, SourceError> {
         let url = crate::RemoteUrl::parse(location).map_err(|reason| invalid(location, reason))?;
         match url.scheme() {
             "s3" => Self::s3(

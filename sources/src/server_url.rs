@@ -5,7 +5,6 @@ use rota_core::SourceError;
 
 use crate::object::{invalid, percent_decode, percent_encode};
 
-
 /// A server URL taken apart. The password stays in this process: entries
 /// and messages show it as `***`.
 pub(crate) struct ServerUrl {

@@ -40,7 +40,8 @@ impl AllowList {
         let mut list = Self::default();
         for e in entries {
             if rota_sources::scheme(e).is_some_and(|s| !s.eq_ignore_ascii_case("file")) {
-                list.urls.push(UrlPrefix::parse(e).map_err(|e| format!("allowed URL {e}"))?);
+                list.urls
+                    .push(UrlPrefix::parse(e).map_err(|e| format!("allowed URL {e}"))?);
             } else {
                 let path = Path::new(e.trim_start_matches("file://"));
                 let root = path

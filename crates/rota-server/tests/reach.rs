@@ -42,7 +42,12 @@ impl Server {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
         let mut r = self.client.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             r = r.json(&b);
@@ -297,7 +302,10 @@ async fn batch_sources_do_not_follow_redirects() {
     let allowed = Target::start(move |_| Answer::Redirect(to)).await;
     let p = allowed.port;
     let s = Server::start(rota_server::Config {
-        allow: allow(&[format!("http://127.0.0.1:{p}/"), format!("webdav://127.0.0.1:{p}/")]),
+        allow: allow(&[
+            format!("http://127.0.0.1:{p}/"),
+            format!("webdav://127.0.0.1:{p}/"),
+        ]),
         ..rota_server::Config::default()
     })
     .await;

@@ -65,7 +65,15 @@ const HOSTILE: &[&str] = &[
     "@", "?", "#", "\\", "%", ":", "[", "]", "/", "%40", "%3F", "%23", "%2F", "%5C", "%2e", "..",
     ".", "%2e%2e", "%00", " ", "\t", "\n", "é", "\u{3000}", "\u{ff0f}", "*", "{", "}",
 ];
-const WORDS: &[&str] = &["data", "exports", "x", "pub", "rota", "a.csv", "hooks.example.com"];
+const WORDS: &[&str] = &[
+    "data",
+    "exports",
+    "x",
+    "pub",
+    "rota",
+    "a.csv",
+    "hooks.example.com",
+];
 
 fn url(rng: &mut Rng) -> String {
     let scheme = rng.pick(SCHEMES);
