@@ -3,8 +3,9 @@
 //! A server reads sources for whoever may schedule a job, so a name that
 //! resolves to a loopback, private, link-local, unspecified or multicast
 //! address (a cloud metadata service, an admin page on the server's own
-//! host) is refused when it is resolved, unless that address is one an
-//! allow-list entry names as its host (`http://127.0.0.1:8080/`). HTTP
+//! host) is refused when it is resolved; such an address is reached only
+//! when the URL writes it as its host, as an allow-list entry does
+//! (`http://127.0.0.1:8080/`). HTTP
 //! redirects are refused too: the allow-list is checked on the URL given,
 //! and a redirect would take the connection elsewhere. `rota ingest` reads
 //! for the user who runs it, and reaches anything.
@@ -19,7 +20,8 @@ pub struct Egress {
     /// Refuse names that resolve only to addresses that are not public
     /// (see [`is_public`]).
     pub public_only: bool,
-    /// Addresses reached even so: those allow-list entries name.
+    /// Addresses reached even so when a URL writes one as its host (those
+    /// allow-list entries name); never through a name.
     pub allowed: Vec<IpAddr>,
     /// Follow HTTP redirects (up to 10); off: a redirect is an error naming
     /// the host it points at.
@@ -73,10 +75,19 @@ impl Egress {
         if found.is_empty() {
             return Err(format!("{host} has no address"));
         }
+        // An address allow-list entries name is reached when written as
+        // such, never through a name (whose records may change).
+        let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
         let kept: Vec<SocketAddr> = found
             .iter()
             .copied()
-            .filter(|a| self.permits(a.ip()))
+            .filter(|a| {
+                if literal {
+                    self.permits(a.ip())
+                } else {
+                    !self.public_only || is_public(a.ip())
+                }
+            })
             .collect();
         if kept.is_empty() {
             return Err(Refused {
@@ -88,9 +99,9 @@ impl Egress {
         Ok(kept)
     }
 
-    /// A resolver for `reqwest` clients that keeps only the addresses
-    /// [`Egress::permits`]. (Hosts written as IP addresses are not resolved:
-    /// the allow-list names those.)
+    /// A resolver for `reqwest` clients that keeps only public addresses
+    /// when the filter is on (hosts written as IP addresses are not
+    /// resolved: the allow-list names those).
     #[must_use]
     pub fn resolver(&self) -> Arc<dyn reqwest::dns::Resolve> {
         Arc::new(Resolver(self.clone()))
@@ -189,7 +200,7 @@ impl reqwest::dns::Resolve for Resolver {
             let kept: Vec<SocketAddr> = found
                 .iter()
                 .copied()
-                .filter(|a| egress.permits(a.ip()))
+                .filter(|a| !egress.public_only || is_public(a.ip()))
                 .collect();
             if kept.is_empty() {
                 return Err(Box::new(Refused {
@@ -327,7 +338,11 @@ mod tests {
             "{err}"
         );
         let named = Egress::server(vec!["127.0.0.1".parse().expect("ip")], false);
-        let got = named.resolve("localhost", 22).await.expect("allowed");
+        assert!(
+            named.resolve("localhost", 22).await.is_err(),
+            "never through a name"
+        );
+        let got = named.resolve("127.0.0.1", 22).await.expect("allowed");
         assert!(got.iter().all(|a| a.ip().is_loopback()), "{got:?}");
         assert!(
             Egress::server(Vec::new(), true)
