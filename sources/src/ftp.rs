@@ -92,6 +92,7 @@ impl FtpSettings {
 pub struct FtpSource {
     settings: FtpSettings,
     held: Held,
+    egress: crate::Egress,
 }
 
 impl Default for FtpSource {
@@ -111,7 +112,17 @@ impl FtpSource {
     /// A source reaching servers with `settings`, with the registry and
     /// passwords in `held`.
     pub(crate) fn held(settings: FtpSettings, held: Held) -> Self {
-        Self { settings, held }
+        Self {
+            settings,
+            held,
+            egress: crate::Egress::default(),
+        }
+    }
+
+    /// The same, connecting only where `egress` permits.
+    #[must_use]
+    pub fn with_egress(self, egress: crate::Egress) -> Self {
+        Self { egress, ..self }
     }
 }
 
@@ -139,7 +150,7 @@ impl Url {
 
     /// What tells servers and their credentials apart: a connection logged
     /// in with one password is never handed to a request without it.
-    fn server_key(&self, settings: &FtpSettings) -> Key {
+    fn server_key(&self, settings: &FtpSettings, egress: &crate::Egress) -> Key {
         let password = match (&self.inner.password, &self.inner.user) {
             (Some(p), _) => Some(p.as_str()),
             (None, Some(_)) => settings.password.as_deref(),
@@ -153,6 +164,7 @@ impl Url {
             &format!("{:?}", password.is_some()),
             password.unwrap_or(""),
             &format!("{:?}", settings.ca_file),
+            &format!("{egress:?}"),
         ])
     }
 }
@@ -315,7 +327,7 @@ impl FtpSource {
         let registry = self.held.registry();
         let server = registry
             .ftp
-            .get_or_build(registry, url.server_key(&self.settings), || {
+            .get_or_build(registry, url.server_key(&self.settings, &self.egress), || {
                 Ok(Arc::new(Server {
                     idle: StdMutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_SERVER)),
@@ -359,17 +371,14 @@ impl FtpSource {
 
     async fn connect(&self, url: &Url, location: &str) -> Result<Ftp, SourceError> {
         let error = |e| ftp_error(location, url.user(), e);
-        let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+        let addr = self
+            .egress
+            .resolve(&url.host, url.port)
             .await
-            .map_err(|e| SourceError::Interrupted {
+            .map_err(|reason| SourceError::Interrupted {
                 location: redact(location),
-                reason: format!("cannot resolve {}: {e}", url.host),
-            })?
-            .next()
-            .ok_or_else(|| SourceError::Interrupted {
-                location: redact(location),
-                reason: format!("{} has no address", url.host),
-            })?;
+                reason,
+            })?[0];
         let mut ftp = Ftp::connect_timeout(addr, TIMEOUT).await.map_err(error)?;
         if url.tls {
             let connector = AsyncRustlsConnector::from(TlsConnector::from(tls_config(

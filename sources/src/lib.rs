@@ -14,6 +14,7 @@ use rota_core::SourceError;
 use rota_core::source::{Entry, EntryStream, ListRequest, Source};
 
 pub mod conformance;
+pub mod egress;
 pub mod ftp;
 pub mod local;
 pub mod object;
@@ -26,9 +27,11 @@ pub mod sftp;
 mod walk;
 mod webdav;
 
+pub use egress::Egress;
 pub use local::LocalSource;
 pub use object::{ObjectSource, S3Settings};
 pub use registry::{ConnectionLimits, Connections, Credentials, DEFAULT_IDLE, DEFAULT_MAX_ENTRIES};
+pub use rota_url::RemoteUrl;
 
 use registry::Held;
 
@@ -65,6 +68,10 @@ pub struct SourceSettings {
     /// The passwords of one ingest (inactive unless made by
     /// [`SourceSettings::for_ingest`]).
     credentials: Credentials,
+    /// Which addresses HTTP(S), WebDAV, SFTP and FTP(S) connections may
+    /// reach, and whether redirects are followed (S3 goes where its
+    /// endpoint setting says).
+    pub egress: Egress,
 }
 
 /// Sources added by an embedding program, each serving the schemes it names.
@@ -110,6 +117,7 @@ impl SourceSettings {
             connections: Connections::default(),
             listing: ListingLimits::default(),
             credentials: Credentials::default(),
+            egress: Egress::default(),
         }
     }
 
@@ -144,16 +152,18 @@ impl SourceSettings {
         match scheme(location) {
             None | Some("file") => Ok(Arc::new(LocalSource)),
             Some("s3" | "http" | "https" | "webdav" | "webdavs") => Ok(Arc::new(
-                ObjectSource::held(self.s3.clone(), self.held()).with_listing(self.listing),
+                ObjectSource::held(self.s3.clone(), self.held())
+                    .with_listing(self.listing)
+                    .with_egress(self.egress.clone()),
             )),
-            Some("sftp") => Ok(Arc::new(sftp::SftpSource::held(
-                self.sftp.clone(),
-                self.held(),
-            ))),
-            Some("ftp" | "ftps") => Ok(Arc::new(ftp::FtpSource::held(
-                self.ftp.clone(),
-                self.held(),
-            ))),
+            Some("sftp") => Ok(Arc::new(
+                sftp::SftpSource::held(self.sftp.clone(), self.held())
+                    .with_egress(self.egress.clone()),
+            )),
+            Some("ftp" | "ftps") => Ok(Arc::new(
+                ftp::FtpSource::held(self.ftp.clone(), self.held())
+                    .with_egress(self.egress.clone()),
+            )),
             Some(other) => Err(SourceError::InvalidLocation {
                 location: redact(location),
                 reason: format!(
@@ -395,30 +405,11 @@ impl EntryStream for Filtered {
 
 /// `location` with the password of any `scheme://user:password@host` part,
 /// and the query of an `http(s)://` URL (pre-signed URLs carry signatures
-/// there), replaced by `***`, so it can be shown, logged and stored.
+/// there), replaced by `***`, so it can be shown, logged and stored. URLs
+/// are read by [`RemoteUrl::parse`], as the sources read them.
 #[must_use]
 pub fn redact(location: &str) -> String {
-    let Some((scheme, rest)) = location.split_once("://") else {
-        return location.to_owned();
-    };
-    if matches!(scheme, "http" | "https" | "webdav" | "webdavs")
-        && let Some((before, _)) = location.split_once('?')
-    {
-        return format!("{}?***", redact(before));
-    }
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                location.to_owned()
-            }
-        }
-        None => location.to_owned(),
-    }
+    rota_url::redact(location)
 }
 
 /// The compiled glob of a listing request, if it has one. Globs match

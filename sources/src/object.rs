@@ -61,6 +61,7 @@ pub struct ObjectSource {
     s3: S3Settings,
     held: Held,
     listing: crate::ListingLimits,
+    egress: crate::Egress,
 }
 
 impl Default for ObjectSource {
@@ -84,6 +85,7 @@ impl ObjectSource {
             s3,
             held,
             listing: crate::ListingLimits::default(),
+            egress: crate::Egress::default(),
         }
     }
 
@@ -91,6 +93,13 @@ impl ObjectSource {
     #[must_use]
     pub fn with_listing(self, listing: crate::ListingLimits) -> Self {
         Self { listing, ..self }
+    }
+
+    /// The same, reaching HTTP(S) and WebDAV servers only where `egress`
+    /// permits (S3 goes where its endpoint setting says).
+    #[must_use]
+    pub fn with_egress(self, egress: crate::Egress) -> Self {
+        Self { egress, ..self }
     }
 
     /// A source configured from the environment (see [`S3Settings::from_env`]).
@@ -205,20 +214,103 @@ fn retry_config() -> RetryConfig {
     }
 }
 
-impl Target {
-    fn parse(location: &str, s3: &S3Settings, held: &Held) -> Result<Self, SourceError> {
-        let (scheme, rest) = location
-            .split_once("://")
-            .ok_or_else(|| invalid(location, "expected scheme://host/path"))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() {
-            return Err(invalid(location, "the URL names no host or bucket"));
-        }
-        match scheme {
-            "s3" => Self::s3(location, authority, path, s3, held),
-            "http" | "https" | "webdav" | "webdavs" => {
-                Self::http(location, scheme, authority, path, held)
+/// The HTTP client of HTTP(S) and WebDAV files: the options of
+/// [`client_options`], with the egress filter's resolver, and redirects
+/// refused (an error naming the host they point at) unless it follows them.
+#[derive(Debug)]
+struct Guarded {
+    egress: crate::Egress,
+    headers: object_store::HeaderMap,
+    https_only: bool,
+}
+
+impl object_store::client::HttpConnector for Guarded {
+    fn connect(&self, _: &ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
+            .default_headers(self.headers.clone())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .https_only(self.https_only)
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .no_deflate()
+            .redirect(self.egress.redirect_policy())
+            .dns_resolver(self.egress.resolver())
+            .build()
+            .map_err(|e| object_store::Error::Generic {
+                store: "HTTP",
+                source: Box::new(e),
+            })?;
+        Ok(object_store::client::HttpClient::new(GuardedClient {
+            client,
+            refuse_redirects: !self.egress.follow_redirects,
+        }))
+    }
+}
+
+/// A client whose 3xx answers and refused addresses end the request, with
+/// an error that says why (and is not retried).
+#[derive(Debug)]
+struct GuardedClient {
+    client: reqwest::Client,
+    refuse_redirects: bool,
+}
+
+#[async_trait]
+impl object_store::client::HttpService for GuardedClient {
+    async fn call(
+        &self,
+        req: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let answer = match object_store::client::HttpService::call(&self.client, req).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // A name resolved to refused addresses: say so, once.
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    if let Some(refused) = s.downcast_ref::<crate::egress::Refused>() {
+                        return Err(HttpError::new(HttpErrorKind::Unknown, refused.clone()));
+                    }
+                    source = s.source();
+                }
+                return Err(e);
             }
+        };
+        if self.refuse_redirects
+            && answer.status().is_redirection()
+            && answer.status() != reqwest::StatusCode::NOT_MODIFIED
+        {
+            return Err(HttpError::new(
+                HttpErrorKind::Unknown,
+                crate::egress::Redirected::from_location(
+                    answer.headers().get(reqwest::header::LOCATION),
+                ),
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+impl Target {
+    fn parse(
+        location: &str,
+        s3: &S3Settings,
+        held: &Held,
+        egress: &crate::Egress,
+    ) -> Result<Self, SourceError> {
+        let url = crate::RemoteUrl::parse(location).map_err(|reason| invalid(location, reason))?;
+        match url.scheme() {
+            "s3" => Self::s3(
+                location,
+                url.host_str(),
+                url.path().strip_prefix('/').unwrap_or(url.path()),
+                s3,
+                held,
+            ),
+            "http" | "https" | "webdav" | "webdavs" => Self::http(location, &url, held, egress),
             other => Err(invalid(
                 location,
                 format!("not an object store scheme: {other}"),
@@ -284,25 +376,21 @@ impl Target {
 
     fn http(
         location: &str,
-        scheme: &str,
-        authority: &str,
-        path: &str,
+        url: &crate::RemoteUrl,
         held: &Held,
+        egress: &crate::Egress,
     ) -> Result<Self, SourceError> {
-        let (userinfo, host) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
+        let scheme = url.scheme();
+        let host = url.host_port();
         // A fragment is not part of what is fetched.
-        let path = path.split_once('#').map_or(path, |(p, _)| p);
-        if path.contains('?') {
+        if url.query().is_some() {
             return Err(invalid(
                 location,
                 "URLs with a query string (such as pre-signed URLs) are not supported; \
                  name the file without one",
             ));
         }
-        let url_path = path;
+        let url_path = url.path().strip_prefix('/').unwrap_or(url.path());
         // WebDAV is HTTP on the wire; entries keep the scheme they were listed by.
         let wire = match scheme {
             "webdav" => "http",
@@ -315,9 +403,9 @@ impl Target {
         // itself stays with the ingest, found again by host and user.
         // The user and password, to tell stores apart (hashed, see `Key`).
         let mut credentials = String::new();
-        let base = match userinfo {
-            Some(userinfo) => {
-                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let base = match url.user_encoded() {
+            Some(user) => {
+                let password = url.password_encoded().unwrap_or_default();
                 let password = held.credentials.password(
                     location,
                     &wire_base,
@@ -343,7 +431,8 @@ impl Target {
             }
             None => format!("{scheme}://{host}"),
         };
-        let store = cached(held, &[&wire_base, &credentials], || {
+        let egress_key = format!("{egress:?}");
+        let store = cached(held, &[&wire_base, &credentials, &egress_key], || {
             let mut options = client_options().with_allow_http(wire == "http");
             if !headers.is_empty() {
                 options = options.with_default_headers(headers.clone());
@@ -351,6 +440,11 @@ impl Target {
             object_store::http::HttpBuilder::new()
                 .with_url(&wire_base)
                 .with_client_options(options)
+                .with_http_connector(Guarded {
+                    egress: egress.clone(),
+                    headers: headers.clone(),
+                    https_only: wire == "https",
+                })
                 .with_retry(retry_config())
                 .build()
                 .map(limited)
@@ -360,7 +454,7 @@ impl Target {
             .map_err(|e| invalid(location, format!("not a valid URL path: {e}")))?;
         let webdav = scheme
             .starts_with("webdav")
-            .then(|| crate::webdav::Server::new(&wire_base, headers, location))
+            .then(|| crate::webdav::Server::new(&wire_base, headers, location, egress))
             .transpose()?;
         Ok(Self {
             store,
@@ -784,7 +878,7 @@ impl Source for ObjectSource {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<Box<dyn EntryStream>, SourceError> {
-        let target = Target::parse(&req.location, &self.s3, &self.held)?;
+        let target = Target::parse(&req.location, &self.s3, &self.held, &self.egress)?;
         let listing = tokio::time::timeout(self.listing.stall, Self::list_target(target, req))
             .await
             .map_err(|_| SourceError::Remote {
@@ -807,7 +901,7 @@ impl Source for ObjectSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let target = Target::parse(&entry.location, &self.s3, &self.held)?;
+        let target = Target::parse(&entry.location, &self.s3, &self.held, &self.egress)?;
         let options = GetOptions {
             range: range.clone().map(GetRange::Bounded),
             if_match: entry.etag.clone(),
@@ -832,7 +926,7 @@ impl Source for ObjectSource {
     }
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
-        let target = Target::parse(&entry.location, &self.s3, &self.held)?;
+        let target = Target::parse(&entry.location, &self.s3, &self.held, &self.egress)?;
         let mut entry = entry.clone();
         if entry.size.is_none() {
             let meta = target

@@ -34,50 +34,31 @@ impl ServerUrl {
         port: u16,
         credentials: &Credentials,
     ) -> Result<Self, SourceError> {
-        let rest = location
-            .strip_prefix(scheme)
-            .and_then(|r| r.strip_prefix("://"))
-            .ok_or_else(|| invalid(location, format!("expected {scheme}://host/path")))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if hostport.is_empty() {
-            return Err(invalid(location, "the URL names no host"));
+        let url = crate::RemoteUrl::parse(location).map_err(|reason| invalid(location, reason))?;
+        if url.scheme() != scheme {
+            return Err(invalid(location, format!("expected {scheme}://host/path")));
         }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                location,
+                "a `?` or `#` in the path: write them as %3F and %23",
+            ));
+        }
+        let hostport = url.host_port();
         let server = format!("{scheme}://{hostport}");
-        let (user, password) = match userinfo {
-            None => (None, None),
-            Some(userinfo) => match userinfo.split_once(':') {
-                Some((u, p)) => {
-                    let user = percent_decode(u);
-                    let password = credentials.password(
-                        location,
-                        &server,
-                        &user,
-                        &percent_decode(p),
-                        p == "***",
-                    )?;
-                    (Some(user), Some(password))
-                }
-                None => (Some(percent_decode(userinfo)), None),
-            },
+        let user = url.user();
+        let password = match (&user, url.password_encoded()) {
+            (Some(u), Some(p)) => Some(credentials.password(
+                location,
+                &server,
+                u,
+                &percent_decode(p),
+                p == "***",
+            )?),
+            _ => None,
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                p.parse()
-                    .map_err(|_| invalid(location, format!("not a port: {p}")))?,
-            ),
-            _ => (
-                hostport
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port,
-            ),
-        };
+        let (host, port) = (url.host(), url.port_or(port));
+        let path = url.path().trim_start_matches('/');
         let decoded = percent_decode(path);
         let trimmed = decoded.trim_end_matches('/');
         let base = match (&user, &password) {

@@ -106,6 +106,7 @@ impl SftpSettings {
 pub struct SftpSource {
     settings: SftpSettings,
     held: Held,
+    egress: crate::Egress,
 }
 
 impl Default for SftpSource {
@@ -125,7 +126,17 @@ impl SftpSource {
     /// A source reaching servers with `settings`, with the registry and
     /// passwords in `held`.
     pub(crate) fn held(settings: SftpSettings, held: Held) -> Self {
-        Self { settings, held }
+        Self {
+            settings,
+            held,
+            egress: crate::Egress::default(),
+        }
+    }
+
+    /// The same, connecting only where `egress` permits.
+    #[must_use]
+    pub fn with_egress(self, egress: crate::Egress) -> Self {
+        Self { egress, ..self }
     }
 }
 
@@ -266,6 +277,7 @@ impl SftpSource {
             &format!("{:?}|{:?}", password.is_some(), key_path),
             &format!("{:?}", self.settings.known_hosts),
             self.settings.fingerprint.as_deref().unwrap_or(""),
+            &format!("{:?}", self.egress),
         ]);
         let registry = self.held.registry();
         // A dead connection (a server restart, a cut link) is dropped.
@@ -291,7 +303,12 @@ impl SftpSource {
             inactivity_timeout: Some(std::time::Duration::from_secs(120)),
             ..russh::client::Config::default()
         });
-        let connecting = russh::client::connect(config, (url.host.as_str(), url.port), checker);
+        let addresses = self
+            .egress
+            .resolve(&url.host, url.port)
+            .await
+            .map_err(unreachable)?;
+        let connecting = russh::client::connect(config, addresses.as_slice(), checker);
         let mut ssh =
             match tokio::time::timeout(std::time::Duration::from_secs(20), connecting).await {
                 Ok(Ok(h)) => h,

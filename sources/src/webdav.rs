@@ -47,9 +47,13 @@ impl Server {
         wire_base: &str,
         headers: reqwest::header::HeaderMap,
         location: &str,
+        egress: &crate::Egress,
     ) -> Result<Self, SourceError> {
         let client = reqwest::Client::builder()
             .default_headers(headers)
+            .https_only(wire_base.starts_with("https://"))
+            .redirect(egress.redirect_policy())
+            .dns_resolver(egress.resolver())
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(120))
             .build()
@@ -83,6 +87,14 @@ impl Server {
         let status = response.status();
         match status.as_u16() {
             207 => {}
+            300..=399 => {
+                return Err(remote(
+                    crate::egress::Redirected::from_location(
+                        response.headers().get(reqwest::header::LOCATION),
+                    )
+                    .to_string(),
+                ));
+            }
             404 => {
                 return Err(SourceError::NotFound {
                     location: redact(location),
@@ -181,6 +193,13 @@ fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     if let Some(url) = e.url() {
         text = text.replace(url.as_str(), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<crate::egress::Refused>() {
+            return refused.to_string();
+        }
+        source = s.source();
     }
     text.trim().trim_end_matches(['(', ')', ' ']).to_owned()
 }

@@ -38,11 +38,25 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "ROTA_TOKENS_FILE", value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// A source batch jobs may read: a URL prefix (`s3://bucket/exports/`,
-    /// `https://data.example.com/`) or a local directory; repeatable, and
-    /// given here it replaces the config file's list. Batch jobs naming
-    /// anything else are refused.
+    /// `https://data.example.com/`, `sftp://rota@files.example.com/data/`)
+    /// or a local directory; repeatable, and given here it replaces the
+    /// config file's list. Batch jobs naming anything else are refused. A
+    /// URL must have the prefix's scheme, host and port, and a path under
+    /// its path. A prefix naming a user allows only that user; one naming
+    /// none allows URLs without a user, or whose user gives their own
+    /// password (so the server's SSH key or FTP password is used only for
+    /// the users prefixes name). Names that resolve to loopback, private or
+    /// link-local addresses are not reached unless --private-networks is
+    /// given; a prefix naming an IP address (`http://127.0.0.1:8080/`)
+    /// reaches it.
     #[arg(long = "allow-source", value_name = "PREFIX")]
     allow_source: Vec<String>,
+    /// Let sources and callbacks reach loopback, private (RFC 1918,
+    /// fc00::/7) and link-local addresses through host names (by default
+    /// only the addresses --allow-source and --allow-callback name as IP
+    /// addresses are reached there).
+    #[arg(long)]
+    private_networks: bool,
     /// Longest JSON request body accepted, results aside [default: 4MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_body: Option<u64>,
@@ -104,7 +118,9 @@ pub(crate) struct ServeArgs {
     callback_key_file: Option<PathBuf>,
     /// A URL prefix callbacks may point at (repeatable, and given here it
     /// replaces the config file's list); callbacks anywhere else are
-    /// refused.
+    /// refused. A callback is an http(s) URL as the URL standard writes it,
+    /// without user or password, with the prefix's scheme, host and port
+    /// and a path under its path.
     #[arg(long = "allow-callback", value_name = "PREFIX")]
     allow_callback: Vec<String>,
     /// Longest a long-polling claim or a `GET /jobs/{id}/wait` blocks before
@@ -128,6 +144,8 @@ struct ConfigFile {
     max_connections: Option<usize>,
     #[serde(default)]
     insecure_no_auth: bool,
+    #[serde(default)]
+    private_networks: bool,
     profile: Option<String>,
     upload_dir: Option<PathBuf>,
     max_upload: Option<String>,
@@ -176,6 +194,7 @@ pub(crate) struct Settings {
     max_body: u64,
     limits: rota_server::Limits,
     insecure_no_auth: bool,
+    private_networks: bool,
     profile: Option<String>,
     upload_dir: PathBuf,
     max_upload: u64,
@@ -230,6 +249,7 @@ impl ServeArgs {
                 self.max_connections.or(file.max_connections),
             )?,
             insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth,
+            private_networks: self.private_networks || file.private_networks,
             profile: self.profile.or(file.profile),
             upload_dir: self
                 .upload_dir
@@ -472,6 +492,7 @@ pub(crate) async fn run(
         },
         max_wait: args.max_wait,
         limits,
+        private_networks: args.private_networks,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

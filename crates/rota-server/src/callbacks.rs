@@ -112,22 +112,7 @@ pub(crate) fn check(
     }
     for c in callbacks {
         let (CallbackRequest::Url(url) | CallbackRequest::Full { url, .. }) = c;
-        if !matches!(rota_sources::scheme(url), Some("http" | "https")) {
-            return Err(ApiError::invalid(format!(
-                "a callback is an http or https URL, not '{}'",
-                rota_sources::redact(url)
-            )));
-        }
-        config.allow.check(url).map_err(|e| {
-            ApiError::new(
-                e.status,
-                "callback_not_allowed",
-                format!(
-                    "{} (callbacks may point at the prefixes given with --allow-callback)",
-                    e.message
-                ),
-            )
-        })?;
+        config.allow.check_callback(url)?;
     }
     Ok(())
 }
@@ -157,14 +142,12 @@ pub(crate) fn status_json(c: &CallbackStatus) -> Value {
     shown
 }
 
-/// `scheme://host[:port]/…` of a URL.
+/// `scheme://host[:port]/…` of a URL, as the delivery reads it.
 fn origin(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "…".to_owned();
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    format!("{scheme}://{host}/…")
+    match rota_sources::RemoteUrl::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_port()),
+        Err(_) => "…".to_owned(),
+    }
 }
 
 /// The `Rota-Signature` header of `body` sent at `t` (seconds since the
@@ -189,6 +172,13 @@ pub(crate) fn spawn_dispatcher(state: State) {
         let client = match reqwest::Client::builder()
             .timeout(state.config.callbacks.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(
+                rota_sources::Egress::server(
+                    state.config.callbacks.allow.addresses(),
+                    state.config.private_networks,
+                )
+                .resolver(),
+            )
             .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
             .build()
         {
@@ -241,6 +231,12 @@ async fn body(state: &State, due: &CallbackDue) -> Result<Vec<u8>, ApiError> {
 async fn deliver(state: &State, client: &reqwest::Client, key: &[u8], due: &CallbackDue) {
     let config = &state.config.callbacks;
     let attempted = async {
+        // Checked again when sent: the allow-list may have changed since the
+        // job was made.
+        config
+            .allow
+            .check_callback(&due.url)
+            .map_err(|e| (None, e.message))?;
         let body = body(state, due).await.map_err(|e| (None, e.message))?;
         let t = Utc::now().timestamp();
         let delivery = format!("{}:{}:{}", due.job, due.index, due.state);

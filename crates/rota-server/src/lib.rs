@@ -12,6 +12,7 @@
 //! store on one machine; a shared store for several). The worker protocol is
 //! described in `docs/worker-protocol.md`.
 
+mod allow;
 pub mod auth;
 pub mod callbacks;
 pub mod error;
@@ -70,6 +71,10 @@ pub struct Config {
     pub max_wait: Duration,
     /// The bounds the server keeps whatever clients ask.
     pub limits: Limits,
+    /// Let sources and callbacks reach loopback, private and link-local
+    /// addresses by name; off (the default), only the addresses allow-list
+    /// entries name as their host are reached there.
+    pub private_networks: bool,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Default for Config {
             callbacks: callbacks::CallbackConfig::default(),
             max_wait: MAX_WAIT,
             limits: Limits::default(),
+            private_networks: false,
         }
     }
 }
@@ -121,7 +127,9 @@ pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Ro
     build(store, config).map(|(router, _)| router)
 }
 
-fn build(store: Arc<dyn Store>, config: Config) -> std::io::Result<(axum::Router, State)> {
+fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Router, State)> {
+    config.sources.egress =
+        rota_sources::Egress::server(config.allow.addresses(), config.private_networks);
     let max_body = config.max_body;
     let metrics = Arc::new(metrics::Metrics::default());
     let uploads = config
