@@ -65,7 +65,7 @@ enum Command {
     /// Serve the network API: schedule jobs (plain or batched from a
     /// source), follow and await them, upload files into jobs, and run
     /// workers over WebSocket or HTTP.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Upload a file to a server (`--server`) into a job of batched tasks,
     /// over tus; running it again after an interruption resumes.
     Upload(Box<upload::UploadArgs>),

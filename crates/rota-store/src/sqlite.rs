@@ -1074,26 +1074,27 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let packed = self.pack_tasks(start.tasks).await?;
         let files = self.files.clone();
-        let (made, created, end) = self.write(move |tx, now| {
-            if let Some(key) = &job.key {
-                let existing: Option<String> = tx
-                    .prepare_cached("SELECT id FROM jobs WHERE key = ?1")
-                    .db()?
-                    .query_row([key], |r| r.get(0))
-                    .optional()
-                    .db()?;
-                if let Some(id) = existing {
-                    return Ok((require_job(tx, &id)?, false, None));
+        let (made, created, end) = self
+            .write(move |tx, now| {
+                if let Some(key) = &job.key {
+                    let existing: Option<String> = tx
+                        .prepare_cached("SELECT id FROM jobs WHERE key = ?1")
+                        .db()?
+                        .query_row([key], |r| r.get(0))
+                        .optional()
+                        .db()?;
+                    if let Some(id) = existing {
+                        return Ok((require_job(tx, &id)?, false, None));
+                    }
                 }
-            }
-            let id = JobId::new().to_string();
-            let (plan, holder, until) = match plan {
-                Some((plan, holder, lease)) => {
-                    (Some(plan), Some(holder), Some(now.saturating_add(lease)))
-                }
-                None => (None, None, None),
-            };
-            tx.prepare_cached(
+                let id = JobId::new().to_string();
+                let (plan, holder, until) = match plan {
+                    Some((plan, holder, lease)) => {
+                        (Some(plan), Some(holder), Some(now.saturating_add(lease)))
+                    }
+                    None => (None, None, None),
+                };
+                tx.prepare_cached(
                 "INSERT INTO jobs (id, key, spec, queue, params, state, retry, released, ingest,
                                    created_at, updated_at, timing, ingest_plan, ingest_holder,
                                    ingest_until)
@@ -1105,22 +1106,22 @@ impl Store for SqliteStore {
                 plan, holder, until
             ])
             .db()?;
-            let mut end = None;
-            if !packed.is_empty() {
-                let retry: RetryPolicy = job.retry;
-                let target = TaskTarget {
-                    job: &id,
-                    queue: &job.queue,
-                    released: !job.hold,
-                    max_attempts: retry.max_attempts,
-                    timing: &job.timing,
-                };
-                end = insert_tasks(tx, &target, &packed, files.as_deref(), now)?.1;
-            }
-            insert_callbacks(tx, &id, &callbacks)?;
-            Ok((require_job(tx, &id)?, true, end))
-        })
-        .await?;
+                let mut end = None;
+                if !packed.is_empty() {
+                    let retry: RetryPolicy = job.retry;
+                    let target = TaskTarget {
+                        job: &id,
+                        queue: &job.queue,
+                        released: !job.hold,
+                        max_attempts: retry.max_attempts,
+                        timing: &job.timing,
+                    };
+                    end = insert_tasks(tx, &target, &packed, files.as_deref(), now)?.1;
+                }
+                insert_callbacks(tx, &id, &callbacks)?;
+                Ok((require_job(tx, &id)?, true, end))
+            })
+            .await?;
         if let (Some(files), Some(end)) = (&self.files, end) {
             files.committed(&made.id.to_string(), end);
         }
@@ -1201,54 +1202,55 @@ impl Store for SqliteStore {
         }
         let packed = self.pack_tasks(tasks).await?;
         let files = self.files.clone();
-        let (added, end) = self.write(move |tx, now| {
-            let id = job.to_string();
-            let (state, queue, retry, released, timing): (
-                String,
-                String,
-                String,
-                bool,
-                Option<String>,
-            ) = tx
-                .prepare_cached(
-                    "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
-                )
-                .db()?
-                .query_row([&id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()
-                .db()?
-                .ok_or_else(|| job_not_found(&id))?;
-            let timing = job_timing(timing.as_deref())?;
-            let state: JobState = parse(&state, "job state")?;
-            if matches!(state, JobState::Failed | JobState::Cancelled) {
-                return Err(StoreError::Conflict {
-                    message: format!("job {id} is {state}; no tasks can be added to it"),
-                });
-            }
-            let retry: RetryPolicy = from_json(&retry, "retry policy")?;
-            let target = TaskTarget {
-                job: &id,
-                queue: &queue,
-                released,
-                max_attempts: retry.max_attempts,
-                timing: &timing,
-            };
-            let (added, end) = insert_tasks(tx, &target, &packed, files.as_deref(), now)?;
-            if added > 0 && state == JobState::Succeeded {
-                // A job released at creation got more work after finishing.
-                tx.prepare_cached(
-                    "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
+        let (added, end) = self
+            .write(move |tx, now| {
+                let id = job.to_string();
+                let (state, queue, retry, released, timing): (
+                    String,
+                    String,
+                    String,
+                    bool,
+                    Option<String>,
+                ) = tx
+                    .prepare_cached(
+                        "SELECT state, queue, retry, released, timing FROM jobs WHERE id = ?1",
+                    )
+                    .db()?
+                    .query_row([&id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .optional()
+                    .db()?
+                    .ok_or_else(|| job_not_found(&id))?;
+                let timing = job_timing(timing.as_deref())?;
+                let state: JobState = parse(&state, "job state")?;
+                if matches!(state, JobState::Failed | JobState::Cancelled) {
+                    return Err(StoreError::Conflict {
+                        message: format!("job {id} is {state}; no tasks can be added to it"),
+                    });
+                }
+                let retry: RetryPolicy = from_json(&retry, "retry policy")?;
+                let target = TaskTarget {
+                    job: &id,
+                    queue: &queue,
+                    released,
+                    max_attempts: retry.max_attempts,
+                    timing: &timing,
+                };
+                let (added, end) = insert_tasks(tx, &target, &packed, files.as_deref(), now)?;
+                if added > 0 && state == JobState::Succeeded {
+                    // A job released at creation got more work after finishing.
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'running', updated_at = ?2, finished_at = NULL
                      WHERE id = ?1",
-                )
-                .db()?
-                .execute(rusqlite::params![id, now])
-                .db()?;
-            }
-            Ok((added, end))
-        })
-        .await?;
+                    )
+                    .db()?
+                    .execute(rusqlite::params![id, now])
+                    .db()?;
+                }
+                Ok((added, end))
+            })
+            .await?;
         if let (Some(files), Some(end)) = (&self.files, end) {
             files.committed(&job.to_string(), end);
         }
