@@ -134,7 +134,7 @@ async fn run(state: &State, ingest: rota_ingest::IngestRequest, job: JobId) {
         }
     };
     tokio::select! {
-        _ = crate::routes::run_ingest(state, ingest, job) => {}
+        _ = crate::routes::run_ingest(state, ingest, job, true) => {}
         () = renew => {
             tracing::warn!(job = %job, "the job no longer waits for this ingest (cancelled, or resumed by another server); stopped it");
         }

@@ -622,11 +622,14 @@ pub(crate) fn ingest_request(
 
 /// Runs a batch job's ingest to its end, logging how it went. A failure
 /// before the ingest reached the job (a missing path) still fails the job,
-/// with the reason. Waiting claims are woken when it ends.
+/// with the reason; a store write that failed part way leaves a
+/// `resumable` job held, for its ingest to be run again. Waiting claims
+/// are woken when it ends.
 pub(crate) async fn run_ingest(
     state: &State,
     ingest: rota_ingest::IngestRequest,
     id: JobId,
+    resumable: bool,
 ) -> Result<rota_ingest::IngestSummary, String> {
     // A turn among the ingests running at once (the job stays held, so
     // nothing of it is worked on while it waits).
@@ -637,6 +640,12 @@ pub(crate) async fn run_ingest(
         Ok(summary) => {
             tracing::info!(job = %id, rows = summary.report.rows, tasks = summary.report.tasks, "batch ingested");
             Ok(summary)
+        }
+        Err(e @ rota_ingest::IngestError::StoreHeld { .. }) if resumable => {
+            // Its claim runs out unrenewed, and the ingest is run again (by
+            // this server or another on the store) where it stopped.
+            tracing::warn!(job = %id, error = %e, "batch ingest stopped on a store error; the job stays held and resumes");
+            Err(e.to_string())
         }
         Err(e) => {
             tracing::warn!(job = %id, error = %e, "batch ingest failed");

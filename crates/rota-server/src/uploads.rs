@@ -1164,7 +1164,7 @@ fn start_ingest(
             }
             .await;
             let outcome = match made {
-                Ok(ingest) => crate::routes::run_ingest(&state, ingest, job)
+                Ok(ingest) => crate::routes::run_ingest(&state, ingest, job, false)
                     .await
                     .map(|_| ()),
                 Err(e) => {
