@@ -325,14 +325,16 @@ impl FtpSource {
     /// answers, else a new one, once a permit is free.
     async fn checkout(&self, url: &Url, location: &str) -> Result<Conn, SourceError> {
         let registry = self.held.registry();
-        let server = registry
-            .ftp
-            .get_or_build(registry, url.server_key(&self.settings, &self.egress), || {
+        let server = registry.ftp.get_or_build(
+            registry,
+            url.server_key(&self.settings, &self.egress),
+            || {
                 Ok(Arc::new(Server {
                     idle: StdMutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_SERVER)),
                 }))
-            })?;
+            },
+        )?;
         let permit =
             server
                 .permits

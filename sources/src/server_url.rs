@@ -48,13 +48,9 @@ impl ServerUrl {
         let server = format!("{scheme}://{hostport}");
         let user = url.user();
         let password = match (&user, url.password_encoded()) {
-            (Some(u), Some(p)) => Some(credentials.password(
-                location,
-                &server,
-                u,
-                &percent_decode(p),
-                p == "***",
-            )?),
+            (Some(u), Some(p)) => {
+                Some(credentials.password(location, &server, u, &percent_decode(p), p == "***")?)
+            }
             _ => None,
         };
         let (host, port) = (url.host(), url.port_or(port));
