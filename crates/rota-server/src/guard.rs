@@ -93,7 +93,9 @@ pub(crate) async fn guard(
         Err(e) => return e.into_response(),
         Ok(None) => None,
         Ok(Some(caller)) => {
-            let permit = if pace == Pace::Quick {
+            // Upload bodies are bounded by the uploads' own quotas (open
+            // uploads per token), not by the long requests'.
+            let permit = if pace == Pace::Quick || path.starts_with("/uploads") {
                 None
             } else {
                 match state.held.take(&caller, path, &config.limits) {

@@ -134,7 +134,13 @@ async fn run(state: &State, ingest: rota_ingest::IngestRequest, job: JobId) {
         }
     };
     tokio::select! {
-        _ = crate::routes::run_ingest(state, ingest, job, true) => {}
+        _ = async {
+            // A turn among the batch ingests running at once (the job stays
+            // held, and its claim renewed, while it waits). Uploads are
+            // bounded by their own quotas instead.
+            let _turn = state.ingest_turns.acquire().await;
+            crate::routes::run_ingest(state, ingest, job, true).await
+        } => {}
         () = renew => {
             tracing::warn!(job = %job, "the job no longer waits for this ingest (cancelled, or resumed by another server); stopped it");
         }

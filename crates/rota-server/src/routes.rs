@@ -631,9 +631,6 @@ pub(crate) async fn run_ingest(
     id: JobId,
     resumable: bool,
 ) -> Result<rota_ingest::IngestSummary, String> {
-    // A turn among the ingests running at once (the job stays held, so
-    // nothing of it is worked on while it waits).
-    let _turn = state.ingest_turns.acquire().await;
     let result =
         rota_ingest::ingest(state.store.clone(), ingest, state.metrics.ingest.clone()).await;
     let out = match result {
