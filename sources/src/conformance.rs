@@ -26,7 +26,11 @@ impl Tree<'_> {
     /// The URL of `relative` in the served copy, encoded as its scheme needs.
     #[must_use]
     pub fn url_of(&self, relative: &str) -> String {
-        let encode = self.root.starts_with("http") || self.root.starts_with("webdav");
+        // Server URLs are read as the URL standard reads them, so `#`, `?`
+        // and `%` in a name are percent-encoded; S3 keys are taken as given.
+        let encode = ["http", "webdav", "ftp", "sftp"]
+            .iter()
+            .any(|scheme| self.root.starts_with(scheme));
         let parts: Vec<String> = relative
             .split('/')
             .map(|p| {

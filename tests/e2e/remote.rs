@@ -443,11 +443,12 @@ fn a_url_password_given_with_one_job_is_never_used_by_another() {
     let s = Scratch::new();
     std::fs::write(
         s.path("tokens"),
-        "app-token schedule\nother-token schedule\n",
+        "app-token-0123456789 schedule\nother-token-0123456789 schedule\n",
     )
     .expect("tokens");
     let tokens = s.path("tokens");
-    let allowed = format!("ftp://{}/", server.addr);
+    // The entry names the user, so a URL may name it without a password.
+    let allowed = format!("ftp://{FTP_USER}@{}/", server.addr);
     let (serve, url) = crate::serve::serve_env(
         &s,
         &[
@@ -481,7 +482,7 @@ fn a_url_password_given_with_one_job_is_never_used_by_another() {
     };
     // Job A gives the password: its files are listed and read.
     let a = run(
-        "app-token",
+        "app-token-0123456789",
         &format!("ftp://{FTP_USER}:{FTP_PASSWORD}@{}/", server.addr),
     );
     assert_eq!(a["error"], serde_json::Value::Null, "{a}");
@@ -489,7 +490,7 @@ fn a_url_password_given_with_one_job_is_never_used_by_another() {
     // Job B, from another token, names the same user with `***` (as A's
     // job record shows it): the server does not log in with A's password.
     let b = run(
-        "other-token",
+        "other-token-0123456789",
         &format!("ftp://{FTP_USER}:***@{}/", server.addr),
     );
     assert_eq!(b["state"], "failed", "{b}");

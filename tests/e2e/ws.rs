@@ -160,7 +160,7 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
         Duration::from_secs(20),
         "GET /workers shows ws-2 at work",
         || {
-            let workers = get(&url, "/workers", "app-token-0123456789");
+            let workers = get(&url, "/workers", "worker-token-0123456789");
             seen = workers["workers"]
                 .as_array()
                 .and_then(|w| w.iter().find(|w| w["worker"] == "ws-2").cloned())
@@ -220,7 +220,7 @@ fn python_workers_over_websocket_register_report_progress_and_survive_a_dropped_
     assert_eq!(plain["state"], "succeeded", "{plain}");
     // Gone from the list once disconnected.
     assert_eq!(
-        get(&url, "/workers", "app-token-0123456789")["workers"],
+        get(&url, "/workers", "worker-token-0123456789")["workers"],
         json!([])
     );
 
