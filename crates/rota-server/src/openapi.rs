@@ -322,16 +322,47 @@ impl Modify for Bearer {
 )]
 struct ApiDoc;
 
-/// The document, as served.
+/// The document, as served: the generated one, with the unsigned
+/// integers' true ranges (see [`unsigned_ranges`]).
 #[must_use]
-pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub(crate) fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    unsigned_ranges(&mut doc);
+    doc
+}
+
+/// Gives every unsigned integer schema (`int32` or `int64` with minimum 0)
+/// the maximum of its Rust type, which the generated document leaves to its
+/// format (whose range is a signed one): a client may send any value the
+/// server takes, and a larger one is refused with 400.
+fn unsigned_ranges(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let integer = match map.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            let unsigned = map.get("minimum").and_then(Value::as_u64).is_some();
+            if integer && unsigned && !map.contains_key("maximum") {
+                let (format, most) = match map.get("format").and_then(Value::as_str) {
+                    Some("int32") => ("uint32", u64::from(u32::MAX)),
+                    _ => ("uint64", u64::MAX),
+                };
+                map.insert("format".to_owned(), Value::from(format));
+                map.insert("maximum".to_owned(), Value::from(most));
+            }
+            map.values_mut().for_each(unsigned_ranges);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unsigned_ranges),
+        _ => {}
+    }
 }
 
 /// The API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
-pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn openapi_json() -> Json<Value> {
     Json(document())
 }
 
