@@ -154,3 +154,20 @@ fn the_reviews_urls_and_their_kin_hold_the_properties() {
         common::check(u);
     }
 }
+
+/// The fuzz target's seeds (and any input a fuzzing run found and kept
+/// there), read as the fuzz target reads them, on every test run.
+#[test]
+fn the_fuzz_seeds_hold_the_properties() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/urls");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/urls") {
+        let bytes = std::fs::read(entry.expect("a seed").path()).expect("read a seed");
+        let Ok(input) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        common::check_fuzz_input(input);
+        read += 1;
+    }
+    assert!(read >= 10, "only {read} seeds in {}", dir.display());
+}

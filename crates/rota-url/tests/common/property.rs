@@ -32,6 +32,19 @@ pub(crate) fn check(input: &str) {
     redacted_means_hidden(input);
 }
 
+/// What the fuzz target checks of its input: the input itself as a URL, and
+/// the input cut at its first two NUL bytes into `A`, `B`, `C` and read as
+/// `A:SECRETB@C`, a URL whose password holds the secret text.
+pub(crate) fn check_fuzz_input(input: &str) {
+    check(input);
+    let mut parts = input.splitn(3, '\0');
+    if let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next())
+        && !input.contains(SECRET)
+    {
+        check(&format!("{a}:{SECRET}{b}@{c}"));
+    }
+}
+
 fn effective_port(u: &url::Url) -> Option<u16> {
     u.port_or_known_default().or(match u.scheme() {
         "webdav" => Some(80),
