@@ -4,7 +4,6 @@
 //! [`Source`](rota_core::source::Source)); the ingest pipeline does the rest.
 //! Adding a source is one module plus one line in [`for_location`].
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,10 +27,10 @@ mod walk;
 mod webdav;
 
 pub use egress::Egress;
-pub use local::LocalSource;
+pub use local::{LocalSource, local_path};
 pub use object::{ObjectSource, S3Settings};
 pub use registry::{ConnectionLimits, Connections, Credentials, DEFAULT_IDLE, DEFAULT_MAX_ENTRIES};
-pub use rota_url::RemoteUrl;
+pub use rota_url::{RemoteUrl, scheme};
 
 use registry::Held;
 
@@ -243,17 +242,6 @@ impl EntryStream for Bounded {
     }
 }
 
-/// The URL scheme of a location, if it has one (`C:\…` is a path, not a scheme).
-#[must_use]
-pub fn scheme(location: &str) -> Option<&str> {
-    let (scheme, _) = location.split_once("://")?;
-    (scheme.len() > 1
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
-    .then_some(scheme)
-}
-
 /// A location whose last segments hold a glob (`s3://b/logs/2026-*/*.csv`),
 /// taken apart into the directory to list and the glob its files' relative
 /// paths must match, and whether the glob needs a recursive listing (it
@@ -277,9 +265,7 @@ pub fn split_glob(location: &str) -> Option<(String, String, bool)> {
         &['*', '?', '[', '{']
     };
     let first = path.find(metas)?;
-    if matches!(scheme, None | Some("file"))
-        && Path::new(location.trim_start_matches("file://")).exists()
-    {
+    if matches!(scheme, None | Some("file")) && local_path(location).exists() {
         return None;
     }
     let dir_end = path[..first].rfind('/').map_or(0, |i| i + 1);

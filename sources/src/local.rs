@@ -37,8 +37,16 @@ const CHUNK: usize = 1 << 20;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalSource;
 
+/// The path a local location names: a plain path, or a `file://` URL with
+/// the prefix taken off once. Whatever checks a location (the server's
+/// allow-list) reads it with this too, so both see the same path.
+#[must_use]
+pub fn local_path(location: &str) -> &Path {
+    Path::new(location.strip_prefix("file://").unwrap_or(location))
+}
+
 fn path_of(location: &str) -> PathBuf {
-    PathBuf::from(location.strip_prefix("file://").unwrap_or(location))
+    local_path(location).to_path_buf()
 }
 
 fn io_error(location: &str, e: std::io::Error) -> SourceError {

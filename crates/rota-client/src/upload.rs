@@ -48,14 +48,15 @@ async fn refused(resp: reqwest::Response) -> Failed {
 }
 
 /// Whether an upload request that failed may pass when tried again: the
-/// network or the server was unavailable, a body stalled (408), a quota of
-/// the token was reached (429), or the server's disk was full (507).
+/// network or the server was unavailable, a body stalled (408), another
+/// request was still writing to the upload (423), a quota of the token was
+/// reached (429), or the server's disk was full (507).
 fn passes_later(e: &Error) -> bool {
     e.is_retryable()
         || matches!(
             e,
             Error::Api {
-                status: 408 | 429 | 507,
+                status: 408 | 423 | 429 | 507,
                 ..
             }
         )
@@ -250,7 +251,7 @@ impl Client {
     /// `state_dir`, an upload a previous run left unfinished is resumed at
     /// the offset the server has. A request that may pass later (the
     /// network, a busy server, a quota of the token, a full disk on the
-    /// server: 408, 429, 502-504, 507) is tried again, the offset asked
+    /// server: 408, 423, 429, 502-504, 507) is tried again, the offset asked
     /// anew, up to 8 times in a row with a backoff doubling from 1 s (at
     /// least the server's `Retry-After`, at most 60 s). `progress` is called
     /// after every chunk. Returns the upload as it ended.
@@ -375,7 +376,7 @@ mod tests {
 
     #[test]
     fn busy_full_and_stalled_servers_are_tried_again_and_refusals_are_not() {
-        for status in [408, 429, 502, 503, 504, 507] {
+        for status in [408, 423, 429, 502, 503, 504, 507] {
             assert!(passes_later(&refusal(status)), "{status}");
         }
         for status in [400, 404, 409, 413, 422, 460, 500] {

@@ -6,7 +6,7 @@
 //! path, so that what is checked is what is reached.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use axum::http::StatusCode;
 use rota_url::{RemoteUrl, UrlPrefix, has_dot_segment};
@@ -43,7 +43,7 @@ impl AllowList {
                 list.urls
                     .push(UrlPrefix::parse(e).map_err(|e| format!("allowed URL {e}"))?);
             } else {
-                let path = Path::new(e.trim_start_matches("file://"));
+                let path = rota_sources::local_path(e);
                 let root = path
                     .canonicalize()
                     .map_err(|err| format!("allowed source {}: {err}", path.display()))?;
@@ -94,13 +94,13 @@ impl AllowList {
                     ))
                 }
             }
-            _ if has_dot_segment(location.trim_start_matches("file://")) => Err(refuse(
+            _ if has_dot_segment(&rota_sources::local_path(location).to_string_lossy()) => Err(refuse(
                 "a local path with `.` or `..` segments is not read: give it resolved, under a \
                  directory named by --allow-source"
                     .to_owned(),
             )),
             _ => {
-                let path = Path::new(location.trim_start_matches("file://"));
+                let path = rota_sources::local_path(location);
                 // The deepest existing ancestor, resolved: `..` and links
                 // cannot escape an allowed root.
                 let mut probe = path.to_path_buf();

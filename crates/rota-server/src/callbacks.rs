@@ -219,7 +219,7 @@ async fn body(state: &State, due: &CallbackDue) -> Result<Vec<u8>, ApiError> {
         .get_job(due.job)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {}", due.job)))?;
-    let mut out = json!({ "event": due.state, "job": job });
+    let mut out = json!({ "event": due.state, "job": crate::routes::shown(job.clone()) });
     if due.state == JobState::Succeeded
         && let Some(result) = crate::routes::job_result(state, &job).await?
     {

@@ -108,43 +108,55 @@ pub(crate) fn spawn(state: &State, ingest: rota_ingest::IngestRequest, job: JobI
     tokio::spawn(async move { run(&state, ingest, job).await });
 }
 
-/// Runs an ingest while renewing its claim; stops it when the claim is
-/// lost (another server took the job) or the job no longer waits for it
+/// Runs an ingest, once it has a turn among the batch ingests running at
+/// once, while renewing its claim; stops it when the claim is lost
+/// (another server took the job) or the job no longer waits for it
 /// (cancelled). The outcome is logged and on the job.
+///
+/// A job waiting for its turn stays held and its claim is not renewed, so
+/// the waiting costs the store nothing; should the claim run out meanwhile,
+/// another server on the store may take the ingest, and this one then
+/// finds its claim taken and leaves it. Uploads are bounded by their own
+/// quotas instead of turns.
 async fn run(state: &State, ingest: rota_ingest::IngestRequest, job: JobId) {
     if !state.ingests.running().insert(job) {
         return; // already running here
     }
-    let renew = async {
-        let mut tick = tokio::time::interval(RENEW_EVERY);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match state
-                .store
-                .renew_ingest(job, state.ingests.holder(), LEASE)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(job = %job, error = %e, "cannot renew the claim on an ingest; will retry");
+    let turn = state.ingest_turns.acquire().await;
+    let renewed = || state.store.renew_ingest(job, state.ingests.holder(), LEASE);
+    match renewed().await {
+        Ok(true) => {
+            let renew = async {
+                let mut tick = tokio::time::interval(RENEW_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match renewed().await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::warn!(job = %job, error = %e, "cannot renew the claim on an ingest; will retry");
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = crate::routes::run_ingest(state, ingest, job, true) => {}
+                () = renew => {
+                    tracing::warn!(job = %job, "the job no longer waits for this ingest (cancelled, or resumed by another server); stopped it");
                 }
             }
         }
-    };
-    tokio::select! {
-        _ = async {
-            // A turn among the batch ingests running at once (the job stays
-            // held, and its claim renewed, while it waits). Uploads are
-            // bounded by their own quotas instead.
-            let _turn = state.ingest_turns.acquire().await;
-            crate::routes::run_ingest(state, ingest, job, true).await
-        } => {}
-        () = renew => {
-            tracing::warn!(job = %job, "the job no longer waits for this ingest (cancelled, or resumed by another server); stopped it");
+        Ok(false) => {
+            tracing::info!(job = %job, "the job no longer waits for this ingest (cancelled, or taken by another server while it waited for a turn)");
+        }
+        Err(e) => {
+            // The claim runs out, and the ingest is resumed (here or on
+            // another server) once the store answers.
+            tracing::warn!(job = %job, error = %e, "cannot claim an ingest; it will be resumed");
         }
     }
+    drop(turn);
     state.ingests.running().remove(&job);
 }
 

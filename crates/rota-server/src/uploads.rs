@@ -235,11 +235,16 @@ fn io_failure(what: &str, id: &str, e: &std::io::Error) -> ApiError {
     }
 }
 
+/// How long a request waits for another one writing to the same upload
+/// before it is answered 423.
+const WRITER_WAIT: Duration = Duration::from_secs(5);
+
 /// An error as a response, with `Retry-After` when trying later may pass.
 fn answer(e: ApiError) -> Response {
     let retry = matches!(
         e.status,
-        StatusCode::TOO_MANY_REQUESTS
+        StatusCode::LOCKED
+            | StatusCode::TOO_MANY_REQUESTS
             | StatusCode::SERVICE_UNAVAILABLE
             | StatusCode::INSUFFICIENT_STORAGE
     );
@@ -1335,7 +1340,7 @@ pub(crate) async fn info(
     }
 }
 
-#[utoipa::path(patch, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Offset" = u64, Header, description = "Where the body goes"), ("Upload-Checksum" = Option<String>, Header, description = "sha1 base64(digest)")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "Appended; the new Upload-Offset in a header"), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "Upload-Offset is not the upload's", body = crate::openapi::ErrorBody), (status = 410, description = "The upload expired", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "Not application/offset+octet-stream", body = crate::openapi::ErrorBody), (status = 422, description = "The upload's job failed", body = crate::openapi::ErrorBody), (status = 460, description = "The body does not match Upload-Checksum", body = crate::openapi::ErrorBody), (status = 408, description = "No byte arrived for the idle timeout; what arrived before is kept", body = crate::openapi::ErrorBody), (status = 429, description = "The token's byte quota is reached; Retry-After", body = crate::openapi::ErrorBody), (status = 507, description = "The upload directory is (nearly) full; the bytes recorded so far are kept; Retry-After", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(patch, path = "/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "The upload"), ("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Offset" = u64, Header, description = "Where the body goes"), ("Upload-Checksum" = Option<String>, Header, description = "sha1 base64(digest)")), request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"), responses((status = 204, description = "Appended; the new Upload-Offset in a header"), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "Upload-Offset is not the upload's", body = crate::openapi::ErrorBody), (status = 410, description = "The upload expired", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 415, description = "Not application/offset+octet-stream", body = crate::openapi::ErrorBody), (status = 422, description = "The upload's job failed", body = crate::openapi::ErrorBody), (status = 460, description = "The body does not match Upload-Checksum", body = crate::openapi::ErrorBody), (status = 408, description = "No byte arrived for the idle timeout; what arrived before is kept", body = crate::openapi::ErrorBody), (status = 423, description = "Another request is writing to the upload; Retry-After", body = crate::openapi::ErrorBody), (status = 429, description = "The token's byte quota is reached; Retry-After", body = crate::openapi::ErrorBody), (status = 507, description = "The upload directory is (nearly) full; the bytes recorded so far are kept; Retry-After", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn patch(
     Extract(state): Extract<State>,
     headers: HeaderMap,
@@ -1441,7 +1446,18 @@ async fn append(
     checksum: Option<Vec<u8>>,
     mut body: impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin,
 ) -> Result<(), ApiError> {
-    let writing = Arc::clone(&upload.writing).lock_owned().await;
+    // One request writes to an upload at a time; another waits a little
+    // (a client resuming while the server still reads its broken request),
+    // then is told to come back, so no number of requests can wait here.
+    let Ok(writing) =
+        tokio::time::timeout(WRITER_WAIT, Arc::clone(&upload.writing).lock_owned()).await
+    else {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            "upload_busy",
+            "another request is writing to this upload; try again later (HEAD says its offset)",
+        ));
+    };
     let meta = upload.meta();
     if let Some(ended) = &meta.ended
         && let Some(error) = &ended.error
@@ -1851,7 +1867,11 @@ pub(crate) async fn one_shot(
     }
     .await;
     match done {
-        Ok(job) => (StatusCode::CREATED, axum::Json(json!(job))).into_response(),
+        Ok(job) => (
+            StatusCode::CREATED,
+            axum::Json(json!(crate::routes::shown(job))),
+        )
+            .into_response(),
         Err(e) => answer(e),
     }
 }

@@ -358,7 +358,7 @@ async fn session(mut socket: WebSocket, state: State) {
         logs: VecDeque::new(),
         alerts: VecDeque::new(),
     });
-    tracing::info!(worker = %reg.worker, session = %session, capacity = reg.capacity, "worker connected");
+    tracing::info!(worker = ?reg.worker, session = %session, capacity = reg.capacity, "worker connected");
     let mut conn = Conn {
         claim: ClaimRequest {
             queues: reg.queues,
@@ -389,7 +389,7 @@ async fn session(mut socket: WebSocket, state: State) {
     };
     state.workers.remove(&session);
     tracing::info!(
-        worker = %reg.worker, session = %session, held = conn.held.len(), reason = %why,
+        worker = ?reg.worker, session = %session, held = conn.held.len(), reason = %why,
         "worker disconnected; the leases it held expire unless it comes back"
     );
 }
@@ -618,10 +618,10 @@ impl Conn {
         // The worker's words go in a field, quoted and escaped: a line break
         // in them cannot start a log line of its own.
         for line in &logs {
-            tracing::info!(worker = %self.claim.worker, task = ?line.task_id, level = ?line.level, text = ?line.message, "worker log");
+            tracing::info!(worker = ?self.claim.worker, task = ?line.task_id, level = ?line.level, text = ?line.message, "worker log");
         }
         for line in &alerts {
-            tracing::warn!(worker = %self.claim.worker, task = ?line.task_id, level = ?line.level, text = ?line.message, "worker alert");
+            tracing::warn!(worker = ?self.claim.worker, task = ?line.task_id, level = ?line.level, text = ?line.message, "worker alert");
         }
         self.state.workers.with(&self.session, |w| {
             w.last_seen = Utc::now();

@@ -775,6 +775,39 @@ async fn six_hundred_idle_patches_leave_healthz_and_claims_answering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_an_upload_is_told_to_come_back_with_423() {
+    let s = Server::start(|_| {}).await;
+    let (path, _) = s.create(Some(1000), &ndjson_meta()).await;
+    // The first PATCH announces a body and sends none of it: it holds the
+    // upload's writer.
+    let mut first = open_request(
+        &s.url,
+        &format!(
+            "PATCH {path} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n\
+             Transfer-Encoding: chunked\r\n"
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another waits a moment, then is told to come back; it is not parked.
+    let resp = s
+        .patch(&path, 0, b"{\"id\": 1}\n")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::LOCKED);
+    assert_eq!(header(&resp, "retry-after"), "10");
+    // Once the first one ends, the upload takes bytes again.
+    first
+        .write_all(b"a\r\n{\"id\": 1}\n\r\n0\r\n\r\n")
+        .await
+        .expect("finish the first body");
+    assert!(read_answer(&mut first).await.starts_with("HTTP/1.1 204"));
+    assert_eq!(s.offset(&path).await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_idle_past_the_timeout_ends_with_408_and_keeps_what_arrived() {
     let s = Server::start(|c| {
         if let Some(u) = &mut c.uploads {
