@@ -117,6 +117,20 @@ impl Egress {
             reqwest::redirect::Policy::none()
         }
     }
+
+    /// `builder` held to this filter: its resolver, its redirect policy,
+    /// and, while addresses are filtered, no proxy from the environment
+    /// (`HTTP_PROXY`, …), which would resolve names past the filter.
+    pub fn configure(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        let builder = builder
+            .redirect(self.redirect_policy())
+            .dns_resolver(self.resolver());
+        if self.public_only {
+            builder.no_proxy()
+        } else {
+            builder
+        }
+    }
 }
 
 /// A name resolved only to addresses the egress filter refuses.

@@ -226,7 +226,9 @@ struct Guarded {
 
 impl object_store::client::HttpConnector for Guarded {
     fn connect(&self, _: &ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
-        let client = reqwest::Client::builder()
+        let client = self
+            .egress
+            .configure(reqwest::Client::builder())
             .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
             .default_headers(self.headers.clone())
             .connect_timeout(Duration::from_secs(10))
@@ -236,8 +238,6 @@ impl object_store::client::HttpConnector for Guarded {
             .no_brotli()
             .no_zstd()
             .no_deflate()
-            .redirect(self.egress.redirect_policy())
-            .dns_resolver(self.egress.resolver())
             .build()
             .map_err(|e| object_store::Error::Generic {
                 store: "HTTP",

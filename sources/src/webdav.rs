@@ -49,11 +49,10 @@ impl Server {
         location: &str,
         egress: &crate::Egress,
     ) -> Result<Self, SourceError> {
-        let client = reqwest::Client::builder()
+        let client = egress
+            .configure(reqwest::Client::builder())
             .default_headers(headers)
             .https_only(wire_base.starts_with("https://"))
-            .redirect(egress.redirect_policy())
-            .dns_resolver(egress.resolver())
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(120))
             .build()

@@ -362,3 +362,49 @@ fn no_secret_appears_in_any_answer_log_line_file_or_callback() {
         assert!(!body.contains(HOOK_QUERY), "in a callback body: {body}");
     }
 }
+
+/// A proxy in the server's environment (`HTTP_PROXY`) is not used for
+/// sources while the egress filter is on: the proxy would resolve the name
+/// (here one of a loopback address) past the filter.
+#[test]
+fn a_proxy_in_the_environment_does_not_carry_sources_past_the_egress_filter() {
+    let (proxy_port, proxied) = hook_receiver();
+    let s = Scratch::new();
+    let tokens = s.path("tokens");
+    std::fs::write(&tokens, "app-token-0123456789 schedule\n").expect("tokens");
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let (server, url) = crate::serve::serve_env(
+        &s,
+        &[
+            "--tokens",
+            tokens.to_str().expect("path"),
+            "--allow-source",
+            "http://localhost:9/",
+        ],
+        &[("HTTP_PROXY", &proxy), ("http_proxy", &proxy)],
+    );
+    let answer = post(
+        &url,
+        "/schedule",
+        "app-token-0123456789",
+        &json!({"spec": "s", "batch": {"source": "http://localhost:9/data.csv", "format": "csv"}}),
+    );
+    let id = answer["jobs"][0]["id"].as_str().expect("a job").to_owned();
+    let mut job = serde_json::Value::Null;
+    wait_until(Duration::from_secs(30), "the job fails", || {
+        job = get(&url, &format!("/jobs/{id}"), "app-token-0123456789");
+        job["state"] == "failed"
+    });
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("localhost") && error.contains("allow-list"),
+        "{job}"
+    );
+    assert!(
+        proxied.lock().expect("proxy").is_empty(),
+        "the proxy was asked: {:?}",
+        proxied.lock().expect("proxy")
+    );
+    signal(&server, "TERM");
+    let _ = finish(server, Duration::from_secs(20));
+}

@@ -169,16 +169,14 @@ pub(crate) fn spawn_dispatcher(state: State) {
         return;
     };
     tokio::spawn(async move {
-        let client = match reqwest::Client::builder()
+        // Redirects are never followed: the server's egress filter.
+        let egress = rota_sources::Egress::server(
+            state.config.callbacks.allow.addresses(),
+            state.config.private_networks,
+        );
+        let client = match egress
+            .configure(reqwest::Client::builder())
             .timeout(state.config.callbacks.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(
-                rota_sources::Egress::server(
-                    state.config.callbacks.allow.addresses(),
-                    state.config.private_networks,
-                )
-                .resolver(),
-            )
             .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
             .build()
         {
