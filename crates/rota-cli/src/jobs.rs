@@ -339,6 +339,7 @@ pub(crate) async fn run_tasks(
                         after_key: after,
                         limit,
                         with_results: results || json,
+                        ..TaskFilter::default()
                     },
                 )
                 .await

@@ -662,6 +662,11 @@ pub struct TaskFilter {
     pub limit: u32,
     /// Include each task's result.
     pub with_results: bool,
+    /// With results: end the page after the task whose result brings the
+    /// page's result bytes to at least this many (0: no bound), so that a
+    /// page of large results is bounded in memory; a page holds at least one
+    /// task.
+    pub results_budget: u64,
 }
 
 /// A URL that receives a POST when its job changes state.

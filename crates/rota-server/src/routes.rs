@@ -833,7 +833,8 @@ pub(crate) struct TasksQuery {
     #[param(value_type = Option<TaskState>)]
     state: Option<String>,
     after: Option<String>,
-    /// Most tasks (1 to 1000, default 100; at most 100 with `results`).
+    /// Most tasks (1 to 1000, default 100; at most 100 with `results`, and
+    /// fewer when their results pass the largest result size).
     limit: Option<u32>,
     /// Whether each task's result comes along.
     #[serde(default)]
@@ -849,9 +850,15 @@ pub(crate) async fn list_tasks(
 ) -> Answer {
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
     // Results may be large (up to a worker's largest result each): fewer
-    // per page when they come along.
+    // per page when they come along, and a page ends once its results
+    // reach the size of the largest one (at least one task per page).
     let most = if q.results { 100 } else { 1000 };
     let limit = q.limit.unwrap_or(100).clamp(1, most);
+    let budget = if q.results {
+        state.config.limits.max_result as u64
+    } else {
+        0
+    };
     let tasks = state
         .store
         .list_tasks(
@@ -865,12 +872,16 @@ pub(crate) async fn list_tasks(
                 after_key: q.after,
                 limit,
                 with_results: q.results,
+                results_budget: budget,
             },
         )
         .await?;
-    let next = (tasks.len() == limit as usize)
-        .then(|| tasks.last().map(|t| t.key.clone()))
-        .flatten();
+    let result_bytes: u64 = tasks
+        .iter()
+        .map(|t| t.result.as_ref().map_or(0, |r| r.len() as u64))
+        .sum();
+    let full = tasks.len() == limit as usize || (budget > 0 && result_bytes >= budget);
+    let next = full.then(|| tasks.last().map(|t| t.key.clone())).flatten();
     let tasks: Vec<Value> = tasks
         .iter()
         .map(|t| {

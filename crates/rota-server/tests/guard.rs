@@ -606,3 +606,109 @@ async fn a_payload_url_holds_no_lease_token_and_the_fetch_sends_it_in_a_header()
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(&"y".repeat(100)), "{text}");
 }
+
+/// The body of an answer as JSON.
+fn body_of(text: &str) -> Value {
+    serde_json::from_str(text.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_results_ends_once_they_reach_the_largest_result_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rows.ndjson");
+    std::fs::write(&file, "{\"n\": 1}\n{\"n\": 2}\n{\"n\": 3}\n").expect("data");
+    let root = dir.path().to_string_lossy().into_owned();
+    let s = Server::start(|c| {
+        c.tokens = tokens();
+        c.allow = rota_server::AllowList::new(&[root]).expect("allow");
+        c.limits.max_result = 1000;
+    })
+    .await;
+    let batch = json!({"source": file.to_string_lossy(), "max_rows": 1});
+    let (status, text) = s
+        .json(
+            "POST",
+            "/schedule",
+            SCHEDULE,
+            &json!({"spec": "x", "batch": batch}),
+        )
+        .await;
+    assert_eq!(status, 201, "{text}");
+    let job = body_of(&text)["jobs"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Each of the three tasks gets a result of 600 bytes.
+    let mut done = 0;
+    for _ in 0..50 {
+        let (_, text) = s
+            .json(
+                "POST",
+                "/work/claim",
+                WORK,
+                &json!({"worker": "w", "limit": 3, "wait_ms": 1000}),
+            )
+            .await;
+        let reports: Vec<Value> = body_of(&text)["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .map(|t| {
+                json!({"task_id": t["task_id"], "attempt": t["attempt"],
+                       "lease_token": t["lease_token"], "result": "r".repeat(598)})
+            })
+            .collect();
+        done += reports.len();
+        // One a request: a body holds one result of the largest size.
+        for report in reports {
+            let (status, text) = s
+                .json(
+                    "POST",
+                    "/work/complete",
+                    WORK,
+                    &json!({"reports": [report]}),
+                )
+                .await;
+            assert_eq!(status, 200, "{text}");
+        }
+        if done == 3 {
+            break;
+        }
+    }
+    assert_eq!(done, 3, "the three tasks were worked");
+    let page = |after: Option<String>| {
+        let path = match after {
+            Some(key) => format!(
+                "/jobs/{job}/tasks?results=true&after={}",
+                key.replace('#', "%23")
+            ),
+            None => format!("/jobs/{job}/tasks?results=true"),
+        };
+        let s = &s;
+        async move {
+            let (status, text) = s.json("GET", &path, SCHEDULE, &Value::Null).await;
+            assert_eq!(status, 200, "{text}");
+            body_of(&text)
+        }
+    };
+    // 600 + 600 bytes reach the bound of 1000: the page ends there, and
+    // the next one holds the rest.
+    let first = page(None).await;
+    assert_eq!(
+        first["tasks"].as_array().expect("tasks").len(),
+        2,
+        "{first}"
+    );
+    let next = first["next_after"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = page(Some(next)).await;
+    assert_eq!(
+        second["tasks"].as_array().expect("tasks").len(),
+        1,
+        "{second}"
+    );
+    assert!(second["next_after"].is_null(), "{second}");
+}

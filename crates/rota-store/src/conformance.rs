@@ -1398,6 +1398,26 @@ pub async fn list_tasks_orders_and_pages(h: &dyn Harness) {
         assert!(t.finished_at.is_some());
         assert_eq!(t.worker.as_deref(), Some("worker-1"));
     }
+    // A byte budget ends a page of results early, after at least one task.
+    let first = with[0].result.as_ref().map_or(0, Vec::len) as u64;
+    let budgeted = store
+        .list_tasks(
+            job.id,
+            TaskFilter {
+                state: Some(TaskState::Succeeded),
+                with_results: true,
+                results_budget: first,
+                ..TaskFilter::default()
+            },
+        )
+        .await
+        .expect("list_tasks");
+    assert_eq!(
+        budgeted.len(),
+        1,
+        "a page ends once its results reach the budget"
+    );
+    assert_eq!(budgeted[0].key, with[0].key);
 
     let missing = store.list_tasks(JobId::new(), TaskFilter::default()).await;
     assert!(

@@ -1424,8 +1424,14 @@ impl Store for SqliteStore {
             let mut stmt = tx.prepare_cached(&sql).db()?;
             let mut rows = stmt.query(rusqlite::params_from_iter(params)).db()?;
             let mut tasks = Vec::new();
+            let mut result_bytes = 0u64;
             while let Some(row) = rows.next().db()? {
-                tasks.push(task_from_row(row)?);
+                let task = task_from_row(row)?;
+                result_bytes += task.result.as_ref().map_or(0, |r| r.len() as u64);
+                tasks.push(task);
+                if filter.results_budget > 0 && result_bytes >= filter.results_budget {
+                    break;
+                }
             }
             Ok(tasks)
         })
