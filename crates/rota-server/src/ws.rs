@@ -40,9 +40,6 @@ const KEEP_LINES: usize = 50;
 const NOT_TEXT: &str = "messages are JSON text frames";
 /// Most messages handled together.
 const MAX_BATCH: usize = 256;
-/// Most bytes of messages gathered into one turn (a turn takes at least
-/// one message, whatever its size).
-const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// The worker's first message.
 #[derive(Debug, Deserialize)]
@@ -430,7 +427,11 @@ impl Conn {
                     let mut batch = vec![text];
                     let mut ended = None;
                     let mut binary = 0;
-                    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                    // At most the largest message's size is gathered (a
+                    // turn takes at least one message): what a session
+                    // buffers stays within twice `max_result`.
+                    let most_bytes = self.state.config.limits.max_result;
+                    while batch.len() < MAX_BATCH && bytes < most_bytes {
                         match futures::FutureExt::now_or_never(socket.recv()) {
                             Some(Some(Ok(Message::Text(t)))) => {
                                 bytes += t.len();
