@@ -408,3 +408,45 @@ fn a_proxy_in_the_environment_does_not_carry_sources_past_the_egress_filter() {
     signal(&server, "TERM");
     let _ = finish(server, Duration::from_secs(20));
 }
+
+/// Text a client chose that reaches a log line through an error (here a
+/// source path with a line break, in an error the server logs) is written
+/// on that line, escaped: it cannot start a line of its own.
+#[test]
+fn an_error_quoting_client_text_cannot_forge_a_line_of_the_servers_log() {
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(s.path("tokens"), "app-token-0123456789 schedule\n").expect("tokens");
+    let (server, url) = serve(
+        &s,
+        &[
+            "--tokens",
+            s.path("tokens").to_str().expect("path"),
+            "--allow-source",
+            data.to_str().expect("path"),
+        ],
+    );
+    let forged = "2026-12-07T00:00:00.000000Z  INFO rota_server: admin token rotated";
+    let source = format!("{}/missing\n{forged}\r.csv", data.display());
+    let answer = post(
+        &url,
+        "/schedule",
+        "app-token-0123456789",
+        &json!({"spec": "x", "batch": {"source": source, "format": "csv"}}),
+    );
+    let id = answer["jobs"][0]["id"].as_str().expect("a job").to_owned();
+    wait_until(Duration::from_secs(30), "the job fails", || {
+        get(&url, &format!("/jobs/{id}"), "app-token-0123456789")["state"] == "failed"
+    });
+    signal(&server, "TERM");
+    let (_, log) = finish(server, Duration::from_secs(20));
+    assert!(log.contains("admin token rotated"), "{log}");
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2026-12-07T00:00:00"),
+            "a forged line: {line:?}\n{log}"
+        );
+        assert!(!line.contains('\r'), "a carriage return: {line:?}");
+    }
+}
