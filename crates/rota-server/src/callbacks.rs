@@ -117,23 +117,6 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// Attaches `callbacks` to a job (again: a replay adds nothing).
-pub(crate) async fn attach(
-    state: &State,
-    job: rota_core::JobId,
-    callbacks: Vec<CallbackRequest>,
-) -> Result<(), ApiError> {
-    if callbacks.is_empty() {
-        return Ok(());
-    }
-    let new = callbacks
-        .into_iter()
-        .map(CallbackRequest::into_new)
-        .collect();
-    state.store.add_callbacks(job, new).await?;
-    Ok(())
-}
-
 /// A callback as the jobs API shows it: its URL without path, query or
 /// credentials (webhook URLs often hold their secret there).
 pub(crate) fn status_json(c: &CallbackStatus) -> Value {

@@ -1057,7 +1057,17 @@ async fn make_upload(
     let batch = batch.ok_or_else(|| internal("an upload's job has no batch".to_owned()))?;
     // Checked before anything is made, so a bad request leaves nothing.
     crate::routes::ingest_request(state, &batch, new_job.clone())?;
-    let (job, created) = state.store.create_job(new_job).await?;
+    // The job and its callbacks in one transaction: a crash never leaves
+    // the job without them.
+    let start = rota_core::JobStart {
+        tasks: Vec::new(),
+        callbacks: callbacks
+            .into_iter()
+            .map(crate::callbacks::CallbackRequest::into_new)
+            .collect(),
+        ingest: None,
+    };
+    let (job, created) = state.store.create_job_with(new_job, start).await?;
     if !created {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -1068,17 +1078,6 @@ async fn make_upload(
                 job.id
             ),
         ));
-    }
-    if let Err(e) = crate::callbacks::attach(state, job.id, callbacks).await {
-        let _ = state
-            .store
-            .fail_job(
-                job.id,
-                "the upload's callbacks could not be stored".to_owned(),
-                None,
-            )
-            .await;
-        return Err(e);
     }
     let now = Utc::now();
     let meta = Meta {
