@@ -117,7 +117,7 @@ async fn local_listing(local: &Path, recursive: bool, glob: Option<&str>) -> Vec
         recursive,
         glob: glob.map(str::to_owned),
     };
-    list_all(&LocalSource, &req)
+    list_all(&LocalSource::default(), &req)
         .await
         .expect("list the local tree")
 }

@@ -71,6 +71,9 @@ pub struct SourceSettings {
     /// reach, and whether redirects are followed (S3 goes where its
     /// endpoint setting says).
     pub egress: Egress,
+    /// The only directories local paths may resolve into (see
+    /// [`LocalSource::within`]); `None`: anywhere.
+    pub local_roots: Option<Arc<[std::path::PathBuf]>>,
 }
 
 /// Sources added by an embedding program, each serving the schemes it names.
@@ -117,6 +120,7 @@ impl SourceSettings {
             listing: ListingLimits::default(),
             credentials: Credentials::default(),
             egress: Egress::default(),
+            local_roots: None,
         }
     }
 
@@ -149,7 +153,10 @@ impl SourceSettings {
             return Ok(source);
         }
         match scheme(location) {
-            None | Some("file") => Ok(Arc::new(LocalSource)),
+            None | Some("file") => Ok(Arc::new(match &self.local_roots {
+                Some(roots) => LocalSource::within(roots.clone()),
+                None => LocalSource::default(),
+            })),
             Some("s3" | "http" | "https" | "webdav" | "webdavs") => Ok(Arc::new(
                 ObjectSource::held(self.s3.clone(), self.held())
                     .with_listing(self.listing)

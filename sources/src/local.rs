@@ -33,9 +33,40 @@ use rota_core::source::{ByteStream, Entry, EntryStream, FileAt, ListRequest, Rea
 /// Bytes per chunk read from a file.
 const CHUNK: usize = 1 << 20;
 
-/// The local file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalSource;
+/// The local file system: all of it, or only what lies (resolved) inside
+/// some directories.
+#[derive(Debug, Default, Clone)]
+pub struct LocalSource {
+    roots: Option<Arc<[PathBuf]>>,
+}
+
+impl LocalSource {
+    /// A source that lists and reads only what lies, every link resolved,
+    /// inside one of `roots` (resolved directories): what a server's
+    /// allow-list names, checked again when the files are listed and
+    /// opened, so that a directory swapped for a link after the check is
+    /// not followed out.
+    #[must_use]
+    pub fn within(roots: Arc<[PathBuf]>) -> Self {
+        Self { roots: Some(roots) }
+    }
+
+    /// Refuses `real` (a resolved path) when it lies outside the roots.
+    fn confine(&self, real: &Path, location: &str) -> Result<(), SourceError> {
+        match &self.roots {
+            Some(roots) if !roots.iter().any(|root| real.starts_with(root)) => {
+                Err(SourceError::AccessDenied {
+                    location: location.to_owned(),
+                    hint: format!(
+                        "it resolves to {}, outside the directories this source may read",
+                        real.display()
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 /// The path a local location names: a plain path, or a `file://` URL with
 /// the prefix taken off once. Whatever checks a location (the server's
@@ -257,6 +288,7 @@ impl Source for LocalSource {
         let real_root = root
             .canonicalize()
             .map_err(|e| io_error(&req.location, e))?;
+        self.confine(&real_root, &req.location)?;
         let mut walk = Walk {
             root: root.clone(),
             real_root: real_root.clone(),
@@ -284,7 +316,7 @@ impl Source for LocalSource {
         entry: &Entry,
         range: Option<Range<u64>>,
     ) -> Result<Box<dyn ByteStream>, SourceError> {
-        let mut file = open_listed(entry)?;
+        let mut file = self.open_listed(entry)?;
         let left = match range {
             Some(r) => {
                 file.seek(SeekFrom::Start(r.start))
@@ -301,7 +333,7 @@ impl Source for LocalSource {
     }
 
     async fn random_access(&self, entry: &Entry) -> Result<Option<Arc<dyn ReadAt>>, SourceError> {
-        let file = open_listed(entry)?;
+        let file = self.open_listed(entry)?;
         let size = file
             .metadata()
             .map_err(|e| io_error(&entry.location, e))?
@@ -355,10 +387,20 @@ fn opened_path(file: &File, path: &Path, location: &str) -> Result<PathBuf, Sour
     Ok(resolved)
 }
 
+impl LocalSource {
+    /// Opens a listed file, refusing it when what was opened lies outside
+    /// the directory it was listed under (a directory or file swapped for a
+    /// link to somewhere else after the listing), or outside the roots.
+    fn open_listed(&self, entry: &Entry) -> Result<File, SourceError> {
+        let (file, real) = open_listed(entry)?;
+        self.confine(&real, &entry.location)?;
+        Ok(file)
+    }
+}
+
 /// Opens a listed file, refusing it when what was opened lies outside the
-/// directory it was listed under (a directory or file swapped for a link
-/// to somewhere else after the listing).
-fn open_listed(entry: &Entry) -> Result<File, SourceError> {
+/// directory it was listed under; returns it with where it is.
+fn open_listed(entry: &Entry) -> Result<(File, PathBuf), SourceError> {
     let location = &entry.location;
     let path = path_of(location);
     let file = File::open(&path).map_err(|e| io_error(location, e))?;
@@ -376,7 +418,7 @@ fn open_listed(entry: &Entry) -> Result<File, SourceError> {
             ),
         });
     }
-    Ok(file)
+    Ok((file, real))
 }
 
 #[cfg(test)]
@@ -384,7 +426,7 @@ mod tests {
     use super::*;
 
     async fn list_all(req: ListRequest) -> Vec<String> {
-        let mut s = LocalSource.list(&req).await.expect("list");
+        let mut s = LocalSource::default().list(&req).await.expect("list");
         let mut out = Vec::new();
         while let Some(e) = s.next_entry().await.expect("entry") {
             out.push(e.relative);
@@ -450,7 +492,7 @@ mod tests {
 
     #[test]
     fn missing_path_is_not_found_and_ranges_read_exactly() {
-        let err = block(LocalSource.list(&ListRequest {
+        let err = block(LocalSource::default().list(&ListRequest {
             location: "/no/such/path".into(),
             ..Default::default()
         }));
@@ -459,13 +501,13 @@ mod tests {
         let p = dir.path().join("f.bin");
         fs::write(&p, b"0123456789").expect("write");
         let e = entry(&p, "f.bin".into()).expect("entry");
-        let mut s = block(LocalSource.open(&e, Some(2..5))).expect("open");
+        let mut s = block(LocalSource::default().open(&e, Some(2..5))).expect("open");
         assert_eq!(block(s.next_chunk()).expect("chunk"), Some(b"234".to_vec()));
         assert_eq!(block(s.next_chunk()).expect("end"), None);
     }
 
     fn listed(loc: &Path, recursive: bool, glob: Option<&str>) -> Vec<Entry> {
-        let mut s = block(LocalSource.list(&ListRequest {
+        let mut s = block(LocalSource::default().list(&ListRequest {
             location: loc.to_string_lossy().into_owned(),
             recursive,
             glob: glob.map(str::to_owned),
@@ -479,7 +521,7 @@ mod tests {
     }
 
     fn read(entry: &Entry) -> Result<Vec<u8>, SourceError> {
-        let mut s = block(LocalSource.open(entry, None))?;
+        let mut s = block(LocalSource::default().open(entry, None))?;
         let mut out = Vec::new();
         while let Some(chunk) = block(s.next_chunk())? {
             out.extend(chunk);
@@ -558,7 +600,7 @@ mod tests {
         let err = read(&entries[0]).expect_err("refused");
         assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
         assert!(err.to_string().contains("outside"), "{err}");
-        let Err(err) = block(LocalSource.random_access(&entries[0])) else {
+        let Err(err) = block(LocalSource::default().random_access(&entries[0])) else {
             panic!("refused in place too");
         };
         assert!(matches!(err, SourceError::AccessDenied { .. }), "{err:?}");
@@ -568,5 +610,47 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.join("passwd"), data.join("sub/passwd"))
             .expect("symlink");
         assert!(read(&entries[0]).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_source_held_to_roots_lists_and_reads_nothing_outside_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (inside, outside) = (dir.path().join("inside"), dir.path().join("outside"));
+        fs::create_dir_all(&inside).expect("mkdir");
+        fs::create_dir_all(&outside).expect("mkdir");
+        fs::write(inside.join("a.csv"), "x\n1\n").expect("write");
+        fs::write(outside.join("secret.csv"), "x\n2\n").expect("write");
+        let roots: Arc<[PathBuf]> = vec![inside.canonicalize().expect("resolve")].into();
+        let source = LocalSource::within(roots);
+        let list = |location: &Path| {
+            block(source.list(&ListRequest {
+                location: location.to_string_lossy().into_owned(),
+                recursive: true,
+                ..ListRequest::default()
+            }))
+        };
+        // Inside: listed and read.
+        let mut s = list(&inside).expect("list inside");
+        let entry = block(s.next_entry()).expect("entry").expect("a file");
+        assert!(block(source.open(&entry, None)).is_ok());
+        // Outside, and a directory inside swapped for a link to outside
+        // (as after an allow-list check): neither is listed.
+        assert!(matches!(
+            list(&outside),
+            Err(SourceError::AccessDenied { .. })
+        ));
+        std::os::unix::fs::symlink(&outside, inside.join("swapped")).expect("link");
+        assert!(matches!(
+            list(&inside.join("swapped")),
+            Err(SourceError::AccessDenied { .. })
+        ));
+        // A listed file swapped for a link to outside before it is opened.
+        fs::remove_file(inside.join("a.csv")).expect("remove");
+        std::os::unix::fs::symlink(outside.join("secret.csv"), inside.join("a.csv")).expect("link");
+        assert!(matches!(
+            block(source.open(&entry, None)),
+            Err(SourceError::AccessDenied { .. })
+        ));
     }
 }

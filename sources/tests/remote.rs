@@ -53,7 +53,7 @@ async fn the_lean_benchmark_s3_server_conforms_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_conforms() {
-    let source = rota_sources::LocalSource;
+    let source = rota_sources::LocalSource::default();
     let tree = Tree {
         source: &source,
         root: format!("{}/", tree_dir().display()),

@@ -31,6 +31,12 @@ pub struct AllowList {
 }
 
 impl AllowList {
+    /// The local directories it allows, resolved.
+    #[must_use]
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
     /// An allow-list of `entries`: URL prefixes and local directories.
     ///
     /// # Errors

@@ -130,6 +130,9 @@ pub fn router(store: Arc<dyn Store>, config: Config) -> std::io::Result<axum::Ro
 fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Router, State)> {
     config.sources.egress =
         rota_sources::Egress::server(config.allow.addresses(), config.private_networks);
+    // Local paths are held to the allowed directories when they are read,
+    // not only when a job is checked.
+    config.sources.local_roots = Some(config.allow.roots().into());
     let max_body = config.max_body;
     let metrics = Arc::new(metrics::Metrics::default());
     let uploads = config
