@@ -126,10 +126,13 @@ impl PayloadFiles {
     /// Notes that the transaction which appended to `job`'s file up to `end`
     /// (what [`Appender::sync`] returned) committed.
     pub(crate) fn committed(&self, job: &str, end: u64) {
-        self.ends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(job.to_owned(), end);
+        let mut ends = self.ends.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only a shortcut (a job missing here costs one query on its next
+        // append): kept bounded for a process that lives long.
+        if ends.len() >= KNOWN_ENDS && !ends.contains_key(job) {
+            ends.clear();
+        }
+        ends.insert(job.to_owned(), end);
     }
 
     /// Reads the `len` bytes at `offset` of `job`'s file: `task`'s payload.
@@ -157,6 +160,9 @@ impl PayloadFiles {
         Ok(buf)
     }
 }
+
+/// Most jobs whose committed end [`PayloadFiles`] remembers.
+const KNOWN_ENDS: usize = 4096;
 
 /// Appends payloads to one job's file.
 #[derive(Debug)]
