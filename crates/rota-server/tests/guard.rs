@@ -1,6 +1,6 @@
 //! The checks every request passes, tried the way an attacker would: over
-//! raw sockets on loopback, with the exploit requests of the security
-//! review (no token and a big body, a foreign `Host`, a foreign `Origin`,
+//! raw sockets on loopback, with the requests of known attacks (no token
+//! and a big body, a foreign `Host`, a foreign `Origin`,
 //! headers sent a byte at a time, more connections than allowed, too many
 //! long requests for one token).
 
@@ -208,8 +208,8 @@ fn peak_rss() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_without_a_token_are_refused_unread_while_others_are_served() {
     let s = Arc::new(Server::with_tokens().await);
-    // The review's body: a 16 MiB JSON array of zeros, which parsed would
-    // take about 16 times its size.
+    // A 16 MiB JSON array of zeros, which parsed would take about 16 times
+    // its size.
     let mut big = Vec::with_capacity(16 << 20);
     big.push(b'[');
     while big.len() < (16 << 20) - 2 {

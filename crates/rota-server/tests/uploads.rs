@@ -851,12 +851,13 @@ async fn a_one_shot_body_that_fails_to_decode_answers_422_and_is_read_no_further
     )
     .await;
     // Past the records the schema is inferred from, a bad one, then more,
-    // past the first point where the bytes are synced (16 MiB) and so
+    // well past the first point where the bytes are synced (16 MiB, reached
+    // once four 4 MiB writes, each a few frames over, have gone) and so
     // decoded; the body is never finished.
     let mut data = ndjson(18_000);
     data.push_str("{\"id\": oops}\n");
-    data.push_str(&ndjson(600_000));
-    let first = &data[..17 << 20];
+    data.push_str(&ndjson(900_000));
+    let first = &data[..24 << 20];
     conn.write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes())
         .await
         .expect("first chunk");

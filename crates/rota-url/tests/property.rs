@@ -139,7 +139,7 @@ fn admitted_urls_reach_only_allowed_places_and_passwords_never_show() {
 }
 
 #[test]
-fn the_reviews_urls_and_their_kin_hold_the_properties() {
+fn known_bypass_urls_and_their_kin_hold_the_properties() {
     for u in [
         "http://127.0.0.1:18999?@hooks.example.com/",
         "https://10.0.0.5:9200#@hooks.example.com/",

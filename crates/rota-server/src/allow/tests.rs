@@ -71,7 +71,8 @@ fn urls_the_connection_reads_elsewhere_are_refused() {
         "webdav://hooks.example.com/",
     ]);
     for url in [
-        // The review's three.
+        // A query, a fragment or a backslash before the `@`: the host is
+        // the address, not the name after the `@`.
         "http://127.0.0.1:18999?@hooks.example.com/",
         "https://10.0.0.5:9200#@hooks.example.com/",
         "https://127.0.0.1:7878\\@hooks.example.com/x",
