@@ -25,11 +25,17 @@ pub(crate) fn serve_env(s: &Scratch, extra: &[&str], env: &[(&str, &str)]) -> (C
 /// Spawns `cmd`, a `rota serve` command; returns the process and its URL
 /// once it listens.
 fn serve_command(mut cmd: Command) -> (Child, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rota serve");
+    listening(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rota serve"),
+    )
+}
+
+/// `child`, a `rota serve` spawned with its stdout piped, and its URL once
+/// it says it listens.
+pub(crate) fn listening(mut child: Child) -> (Child, String) {
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)

@@ -31,22 +31,13 @@ fn start(s: &Scratch, extra: &[&str], log: &str) -> (Child, String) {
         .append(true)
         .open(s.path(log))
         .expect("log file");
-    let mut child = s
-        .command(&args)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn rota serve");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("rota serve said {line:?}"))
-        .to_owned();
-    (child, url)
+    crate::serve::listening(
+        s.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rota serve"),
+    )
 }
 
 /// One request on its own connection: the status and the JSON body, or

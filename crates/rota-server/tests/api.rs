@@ -1,6 +1,8 @@
 //! The API over real HTTP: a server on 127.0.0.1:0 over a SQLite store
 //! file, driven by an HTTP client as a worker in any language would.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,25 +20,13 @@ struct Server {
 
 impl Server {
     async fn start(config: rota_server::Config) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let serving = store.clone();
-        tokio::spawn(async move {
-            rota_server::serve(listener, serving, config, std::future::pending())
-                .await
-                .expect("serve");
-        });
+        let served = common::serve(|_| config).await;
         Self {
-            url,
+            url: served.url,
             client: reqwest::Client::new(),
             token: None,
-            _dir: dir,
-            store,
+            _dir: served.dir,
+            store: served.store,
         }
     }
 

@@ -4,6 +4,8 @@
 //! headers sent a byte at a time, more connections than allowed, too many
 //! long requests for one token).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,28 +26,11 @@ struct Server {
 
 impl Server {
     async fn start(tune: impl FnOnce(&mut rota_server::Config)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
-        let mut config = rota_server::Config {
-            uploads: Some(rota_server::UploadConfig::new(dir.path().join("uploads"))),
-            ..rota_server::Config::default()
-        };
-        tune(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let serving = store.clone();
-        tokio::spawn(async move {
-            rota_server::serve(listener, serving, config, std::future::pending())
-                .await
-                .expect("serve");
-        });
+        let served = common::serve(|dir| common::with_uploads(dir, tune)).await;
         Self {
-            addr,
-            _dir: dir,
-            _store: store,
+            addr: served.addr,
+            _dir: served.dir,
+            _store: served.store,
         }
     }
 

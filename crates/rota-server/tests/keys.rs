@@ -3,6 +3,8 @@
 //! `upload:…`) cannot be given by a client, and a replay adds nothing to
 //! the job it finds.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,46 +26,36 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).expect("mkdir");
-        let mut rows = String::new();
-        for i in 0..30 {
-            rows.push_str(&format!("{{\"evil\":{i}}}\n"));
-        }
-        std::fs::write(data.join("evil.ndjson"), rows).expect("write");
-        let store =
-            rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
-        let config = rota_server::Config {
-            tokens: rota_server::Tokens::parse(&format!("{A} schedule\n{B} schedule\n"))
-                .expect("tokens"),
-            allow: rota_server::AllowList::new(&[data.to_string_lossy().into_owned()])
-                .expect("allow"),
-            uploads: Some(rota_server::UploadConfig::new(dir.path().join("uploads"))),
-            callbacks: rota_server::CallbackConfig {
-                key: Some(b"a-key-of-sixteen-bytes".to_vec()),
-                allow: rota_server::AllowList::new(&["https://hooks.example.com/".to_owned()])
+        let served = common::serve(|dir| {
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data).expect("mkdir");
+            let mut rows = String::new();
+            for i in 0..30 {
+                rows.push_str(&format!("{{\"evil\":{i}}}\n"));
+            }
+            std::fs::write(data.join("evil.ndjson"), rows).expect("write");
+            rota_server::Config {
+                tokens: rota_server::Tokens::parse(&format!("{A} schedule\n{B} schedule\n"))
+                    .expect("tokens"),
+                allow: rota_server::AllowList::new(&[data.to_string_lossy().into_owned()])
                     .expect("allow"),
-                ..rota_server::CallbackConfig::default()
-            },
-            ..rota_server::Config::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let serving = store.clone();
-        tokio::spawn(async move {
-            rota_server::serve(listener, serving, config, std::future::pending())
-                .await
-                .expect("serve");
-        });
+                uploads: Some(rota_server::UploadConfig::new(dir.join("uploads"))),
+                callbacks: rota_server::CallbackConfig {
+                    key: Some(b"a-key-of-sixteen-bytes".to_vec()),
+                    allow: rota_server::AllowList::new(&["https://hooks.example.com/".to_owned()])
+                        .expect("allow"),
+                    ..rota_server::CallbackConfig::default()
+                },
+                ..rota_server::Config::default()
+            }
+        })
+        .await;
         Self {
-            url,
+            url: served.url,
             client: reqwest::Client::new(),
-            store,
-            data,
-            _dir: dir,
+            store: served.store,
+            data: served.dir.path().join("data"),
+            _dir: served.dir,
         }
     }
 

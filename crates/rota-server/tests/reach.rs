@@ -4,6 +4,8 @@
 //! not followed, and passwords never reach job records. Every target is a
 //! real HTTP server on 127.0.0.1 that counts the requests it gets.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,22 +25,11 @@ struct Server {
 
 impl Server {
     async fn start(config: rota_server::Config) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            rota_server::serve(listener, store, config, std::future::pending())
-                .await
-                .expect("serve");
-        });
+        let served = common::serve(|_| config).await;
         Self {
-            url,
+            url: served.url,
             client: reqwest::Client::new(),
-            _dir: dir,
+            _dir: served.dir,
         }
     }
 

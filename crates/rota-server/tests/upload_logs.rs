@@ -3,6 +3,8 @@
 //! ERROR line, and nothing of the upload stays on disk. A test binary of
 //! its own, so that the log it reads is this test's alone.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,23 +58,8 @@ async fn failed_one_shot_uploads_log_no_error_and_leave_no_files() {
         .init();
     tracing::info!("the log is captured");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
-    let uploads = dir.path().join("uploads");
-    let config = rota_server::Config {
-        uploads: Some(rota_server::UploadConfig::new(&uploads)),
-        ..rota_server::Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        rota_server::serve(listener, store, config, std::future::pending())
-            .await
-            .expect("serve");
-    });
+    let served = common::serve(|dir| common::with_uploads(dir, |_| {})).await;
+    let (url, uploads) = (served.url.clone(), served.dir.path().join("uploads"));
     let client = reqwest::Client::new();
     let stream = format!("{url}/uploads/stream?spec=load&format=ndjson&filename=rows.ndjson");
 

@@ -2,6 +2,8 @@
 //! client drives it: creation, offsets, checksums, deferred lengths,
 //! termination, expiry, and the one-shot upload.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,29 +23,12 @@ struct Server {
 
 impl Server {
     async fn start(tune: impl FnOnce(&mut rota_server::Config)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
-        let mut config = rota_server::Config {
-            uploads: Some(rota_server::UploadConfig::new(dir.path().join("uploads"))),
-            ..rota_server::Config::default()
-        };
-        tune(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let serving = store.clone();
-        tokio::spawn(async move {
-            rota_server::serve(listener, serving, config, std::future::pending())
-                .await
-                .expect("serve");
-        });
+        let served = common::serve(|dir| common::with_uploads(dir, tune)).await;
         Self {
-            url,
+            url: served.url,
             client: reqwest::Client::new(),
-            _dir: dir,
-            store,
+            _dir: served.dir,
+            store: served.store,
         }
     }
 
