@@ -116,7 +116,9 @@ fn init_logging() {
 }
 
 async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    rota_store::open_store(url).with_context(|| format!("cannot open the store {url}"))
+    rota_store::open_store(url)
+        .await
+        .with_context(|| format!("cannot open the store {url}"))
 }
 
 fn client(cli: &Cli) -> anyhow::Result<rota_client::Client> {

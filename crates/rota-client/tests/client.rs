@@ -21,8 +21,9 @@ async fn server() -> Server {
 
 async fn server_with(tune: impl FnOnce(&mut rota_server::Config)) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
+    let store = rota_store::open_store(&dir.path().join("rota.db").to_string_lossy())
+        .await
+        .expect("store");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

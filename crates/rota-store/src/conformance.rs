@@ -51,6 +51,39 @@ where
     }
 }
 
+/// Opens several handles on one empty database, as separate nodes (or
+/// processes) would: what one handle writes, the others see. Stores that can
+/// be shared run the scenarios of [`conformance_node_tests!`](crate::conformance_node_tests) with it.
+#[async_trait]
+pub trait NodeHarness: Send + Sync {
+    /// `n` stores over one new, empty database, each with its own
+    /// connections, all on `clock`.
+    async fn nodes(&self, clock: Arc<ManualClock>, n: usize) -> Vec<Arc<dyn Store>>;
+}
+
+/// Declares one `#[tokio::test]` per scenario of several nodes on one
+/// database, each calling it with the [`NodeHarness`] made by `$harness`.
+#[macro_export]
+macro_rules! conformance_node_tests {
+    ($harness:expr) => {
+        $crate::conformance_node_tests!(@each $harness;
+            nodes_never_share_a_claim,
+            any_node_rescues_an_expired_lease,
+            nodes_finishing_a_job_together_settle_it,
+            nodes_creating_one_key_together_make_one_job,
+        );
+    };
+    (@each $harness:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let harness = $harness;
+                $crate::conformance::$name(&harness).await;
+            }
+        )+
+    };
+}
+
 /// Declares one `#[tokio::test]` per conformance scenario, each calling it
 /// with the harness made by evaluating `$harness` (once per test).
 #[macro_export]
@@ -289,6 +322,194 @@ async fn task_state(store: &dyn Store, job: JobId, key: &str) -> rota_core::Task
 }
 
 // ---- scenarios -----------------------------------------------------------
+
+async fn setup_nodes(h: &dyn NodeHarness, n: usize) -> (Arc<ManualClock>, Vec<Arc<dyn Store>>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let nodes = h.nodes(Arc::clone(&clock), n).await;
+    assert_eq!(nodes.len(), n, "the harness must open {n} nodes");
+    (clock, nodes)
+}
+
+/// Three nodes claiming one job's tasks at once, each with several
+/// claimers, never hand one task to two of them; completions from any node
+/// finish the job.
+pub async fn nodes_never_share_a_claim(h: &dyn NodeHarness) {
+    const TASKS: usize = 300;
+    const PER_NODE: usize = 3;
+    let (_, nodes) = setup_nodes(h, 3).await;
+    let job = job_with_tasks(&*nodes[0], "q", RetryPolicy::default(), TASKS).await;
+    let mut handles = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for c in 0..PER_NODE {
+            let store = Arc::clone(node);
+            handles.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for round in 0..=TASKS {
+                    let limit = u32::try_from((c + round) % 5 + 1).unwrap_or(1);
+                    let leases =
+                        claim_on(&*store, &["q"], &format!("n{n}w{c}"), limit, LEASE).await;
+                    if leases.is_empty() {
+                        break;
+                    }
+                    got.extend(leases.into_iter().map(|l| l.lease));
+                }
+                got
+            }));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut leases = Vec::new();
+    for handle in handles {
+        for lease in handle.await.expect("claimer panicked") {
+            assert!(
+                seen.insert(lease.task),
+                "task {} was claimed twice",
+                lease.task
+            );
+            leases.push(lease);
+        }
+    }
+    assert_eq!(seen.len(), TASKS, "every task must be claimed once");
+    // Each node reports a third, in batches, at the same time.
+    let mut handles = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let store = Arc::clone(node);
+        let mine: Vec<LeaseRef> = leases
+            .iter()
+            .skip(n)
+            .step_by(nodes.len())
+            .copied()
+            .collect();
+        handles.push(tokio::spawn(async move {
+            for chunk in mine.chunks(7) {
+                let reports = chunk
+                    .iter()
+                    .map(|&lease| Report {
+                        lease,
+                        outcome: Outcome::Success(b"ok".to_vec()),
+                    })
+                    .collect();
+                for answer in store.report(reports).await.expect("report") {
+                    assert_eq!(
+                        answer.expect("a held lease completes"),
+                        TaskState::Succeeded
+                    );
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("reporter panicked");
+    }
+    for node in &nodes {
+        let job = get(&**node, job.id).await;
+        assert_eq!(job.state, JobState::Succeeded, "{:?}", job.counts);
+        assert_eq!(job.counts.succeeded, TASKS as u64, "{:?}", job.counts);
+        assert_eq!(job.counts.total, TASKS as u64, "{:?}", job.counts);
+    }
+}
+
+/// A lease taken through one node and left to expire is rescued by a claim
+/// through another; the first node's late report is refused.
+pub async fn any_node_rescues_an_expired_lease(h: &dyn NodeHarness) {
+    let (clock, nodes) = setup_nodes(h, 2).await;
+    let job = job_with_tasks(&*nodes[0], "q", policy(3, 0), 5).await;
+    let lease = Duration::from_secs(10);
+    let first = claim_on(&*nodes[0], &["q"], "a", 5, lease).await;
+    assert_eq!(first.len(), 5);
+    clock.advance(Duration::from_secs(11));
+    let second = claim_on(&*nodes[1], &["q"], "b", 10, lease).await;
+    assert_eq!(second.len(), 5, "node b must rescue and claim all five");
+    for l in &second {
+        assert_eq!(l.lease.attempt, 2, "a rescued task comes back as attempt 2");
+    }
+    for l in &first {
+        assert_lost(complete(&*nodes[0], l.lease).await, l.lease, "late report");
+    }
+    for l in &second {
+        assert_eq!(
+            complete(&*nodes[0], l.lease)
+                .await
+                .expect("the live lease completes"),
+            TaskState::Succeeded
+        );
+    }
+    let job = get(&*nodes[1], job.id).await;
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.counts.succeeded, 5);
+}
+
+/// When the last tasks of a job end on different nodes at the same moment,
+/// the job still settles: neither node may miss the other's completion.
+pub async fn nodes_finishing_a_job_together_settle_it(h: &dyn NodeHarness) {
+    const ROUNDS: usize = 20;
+    let (_, nodes) = setup_nodes(h, 2).await;
+    for round in 0..ROUNDS {
+        let queue = format!("q{round}");
+        let job = job_with_tasks(&*nodes[0], &queue, policy(1, 0), 2).await;
+        let leases = claim_on(&*nodes[0], &[queue.as_str()], "w", 2, LEASE).await;
+        assert_eq!(leases.len(), 2);
+        // One succeeds, the other dies: the job must end failed.
+        let a = Arc::clone(&nodes[0]);
+        let b = Arc::clone(&nodes[1]);
+        let (la, lb) = (leases[0].lease, leases[1].lease);
+        let ok = tokio::spawn(async move { complete(&*a, la).await });
+        let dead = tokio::spawn(async move { fail(&*b, lb, false).await });
+        assert_eq!(
+            ok.await.expect("join").expect("complete"),
+            TaskState::Succeeded
+        );
+        assert_eq!(dead.await.expect("join").expect("fail"), TaskState::Dead);
+        let job = get(&*nodes[1], job.id).await;
+        assert_eq!(
+            job.state,
+            JobState::Failed,
+            "round {round}: {:?}",
+            job.counts
+        );
+    }
+}
+
+/// Nodes creating a job under one key at the same moment make one job; every
+/// one of them gets it back, and only one is told it created it.
+pub async fn nodes_creating_one_key_together_make_one_job(h: &dyn NodeHarness) {
+    let (_, nodes) = setup_nodes(h, 3).await;
+    for round in 0..10 {
+        let mut handles = Vec::new();
+        for node in &nodes {
+            let store = Arc::clone(node);
+            let mut nj = new_job("q", false, RetryPolicy::default());
+            nj.key = Some(format!("same-{round}"));
+            handles.push(tokio::spawn(async move {
+                store
+                    .create_job_with(
+                        nj,
+                        JobStart {
+                            tasks: tasks("t", 3),
+                            ..JobStart::default()
+                        },
+                    )
+                    .await
+                    .expect("create_job_with")
+            }));
+        }
+        let mut ids = HashSet::new();
+        let mut created = 0;
+        for handle in handles {
+            let (job, new) = handle.await.expect("creator panicked");
+            ids.insert(job.id);
+            created += usize::from(new);
+            assert_eq!(job.counts.total, 3, "the job comes back with its tasks");
+        }
+        assert_eq!(
+            ids.len(),
+            1,
+            "round {round}: one key made {} jobs",
+            ids.len()
+        );
+        assert_eq!(created, 1, "round {round}: exactly one creator made it");
+    }
+}
 
 /// Creating a job with an existing key returns that job and `false`; jobs
 /// without keys are always new.

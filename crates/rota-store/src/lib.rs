@@ -2,11 +2,14 @@
 //! through which the ingest pipeline, the workers and the CLI keep specs, jobs,
 //! tasks and leases. The default store is embedded SQLite ([`SqliteStore`]),
 //! which several processes on one machine can share through one file;
+//! [`PgStore`] keeps them in PostgreSQL, which any number of nodes share.
 //! [`open_store`] picks a store from a URL. [`conformance`] is the suite of
 //! scenarios every store implementation runs in its tests.
 
 pub mod conformance;
 mod payload_files;
+mod postgres;
+mod shared;
 mod sqlite;
 
 use std::path::Path;
@@ -14,6 +17,9 @@ use std::sync::Arc;
 
 use rota_core::{Store, StoreError, SystemClock};
 
+pub use postgres::{
+    DEFAULT_POOL_SIZE, PG_SCHEMA_VERSION, PgOptions, PgStore, parse_url, unique_schema,
+};
 pub use sqlite::{
     BUSY_TIMEOUT, DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT, SCHEMA_VERSION,
     SqliteStore,
@@ -24,7 +30,12 @@ pub const DEFAULT_STORE_URL: &str = "./rota.db";
 
 /// Opens the store named by `url`, on the system clock.
 ///
-/// Accepted forms: `sqlite::memory:` (a private in-memory database),
+/// `postgres://…` (or `postgresql://…`) opens a [`PgStore`]: the URL's
+/// parameters are the PostgreSQL client's (`sslmode`, `application_name`,
+/// `connect_timeout`, …) plus the store's own `pool_size=N`, `schema=NAME`
+/// and `compress=lz4` (see [`parse_url`]); its schema is migrated on open.
+///
+/// SQLite forms: `sqlite::memory:` (a private in-memory database),
 /// `sqlite://PATH`, `sqlite:PATH`, or a plain file path such as `./rota.db`;
 /// any of them may end in `?compress=lz4` to store text payloads compressed
 /// (see [`SqliteStore::with_compression`]; `?compress=none`, the default,
@@ -32,9 +43,12 @@ pub const DEFAULT_STORE_URL: &str = "./rota.db";
 ///
 /// # Errors
 /// [`StoreError::Invalid`] for an unsupported scheme or an empty path; any
-/// error of [`SqliteStore::open`].
-pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// error of [`SqliteStore::open`] or [`PgStore::connect`].
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let clock = Arc::new(SystemClock);
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::connect(url, clock).await?));
+    }
     let (url, compress) = match url.rsplit_once('?') {
         Some((base, options)) => (base, compression(options)?),
         None => (url, false),
@@ -50,8 +64,8 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     } else if let Some((scheme, _)) = url.split_once("://") {
         return Err(StoreError::Invalid {
             message: format!(
-                "unsupported store scheme '{scheme}' (supported: sqlite::memory:, \
-                 sqlite://PATH, sqlite:PATH, or a plain file path)"
+                "unsupported store scheme '{scheme}' (supported: postgres://…, \
+                 sqlite::memory:, sqlite://PATH, sqlite:PATH, or a plain file path)"
             ),
         });
     } else {
@@ -91,21 +105,21 @@ fn compression(options: &str) -> Result<bool, StoreError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_scheme_is_invalid() {
-        let Err(err) = open_store("postgres://localhost/rota") else {
-            panic!("postgres url was accepted");
+    #[tokio::test]
+    async fn unknown_scheme_is_invalid() {
+        let Err(err) = open_store("mysql://localhost/rota").await else {
+            panic!("mysql url was accepted");
         };
         let text = err.to_string();
         assert!(matches!(err, StoreError::Invalid { .. }), "{text}");
         assert!(
-            text.contains("postgres") && text.contains("sqlite"),
+            text.contains("mysql") && text.contains("postgres") && text.contains("sqlite"),
             "{text}"
         );
     }
 
-    #[test]
-    fn store_options_choose_compression_and_unknown_ones_are_refused() {
+    #[tokio::test]
+    async fn store_options_choose_compression_and_unknown_ones_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("o.db");
         for url in [
@@ -113,27 +127,29 @@ mod tests {
             format!("sqlite://{}?compress=none", db.display()),
             "sqlite::memory:?compress=lz4".to_owned(),
         ] {
-            open_store(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            open_store(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         assert!(db.exists(), "the option is not part of the path");
-        let Err(err) = open_store(&format!("{}?compress=zstd", db.display())) else {
+        let Err(err) = open_store(&format!("{}?compress=zstd", db.display())).await else {
             panic!("an unknown option was accepted");
         };
         assert!(err.to_string().contains("compress=zstd"), "{err}");
     }
 
-    #[test]
-    fn empty_path_is_invalid() {
+    #[tokio::test]
+    async fn empty_path_is_invalid() {
         assert!(matches!(
-            open_store("sqlite://"),
+            open_store("sqlite://").await,
             Err(StoreError::Invalid { .. })
         ));
     }
 
-    #[test]
-    fn url_forms_open() {
+    #[tokio::test]
+    async fn url_forms_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(open_store("sqlite::memory:").is_ok());
+        assert!(open_store("sqlite::memory:").await.is_ok());
         let a = dir.path().join("a.db");
         let b = dir.path().join("b.db");
         let c = dir.path().join("c.db");
@@ -142,10 +158,12 @@ mod tests {
             format!("sqlite:{}", b.display()),
             c.display().to_string(),
         ] {
-            open_store(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            open_store(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         assert!(a.exists() && b.exists() && c.exists());
         // Reopening an existing database keeps its schema.
-        open_store(&c.display().to_string()).expect("reopen");
+        open_store(&c.display().to_string()).await.expect("reopen");
     }
 }

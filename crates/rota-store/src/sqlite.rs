@@ -25,6 +25,10 @@ use rota_core::{
 use rusqlite::types::Value;
 
 use crate::payload_files::{Appender, FILE_MIN_BYTES, PayloadFiles};
+use crate::shared::{
+    JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis, opt_time,
+    pack, parse, time, to_i64, to_u32, to_u64, unpack,
+};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 /// How long a call waits for another connection's write lock before failing
@@ -365,77 +369,6 @@ impl<T> Db<T> for Result<T, rusqlite::Error> {
     }
 }
 
-fn corrupt(message: String) -> StoreError {
-    StoreError::Backend(message.into())
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Backend(Box::new(e)))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(format!("stored {what} is not valid: {e}")))
-}
-
-fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    text.parse()
-        .map_err(|e| corrupt(format!("stored {what} '{text}' is not valid: {e}")))
-}
-
-fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| corrupt(format!("stored timestamp {ms} is out of range")))
-}
-
-fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    ms.map(time).transpose()
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn to_i64(n: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| StoreError::Invalid {
-        message: format!("{what} {n} is too large"),
-    })
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn to_u32(n: i64) -> u32 {
-    u32::try_from(n).unwrap_or(0)
-}
-
-/// `codec` value of a payload stored as given.
-const CODEC_RAW: i64 = 0;
-/// `codec` value of a payload stored as an LZ4 block behind its length.
-const CODEC_LZ4: i64 = 1;
-/// Payloads shorter than this are stored as given.
-const PACK_MIN_BYTES: usize = 512;
-
-/// How a payload is stored: its codec, and the stored bytes when they differ
-/// from the payload's. Text payloads (JSON, NDJSON, CSV) repeat their keys and
-/// shapes row after row and shrink about three times under LZ4, which costs
-/// less CPU than moving the difference through the WAL and the checkpoint.
-/// Arrow IPC payloads barely shrink and are stored as they are.
-fn pack(encoding: PayloadEncoding, payload: &[u8], compress: bool) -> (i64, Option<Vec<u8>>) {
-    if !compress || encoding == PayloadEncoding::Arrow || payload.len() < PACK_MIN_BYTES {
-        return (CODEC_RAW, None);
-    }
-    let packed = lz4_flex::block::compress_prepend_size(payload);
-    if packed.len() + payload.len() / 16 >= payload.len() {
-        (CODEC_RAW, None) // incompressible: not worth the decoding
-    } else {
-        (CODEC_LZ4, Some(packed))
-    }
-}
-
 /// One task's stored payload, as [`StoredPayload::from_row`] reads it.
 const SELECT_STORED: &str = "SELECT t.job_id, p.codec, p.data, p.file_at, p.file_bytes
      FROM payloads p JOIN tasks t ON t.id = p.task_id WHERE p.task_id = ?1";
@@ -474,14 +407,7 @@ impl StoredPayload {
                 )));
             }
         };
-        match self.codec {
-            CODEC_RAW => Ok(data),
-            CODEC_LZ4 => lz4_flex::block::decompress_size_prepended(&data)
-                .map_err(|e| corrupt(format!("payload of task {task} does not decompress: {e}"))),
-            other => Err(corrupt(format!(
-                "payload of task {task} has unknown codec {other}"
-            ))),
-        }
+        unpack(self.codec, data, task)
     }
 }
 
@@ -621,12 +547,6 @@ fn require_job(conn: &Connection, id: &str) -> Result<Job, StoreError> {
     load_job(conn, id)?.ok_or_else(|| job_not_found(id))
 }
 
-/// What the lease protocol needs to know about a task's job.
-struct JobInfo {
-    state: JobState,
-    retry: RetryPolicy,
-}
-
 fn job_info(conn: &Connection, id: &str) -> Result<JobInfo, StoreError> {
     let (state, retry): (String, String) = conn
         .prepare_cached("SELECT state, retry FROM jobs WHERE id = ?1")
@@ -681,25 +601,6 @@ fn derive_job_state(conn: &Connection, id: &str, now: i64) -> Result<(), StoreEr
     .execute(rusqlite::params![id, end.as_str(), now])
     .db()?;
     Ok(())
-}
-
-/// Where a task goes after a failed attempt (or an expired lease).
-fn after_failure(
-    job: &JobInfo,
-    attempt: u32,
-    max_attempts: u32,
-    retryable: bool,
-    now: i64,
-) -> (TaskState, Option<i64>) {
-    if !retryable || attempt >= max_attempts {
-        (TaskState::Dead, None)
-    } else if job.state.is_terminal() {
-        // Nobody will claim it again: its job is cancelled or failed.
-        (TaskState::Cancelled, None)
-    } else {
-        let at = now.saturating_add(millis(job.retry.backoff(attempt)));
-        (TaskState::Retrying, Some(at))
-    }
 }
 
 /// Ends an attempt as failed: the task becomes retrying, dead or cancelled.
@@ -793,18 +694,6 @@ fn rescue(conn: &Connection, now: i64) -> Result<u64, StoreError> {
         derive_job_state(conn, job, now)?;
     }
     Ok(expired.len() as u64)
-}
-
-/// A job's stored timing (none before version 4: the defaults).
-fn job_timing(text: Option<&str>) -> Result<Timing, StoreError> {
-    text.map(|t| from_json(t, "job timing"))
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
-
-/// When a job's tasks first become claimable: now, or its run-at if later.
-fn first_run(timing: &Timing, now: i64) -> i64 {
-    timing.run_at.map_or(now, |t| t.timestamp_millis().max(now))
 }
 
 /// Cancels a job's tasks in the given states (a SQL list of quoted names).

@@ -70,10 +70,23 @@ impl Harness for FileHarness {
     }
 }
 
+#[async_trait]
+impl rota_store::conformance::NodeHarness for FileHarness {
+    async fn nodes(&self, clock: Arc<ManualClock>, n: usize) -> Vec<Arc<dyn Store>> {
+        let path = self.path();
+        (0..n)
+            .map(|_| -> Arc<dyn Store> {
+                Arc::new(SqliteStore::open(&path, clock.clone()).expect("open file store"))
+            })
+            .collect()
+    }
+}
+
 mod file {
     use super::*;
 
     rota_store::conformance_tests!(FileHarness::new());
+    rota_store::conformance_node_tests!(FileHarness::new());
 }
 
 mod file_compressed {

@@ -25,8 +25,9 @@ pub(crate) struct Served {
 /// a fresh store in it, on a free loopback port.
 pub(crate) async fn serve(config: impl FnOnce(&Path) -> rota_server::Config) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        rota_store::open_store(&dir.path().join("rota.db").to_string_lossy()).expect("store");
+    let store = rota_store::open_store(&dir.path().join("rota.db").to_string_lossy())
+        .await
+        .expect("store");
     let config = config(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
