@@ -20,7 +20,9 @@ use rota_store::DEFAULT_STORE_URL;
 #[derive(Debug, Parser)]
 #[command(name = "rota", version, about, long_about = None)]
 struct Cli {
-    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`,
+    /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`
+    /// (one machine), or `postgres://USER@HOST/DB` (any number of nodes; with
+    /// `?pool_size=N`, `schema=NAME`, `poll_only=true`, `sslmode=…`); either
     /// with `?compress=lz4` to store text payloads compressed
     /// [default: ./rota.db].
     #[arg(long, global = true, env = "ROTA_STORE")]
@@ -69,6 +71,9 @@ enum Command {
     /// Upload a file to a server (`--server`) into a job of batched tasks,
     /// over tus; running it again after an interruption resumes.
     Upload(Box<upload::UploadArgs>),
+    /// Bring the store's schema up to date (every command does this when it
+    /// opens the store; this does only that, for a deployment step).
+    Migrate,
     /// Started by `rota worker`: kills the process groups of its commands
     /// when the worker dies.
     #[command(hide = true)]
@@ -118,7 +123,7 @@ fn init_logging() {
 async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     rota_store::open_store(url)
         .await
-        .with_context(|| format!("cannot open the store {url}"))
+        .with_context(|| format!("cannot open the store {}", rota_url::redact(url)))
 }
 
 fn client(cli: &Cli) -> anyhow::Result<rota_client::Client> {
@@ -178,6 +183,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             worker::run(tasks, beats, args).await
         }
         Command::WorkerGuard(args) => Ok(worker::guard(&args)),
+        Command::Migrate => {
+            open_store(store).await?;
+            let version = if store.starts_with("postgres://") || store.starts_with("postgresql://")
+            {
+                i64::from(rota_store::PG_SCHEMA_VERSION)
+            } else {
+                rota_store::SCHEMA_VERSION
+            };
+            print_out(&format!(
+                "the store {} is at schema version {version}\n",
+                rota_url::redact(store)
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ls(args) => ls::run(args).await,
         Command::Serve(args) => {
             let settings = args.settings()?;

@@ -216,4 +216,15 @@ pub trait Store: Send + Sync + 'static {
     /// Treats every expired lease as a failed attempt. Returns how many were
     /// rescued. [`Store::claim`] does this too; this is for a periodic sweeper.
     async fn rescue_expired(&self) -> Result<u64, StoreError>;
+
+    /// Waits until tasks may have become claimable in `queues` through
+    /// another handle on the same database (another node or process), or
+    /// until `timeout` has passed, whichever comes first. Only a hint:
+    /// whoever wakes claims to find out, and claims on a timer anyway. The
+    /// default sleeps for `timeout` (the SQLite store: other processes are
+    /// seen by polling); the PostgreSQL store wakes on a notification.
+    async fn wait_for_work(&self, queues: &[String], timeout: Duration) {
+        let _ = queues;
+        tokio::time::sleep(timeout).await;
+    }
 }

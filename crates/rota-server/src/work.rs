@@ -181,9 +181,13 @@ pub(crate) async fn claim(
                 .collect();
             return Ok(Json(json!({ "tasks": tasks })));
         }
-        // Other nodes add work too: look again at least every 250 ms.
+        // Other nodes add work too: the store wakes us when it hears of
+        // it, and we look again at least every 250 ms.
         let pause = (deadline - now).min(Duration::from_millis(250));
-        let _ = tokio::time::timeout(pause, woken).await;
+        tokio::select! {
+            () = woken => {}
+            () = state.store.wait_for_work(&req.queues, pause) => {}
+        }
     }
 }
 

@@ -463,7 +463,7 @@ impl Conn {
                         return why;
                     }
                 }
-                () = wait_for_work(due, woken), if self.wanted > 0 => {
+                () = wait_for_work(due, woken, &*self.state.store, &self.claim.queues), if self.wanted > 0 => {
                     match self.assign().await {
                         Ok(tasks) => {
                             for task in tasks {
@@ -673,12 +673,19 @@ impl Conn {
     }
 }
 
-/// Returns at `due`, or earlier when this process says there is new work.
-async fn wait_for_work(due: Instant, woken: tokio::sync::futures::Notified<'_>) {
-    if Instant::now() < due {
+/// Returns at `due`, or earlier when this process or the store (another
+/// node) says there is new work.
+async fn wait_for_work(
+    due: Instant,
+    woken: tokio::sync::futures::Notified<'_>,
+    store: &dyn rota_core::Store,
+    queues: &[String],
+) {
+    let now = Instant::now();
+    if now < due {
         tokio::select! {
             () = woken => {}
-            () = tokio::time::sleep_until(due.into()) => {}
+            () = store.wait_for_work(queues, due - now) => {}
         }
     }
 }

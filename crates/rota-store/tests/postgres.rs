@@ -94,3 +94,84 @@ impl NodeHarness for PgHarness {
 
 rota_store::conformance_tests!(PgHarness);
 rota_store::conformance_node_tests!(PgHarness);
+
+/// A node waiting for work wakes when another node makes tasks claimable,
+/// long before its wait runs out: the wake-up is a notification, not a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_node_wakes_when_another_node_adds_work() {
+    use rota_core::{JobStart, NewJob, NewTask, PayloadEncoding, RetryPolicy};
+    use std::time::{Duration, Instant};
+
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let nodes = PgHarness.nodes(clock, 2).await;
+    let queues = vec!["wake".to_owned()];
+    // The first wait starts the listener; it wakes as soon as it listens.
+    nodes[0]
+        .wait_for_work(&queues, Duration::from_secs(5))
+        .await;
+    for round in 0..3 {
+        let waiting = {
+            let node = Arc::clone(&nodes[0]);
+            let queues = queues.clone();
+            tokio::spawn(async move {
+                node.wait_for_work(&queues, Duration::from_secs(30)).await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let added = Instant::now();
+        nodes[1]
+            .create_job_with(
+                NewJob {
+                    key: None,
+                    spec: "wake".into(),
+                    queue: "wake".into(),
+                    params: serde_json::json!({}),
+                    retry: RetryPolicy::default(),
+                    hold: false,
+                    ingest: None,
+                    timing: rota_core::Timing::default(),
+                },
+                JobStart {
+                    tasks: vec![NewTask {
+                        key: "only".into(),
+                        payload: b"{}".to_vec(),
+                        encoding: PayloadEncoding::Json,
+                        rows: 1,
+                    }],
+                    ..JobStart::default()
+                },
+            )
+            .await
+            .expect("create a job through node 1");
+        let woke = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: node 0 slept through node 1's work"))
+            .expect("waiter panicked");
+        let after = woke.saturating_duration_since(added);
+        assert!(
+            after < Duration::from_secs(10),
+            "round {round}: node 0 woke {after:?} after the work was added, not on its notification"
+        );
+    }
+}
+
+/// A password in the store URL appears in no error, whether the URL does
+/// not parse or the server cannot be reached.
+#[tokio::test]
+async fn store_errors_never_show_the_password() {
+    for url in [
+        "postgres://rota:s3cret-pw@127.0.0.1:1/test?connect_timeout=2",
+        "postgres://rota:s3cret-pw@127.0.0.1:notaport/test",
+        "postgres://rota@127.0.0.1:1/test?password=s3cret-pw&connect_timeout=2",
+        "postgres://rota:s3cret-pw@127.0.0.1/test?pool_size=0",
+        "postgres://rota:s3cret-pw@127.0.0.1/test?nonsense=s3cret-pw",
+    ] {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let Err(err) = PgStore::connect(url, clock).await else {
+            panic!("{url} opened a store");
+        };
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("s3cret"), "{url}: {text}");
+    }
+}

@@ -13,7 +13,14 @@ const CREDENTIAL_SCHEMES: &[&str] = &["http", "https", "webdav", "webdavs", "sft
 
 /// Schemes whose query is a secret to hide (pre-signed URLs carry their
 /// signature there).
-const QUERY_SECRET_SCHEMES: &[&str] = &["http", "https", "webdav", "webdavs"];
+const QUERY_SECRET_SCHEMES: &[&str] = &[
+    "http",
+    "https",
+    "webdav",
+    "webdavs",
+    "postgres",
+    "postgresql",
+];
 
 /// A remote location's URL, parsed once. Its `Display` is the redacted
 /// form: the password, and the query of an HTTP(S) or WebDAV URL, shown as
@@ -492,6 +499,22 @@ mod tests {
         ] {
             let err = RemoteUrl::parse(bad).expect_err(bad);
             assert!(!err.contains("2026") && !err.contains("pa?ss"), "{err}");
+        }
+    }
+
+    #[test]
+    fn store_urls_show_neither_password_nor_parameters() {
+        for url in [
+            "postgres://rota:s3cret@db.example.com:5432/jobs?sslmode=require",
+            "postgresql://rota@db.example.com/jobs?password=s3cret&pool_size=4",
+            "postgres://rota:s3cret@[::1/jobs",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("s3cret"), "{url} shown as {shown}");
+            assert!(
+                shown.contains("db.example.com") || shown.contains("::1"),
+                "{shown}"
+            );
         }
     }
 

@@ -19,6 +19,7 @@
 //! Times are the store clock's milliseconds, as in the SQLite store: the
 //! nodes' clocks must agree to within a small fraction of the lease.
 
+mod listen;
 mod pool;
 mod schema;
 
@@ -41,6 +42,7 @@ use crate::shared::{
     pack, parse, time, to_i64, to_u32, to_u64, unpack,
 };
 use crate::{DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT};
+use listen::Listener;
 use pool::{Pool, prepare, quote_ident};
 
 /// The schema version this code writes (the number of migrations).
@@ -133,6 +135,8 @@ pub struct PgStore {
     pool: Arc<Pool>,
     clock: Arc<dyn Clock>,
     compress: bool,
+    /// Wakes [`Store::wait_for_work`]; `None` in poll-only mode.
+    listener: Option<Arc<Listener>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -154,6 +158,10 @@ pub struct PgOptions {
     pub schema: Option<String>,
     /// LZ4-compress text payloads (`compress=lz4`).
     pub compress: bool,
+    /// Never `LISTEN` (`poll_only=true`): for a connection pooler in
+    /// transaction mode (PgBouncer), which cannot keep a listening session.
+    /// Waiting workers then see other nodes' work when they next poll.
+    pub poll_only: bool,
 }
 
 impl Default for PgOptions {
@@ -162,12 +170,13 @@ impl Default for PgOptions {
             pool_size: DEFAULT_POOL_SIZE,
             schema: None,
             compress: false,
+            poll_only: false,
         }
     }
 }
 
 /// Splits a `postgres://` URL into the connection's configuration and the
-/// store's own options (`pool_size`, `schema`, `compress`), which the
+/// store's own options (`pool_size`, `schema`, `compress`, `poll_only`), which the
 /// PostgreSQL client would not accept. Every other parameter
 /// (`sslmode`, `application_name`, `connect_timeout`, …) is the client's.
 ///
@@ -196,6 +205,17 @@ pub fn parse_url(url: &str) -> Result<(Config, PgOptions), StoreError> {
                     })?;
             }
             "schema" if !value.is_empty() => options.schema = Some(value.to_owned()),
+            "poll_only" => {
+                options.poll_only = match value {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(StoreError::Invalid {
+                            message: format!("poll_only must be true or false, not '{other}'"),
+                        });
+                    }
+                }
+            }
             "compress" => {
                 options.compress = match value {
                     "lz4" => true,
@@ -241,10 +261,12 @@ impl PgStore {
     /// a newer schema than this build knows.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let (config, options) = parse_url(url)?;
+        let listener = (!options.poll_only).then(|| Arc::new(Listener::new(config.clone())));
         let store = Self {
             pool: Arc::new(Pool::new(config, options.schema, options.pool_size)),
             clock,
             compress: options.compress,
+            listener,
         };
         store.migrate().await?;
         Ok(store)
@@ -823,6 +845,23 @@ async fn insert_tasks(
     Ok(inserted.len() as u64)
 }
 
+/// Tells listening nodes, when the transaction commits, that `queue` may
+/// have claimable tasks. PostgreSQL folds the same notification given twice
+/// in one transaction into one.
+async fn announce(
+    tx: &Transaction<'_>,
+    stmts: &mut Statements,
+    queue: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &prepare(tx, stmts, "SELECT pg_notify('rota_work', $1)").await?,
+        &[&queue],
+    )
+    .await
+    .pg()?;
+    Ok(())
+}
+
 /// Inserts callbacks (url, events as JSON) by index, leaving any index the
 /// job has as it is.
 async fn insert_callbacks(
@@ -1043,7 +1082,9 @@ impl Store for PgStore {
                 max_attempts: job.retry.max_attempts,
                 timing: &job.timing,
             };
-            insert_tasks(&tx, stmts, &target, packed, now).await?;
+            if insert_tasks(&tx, stmts, &target, packed, now).await? > 0 && !job.hold {
+                announce(&tx, stmts, &job.queue).await?;
+            }
             insert_callbacks(&tx, stmts, &id, callbacks).await?;
             let made = require_job(&tx, stmts, &id).await?;
             tx.commit().await.pg()?;
@@ -1168,6 +1209,9 @@ impl Store for PgStore {
                 timing: &timing,
             };
             let added = insert_tasks(&tx, stmts, &target, packed, now).await?;
+            if added > 0 && target.released {
+                announce(&tx, stmts, target.queue).await?;
+            }
             if added > 0 && state == JobState::Succeeded {
                 // A job released at creation got more work after finishing.
                 tx.execute(
@@ -1221,18 +1265,22 @@ impl Store for PgStore {
             .await
             .pg()?;
             let at = first_run(&current.timing, now);
-            tx.execute(
-                &prepare(
-                    &tx,
-                    stmts,
-                    "UPDATE tasks SET state = 'queued', available_at = $2
+            let queued = tx
+                .execute(
+                    &prepare(
+                        &tx,
+                        stmts,
+                        "UPDATE tasks SET state = 'queued', available_at = $2
                      WHERE job_id = $1 AND state = 'scheduled'",
+                    )
+                    .await?,
+                    &[&id, &at],
                 )
-                .await?,
-                &[&id, &at],
-            )
-            .await
-            .pg()?;
+                .await
+                .pg()?;
+            if queued > 0 {
+                announce(&tx, stmts, &current.queue).await?;
+            }
             settle_job(&tx, stmts, id, now).await?;
             let out = require_job(&tx, stmts, id).await?;
             tx.commit().await.pg()?;
@@ -1789,6 +1837,13 @@ impl Store for PgStore {
 
     async fn rescue_expired(&self) -> Result<u64, StoreError> {
         self.rescue().await
+    }
+
+    async fn wait_for_work(&self, _queues: &[String], timeout: Duration) {
+        match &self.listener {
+            Some(listener) => listener.wait(timeout).await,
+            None => tokio::time::sleep(timeout).await,
+        }
     }
 
     async fn add_callbacks(
