@@ -99,7 +99,15 @@ impl Scratch {
     }
 
     pub(crate) fn store(&self) -> Arc<dyn Store> {
-        rota_store::open_store(&self.store_url()).expect("open store")
+        // Opened directly (not through the async `open_store`): callers
+        // are both inside and outside a runtime.
+        Arc::new(
+            rota_store::SqliteStore::open(
+                &self.path("rota.db"),
+                Arc::new(rota_core::SystemClock),
+            )
+            .expect("open store"),
+        )
     }
 }
 
