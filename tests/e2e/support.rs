@@ -102,11 +102,8 @@ impl Scratch {
         // Opened directly (not through the async `open_store`): callers
         // are both inside and outside a runtime.
         Arc::new(
-            rota_store::SqliteStore::open(
-                &self.path("rota.db"),
-                Arc::new(rota_core::SystemClock),
-            )
-            .expect("open store"),
+            rota_store::SqliteStore::open(&self.path("rota.db"), Arc::new(rota_core::SystemClock))
+                .expect("open store"),
         )
     }
 }
