@@ -34,6 +34,33 @@ if ! [ -x /usr/sbin/nginx ] || ! [ -f /usr/lib/nginx/modules/ngx_http_dav_ext_mo
 fi
 export PATH="$PATH:/usr/sbin"
 
+# The PostgreSQL store's tests (conformance, several nodes, two `rota serve`
+# nodes) need a server. This kind of machine runs one at 127.0.0.1:5432 with
+# trust auth and a database `test`; elsewhere point ROTA_TEST_POSTGRES at one
+# (README "Running the tests"). Without it the suite fails here, loudly:
+# those tests never skip.
+export ROTA_TEST_POSTGRES="${ROTA_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+if ! command -v psql >/dev/null; then
+  echo "installing postgresql-client (Debian) to check the test database"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq postgresql-client >/dev/null
+fi
+if ! psql "$ROTA_TEST_POSTGRES" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  # A local cluster that is installed but stopped is started.
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    for version in $(ls /etc/postgresql); do
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+    done
+    sleep 2
+  fi
+fi
+if ! psql "$ROTA_TEST_POSTGRES" -Atqc 'SELECT 1' >/dev/null; then
+  echo "error: PostgreSQL is not reachable at ${ROTA_TEST_POSTGRES%%\?*};" >&2
+  echo "the PostgreSQL store tests need it: start one, or set ROTA_TEST_POSTGRES (README \"Running the tests\")" >&2
+  exit 1
+fi
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"

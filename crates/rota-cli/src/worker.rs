@@ -55,7 +55,8 @@ pub(crate) struct WorkerArgs {
     /// How long a claim lasts without a heartbeat; heartbeats are sent every third of it.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     lease: Duration,
-    /// How long to wait between claims when the queue is empty.
+    /// How long to wait between claims when the queue is empty (a
+    /// PostgreSQL store wakes the worker sooner when work is added).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     poll: Duration,
     /// Exit after being idle (nothing claimable, nothing running) this long.
@@ -152,7 +153,9 @@ pub(crate) async fn run(
             Some(_) = running.join_next(), if !running.is_empty() => {
                 if running.is_empty() { idle_since = Instant::now(); }
             }
-            () = tokio::time::sleep(args.poll), if free > 0 && !stopping => {}
+            // The store may wake it earlier (PostgreSQL: another node
+            // added work).
+            () = store.wait_for_work(&args.queues, args.poll), if free > 0 && !stopping => {}
             () = &mut shutdown => {
                 if stopping {
                     // A second signal: stop the commands too. Their tasks
