@@ -60,6 +60,11 @@ use crate::model::{
 /// - **File records.** [`Store::put_files`] keeps one record per `(job,
 ///   relative path)`, the last one written; [`Store::list_files`] pages
 ///   them in path order.
+/// - **Requeue.** [`Store::requeue`] makes a released job's dead or
+///   cancelled tasks claimable again with a fresh attempt budget; an ended
+///   job runs again.
+/// - **Retention.** [`Store::delete_ended`] removes ended jobs older than a
+///   time, oldest first, a bounded number per call, with all they hold.
 /// - **Batching.** Claims, heartbeats and reports take many items per call;
 ///   per-item failures are returned per item and do not fail the others.
 #[async_trait]
@@ -216,6 +221,28 @@ pub trait Store: Send + Sync + 'static {
     /// Treats every expired lease as a failed attempt. Returns how many were
     /// rescued. [`Store::claim`] does this too; this is for a periodic sweeper.
     async fn rescue_expired(&self) -> Result<u64, StoreError>;
+
+    /// Puts a released job's tasks that ended in one of `states` (only
+    /// [`TaskState::Dead`] and [`TaskState::Cancelled`] may be named) back
+    /// in its queue, claimable now, each with a fresh budget of the job's
+    /// `max_attempts` (attempt numbers go on counting, so a stale lease of an
+    /// earlier attempt stays stale). A job that had ended runs again.
+    /// Returns the job and how many tasks were requeued.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for another state; [`StoreError::Conflict`]
+    /// for a job never released (its ingest failed or is running).
+    async fn requeue(&self, job: JobId, states: &[TaskState]) -> Result<(Job, u64), StoreError>;
+
+    /// Deletes up to `limit` jobs that ended (succeeded, failed or
+    /// cancelled) before `before`, oldest first, with everything kept of
+    /// them: tasks, payloads, results, file records and callbacks. Returns
+    /// how many jobs were deleted; call again while it returns `limit`.
+    async fn delete_ended(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 
     /// Waits until tasks may have become claimable in `queues` through
     /// another handle on the same database (another node or process), or

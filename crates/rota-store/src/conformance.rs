@@ -115,6 +115,8 @@ macro_rules! conformance_tests {
             payload_round_trips,
             specs_round_trip,
             file_records_replace_and_page,
+            requeue_brings_dead_and_cancelled_tasks_back,
+            ended_jobs_are_deleted_oldest_first,
             model_based_random_ops,
         );
     };
@@ -156,6 +158,8 @@ pub async fn run_all(h: &dyn Harness) {
     payload_round_trips(h).await;
     specs_round_trip(h).await;
     file_records_replace_and_page(h).await;
+    requeue_brings_dead_and_cancelled_tasks_back(h).await;
+    ended_jobs_are_deleted_oldest_first(h).await;
     model_based_random_ops(h).await;
 }
 
@@ -322,6 +326,196 @@ async fn task_state(store: &dyn Store, job: JobId, key: &str) -> rota_core::Task
 }
 
 // ---- scenarios -----------------------------------------------------------
+
+/// A job whose dead and cancelled tasks are requeued runs them again, with a
+/// fresh attempt budget, and ends by their new outcomes; succeeded tasks stay
+/// as they were, and other states cannot be named.
+pub async fn requeue_brings_dead_and_cancelled_tasks_back(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = job_with_tasks(&*store, "q", policy(1, 0), 4).await;
+    let first = claim(&*store, "q", 2).await;
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        fail(&*store, first[0].lease, true).await.expect("fail"),
+        TaskState::Dead
+    );
+    assert_eq!(
+        complete(&*store, first[1].lease).await.expect("complete"),
+        TaskState::Succeeded
+    );
+    let cancelled = store.cancel_job(job.id).await.expect("cancel");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.counts.cancelled, 2, "{:?}", cancelled.counts);
+
+    for state in [TaskState::Succeeded, TaskState::Queued, TaskState::Running] {
+        let refused = store.requeue(job.id, &[state]).await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid { .. })),
+            "requeue of {state} tasks must be invalid: {refused:?}"
+        );
+    }
+    let missing = store.requeue(JobId::new(), &[TaskState::Dead]).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    let (again, n) = store
+        .requeue(job.id, &[TaskState::Dead])
+        .await
+        .expect("requeue dead");
+    assert_eq!(n, 1, "one task was dead");
+    assert_eq!(again.state, JobState::Running, "a requeued job runs again");
+    assert_eq!(again.finished_at, None);
+    assert_eq!(again.counts.queued, 1, "{:?}", again.counts);
+    assert_eq!(again.counts.cancelled, 2, "{:?}", again.counts);
+    let (again, n) = store
+        .requeue(job.id, &[TaskState::Cancelled, TaskState::Dead])
+        .await
+        .expect("requeue cancelled");
+    assert_eq!(n, 2);
+    assert_eq!(again.counts.queued, 3, "{:?}", again.counts);
+    assert_eq!(
+        again.counts.succeeded, 1,
+        "succeeded tasks stay: {:?}",
+        again.counts
+    );
+
+    let leases = claim(&*store, "q", 10).await;
+    assert_eq!(leases.len(), 3, "every requeued task is claimable now");
+    let dead_one = leases
+        .iter()
+        .find(|l| l.lease.task == first[0].lease.task)
+        .expect("the dead task is claimed again");
+    assert_eq!(dead_one.lease.attempt, 2, "attempts go on counting");
+    assert_eq!(
+        dead_one.max_attempts, 2,
+        "with a fresh budget of one attempt"
+    );
+    // The stale lease of its first attempt stays stale.
+    assert_lost(
+        complete(&*store, first[0].lease).await,
+        first[0].lease,
+        "old lease",
+    );
+    for l in &leases {
+        assert_eq!(
+            complete(&*store, l.lease).await.expect("complete"),
+            TaskState::Succeeded
+        );
+    }
+    let done = get(&*store, job.id).await;
+    assert_eq!(done.state, JobState::Succeeded, "{:?}", done.counts);
+    assert_eq!(done.counts.succeeded, 4);
+    let (same, n) = store
+        .requeue(job.id, &[TaskState::Dead])
+        .await
+        .expect("requeue nothing");
+    assert_eq!(n, 0);
+    assert_eq!(
+        same.state,
+        JobState::Succeeded,
+        "requeuing nothing changes nothing"
+    );
+
+    // A job that never released has nothing to requeue.
+    let held = create(&*store, new_job("q", true, policy(1, 0))).await;
+    store
+        .fail_job(held.id, "the ingest failed".into(), None)
+        .await
+        .expect("fail_job");
+    let refused = store.requeue(held.id, &[TaskState::Cancelled]).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+}
+
+/// Retention deletes ended jobs older than the cut-off, oldest first and a
+/// bounded number per call, with their tasks, payloads, files and callbacks;
+/// unfinished and newer jobs stay.
+pub async fn ended_jobs_are_deleted_oldest_first(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let finish_all = |store: Arc<dyn Store>, queue: &'static str| async move {
+        for l in claim(&*store, queue, 100).await {
+            complete(&*store, l.lease).await.expect("complete");
+        }
+    };
+    let old_done = job_with_tasks(&*store, "a", RetryPolicy::default(), 3).await;
+    finish_all(Arc::clone(&store), "a").await;
+    store
+        .put_files(
+            old_done.id,
+            vec![FileReport {
+                relative: "x.csv".into(),
+                location: "/data/x.csv".into(),
+                size: Some(1),
+                etag: None,
+                format: "csv".into(),
+                state: FileState::Done,
+                bytes: 1,
+                rows: 3,
+                tasks: 3,
+                skipped: 0,
+                error: None,
+            }],
+        )
+        .await
+        .expect("put_files");
+    clock.advance(Duration::from_secs(60));
+    let old_cancelled = job_with_tasks(&*store, "b", RetryPolicy::default(), 2).await;
+    store.cancel_job(old_cancelled.id).await.expect("cancel");
+    let running = job_with_tasks(&*store, "c", RetryPolicy::default(), 2).await;
+    let _held = claim(&*store, "c", 1).await;
+    let old_task = store
+        .list_tasks(old_done.id, TaskFilter::default())
+        .await
+        .expect("list")[0]
+        .id;
+    clock.advance(Duration::from_secs(3600));
+    let cut = rota_core::Clock::now(&*clock);
+    let new_done = job_with_tasks(&*store, "d", RetryPolicy::default(), 1).await;
+    finish_all(Arc::clone(&store), "d").await;
+
+    assert_eq!(store.delete_ended(cut, 1).await.expect("delete"), 1);
+    assert!(
+        get_opt(&*store, old_done.id).await.is_none(),
+        "the oldest goes first"
+    );
+    assert!(
+        get_opt(&*store, old_cancelled.id).await.is_some(),
+        "one per call"
+    );
+    assert!(matches!(
+        store.get_payload(old_task).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.list_files(old_done.id, FileFilter::default()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.delete_ended(cut, 10).await.expect("delete"), 1);
+    assert!(get_opt(&*store, old_cancelled.id).await.is_none());
+    assert_eq!(store.delete_ended(cut, 10).await.expect("delete"), 0);
+    assert!(
+        get_opt(&*store, running.id).await.is_some(),
+        "unfinished jobs stay"
+    );
+    assert!(
+        get_opt(&*store, new_done.id).await.is_some(),
+        "newer jobs stay"
+    );
+    let counts = store.task_counts().await.expect("task_counts");
+    assert!(
+        !counts.contains_key("a") && !counts.contains_key("b"),
+        "deleted tasks are not counted: {counts:?}"
+    );
+    assert_eq!(counts.get("d").map(|c| c.succeeded), Some(1), "{counts:?}");
+}
+
+async fn get_opt(store: &dyn Store, id: JobId) -> Option<Job> {
+    store.get_job(id).await.expect("get_job failed")
+}
 
 async fn setup_nodes(h: &dyn NodeHarness, n: usize) -> (Arc<ManualClock>, Vec<Arc<dyn Store>>) {
     let clock = Arc::new(ManualClock::new(start_time()));

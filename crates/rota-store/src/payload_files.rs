@@ -135,6 +135,21 @@ impl PayloadFiles {
         ends.insert(job.to_owned(), end);
     }
 
+    /// Removes `job`'s file, once no task references it (its job was
+    /// deleted). A file already gone is no error.
+    pub(crate) fn remove(&self, job: &str) -> Result<(), StoreError> {
+        self.ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(job);
+        match std::fs::remove_file(self.path(job)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(StoreError::Backend(
+                format!("cannot remove the payload file of job {job}: {e}").into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the `len` bytes at `offset` of `job`'s file: `task`'s payload.
     pub(crate) fn read(
         &self,

@@ -133,3 +133,38 @@ pub(crate) fn unpack(codec: i64, data: Vec<u8>, task: TaskId) -> Result<Vec<u8>,
         ))),
     }
 }
+
+/// The states [`rota_core::Store::requeue`] may name, as their names;
+/// invalid for any other.
+pub(crate) fn requeue_states(states: &[TaskState]) -> Result<Vec<&'static str>, StoreError> {
+    let mut names: Vec<&'static str> = Vec::with_capacity(states.len());
+    for state in states {
+        match state {
+            TaskState::Dead | TaskState::Cancelled => names.push(state.as_str()),
+            other => {
+                return Err(StoreError::Invalid {
+                    message: format!(
+                        "only dead and cancelled tasks can be requeued, not {other} ones"
+                    ),
+                });
+            }
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+/// Refuses a requeue on a job that was never released.
+pub(crate) fn requeue_released(job: &rota_core::Job) -> Result<(), StoreError> {
+    if job.released {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            message: format!(
+                "job {} was never released (its ingest failed or still runs); nothing to requeue",
+                job.id
+            ),
+        })
+    }
+}

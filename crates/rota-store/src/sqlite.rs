@@ -27,7 +27,7 @@ use rusqlite::types::Value;
 use crate::payload_files::{Appender, FILE_MIN_BYTES, PayloadFiles};
 use crate::shared::{
     JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis, opt_time,
-    pack, parse, time, to_i64, to_u32, to_u64, unpack,
+    pack, parse, requeue_released, requeue_states, time, to_i64, to_u32, to_u64, unpack,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
@@ -270,6 +270,8 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS tasks_claim_by_priority
                  ON tasks (queue, priority DESC, available_at, id)
                  WHERE state IN ('queued', 'scheduled', 'retrying');
+             CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (finished_at)
+                 WHERE finished_at IS NOT NULL;
              CREATE INDEX IF NOT EXISTS jobs_ingest_plans ON jobs (created_at)
                  WHERE ingest_plan IS NOT NULL AND released = 0;",
         )
@@ -1717,6 +1719,80 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self) -> Result<u64, StoreError> {
         self.write(|tx, now| rescue(tx, now)).await
+    }
+
+    async fn requeue(&self, job: JobId, states: &[TaskState]) -> Result<(Job, u64), StoreError> {
+        let states = json(&requeue_states(states)?)?;
+        self.write(move |tx, now| {
+            let id = job.to_string();
+            let current = require_job(tx, &id)?;
+            requeue_released(&current)?;
+            let budget = i64::from(current.retry.max_attempts);
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET state = 'queued', available_at = ?2,
+                            max_attempts = attempt + ?3, lease_token = NULL,
+                            lease_expires_at = NULL, deadline = NULL, finished_at = NULL
+                     WHERE job_id = ?1 AND state IN (SELECT value FROM json_each(?4))",
+                )
+                .db()?
+                .execute(rusqlite::params![id, now, budget, states])
+                .db()?;
+            if n > 0 && current.state.is_terminal() {
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'running', error = NULL, updated_at = ?2,
+                            finished_at = NULL
+                     WHERE id = ?1",
+                )
+                .db()?
+                .execute(rusqlite::params![id, now])
+                .db()?;
+            }
+            Ok((require_job(tx, &id)?, n as u64))
+        })
+        .await
+    }
+
+    async fn delete_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let before = before.timestamp_millis();
+        let ids = self
+            .write(move |tx, _| {
+                let ids: Vec<String> = tx
+                    .prepare_cached(
+                        "SELECT id FROM jobs
+                         WHERE state IN ('succeeded', 'failed', 'cancelled')
+                           AND finished_at < ?1
+                         ORDER BY finished_at, id LIMIT ?2",
+                    )
+                    .db()?
+                    .query_map(rusqlite::params![before, limit], |r| r.get(0))
+                    .db()?
+                    .collect::<rusqlite::Result<_>>()
+                    .db()?;
+                for id in &ids {
+                    for sql in [
+                        "DELETE FROM payloads WHERE task_id IN
+                             (SELECT id FROM tasks WHERE job_id = ?1)",
+                        "DELETE FROM tasks WHERE job_id = ?1",
+                        "DELETE FROM job_files WHERE job_id = ?1",
+                        "DELETE FROM callbacks WHERE job_id = ?1",
+                        "DELETE FROM jobs WHERE id = ?1",
+                    ] {
+                        tx.prepare_cached(sql).db()?.execute([id]).db()?;
+                    }
+                }
+                Ok(ids)
+            })
+            .await?;
+        // The rows are gone; their payload files go after them (a crash in
+        // between leaves a file no task points at, never a task without
+        // its payload).
+        if let Some(files) = &self.files {
+            for id in &ids {
+                files.remove(id)?;
+            }
+        }
+        Ok(ids.len() as u64)
     }
 
     async fn add_callbacks(

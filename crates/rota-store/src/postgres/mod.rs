@@ -39,7 +39,7 @@ use tokio_postgres::{Config, GenericClient, Row, Statement, Transaction};
 
 use crate::shared::{
     JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis, opt_time,
-    pack, parse, time, to_i64, to_u32, to_u64, unpack,
+    pack, parse, requeue_released, requeue_states, time, to_i64, to_u32, to_u64, unpack,
 };
 use crate::{DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT};
 use listen::Listener;
@@ -1837,6 +1837,110 @@ impl Store for PgStore {
 
     async fn rescue_expired(&self) -> Result<u64, StoreError> {
         self.rescue().await
+    }
+
+    async fn requeue(&self, job: JobId, states: &[TaskState]) -> Result<(Job, u64), StoreError> {
+        let states = requeue_states(states)?;
+        let id = job.to_string();
+        let (id, states) = (&id, &states);
+        again(|| async move {
+            let now = self.now();
+            let mut conn = self.pool.get().await?;
+            let (client, stmts) = conn.split();
+            let tx = client.transaction().await.pg()?;
+            let current = lock_job(&tx, stmts, id).await?;
+            requeue_released(&current)?;
+            let budget = i32::try_from(current.retry.max_attempts).unwrap_or(i32::MAX);
+            let n = tx
+                .execute(
+                    &prepare(
+                        &tx,
+                        stmts,
+                        "UPDATE tasks SET state = 'queued', available_at = $2,
+                                max_attempts = attempt + $3, lease_token = NULL,
+                                lease_expires_at = NULL, deadline = NULL, finished_at = NULL
+                         WHERE job_id = $1 AND state = ANY($4)",
+                    )
+                    .await?,
+                    &[id, &now, &budget, states],
+                )
+                .await
+                .pg()?;
+            if n > 0 {
+                announce(&tx, stmts, &current.queue).await?;
+                if current.state.is_terminal() {
+                    tx.execute(
+                        &prepare(
+                            &tx,
+                            stmts,
+                            "UPDATE jobs SET state = 'running', error = NULL, updated_at = $2,
+                                    finished_at = NULL
+                             WHERE id = $1",
+                        )
+                        .await?,
+                        &[id, &now],
+                    )
+                    .await
+                    .pg()?;
+                }
+            }
+            let out = require_job(&tx, stmts, id).await?;
+            tx.commit().await.pg()?;
+            Ok((out, n))
+        })
+        .await
+    }
+
+    async fn delete_ended(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let before = before.timestamp_millis();
+        let mut conn = self.pool.get().await?;
+        let (client, stmts) = conn.split();
+        let tx = client.transaction().await.pg()?;
+        // Jobs another node is deleting (or changing) are skipped: every
+        // node may run retention at once.
+        let ids: Vec<String> = tx
+            .query(
+                &prepare(
+                    &tx,
+                    stmts,
+                    "SELECT id FROM jobs
+                     WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
+                     ORDER BY finished_at, id LIMIT $2
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .await?,
+                &[&before, &i64::from(limit)],
+            )
+            .await
+            .pg()?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.is_empty() {
+            tx.commit().await.pg()?;
+            return Ok(0);
+        }
+        for sql in [
+            "DELETE FROM task_payloads WHERE task_id IN
+                 (SELECT id FROM tasks WHERE job_id = ANY($1))",
+            "DELETE FROM task_results WHERE task_id IN
+                 (SELECT id FROM tasks WHERE job_id = ANY($1))",
+            "DELETE FROM tasks WHERE job_id = ANY($1)",
+            "DELETE FROM job_counts WHERE job_id = ANY($1)",
+            "DELETE FROM job_files WHERE job_id = ANY($1)",
+            "DELETE FROM callbacks WHERE job_id = ANY($1)",
+            "DELETE FROM jobs WHERE id = ANY($1)",
+        ] {
+            tx.execute(&prepare(&tx, stmts, sql).await?, &[&ids])
+                .await
+                .pg()?;
+        }
+        tx.commit().await.pg()?;
+        Ok(ids.len() as u64)
     }
 
     async fn wait_for_work(&self, _queues: &[String], timeout: Duration) {
