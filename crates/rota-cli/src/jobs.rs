@@ -59,6 +59,15 @@ pub(crate) enum JobsCommand {
         /// The job id.
         id: JobId,
     },
+    /// Run a job's dead (and cancelled) tasks again, each with a fresh
+    /// attempt budget; a job that ended runs again.
+    Requeue {
+        /// The job id.
+        id: JobId,
+        /// Which ended tasks: dead, cancelled; repeatable [default: both].
+        #[arg(long = "state", value_name = "STATE", value_parser = requeue_state)]
+        states: Vec<TaskState>,
+    },
     /// The files a job's ingest read, by path: state, bytes, rows, tasks,
     /// skipped records and, for a failed file, its error.
     Files {
@@ -293,6 +302,17 @@ pub(crate) async fn run_jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow:
                 .context("cannot cancel the job")?;
             print_out(&format!("job {} {}\n", job.id, job.state));
         }
+        JobsCommand::Requeue { id, states } => {
+            get_job(&store, id).await?;
+            let (job, n) = store
+                .requeue(id, &requeue_states(states))
+                .await
+                .context("cannot requeue the job's tasks")?;
+            print_out(&format!(
+                "job {} {}: {n} tasks requeued\n",
+                job.id, job.state
+            ));
+        }
         JobsCommand::Files {
             id,
             state,
@@ -426,6 +446,13 @@ pub(crate) async fn run_jobs_remote(
             let job = client.cancel(id).await?;
             print_out(&format!("job {} {}\n", job.id, job.state));
         }
+        JobsCommand::Requeue { id, states } => {
+            let (job, n) = client.requeue(id, &requeue_states(states)).await?;
+            print_out(&format!(
+                "job {} {}: {n} tasks requeued\n",
+                job.id, job.state
+            ));
+        }
         JobsCommand::Files {
             id,
             state,
@@ -480,4 +507,21 @@ fn encode(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A `--state` of `rota jobs requeue`: dead or cancelled.
+fn requeue_state(s: &str) -> Result<TaskState, String> {
+    match s.parse::<TaskState>() {
+        Ok(state @ (TaskState::Dead | TaskState::Cancelled)) => Ok(state),
+        _ => Err(format!("'{s}' cannot be requeued (use dead or cancelled)")),
+    }
+}
+
+/// The states to requeue: those given, or dead and cancelled.
+fn requeue_states(given: Vec<TaskState>) -> Vec<TaskState> {
+    if given.is_empty() {
+        vec![TaskState::Dead, TaskState::Cancelled]
+    } else {
+        given
+    }
 }

@@ -128,6 +128,11 @@ pub(crate) struct ServeArgs {
     /// [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_wait: Option<Duration>,
+    /// Delete jobs this long after they ended (succeeded, failed or
+    /// cancelled), with their tasks, payloads and results: `7d`, `12h`.
+    /// Every node may do it; by default nothing is deleted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retain: Option<Duration>,
 }
 
 /// The `--config` file: the flags' settings, every one optional.
@@ -160,6 +165,7 @@ struct ConfigFile {
     #[serde(default)]
     allow_callback: Vec<String>,
     max_wait: Option<String>,
+    retain: Option<String>,
     #[serde(default)]
     limits: LimitsFile,
 }
@@ -203,6 +209,7 @@ pub(crate) struct Settings {
     callback_key_file: Option<PathBuf>,
     allow_callback: Vec<String>,
     max_wait: Duration,
+    retain: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -319,6 +326,7 @@ impl ServeArgs {
                 parse_duration,
             )?
             .unwrap_or(Duration::from_secs(60)),
+            retain: pick(self.retain, config, "retain", file.retain, parse_duration)?,
         })
     }
 }
@@ -491,6 +499,7 @@ pub(crate) async fn run(
             ..rota_server::CallbackConfig::default()
         },
         max_wait: args.max_wait,
+        retain: args.retain,
         limits,
         private_networks: args.private_networks,
     };

@@ -43,9 +43,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
         other => {
             return Err(format!(
-                "unknown duration unit '{other}' in '{s}' (use ms, s, m, h)"
+                "unknown duration unit '{other}' in '{s}' (use ms, s, m, h, d)"
             ));
         }
     })

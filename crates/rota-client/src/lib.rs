@@ -26,7 +26,7 @@ pub mod worker;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use rota_core::{Job, JobId, JobState};
+use rota_core::{Job, JobId, JobState, TaskState};
 use serde_json::Value;
 
 pub use upload::{UploadOptions, UploadProgress};
@@ -263,6 +263,25 @@ impl Client {
             .call(self.request(Method::POST, &format!("/jobs/{id}/cancel")))
             .await?;
         parse_job(v)
+    }
+
+    /// Puts a job's tasks that ended in `states` (dead, cancelled) back in
+    /// its queue; returns the job as it is then and how many were requeued.
+    ///
+    /// # Errors
+    /// As the server answers.
+    pub async fn requeue(&self, id: JobId, states: &[TaskState]) -> Result<(Job, u64), Error> {
+        let v = self
+            .call(
+                self.request(Method::POST, &format!("/jobs/{id}/requeue"))
+                    .header("content-type", "application/json")
+                    .body(serde_json::json!({ "states": states }).to_string()),
+            )
+            .await?;
+        let requeued = v["requeued"]
+            .as_u64()
+            .ok_or_else(|| Error::Protocol(format!("not a requeue answer: {v}")))?;
+        Ok((parse_job(v["job"].clone())?, requeued))
     }
 }
 

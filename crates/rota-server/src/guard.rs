@@ -54,7 +54,7 @@ pub(crate) fn rule(method: &Method, path: &str) -> (Access, Pace) {
         ("GET" | "HEAD", "/metrics" | "/specs" | "/specs/{name}") => (AnyToken, Quick),
         ("POST", "/schedule")
         | ("GET" | "HEAD", "/jobs" | "/jobs/{id}" | "/jobs/{id}/tasks" | "/jobs/{id}/files")
-        | ("POST", "/jobs/{id}/cancel" | "/uploads")
+        | ("POST", "/jobs/{id}/cancel" | "/jobs/{id}/requeue" | "/uploads")
         | ("GET" | "HEAD" | "DELETE", "/uploads/{id}") => (schedule, Quick),
         ("GET" | "HEAD", "/jobs/{id}/wait") => (schedule, LongPoll),
         ("GET" | "HEAD", "/jobs/{id}/events") | ("PATCH", "/uploads/{id}") => (schedule, Stream),

@@ -20,6 +20,7 @@ mod guard;
 mod ingests;
 mod metrics;
 mod openapi;
+mod retention;
 mod routes;
 mod uploads;
 mod work;
@@ -75,6 +76,9 @@ pub struct Config {
     /// addresses by name; off (the default), only the addresses allow-list
     /// entries name as their host are reached there.
     pub private_networks: bool,
+    /// Delete jobs this long after they ended, with everything they hold
+    /// (see [`rota_core::Store::delete_ended`]); `None` keeps them.
+    pub retain: Option<Duration>,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             max_wait: MAX_WAIT,
             limits: Limits::default(),
             private_networks: false,
+            retain: None,
         }
     }
 }
@@ -157,6 +162,7 @@ fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Ro
         uploads.resume(&state);
     }
     callbacks::spawn_dispatcher(state.clone());
+    retention::spawn(state.clone());
     ingests::spawn_resumer(state.clone());
     let router = routes::routes(state.clone())
         .route_layer(axum::middleware::from_fn_with_state(

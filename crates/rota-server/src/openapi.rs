@@ -81,6 +81,15 @@ pub(crate) struct JobsPage {
     next_before: Option<JobId>,
 }
 
+/// `POST /jobs/{id}/requeue`: the job as it is after the requeue.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RequeueView {
+    /// The job.
+    job: Job,
+    /// How many tasks went back in the queue.
+    requeued: u64,
+}
+
 /// `GET /jobs/{id}`: the job, its running tasks and its callbacks.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct JobView {
@@ -301,6 +310,7 @@ impl Modify for Bearer {
         crate::routes::list_tasks,
         crate::routes::list_files,
         crate::routes::cancel_job,
+        crate::routes::requeue_job,
         crate::routes::wait_job,
         crate::routes::job_events,
         crate::work::claim,

@@ -34,6 +34,7 @@ pub(crate) fn routes(state: State) -> axum::Router {
         .route("/jobs/{id}/tasks", get(list_tasks))
         .route("/jobs/{id}/files", get(list_files))
         .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/requeue", post(requeue_job))
         .route("/jobs/{id}/wait", get(wait_job))
         .route("/jobs/{id}/events", get(job_events))
         .merge(crate::work::routes(state.config.limits.max_result))
@@ -948,6 +949,43 @@ pub(crate) async fn cancel_job(
     state.config.tokens.check(&headers, Some(Scope::Schedule))?;
     let id = load_job(&state, &id).await?.id;
     Ok(Json(json!(shown(state.store.cancel_job(id).await?))))
+}
+
+/// Which ended tasks of a job to run again.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequeueBody {
+    /// `dead`, `cancelled` or both (the default).
+    #[serde(default)]
+    states: Option<Vec<rota_core::TaskState>>,
+}
+
+/// Puts the job's dead (and, unless told otherwise, cancelled) tasks back in
+/// its queue, each with a fresh attempt budget; an ended job runs again.
+#[utoipa::path(post, path = "/jobs/{id}/requeue", tag = "jobs", params(("id" = String, Path, description = "A job id")), request_body(content = RequeueBody, description = "The states of the tasks to requeue (default: dead and cancelled)"), responses((status = 200, description = "The job as it is now, and how many tasks were requeued", body = crate::openapi::RequeueView), (status = 400, description = "A state other than dead or cancelled (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::openapi::ErrorBody), (status = 409, description = "The job was never released (code conflict)", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn requeue_job(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Answer {
+    state.config.tokens.check(&headers, Some(Scope::Schedule))?;
+    // No body at all asks for the defaults.
+    let body: RequeueBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RequeueBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("not a requeue: {e}")))?
+    };
+    let id = load_job(&state, &id).await?.id;
+    let states = body
+        .states
+        .unwrap_or_else(|| vec![rota_core::TaskState::Dead, rota_core::TaskState::Cancelled]);
+    let (job, requeued) = state.store.requeue(id, &states).await?;
+    if requeued > 0 {
+        state.work.notify_waiters();
+    }
+    Ok(Json(json!({ "job": shown(job), "requeued": requeued })))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -317,6 +317,103 @@ async fn failures_retry_then_die_and_a_non_retryable_one_dies_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_requeued_and_runs_its_dead_task_again() {
+    let s = Server::start(config()).await;
+    let (_, body) = s
+        .post("/schedule", json!({ "spec": "again", "max_attempts": 1 }))
+        .await;
+    let id = body["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let finish = async |error: Option<&str>| {
+        let (_, claimed) = s
+            .post("/work/claim", json!({ "worker": "w", "wait_ms": 5000 }))
+            .await;
+        let t = claimed["tasks"][0].clone();
+        let mut report = json!({ "task_id": t["task_id"], "attempt": t["attempt"],
+                                 "lease_token": t["lease_token"] });
+        match error {
+            Some(e) => report["error"] = json!(e),
+            None => report["result"] = json!("ok"),
+        }
+        let (_, r) = s
+            .post("/work/complete", json!({ "reports": [report] }))
+            .await;
+        (t, r)
+    };
+    let (_, r) = finish(Some("boom")).await;
+    assert_eq!(r["results"][0]["state"], "dead", "{r}");
+    let (_, job) = s.get(&format!("/jobs/{id}")).await;
+    assert_eq!(job["state"], "failed", "{job}");
+
+    // Only dead and cancelled tasks can be requeued; an unknown job is 404.
+    let (status, refused) = s
+        .post(
+            &format!("/jobs/{id}/requeue"),
+            json!({ "states": ["succeeded"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, _) = s
+        .post(
+            "/jobs/01936f5e-0000-7000-8000-000000000000/requeue",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, requeued) = s.post(&format!("/jobs/{id}/requeue"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{requeued}");
+    assert_eq!(requeued["requeued"], 1, "{requeued}");
+    assert_eq!(requeued["job"]["state"], "running", "{requeued}");
+    let (t, r) = finish(None).await;
+    assert_eq!(t["attempt"], 2, "attempts go on counting: {t}");
+    assert_eq!(r["results"][0]["state"], "succeeded", "{r}");
+    let (_, job) = s.get(&format!("/jobs/{id}/wait?timeout=5s")).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_retains_jobs_for_a_time_deletes_them_after_it() {
+    let s = Server::start(rota_server::Config {
+        retain: Some(Duration::from_millis(400)),
+        ..config()
+    })
+    .await;
+    let (_, body) = s.post("/schedule", json!({ "spec": "brief" })).await;
+    let id = body["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let (_, claimed) = s.post("/work/claim", json!({ "worker": "w" })).await;
+    let t = &claimed["tasks"][0];
+    s.post(
+        "/work/complete",
+        json!({ "reports": [{ "task_id": t["task_id"], "attempt": t["attempt"],
+                "lease_token": t["lease_token"], "result": "ok" }] }),
+    )
+    .await;
+    let (status, job) = s.get(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        (status, &job["state"]),
+        (StatusCode::OK, &json!("succeeded"))
+    );
+    // An unfinished job is kept however old it gets.
+    let (_, body) = s.post("/schedule", json!({ "spec": "waiting" })).await;
+    let waiting = body["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = s.get(&format!("/jobs/{id}")).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the ended job was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = s.get(&format!("/jobs/{waiting}")).await;
+    assert_eq!(status, StatusCode::OK, "an unfinished job stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_claim_gets_work_scheduled_while_it_waits_and_cancel_is_seen_at_heartbeat() {
     let s = Server::start(config()).await;
     let claim = {
