@@ -175,3 +175,111 @@ async fn store_errors_never_show_the_password() {
         assert!(!text.contains("s3cret"), "{url}: {text}");
     }
 }
+
+/// Connections the server ends (an administrator's `pg_terminate_backend`,
+/// a failover) are replaced: the store keeps working, and what the calls
+/// that lost their connection reported as transient can be done again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_are_replaced() {
+    use rota_core::{ClaimRequest, JobStart, NewJob, NewTask, PayloadEncoding, RetryPolicy};
+    use std::time::Duration;
+
+    let app = format!("rota_kill_{:08x}", rand_u32());
+    let url = format!(
+        "{}&application_name={app}",
+        PgHarness::url(&rota_store::unique_schema("rota_test"))
+    );
+    sweep().await;
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let store = PgHarness::open(&url, clock).await;
+    let (admin, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    let mut done = 0;
+    for round in 0..5 {
+        let (job, _) = store
+            .create_job_with(
+                NewJob {
+                    key: Some(format!("round-{round}")),
+                    spec: "s".into(),
+                    queue: "kill".into(),
+                    params: serde_json::json!({}),
+                    retry: RetryPolicy::default(),
+                    hold: false,
+                    ingest: None,
+                    timing: rota_core::Timing::default(),
+                },
+                JobStart {
+                    tasks: (0..20)
+                        .map(|i| NewTask {
+                            key: format!("{i:03}"),
+                            payload: b"{}".to_vec(),
+                            encoding: PayloadEncoding::Json,
+                            rows: 1,
+                        })
+                        .collect(),
+                    ..JobStart::default()
+                },
+            )
+            .await
+            .expect("create");
+        let killed: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = $1) t",
+                &[&app],
+            )
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(
+            killed > 0,
+            "round {round}: the store had no connection to end"
+        );
+        // Calls may fail as transient while the pool notices; bounded.
+        let mut claimed = Vec::new();
+        for _ in 0..50 {
+            match store
+                .claim(ClaimRequest {
+                    queues: vec!["kill".into()],
+                    worker: "w".into(),
+                    limit: 100,
+                    lease: Duration::from_secs(30),
+                    specs: Vec::new(),
+                })
+                .await
+            {
+                Ok(leases) => {
+                    claimed = leases;
+                    break;
+                }
+                Err(e) => {
+                    assert!(e.is_retryable(), "round {round}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        assert_eq!(claimed.len(), 20, "round {round}");
+        let reports = claimed
+            .iter()
+            .map(|l| rota_core::Report {
+                lease: l.lease,
+                outcome: rota_core::Outcome::Success(b"ok".to_vec()),
+            })
+            .collect();
+        store.report(reports).await.expect("report");
+        let job = store.get_job(job.id).await.expect("get").expect("job");
+        assert_eq!(job.counts.succeeded, 20, "round {round}");
+        done += 20;
+    }
+    assert_eq!(done, 100);
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    nanos ^ std::process::id()
+}
