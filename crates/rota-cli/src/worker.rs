@@ -108,6 +108,7 @@ pub(crate) async fn run(
                     limit: free,
                     lease: args.lease,
                     specs: Vec::new(),
+                    inline_max: None,
                 })
                 .await
             {

@@ -540,6 +540,10 @@ pub struct ClaimRequest {
     pub lease: Duration,
     /// Only tasks of jobs of these specs; empty: of any spec.
     pub specs: Vec<String>,
+    /// Payloads longer than this many bytes are not read by the claim: their
+    /// leases say [`Lease::payload_left`], and the holder reads them with
+    /// `Store::get_payload`. `None`: every payload comes with its lease.
+    pub inline_max: Option<u64>,
 }
 
 /// One item of a heartbeat: a held lease, and what its holder says of the
@@ -588,8 +592,14 @@ pub struct Lease {
     pub queue: String,
     /// The job's parameters.
     pub params: serde_json::Value,
-    /// The payload.
+    /// The payload; empty when it was left in the store.
     pub payload: Vec<u8>,
+    /// The payload was longer than the claim's
+    /// [`ClaimRequest::inline_max`] and was not read: `Store::get_payload`
+    /// has it.
+    pub payload_left: bool,
+    /// The payload's length in bytes, whether it came with the lease or not.
+    pub payload_bytes: u64,
     /// Payload encoding.
     pub encoding: PayloadEncoding,
     /// Records in the payload.

@@ -93,10 +93,10 @@ pub(crate) fn lease_json(lease: &Lease, inline_max: usize, lease_ms: u128) -> Va
         "job_id": lease.job_id, "key": lease.key, "spec": lease.spec, "queue": lease.queue,
         "params": lease.params, "encoding": lease.encoding,
         "media_type": lease.encoding.media_type(), "rows": lease.rows,
-        "max_attempts": lease.max_attempts, "payload_bytes": lease.payload.len(),
+        "max_attempts": lease.max_attempts, "payload_bytes": lease.payload_bytes,
         "payload": Value::Null,
     });
-    if lease.payload.len() > inline_max {
+    if lease.payload_left || lease.payload.len() > inline_max {
         // The lease token is not in the URL (proxies and access logs keep
         // URLs): the worker sends it in the `Rota-Lease-Token` header.
         task["payload_url"] = Value::String(format!(
@@ -165,6 +165,8 @@ pub(crate) async fn claim(
         limit: body.limit.unwrap_or(1).clamp(1, 100),
         lease: lease_duration(body.lease_ms, 30_000),
         specs: body.specs,
+        // Payloads sent by URL are not read by the claim at all.
+        inline_max: Some(inline_max as u64),
     };
     let deadline = Instant::now()
         + Duration::from_millis(body.wait_ms.unwrap_or(0)).min(state.config.max_wait);

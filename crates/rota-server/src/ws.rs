@@ -336,6 +336,10 @@ async fn session(mut socket: WebSocket, state: State) {
         }
     };
     let lease = lease_duration(reg.lease_ms, DEFAULT_LEASE_MS);
+    let inline_max = reg
+        .inline_max_bytes
+        .unwrap_or(crate::work::DEFAULT_INLINE_MAX)
+        .min(crate::work::MAX_INLINE);
     let session = uuid::Uuid::now_v7().to_string();
     let now = Utc::now();
     state.workers.insert(WorkerView {
@@ -363,12 +367,11 @@ async fn session(mut socket: WebSocket, state: State) {
             limit: 0,
             lease,
             specs: reg.specs,
+            // Payloads sent by URL are not read by the claim at all.
+            inline_max: Some(inline_max as u64),
         },
         capacity: reg.capacity,
-        inline_max: reg
-            .inline_max_bytes
-            .unwrap_or(crate::work::DEFAULT_INLINE_MAX)
-            .min(crate::work::MAX_INLINE),
+        inline_max,
         held: HashMap::new(),
         wanted: 0,
         next_claim: Instant::now(),

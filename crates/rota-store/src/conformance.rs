@@ -117,6 +117,7 @@ macro_rules! conformance_tests {
             file_records_replace_and_page,
             requeue_brings_dead_and_cancelled_tasks_back,
             ended_jobs_are_deleted_oldest_first,
+            claims_leave_large_payloads_in_the_store,
             model_based_random_ops,
         );
     };
@@ -160,6 +161,7 @@ pub async fn run_all(h: &dyn Harness) {
     file_records_replace_and_page(h).await;
     requeue_brings_dead_and_cancelled_tasks_back(h).await;
     ended_jobs_are_deleted_oldest_first(h).await;
+    claims_leave_large_payloads_in_the_store(h).await;
     model_based_random_ops(h).await;
 }
 
@@ -246,6 +248,7 @@ async fn claim_on(
             limit,
             lease,
             specs: Vec::new(),
+            inline_max: None,
         })
         .await
         .expect("claim failed")
@@ -511,6 +514,86 @@ pub async fn ended_jobs_are_deleted_oldest_first(h: &dyn Harness) {
         "deleted tasks are not counted: {counts:?}"
     );
     assert_eq!(counts.get("d").map(|c| c.succeeded), Some(1), "{counts:?}");
+}
+
+/// A claim with an inline maximum brings the payloads up to it and leaves
+/// longer ones in the store, saying so and how long they are; the holder
+/// reads them by task. Without a maximum every payload comes.
+pub async fn claims_leave_large_payloads_in_the_store(h: &dyn Harness) {
+    let (_, store) = setup(h).await;
+    let job = create(&*store, new_job("q", false, RetryPolicy::default())).await;
+    // Large enough for a file-backed SQLite store to keep it in its file.
+    let big: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    store
+        .add_tasks(
+            job.id,
+            vec![
+                NewTask {
+                    key: "a-small".into(),
+                    payload: b"tiny".to_vec(),
+                    encoding: PayloadEncoding::Arrow,
+                    rows: 1,
+                },
+                NewTask {
+                    key: "b-big".into(),
+                    payload: big.clone(),
+                    encoding: PayloadEncoding::Arrow,
+                    rows: 1,
+                },
+            ],
+        )
+        .await
+        .expect("add_tasks");
+    let mut leases = store
+        .claim(ClaimRequest {
+            queues: vec!["q".into()],
+            worker: "w".into(),
+            limit: 10,
+            lease: LEASE,
+            specs: Vec::new(),
+            inline_max: Some(1_000),
+        })
+        .await
+        .expect("claim");
+    leases.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(leases.len(), 2);
+    assert_eq!(leases[0].payload, b"tiny");
+    assert!(!leases[0].payload_left);
+    assert_eq!(leases[0].payload_bytes, 4);
+    assert!(
+        leases[1].payload_left,
+        "a payload over the maximum stays in the store"
+    );
+    assert!(leases[1].payload.is_empty());
+    assert_eq!(leases[1].payload_bytes, big.len() as u64);
+    assert_eq!(
+        store
+            .get_payload(leases[1].lease.task)
+            .await
+            .expect("payload"),
+        big,
+        "the holder reads it by task"
+    );
+    // Without a maximum, every payload comes with its lease.
+    let other = create(&*store, new_job("r", false, RetryPolicy::default())).await;
+    store
+        .add_tasks(
+            other.id,
+            vec![NewTask {
+                key: "big".into(),
+                payload: big.clone(),
+                encoding: PayloadEncoding::Arrow,
+                rows: 1,
+            }],
+        )
+        .await
+        .expect("add_tasks");
+    let whole = claim_on(&*store, &["r"], "w", 10, LEASE).await;
+    assert_eq!(whole.len(), 1);
+    assert!(!whole[0].payload_left);
+    assert_eq!(whole[0].payload, big);
 }
 
 async fn get_opt(store: &dyn Store, id: JobId) -> Option<Job> {
@@ -1974,6 +2057,7 @@ pub async fn claims_filter_by_spec(h: &dyn Harness) {
                     limit,
                     lease: LEASE,
                     specs,
+                    inline_max: None,
                 })
                 .await
                 .expect("claim failed")

@@ -1488,7 +1488,8 @@ impl Store for SqliteStore {
                     "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease_token = ?2,
                             lease_expires_at = ?3, worker = ?4, progress = NULL, deadline = NULL
                      WHERE id = ?1
-                     RETURNING job_id, key, queue, attempt, max_attempts, rows, encoding",
+                     RETURNING job_id, key, queue, attempt, max_attempts, rows, encoding,
+                               payload_bytes",
                 )
                 .db()?;
             let mut payload = tx.prepare_cached(SELECT_STORED).db()?;
@@ -1511,7 +1512,7 @@ impl Store for SqliteStore {
             let mut leases = Vec::with_capacity(candidates.len());
             for c in candidates {
                 let token = LeaseToken::random();
-                let (job, key, queue, attempt, max_attempts, rows, encoding): (
+                let (job, key, queue, attempt, max_attempts, rows, encoding, bytes): (
                     String,
                     String,
                     String,
@@ -1519,6 +1520,7 @@ impl Store for SqliteStore {
                     i64,
                     i64,
                     String,
+                    i64,
                 ) = take
                     .query_row(
                         rusqlite::params![c.id, token.to_string(), expires, req.worker],
@@ -1531,17 +1533,25 @@ impl Store for SqliteStore {
                                 r.get(4)?,
                                 r.get(5)?,
                                 r.get(6)?,
+                                r.get(7)?,
                             ))
                         },
                     )
                     .db()?;
-                let data = match payload
-                    .query_row([c.id], StoredPayload::from_row)
-                    .optional()
-                    .db()?
-                {
-                    Some(stored) => stored.load(TaskId(c.id), files.as_deref())?,
-                    None => Vec::new(),
+                let left = req.inline_max.is_some_and(|max| to_u64(bytes) > max);
+                // A payload left in the store is read by whoever holds the
+                // lease, outside this write transaction.
+                let data = if left {
+                    Vec::new()
+                } else {
+                    match payload
+                        .query_row([c.id], StoredPayload::from_row)
+                        .optional()
+                        .db()?
+                    {
+                        Some(stored) => stored.load(TaskId(c.id), files.as_deref())?,
+                        None => Vec::new(),
+                    }
                 };
                 if !jobs.contains_key(&job) {
                     let (spec, params, timing): (String, String, Option<String>) = job_of
@@ -1577,6 +1587,8 @@ impl Store for SqliteStore {
                     queue,
                     params: params.clone(),
                     payload: data,
+                    payload_left: left,
+                    payload_bytes: to_u64(bytes),
                     encoding,
                     rows: to_u64(rows),
                     max_attempts: to_u32(max_attempts),

@@ -247,6 +247,7 @@ async fn terminated_connections_are_replaced() {
                     limit: 100,
                     lease: Duration::from_secs(30),
                     specs: Vec::new(),
+                    inline_max: None,
                 })
                 .await
             {

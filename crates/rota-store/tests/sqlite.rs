@@ -168,6 +168,7 @@ async fn two_connections_never_claim_the_same_task() {
                         limit: u32::try_from(round % 5 + 1).expect("small"),
                         lease: Duration::from_secs(60),
                         specs: Vec::new(),
+                        inline_max: None,
                     })
                     .await
                     .expect("claim");
@@ -484,6 +485,7 @@ async fn version_3_database_gains_task_progress() {
             limit: 1,
             lease: Duration::from_secs(30),
             specs: Vec::new(),
+            inline_max: None,
         })
         .await
         .expect("claim")

@@ -1625,7 +1625,8 @@ impl Store for PgStore {
                      FROM picked WHERE t.id = picked.id
                      RETURNING t.id, t.job_id, t.key, t.queue, t.spec, t.attempt,
                                t.max_attempts, t.rows, t.encoding, t.lease_token,
-                               t.lease_expires_at, t.priority, t.available_at",
+                               t.lease_expires_at, t.priority, t.available_at,
+                               t.payload_bytes",
                 )
                 .await?,
                 &[
@@ -1665,7 +1666,16 @@ impl Store for PgStore {
 
         // Payloads and job parameters never change: read them after the
         // claim committed, outside its transaction.
-        let ids: Vec<i64> = taken.iter().map(|r| r.get(0)).collect();
+        // Payloads over the claim's inline maximum are left for the holder.
+        let left = |r: &Row| {
+            req.inline_max
+                .is_some_and(|max| to_u64(r.get::<_, i64>(13)) > max)
+        };
+        let ids: Vec<i64> = taken
+            .iter()
+            .filter(|r| !left(r))
+            .map(|r| r.get(0))
+            .collect();
         let mut payloads: HashMap<i64, (i16, Vec<u8>)> = client
             .query(
                 &prepare(
@@ -1704,6 +1714,7 @@ impl Store for PgStore {
             let job: String = r.get(1);
             let token: String = r.get(9);
             let encoding: String = r.get(8);
+            let payload_left = left(r);
             let payload = match payloads.remove(&id) {
                 Some((codec, data)) => unpack(i64::from(codec), data, TaskId(id))?,
                 None => Vec::new(),
@@ -1730,6 +1741,8 @@ impl Store for PgStore {
                     spec: r.get(4),
                     queue: r.get(3),
                     payload,
+                    payload_left,
+                    payload_bytes: to_u64(r.get(13)),
                     encoding: parse::<PayloadEncoding>(&encoding, "payload encoding")?,
                     rows: to_u64(r.get(7)),
                     max_attempts: to_u32(i64::from(r.get::<_, i32>(6))),
