@@ -281,6 +281,22 @@ pub struct IngestPlan {
     pub lease: std::time::Duration,
 }
 
+/// One term of a node's hold on a singleton duty (a periodic sweep that one
+/// node at a time should run): who holds it, which term it is (a new holder
+/// starts a new term), and until when, by the store's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DutyTerm {
+    /// The duty's name.
+    pub duty: String,
+    /// The holder's identity: a node's random id, never a host name.
+    pub holder: String,
+    /// Counts up each time the duty changes hands.
+    pub term: u64,
+    /// The hold ends then unless renewed; a holder stops the duty's work
+    /// before it.
+    pub until: DateTime<Utc>,
+}
+
 /// A held job whose ingest was claimed to be run again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IngestClaim {

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::model::{
-    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, FileFilter, FileReport, Heartbeat,
-    HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobStart, Lease, NewCallback, NewJob,
-    NewTask, Report, Spec, Task, TaskFilter, TaskState,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, DutyTerm, FileFilter, FileReport,
+    Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobStart, Lease,
+    NewCallback, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
 };
 
 /// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
@@ -65,6 +65,9 @@ use crate::model::{
 ///   job runs again.
 /// - **Retention.** [`Store::delete_ended`] removes ended jobs older than a
 ///   time, oldest first, a bounded number per call, with all they hold.
+/// - **Duties.** [`Store::take_duty`] gives a duty to one holder per term;
+///   a term is renewed only while it is current and unexpired, and a new
+///   holder gets a higher term.
 /// - **Batching.** Claims, heartbeats and reports take many items per call;
 ///   per-item failures are returned per item and do not fail the others.
 #[async_trait]
@@ -243,6 +246,30 @@ pub trait Store: Send + Sync + 'static {
         before: chrono::DateTime<chrono::Utc>,
         limit: u32,
     ) -> Result<u64, StoreError>;
+
+    /// Takes the singleton duty `duty` for `holder` until `now + lease`:
+    /// when nobody holds it, or its hold ran out (a new term starts), or
+    /// `holder` holds it already (the same term goes on). `None` while
+    /// another holder's term lasts.
+    async fn take_duty(
+        &self,
+        duty: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<DutyTerm>, StoreError>;
+
+    /// Extends `term` to `now + lease` if it is still the duty's current
+    /// term and has not run out; `None` (changing nothing) otherwise: the
+    /// holder must stop the duty's work.
+    async fn renew_duty(
+        &self,
+        term: &DutyTerm,
+        lease: Duration,
+    ) -> Result<Option<DutyTerm>, StoreError>;
+
+    /// Gives `term` up, so another node may take the duty at once; nothing
+    /// happens if it is no longer the current term.
+    async fn release_duty(&self, term: &DutyTerm) -> Result<(), StoreError>;
 
     /// Waits until tasks may have become claimable in `queues` through
     /// another handle on the same database (another node or process), or

@@ -15,6 +15,7 @@
 mod allow;
 pub mod auth;
 pub mod callbacks;
+mod duties;
 pub mod error;
 mod guard;
 mod ingests;
@@ -120,6 +121,9 @@ pub(crate) struct State {
     pub(crate) ingest_turns: Arc<tokio::sync::Semaphore>,
     /// The batch ingests this server runs.
     pub(crate) ingests: Arc<ingests::Ingests>,
+    /// This server's identity as a holder of duties: random, new at each
+    /// start (never a host name: two servers on one host are two nodes).
+    pub(crate) node: String,
 }
 
 /// The API's routes over `store`. Called on a Tokio runtime: the ingests of
@@ -157,12 +161,14 @@ fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Ro
         metrics,
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         ingests: Arc::default(),
+        node: format!("node-{}", uuid::Uuid::new_v4()),
     };
     if let Some(uploads) = &uploads {
         uploads.resume(&state);
     }
     callbacks::spawn_dispatcher(state.clone());
     retention::spawn(state.clone());
+    retention::spawn_rescue(state.clone());
     ingests::spawn_resumer(state.clone());
     let router = routes::routes(state.clone())
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,10 +1,11 @@
 //! Retention: jobs that ended longer ago than [`crate::Config::retain`] are
 //! deleted with everything they hold, a bounded batch per store call.
 //!
-//! Every node may run it at once: each batch takes jobs no other node is
-//! deleting (the PostgreSQL store skips locked rows; SQLite has one writer).
+//! It runs as a singleton duty (one node at a time); were two nodes to run
+//! it at once, each batch would still take jobs the other is not deleting
+//! (the PostgreSQL store skips locked rows; SQLite has one writer).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::State;
 
@@ -15,46 +16,59 @@ const BATCH: u32 = 200;
 /// most; a retention shorter than twice this is looked at every half of it).
 const EVERY: Duration = Duration::from_secs(60);
 
-/// Starts retention when the server keeps jobs for a limited time.
+/// Starts retention, a singleton duty, when the server keeps jobs for a
+/// limited time.
 pub(crate) fn spawn(state: State) {
     let Some(retain) = state.config.retain else {
         return;
     };
     // A short retention is looked at as often as it needs.
     let every = EVERY.min(retain / 2).max(Duration::from_millis(100));
-    tokio::spawn(async move {
-        let mut stopping = state.stopping.subscribe();
-        loop {
+    crate::duties::spawn(
+        state,
+        "retention",
+        every,
+        move |state, stop_by| async move {
             // A period longer than time itself has nothing to delete.
-            let cut = chrono::Duration::from_std(retain)
+            let Some(cut) = chrono::Duration::from_std(retain)
                 .ok()
-                .and_then(|d| chrono::Utc::now().checked_sub_signed(d));
-            let deleted = match cut {
-                Some(cut) => state.store.delete_ended(cut, BATCH).await,
-                None => Ok(0),
+                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+            else {
+                return;
             };
-            let pause = match deleted {
-                // More may be waiting: the next batch at once, after
-                // letting other work run.
-                Ok(n) if n == u64::from(BATCH) => {
-                    tracing::info!(jobs = n, "retention deleted ended jobs");
-                    Duration::ZERO
+            // Batch after batch while more are waiting and the term lasts.
+            while Instant::now() < stop_by {
+                match state.store.delete_ended(cut, BATCH).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        tracing::info!(jobs = n, "retention deleted ended jobs");
+                        if n < u64::from(BATCH) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention could not delete ended jobs; will retry");
+                        return;
+                    }
                 }
-                Ok(0) => every,
-                Ok(n) => {
-                    tracing::info!(jobs = n, "retention deleted ended jobs");
-                    every
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention could not delete ended jobs; will retry");
-                    every
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                _ = stopping.changed() => return,
             }
-            tokio::task::yield_now().await;
+        },
+    );
+}
+
+/// How often expired leases are looked for apart from claims.
+const RESCUE_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the rescue sweep, a singleton duty: leases that ran out are
+/// treated as failed attempts even when no worker claims (so a job whose
+/// workers all died still ends). Claims rescue too; this only keeps jobs
+/// moving when nobody claims.
+pub(crate) fn spawn_rescue(state: State) {
+    crate::duties::spawn(state, "rescue", RESCUE_EVERY, |state, _| async move {
+        match state.store.rescue_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "rescued tasks whose leases ran out"),
+            Err(e) => tracing::warn!(error = %e, "cannot rescue expired leases; will retry"),
         }
     });
 }

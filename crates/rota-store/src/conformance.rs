@@ -71,6 +71,7 @@ macro_rules! conformance_node_tests {
             any_node_rescues_an_expired_lease,
             nodes_finishing_a_job_together_settle_it,
             nodes_creating_one_key_together_make_one_job,
+            nodes_racing_for_a_duty_give_it_to_one,
         );
     };
     (@each $harness:expr; $($name:ident),+ $(,)?) => {
@@ -118,6 +119,7 @@ macro_rules! conformance_tests {
             requeue_brings_dead_and_cancelled_tasks_back,
             ended_jobs_are_deleted_oldest_first,
             claims_leave_large_payloads_in_the_store,
+            duties_have_one_holder_per_term,
             model_based_random_ops,
         );
     };
@@ -162,6 +164,7 @@ pub async fn run_all(h: &dyn Harness) {
     requeue_brings_dead_and_cancelled_tasks_back(h).await;
     ended_jobs_are_deleted_oldest_first(h).await;
     claims_leave_large_payloads_in_the_store(h).await;
+    duties_have_one_holder_per_term(h).await;
     model_based_random_ops(h).await;
 }
 
@@ -596,6 +599,80 @@ pub async fn claims_leave_large_payloads_in_the_store(h: &dyn Harness) {
     assert_eq!(whole[0].payload, big);
 }
 
+/// A duty has one holder at a time: others get it only when the holder's
+/// term ran out or was given up, and then in a new term; a term that is no
+/// longer current can neither be renewed nor given up.
+pub async fn duties_have_one_holder_per_term(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let lease = Duration::from_secs(10);
+    let a = store
+        .take_duty("sweep", "node-a", lease)
+        .await
+        .expect("take")
+        .expect("a free duty is taken");
+    assert_eq!((a.term, a.holder.as_str()), (1, "node-a"));
+    assert_eq!(
+        store
+            .take_duty("sweep", "node-b", lease)
+            .await
+            .expect("take"),
+        None
+    );
+    let again = store
+        .take_duty("sweep", "node-a", lease)
+        .await
+        .expect("take");
+    assert_eq!(again.map(|t| t.term), Some(1), "its holder keeps its term");
+    clock.advance(Duration::from_secs(6));
+    let a = store
+        .renew_duty(&a, lease)
+        .await
+        .expect("renew")
+        .expect("a current term renews");
+    assert_eq!(a.until, rota_core::Clock::now(&*clock) + lease);
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        store.renew_duty(&a, lease).await.expect("renew"),
+        None,
+        "a term that ran out does not renew"
+    );
+    let b = store
+        .take_duty("sweep", "node-b", lease)
+        .await
+        .expect("take")
+        .expect("a run-out duty is taken");
+    assert_eq!(b.term, 2, "a new holder starts a new term");
+    assert_eq!(
+        store
+            .take_duty("sweep", "node-a", lease)
+            .await
+            .expect("take"),
+        None
+    );
+    store.release_duty(&a).await.expect("release a stale term");
+    assert_eq!(
+        store
+            .take_duty("sweep", "node-c", lease)
+            .await
+            .expect("take"),
+        None,
+        "giving up a stale term changes nothing"
+    );
+    store.release_duty(&b).await.expect("release");
+    let c = store
+        .take_duty("sweep", "node-c", lease)
+        .await
+        .expect("take")
+        .expect("a given-up duty is free");
+    assert_eq!(c.term, 3);
+    let other = store
+        .take_duty("retention", "node-a", lease)
+        .await
+        .expect("take")
+        .expect("duties are apart");
+    assert_eq!(other.term, 1);
+}
+
 async fn get_opt(store: &dyn Store, id: JobId) -> Option<Job> {
     store.get_job(id).await.expect("get_job failed")
 }
@@ -744,6 +821,32 @@ pub async fn nodes_finishing_a_job_together_settle_it(h: &dyn NodeHarness) {
             "round {round}: {:?}",
             job.counts
         );
+    }
+}
+
+/// Nodes racing for one duty give it to exactly one of them, term after
+/// term.
+pub async fn nodes_racing_for_a_duty_give_it_to_one(h: &dyn NodeHarness) {
+    let (clock, nodes) = setup_nodes(h, 3).await;
+    let lease = Duration::from_secs(5);
+    for round in 1..=5u64 {
+        let mut handles = Vec::new();
+        for (n, node) in nodes.iter().enumerate() {
+            let store = Arc::clone(node);
+            handles.push(tokio::spawn(async move {
+                store
+                    .take_duty("cron", &format!("node-{n}-{round}"), lease)
+                    .await
+                    .expect("take_duty")
+            }));
+        }
+        let mut got = Vec::new();
+        for handle in handles {
+            got.extend(handle.await.expect("taker panicked"));
+        }
+        assert_eq!(got.len(), 1, "round {round}: {got:?}");
+        assert_eq!(got[0].term, round, "each round is a new term");
+        clock.advance(lease + Duration::from_secs(1));
     }
 }
 

@@ -16,11 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, FileFilter, FileReport,
-    FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobId, JobStart,
-    JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding,
-    Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState,
-    Timing,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, DutyTerm, FileFilter,
+    FileReport, FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter,
+    JobId, JobStart, JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome,
+    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
+    TaskId, TaskState, Timing,
 };
 use rusqlite::types::Value;
 
@@ -36,7 +36,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, Trans
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
 pub const DEFAULT_JOB_LIMIT: u32 = 100;
@@ -139,6 +139,12 @@ CREATE TABLE IF NOT EXISTS callbacks (
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS callbacks_open ON callbacks (job_id) WHERE done = 0;
+CREATE TABLE IF NOT EXISTS duties (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    term   INTEGER NOT NULL,
+    until  INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS tasks_job_state ON tasks (job_id, state);
 ";
@@ -244,6 +250,7 @@ impl SqliteStore {
         // timing (priority, run-at, timeout) and task deadlines, claims by
         // priority, and adds `callbacks`, which the schema above creates.
         // Version 5 keeps a held job's ingest plan and who runs it, until when.
+        // Version 6 adds `duties`, which the schema above creates.
         for (table, column, ty) in [
             ("tasks", "progress", "TEXT"),
             ("tasks", "priority", "INTEGER NOT NULL DEFAULT 0"),
@@ -1761,6 +1768,97 @@ impl Store for SqliteStore {
                 .db()?;
             }
             Ok((require_job(tx, &id)?, n as u64))
+        })
+        .await
+    }
+
+    async fn take_duty(
+        &self,
+        duty: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<DutyTerm>, StoreError> {
+        let (duty, holder) = (duty.to_owned(), holder.to_owned());
+        let lease = millis(lease);
+        self.write(move |tx, now| {
+            let until = now.saturating_add(lease);
+            let current: Option<(String, i64, i64)> = tx
+                .prepare_cached("SELECT holder, term, until FROM duties WHERE name = ?1")
+                .db()?
+                .query_row([&duty], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .db()?;
+            let term = match current {
+                None => 1,
+                Some((h, term, end)) if h == holder && end > now => term,
+                Some((_, term, end)) if end <= now => term + 1,
+                Some(_) => return Ok(None),
+            };
+            tx.prepare_cached(
+                "INSERT INTO duties (name, holder, term, until) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                     term = excluded.term, until = excluded.until",
+            )
+            .db()?
+            .execute(rusqlite::params![duty, holder, term, until])
+            .db()?;
+            Ok(Some(DutyTerm {
+                duty,
+                holder,
+                term: to_u64(term),
+                until: time(until)?,
+            }))
+        })
+        .await
+    }
+
+    async fn renew_duty(
+        &self,
+        term: &DutyTerm,
+        lease: Duration,
+    ) -> Result<Option<DutyTerm>, StoreError> {
+        let term = term.clone();
+        let lease = millis(lease);
+        self.write(move |tx, now| {
+            let until = now.saturating_add(lease);
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE duties SET until = ?5
+                     WHERE name = ?1 AND holder = ?2 AND term = ?3 AND until > ?4",
+                )
+                .db()?
+                .execute(rusqlite::params![
+                    term.duty,
+                    term.holder,
+                    to_i64(term.term, "term")?,
+                    now,
+                    until
+                ])
+                .db()?;
+            Ok((changed == 1).then(|| DutyTerm {
+                until: time(until).unwrap_or(term.until),
+                ..term
+            }))
+        })
+        .await
+    }
+
+    async fn release_duty(&self, term: &DutyTerm) -> Result<(), StoreError> {
+        let term = term.clone();
+        self.write(move |tx, now| {
+            tx.prepare_cached(
+                "UPDATE duties SET until = MIN(until, ?4)
+                 WHERE name = ?1 AND holder = ?2 AND term = ?3",
+            )
+            .db()?
+            .execute(rusqlite::params![
+                term.duty,
+                term.holder,
+                to_i64(term.term, "term")?,
+                now
+            ])
+            .db()?;
+            Ok(())
         })
         .await
     }

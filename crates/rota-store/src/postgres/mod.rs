@@ -29,10 +29,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rota_core::{
-    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, FileFilter, FileReport,
-    FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobId, JobStart,
-    JobState, Lease, LeaseRef, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report,
-    RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter, TaskId, TaskState, Timing,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, DutyTerm, FileFilter,
+    FileReport, FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter,
+    JobId, JobStart, JobState, Lease, LeaseRef, NewCallback, NewJob, NewTask, Outcome,
+    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
+    TaskId, TaskState, Timing,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, GenericClient, Row, Statement, Transaction};
@@ -1954,6 +1955,90 @@ impl Store for PgStore {
         }
         tx.commit().await.pg()?;
         Ok(ids.len() as u64)
+    }
+
+    async fn take_duty(
+        &self,
+        duty: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<DutyTerm>, StoreError> {
+        let now = self.now();
+        let until = now.saturating_add(millis(lease));
+        let mut conn = self.pool.get().await?;
+        let (client, stmts) = conn.split();
+        // One statement: a free or run-out duty changes hands (a new term),
+        // its holder's goes on, anyone else's is left alone.
+        let row = client
+            .query_opt(
+                &prepare(
+                    client,
+                    stmts,
+                    "INSERT INTO duties AS d (name, holder, term, until) VALUES ($1, $2, 1, $4)
+                     ON CONFLICT (name) DO UPDATE SET
+                         term = CASE WHEN d.holder = excluded.holder AND d.until > $3
+                                     THEN d.term ELSE d.term + 1 END,
+                         holder = excluded.holder, until = excluded.until
+                     WHERE d.until <= $3 OR d.holder = excluded.holder
+                     RETURNING term, until",
+                )
+                .await?,
+                &[&duty, &holder, &now, &until],
+            )
+            .await
+            .pg()?;
+        row.map(|r| {
+            Ok(DutyTerm {
+                duty: duty.to_owned(),
+                holder: holder.to_owned(),
+                term: to_u64(r.get(0)),
+                until: time(r.get(1))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn renew_duty(
+        &self,
+        term: &DutyTerm,
+        lease: Duration,
+    ) -> Result<Option<DutyTerm>, StoreError> {
+        let now = self.now();
+        let until = now.saturating_add(millis(lease));
+        let conn = self.pool.get().await?;
+        let changed = conn
+            .client
+            .execute(
+                "UPDATE duties SET until = $5
+                 WHERE name = $1 AND holder = $2 AND term = $3 AND until > $4",
+                &[
+                    &term.duty,
+                    &term.holder,
+                    &to_i64(term.term, "term")?,
+                    &now,
+                    &until,
+                ],
+            )
+            .await
+            .pg()?;
+        Ok((changed == 1).then(|| DutyTerm {
+            until: time(until).unwrap_or(term.until),
+            ..term.clone()
+        }))
+    }
+
+    async fn release_duty(&self, term: &DutyTerm) -> Result<(), StoreError> {
+        let now = self.now();
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(
+                "UPDATE duties SET until = LEAST(until, $4)
+                 WHERE name = $1 AND holder = $2 AND term = $3",
+                &[&term.duty, &term.holder, &to_i64(term.term, "term")?, &now],
+            )
+            .await
+            .pg()?;
+        Ok(())
     }
 
     async fn wait_for_work(&self, _queues: &[String], timeout: Duration) {

@@ -5,7 +5,7 @@
 //! what ran.
 
 /// The migrations, by version (1-based: `MIGRATIONS[0]` is version 1).
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The advisory lock every migration runs under (`rota` + `migr` in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x726f_7461_6d69_6772;
@@ -177,4 +177,15 @@ CREATE TRIGGER tasks_counted_on_update AFTER UPDATE ON tasks
 CREATE TRIGGER tasks_counted_on_delete AFTER DELETE ON tasks
     REFERENCING OLD TABLE AS deleted
     FOR EACH STATEMENT EXECUTE FUNCTION rota_count_deleted();
+"#;
+
+/// Version 2: the holders of singleton duties, one row a duty, each hold a
+/// numbered term.
+const V2: &str = r#"
+CREATE TABLE duties (
+    name   TEXT COLLATE "C" PRIMARY KEY,
+    holder TEXT NOT NULL,
+    term   BIGINT NOT NULL,
+    until  BIGINT NOT NULL
+);
 "#;
