@@ -10,8 +10,10 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use rota_core::{JobId, Store, Task, TaskFilter};
+
 use crate::serve::{get, post};
-use crate::support::{Scratch, finish, signal};
+use crate::support::{Scratch, finish, runtime, signal, wait_until, write_csv};
 
 const TOKEN: &str = "nodes-test-token-0123456789";
 
@@ -28,24 +30,31 @@ fn store_url() -> String {
 
 /// `rota serve` on `store`, its log in `log`.
 fn node(s: &Scratch, store: &str, log: &str) -> (Child, String) {
+    node_with(s, store, log, &[])
+}
+
+/// `rota serve` on `store` with `extra` flags, its log in `log`.
+fn node_with(s: &Scratch, store: &str, log: &str, extra: &[&str]) -> (Child, String) {
     let tokens = s.path("tokens");
     std::fs::write(&tokens, format!("{TOKEN} admin\n")).expect("tokens");
     let tokens = tokens.to_string_lossy().into_owned();
     let log = std::fs::File::create(s.path(log)).expect("log file");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        &tokens,
+        "--store",
+        store,
+    ];
+    args.extend_from_slice(extra);
     crate::serve::listening(
-        s.command(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tokens",
-            &tokens,
-            "--store",
-            store,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn rota serve"),
+        s.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rota serve"),
     )
 }
 
@@ -116,4 +125,120 @@ fn a_worker_on_one_node_gets_work_scheduled_through_another() {
         assert!(status.success(), "{log}");
         assert!(!log.contains(TOKEN), "{log}");
     }
+}
+
+/// Every task of a job, in key order.
+async fn all_tasks(store: &dyn Store, id: JobId) -> Vec<Task> {
+    let mut all: Vec<Task> = Vec::new();
+    loop {
+        let page = store
+            .list_tasks(
+                id,
+                TaskFilter {
+                    after_key: all.last().map(|t| t.key.clone()),
+                    limit: 500,
+                    ..TaskFilter::default()
+                },
+            )
+            .await
+            .expect("list tasks");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// A node killed in the middle of a batch job's ingest leaves it to another
+/// node, which finishes it once the dead node's claim runs out: the job
+/// then holds exactly what a clean `rota ingest` makes of the file.
+#[test]
+fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
+    const ROWS: u64 = 150_000;
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let file = data.join("big.csv");
+    write_csv(&file, ROWS);
+    let store_url = store_url();
+    let allow = ["--allow-source", data.to_str().expect("path")];
+    let (a, url_a) = node_with(&s, &store_url, "a.log", &allow);
+    let (b, url_b) = node_with(&s, &store_url, "b.log", &allow);
+    let made = post(
+        &url_a,
+        "/schedule",
+        TOKEN,
+        &serde_json::json!({ "spec": "test", "batch": {
+            "source": file.to_str().expect("path"), "max_rows": 5, "payload": "ndjson" } }),
+    );
+    let id: JobId = made["jobs"][0]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("job id");
+    wait_until(Duration::from_secs(60), "node a made some tasks", || {
+        get(&url_b, &format!("/jobs/{id}"), TOKEN)["counts"]["total"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    signal(&a, "KILL");
+    let _ = finish(a, Duration::from_secs(20));
+    let rt = runtime();
+    let store = rt
+        .block_on(rota_store::open_store(&store_url))
+        .expect("open the store");
+    let job = rt
+        .block_on(store.get_job(id))
+        .expect("get job")
+        .expect("the job");
+    assert!(
+        !job.released && job.counts.total > 0,
+        "the kill did not land mid-ingest: {job:?}"
+    );
+    let before = job.counts.total;
+    wait_until(
+        Duration::from_secs(120),
+        "node b finished the ingest",
+        || {
+            let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
+            assert!(!job.state.is_terminal(), "{job:?}");
+            job.released
+        },
+    );
+    signal(&b, "TERM");
+    let (status, log) = finish(b, Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    let log = std::fs::read_to_string(s.path("b.log")).expect("node b's log");
+    assert!(
+        log.contains("resuming the interrupted batch ingest"),
+        "{log}"
+    );
+
+    let clean = Scratch::new();
+    let summary = clean.ingest(&file, &["--batch-rows", "5", "--payload", "ndjson"]);
+    let want = crate::support::tasks(&clean, crate::support::job_id(&summary));
+    let theirs = clean.store();
+    rt.block_on(async {
+        let got = all_tasks(&*store, id).await;
+        assert!(got.len() as u64 > before, "node b added the rest");
+        assert_eq!(got.len(), want.len(), "as many tasks as a clean ingest");
+        let mut seen = vec![false; usize::try_from(ROWS).expect("rows") + 1];
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.key, g.rows), (&w.key, w.rows), "task {}", g.key);
+            let payload = store.get_payload(g.id).await.expect("payload");
+            assert!(
+                payload == theirs.get_payload(w.id).await.expect("payload"),
+                "task {}: payloads differ",
+                g.key
+            );
+            for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let row: serde_json::Value = serde_json::from_slice(line).expect("ndjson");
+                let n = usize::try_from(row["id"].as_u64().expect("id")).expect("id");
+                assert!(!seen[n], "row {n} twice");
+                seen[n] = true;
+            }
+        }
+        assert!(seen[1..].iter().all(|s| *s), "every row once");
+    });
 }
