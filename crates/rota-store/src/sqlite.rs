@@ -586,19 +586,25 @@ fn derive_job_state(conn: &Connection, id: &str, now: i64) -> Result<(), StoreEr
     if !released || state.is_terminal() {
         return Ok(());
     }
-    let (unfinished, dead): (i64, i64) = conn
+    // Seeks in the (job, state) index, never a count of the job's tasks:
+    // this runs on every report.
+    let unfinished: bool = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(state IN ('scheduled', 'queued', 'running', 'retrying')), 0),
-                    COALESCE(SUM(state = 'dead'), 0)
-             FROM tasks WHERE job_id = ?1",
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1
+                            AND state IN ('scheduled', 'queued', 'running', 'retrying'))",
         )
         .db()?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id], |r| r.get(0))
         .db()?;
-    if unfinished > 0 {
+    if unfinished {
         return Ok(());
     }
-    let end = if dead > 0 {
+    let dead: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1 AND state = 'dead')")
+        .db()?
+        .query_row([id], |r| r.get(0))
+        .db()?;
+    let end = if dead {
         JobState::Failed
     } else {
         JobState::Succeeded

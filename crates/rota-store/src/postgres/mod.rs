@@ -8,13 +8,16 @@
 //! and never share a task. Heartbeats and reports are fenced by `(task,
 //! attempt, lease token)` in the statement that writes.
 //!
-//! A transaction that changes a job's state (report, rescue, release, fail,
-//! cancel) first locks the job's row, then its tasks. Holding the job row is
-//! what lets the last of two concurrent completions see the other one and
-//! settle the job; taking it before the tasks keeps the lock order the same
-//! everywhere. A claim never waits for a job row: it moves a job from
-//! `pending` to `running` only if the row is free (`SKIP LOCKED`), and
-//! otherwise leaves that to the next claim or to the job's settling.
+//! A transaction that changes a job's tasks by the job's state locks the
+//! job's row before its tasks, so the lock order is the same everywhere.
+//! Release, fail, cancel and rescue lock it exclusively and settle the job
+//! inside. Reports share the lock (a cancel waits for them, they do not wait
+//! for each other), and settle the job once they committed: of two reports
+//! ending a job's last tasks side by side, the one that settles last sees
+//! both. A job whose reporter died between its commit and its settling is
+//! settled by the rescue sweep. A claim never waits for a job row: it moves a
+//! job from `pending` to `running` only if the row is free (`SKIP LOCKED`),
+//! and otherwise leaves that to the next claim or to the job's settling.
 //!
 //! Times are the store clock's milliseconds, as in the SQLite store: the
 //! nodes' clocks must agree to within a small fraction of the lease.
@@ -411,7 +414,7 @@ impl PgStore {
         let ids: Vec<i64> = expired.iter().map(|r| r.get(0)).collect();
         let job_ids: Vec<String> = expired.iter().map(|r| r.get(1)).collect();
         let tx = client.transaction().await.pg()?;
-        let mut jobs = lock_jobs(&tx, stmts, &job_ids).await?;
+        let mut jobs = lock_jobs(&tx, stmts, &job_ids, JobLock::Exclusive).await?;
         // Fenced again under the lock: another node may have rescued them,
         // or a heartbeat extended them, since they were read.
         let rows = tx
@@ -593,26 +596,38 @@ async fn require_job_exists(
     found.map(|_| ()).ok_or_else(|| job_not_found(id))
 }
 
+/// How [`lock_jobs`] locks job rows.
+#[derive(Clone, Copy)]
+enum JobLock {
+    /// Alone: the caller settles the jobs inside its transaction.
+    Exclusive,
+    /// Shared with other reporters, excluding only a cancel or a fail (which
+    /// lock exclusively): concurrent reports of one job's tasks do not wait
+    /// on each other, and settle the job after they commit.
+    Shared,
+}
+
 /// Locks the rows of `ids` (in id order, as every locker does) and returns
 /// what failing their tasks' attempts needs to know of them.
 async fn lock_jobs(
     tx: &Transaction<'_>,
     stmts: &mut Statements,
     ids: &[String],
+    mode: JobLock,
 ) -> Result<HashMap<String, JobInfo>, StoreError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
+    let sql = match mode {
+        JobLock::Exclusive => {
+            "SELECT id, state, retry FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        }
+        JobLock::Shared => {
+            "SELECT id, state, retry FROM jobs WHERE id = ANY($1) ORDER BY id FOR SHARE"
+        }
+    };
     let rows = tx
-        .query(
-            &prepare(
-                tx,
-                stmts,
-                "SELECT id, state, retry FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            )
-            .await?,
-            &[&ids],
-        )
+        .query(&prepare(tx, stmts, sql).await?, &[&ids])
         .await
         .pg()?;
     let mut out = HashMap::with_capacity(rows.len());
@@ -705,10 +720,13 @@ async fn fail_attempts(
 }
 
 /// Settles a released, unended job whose tasks have all ended: `failed` if
-/// any is dead, else `succeeded`. The caller holds the job's row lock, so
-/// every other change to its tasks' states is committed or waits.
+/// any is dead, else `succeeded`. Either the caller holds the job's row
+/// exclusively (every other change to its tasks is committed or waits), or
+/// it runs this after committing its own changes: of two transactions that
+/// end a job's last tasks side by side, the one whose settling starts last
+/// sees both committed.
 async fn settle_job(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     stmts: &mut Statements,
     id: &str,
     now: i64,
@@ -1603,6 +1621,12 @@ impl Store for PgStore {
         self.rescue().await?;
         let now = self.now();
         let expires = now.saturating_add(millis(req.lease));
+        // Each queue is an ordered range of the claim index: the claim takes
+        // the first few of each (never sorting a whole queue) and the best of
+        // those.
+        let mut queues = req.queues.clone();
+        queues.sort_unstable();
+        queues.dedup();
         let mut conn = self.pool.get().await?;
         let (client, stmts) = conn.split();
         let tx = client.transaction().await.pg()?;
@@ -1612,13 +1636,17 @@ impl Store for PgStore {
                     &tx,
                     stmts,
                     "WITH picked AS (
-                         SELECT id FROM tasks
-                         WHERE queue = ANY($1) AND state IN ('queued', 'retrying')
-                           AND available_at <= $2
-                           AND (cardinality($3::TEXT[]) = 0 OR spec = ANY($3))
-                         ORDER BY priority DESC, available_at, id
-                         LIMIT $4
-                         FOR UPDATE SKIP LOCKED)
+                         SELECT c.id FROM unnest($1::TEXT[]) AS q(name)
+                         CROSS JOIN LATERAL (
+                             SELECT id, priority, available_at FROM tasks
+                             WHERE queue = q.name AND state IN ('queued', 'retrying')
+                               AND available_at <= $2
+                               AND (cardinality($3::TEXT[]) = 0 OR spec = ANY($3))
+                             ORDER BY priority DESC, available_at, id
+                             LIMIT $4
+                             FOR UPDATE SKIP LOCKED) c
+                         ORDER BY c.priority DESC, c.available_at, c.id
+                         LIMIT $4)
                      UPDATE tasks t SET state = 'running', attempt = t.attempt + 1,
                             lease_token = gen_random_uuid()::TEXT, worker = $5, progress = NULL,
                             deadline = $2 + t.timeout_ms,
@@ -1631,7 +1659,7 @@ impl Store for PgStore {
                 )
                 .await?,
                 &[
-                    &req.queues,
+                    &queues,
                     &now,
                     &req.specs,
                     &i64::from(req.limit),
@@ -1850,7 +1878,37 @@ impl Store for PgStore {
     }
 
     async fn rescue_expired(&self) -> Result<u64, StoreError> {
-        self.rescue().await
+        let rescued = self.rescue().await?;
+        // Jobs whose last report committed but whose reporter died before
+        // settling them.
+        let now = self.now();
+        let mut conn = self.pool.get().await?;
+        let (client, stmts) = conn.split();
+        client
+            .execute(
+                &prepare(
+                    client,
+                    stmts,
+                    "UPDATE jobs j
+                     SET state = CASE WHEN c.dead > 0 THEN 'failed' ELSE 'succeeded' END,
+                         updated_at = $1, finished_at = $1
+                     FROM (SELECT job_id,
+                                  SUM(n) FILTER (WHERE state IN
+                                      ('scheduled', 'queued', 'running', 'retrying')) AS open,
+                                  SUM(n) FILTER (WHERE state = 'dead') AS dead
+                           FROM job_counts
+                           WHERE job_id IN (SELECT id FROM jobs
+                                            WHERE state IN ('pending', 'running') AND released)
+                           GROUP BY job_id) c
+                     WHERE j.id = c.job_id AND COALESCE(c.open, 0) = 0
+                       AND j.state IN ('pending', 'running') AND j.released",
+                )
+                .await?,
+                &[&now],
+            )
+            .await
+            .pg()?;
+        Ok(rescued)
     }
 
     async fn requeue(&self, job: JobId, states: &[TaskState]) -> Result<(Job, u64), StoreError> {
@@ -2291,7 +2349,7 @@ impl PgStore {
             .await
             .pg()?;
         let owners: Vec<String> = owners.iter().map(|r| r.get(0)).collect();
-        let mut jobs = lock_jobs(&tx, stmts, &owners).await?;
+        let mut jobs = lock_jobs(&tx, stmts, &owners, JobLock::Shared).await?;
         let attempts: Vec<i32> = reports
             .iter()
             .map(|r| i32::try_from(r.lease.attempt).unwrap_or(i32::MAX))
@@ -2388,12 +2446,14 @@ impl PgStore {
         for (at, state) in failed_at.into_iter().zip(states) {
             out[at] = Ok(state);
         }
+        tx.commit().await.pg()?;
+        // Settled after the commit (see `settle_job`); were this process to
+        // die first, the rescue sweep settles the job.
         let mut touched: Vec<String> = touched.into_iter().collect();
         touched.sort_unstable();
         for job in &touched {
-            settle_job(&tx, stmts, job, now).await?;
+            settle_job(client, stmts, job, now).await?;
         }
-        tx.commit().await.pg()?;
         Ok(out)
     }
 }

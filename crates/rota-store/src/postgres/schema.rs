@@ -51,6 +51,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_ingest_plans ON jobs (created_at, id)
     WHERE ingest_plan IS NOT NULL AND NOT released;
 CREATE INDEX jobs_ended ON jobs (finished_at, id) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_open ON jobs (id) WHERE state IN ('pending', 'running');
 CREATE TABLE tasks (
     id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id           TEXT COLLATE "C" NOT NULL,
