@@ -115,7 +115,7 @@ enum Fresh {
     /// A PostgreSQL schema of its own.
     Postgres {
         url: String,
-        config: tokio_postgres::Config,
+        config: Box<tokio_postgres::Config>,
         schema: String,
     },
     /// A SQLite file the benchmark created.
@@ -137,7 +137,7 @@ impl Fresh {
             let (config, _) = rota_store::parse_url(&url)?;
             Ok(Self::Postgres {
                 url,
-                config,
+                config: Box::new(config),
                 schema,
             })
         } else {
@@ -292,6 +292,7 @@ async fn claim_loop(
                 limit: batch,
                 lease: Duration::from_secs(300),
                 specs: Vec::new(),
+                inline_max: None,
             })
             .await?;
         stats.claim_time += start.elapsed();

@@ -23,7 +23,8 @@ pub(super) const MIGRATION_LOCK: i64 = 0x726f_7461_6d69_6772;
 /// statement-level triggers on `tasks` from the rows each statement changed.
 /// A statement adds its deltas to one of eight shards picked at random, so
 /// concurrent claims on one job rarely wait on one counter row; readers sum
-/// the shards.
+/// the shards. The trigger functions keep the search path they were made
+/// with, so a statement from any session counts into this schema's table.
 const V1: &str = r#"
 CREATE TABLE specs (
     name TEXT COLLATE "C" PRIMARY KEY,
@@ -133,7 +134,8 @@ CREATE TABLE callbacks (
 );
 CREATE INDEX callbacks_open ON callbacks (job_id) WHERE NOT done;
 
-CREATE FUNCTION rota_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION rota_count_inserted() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO job_counts AS c (job_id, state, shard, queue, n)
     SELECT d.job_id, d.state, s.shard, d.queue, d.n
@@ -144,7 +146,8 @@ BEGIN
     ON CONFLICT (job_id, state, shard) DO UPDATE SET n = c.n + excluded.n;
     RETURN NULL;
 END $$;
-CREATE FUNCTION rota_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION rota_count_updated() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO job_counts AS c (job_id, state, shard, queue, n)
     SELECT d.job_id, d.state, s.shard, d.queue, d.n
@@ -158,7 +161,8 @@ BEGIN
     ON CONFLICT (job_id, state, shard) DO UPDATE SET n = c.n + excluded.n;
     RETURN NULL;
 END $$;
-CREATE FUNCTION rota_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION rota_count_deleted() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO job_counts AS c (job_id, state, shard, queue, n)
     SELECT d.job_id, d.state, s.shard, d.queue, -d.n
