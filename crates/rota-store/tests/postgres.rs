@@ -166,6 +166,7 @@ async fn store_errors_never_show_the_password() {
         "postgres://rota@127.0.0.1:1/test?password=s3cret-pw&connect_timeout=2",
         "postgres://rota:s3cret-pw@127.0.0.1/test?pool_size=0",
         "postgres://rota:s3cret-pw@127.0.0.1/test?nonsense=s3cret-pw",
+        "postgres://rota:s3cret-pw@127.0.0.1/test?sslmode=require",
     ] {
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let Err(err) = PgStore::connect(url, clock).await else {
@@ -173,6 +174,13 @@ async fn store_errors_never_show_the_password() {
         };
         let text = format!("{err} {err:?}");
         assert!(!text.contains("s3cret"), "{url}: {text}");
+        if url.contains("sslmode=require") {
+            assert!(
+                matches!(err, rota_core::StoreError::Invalid { .. })
+                    && text.contains("not supported"),
+                "TLS is refused as unsupported, not as a passing failure: {text}"
+            );
+        }
     }
 }
 

@@ -246,6 +246,13 @@ pub fn parse_url(url: &str) -> Result<(Config, PgOptions), StoreError> {
             .map_err(|e: tokio_postgres::Error| StoreError::Invalid {
                 message: format!("the PostgreSQL store URL is not valid: {e}"),
             })?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StoreError::Invalid {
+            message: "TLS to PostgreSQL (sslmode=require) is not supported yet: use \
+                      sslmode=disable over a private network, or a TLS tunnel"
+                .into(),
+        });
+    }
     if config.get_application_name().is_none() {
         config.application_name("rota");
     }
