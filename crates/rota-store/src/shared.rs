@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rota_core::{JobState, PayloadEncoding, RetryPolicy, StoreError, TaskId, TaskState, Timing};
+use rota_core::{
+    JobStart, JobState, NewJob, PayloadEncoding, RetryPolicy, StoreError, TaskId, TaskState, Timing,
+};
 
 pub(crate) fn corrupt(message: String) -> StoreError {
     StoreError::Backend(message.into())
@@ -165,6 +167,51 @@ pub(crate) fn requeue_released(job: &rota_core::Job) -> Result<(), StoreError> {
                 "job {} was never released (its ingest failed or still runs); nothing to requeue",
                 job.id
             ),
+        })
+    }
+}
+
+/// A new job's columns as both stores write them, checked and encoded.
+pub(crate) struct JobColumns {
+    pub(crate) params: String,
+    pub(crate) retry: String,
+    pub(crate) timing: String,
+    pub(crate) ingest: Option<String>,
+    /// The ingest plan, its holder and the claim's length in milliseconds.
+    pub(crate) plan: Option<(String, String, i64)>,
+    /// Each callback's URL and events.
+    pub(crate) callbacks: Vec<(String, String)>,
+}
+
+impl JobColumns {
+    /// Checks `job` (at least one attempt, a queue) and encodes it and what
+    /// it starts with.
+    pub(crate) fn of(job: &NewJob, start: &JobStart) -> Result<Self, StoreError> {
+        if job.retry.max_attempts == 0 {
+            return Err(StoreError::Invalid {
+                message: "retry policy needs max attempts of at least 1".into(),
+            });
+        }
+        if job.queue.is_empty() {
+            return Err(StoreError::Invalid {
+                message: "a job needs a queue name".into(),
+            });
+        }
+        Ok(Self {
+            params: json(&job.params)?,
+            retry: json(&job.retry)?,
+            timing: json(&job.timing)?,
+            ingest: job.ingest.as_ref().map(json).transpose()?,
+            plan: start
+                .ingest
+                .as_ref()
+                .map(|p| Ok::<_, StoreError>((json(&p.plan)?, p.holder.clone(), millis(p.lease))))
+                .transpose()?,
+            callbacks: start
+                .callbacks
+                .iter()
+                .map(|c| Ok::<_, StoreError>((c.url.clone(), json(&c.events)?)))
+                .collect::<Result<Vec<_>, _>>()?,
         })
     }
 }

@@ -26,8 +26,8 @@ use rusqlite::types::Value;
 
 use crate::payload_files::{Appender, FILE_MIN_BYTES, PayloadFiles};
 use crate::shared::{
-    JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis, opt_time,
-    pack, parse, requeue_released, requeue_states, time, to_i64, to_u32, to_u64, unpack,
+    JobColumns, JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis,
+    opt_time, pack, parse, requeue_released, requeue_states, time, to_i64, to_u32, to_u64, unpack,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
@@ -952,30 +952,14 @@ impl Store for SqliteStore {
         job: NewJob,
         start: JobStart,
     ) -> Result<(Job, bool), StoreError> {
-        if job.retry.max_attempts == 0 {
-            return Err(StoreError::Invalid {
-                message: "retry policy needs max attempts of at least 1".into(),
-            });
-        }
-        if job.queue.is_empty() {
-            return Err(StoreError::Invalid {
-                message: "a job needs a queue name".into(),
-            });
-        }
-        let params = json(&job.params)?;
-        let retry = json(&job.retry)?;
-        let timing = json(&job.timing)?;
-        let ingest = job.ingest.as_ref().map(json).transpose()?;
-        let plan = start
-            .ingest
-            .as_ref()
-            .map(|p| Ok::<_, StoreError>((json(&p.plan)?, p.holder.clone(), millis(p.lease))))
-            .transpose()?;
-        let callbacks = start
-            .callbacks
-            .iter()
-            .map(|c| Ok::<_, StoreError>((c.url.clone(), json(&c.events)?)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let JobColumns {
+            params,
+            retry,
+            timing,
+            ingest,
+            plan,
+            callbacks,
+        } = JobColumns::of(&job, &start)?;
         let packed = self.pack_tasks(start.tasks).await?;
         let files = self.files.clone();
         let (made, created, end) = self

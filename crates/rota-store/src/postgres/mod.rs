@@ -42,8 +42,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, GenericClient, Row, Statement, Transaction};
 
 use crate::shared::{
-    JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis, opt_time,
-    pack, parse, requeue_released, requeue_states, time, to_i64, to_u32, to_u64, unpack,
+    JobColumns, JobInfo, after_failure, corrupt, first_run, from_json, job_timing, json, millis,
+    opt_time, pack, parse, requeue_released, requeue_states, time, to_i64, to_u32, to_u64, unpack,
 };
 use crate::{DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT};
 use listen::Listener;
@@ -1024,30 +1024,14 @@ impl Store for PgStore {
         job: NewJob,
         start: JobStart,
     ) -> Result<(Job, bool), StoreError> {
-        if job.retry.max_attempts == 0 {
-            return Err(StoreError::Invalid {
-                message: "retry policy needs max attempts of at least 1".into(),
-            });
-        }
-        if job.queue.is_empty() {
-            return Err(StoreError::Invalid {
-                message: "a job needs a queue name".into(),
-            });
-        }
-        let params = json(&job.params)?;
-        let retry = json(&job.retry)?;
-        let timing = json(&job.timing)?;
-        let ingest = job.ingest.as_ref().map(json).transpose()?;
-        let plan = start
-            .ingest
-            .as_ref()
-            .map(|p| Ok::<_, StoreError>((json(&p.plan)?, p.holder.clone(), millis(p.lease))))
-            .transpose()?;
-        let callbacks = start
-            .callbacks
-            .iter()
-            .map(|c| Ok::<_, StoreError>((c.url.clone(), json(&c.events)?)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let JobColumns {
+            params,
+            retry,
+            timing,
+            ingest,
+            plan,
+            callbacks,
+        } = JobColumns::of(&job, &start)?;
         let packed = self.pack_tasks(start.tasks).await?;
         let (job, plan, callbacks, packed) = (&job, &plan, &callbacks, &packed);
         let (params, retry, timing, ingest) = (&params, &retry, &timing, &ingest);
@@ -1322,76 +1306,25 @@ impl Store for PgStore {
         ingest: Option<IngestReport>,
     ) -> Result<Job, StoreError> {
         let ingest = ingest.as_ref().map(json).transpose()?;
-        let id = job.to_string();
-        let (id, ingest, error) = (&id, &ingest, &error);
-        again(|| async move {
-            let now = self.now();
-            let mut conn = self.pool.get().await?;
-            let (client, stmts) = conn.split();
-            let tx = client.transaction().await.pg()?;
-            let current = lock_job(&tx, stmts, id).await?;
-            if current.state.is_terminal() {
-                tx.commit().await.pg()?;
-                return Ok(current);
-            }
-            tx.execute(
-                &prepare(
-                    &tx,
-                    stmts,
-                    "UPDATE jobs SET state = 'failed', error = $2, ingest = COALESCE($3, ingest),
-                            updated_at = $4, finished_at = $4
-                     WHERE id = $1",
-                )
-                .await?,
-                &[&id, &error, &ingest, &now],
-            )
-            .await
-            .pg()?;
-            cancel_tasks(
-                &tx,
-                stmts,
-                id,
-                &["scheduled", "queued", "running", "retrying"],
-                now,
-            )
-            .await?;
-            let out = require_job(&tx, stmts, id).await?;
-            tx.commit().await.pg()?;
-            Ok(out)
-        })
+        self.end_job(
+            job,
+            JobState::Failed,
+            Some(&error),
+            ingest.as_deref(),
+            &["scheduled", "queued", "running", "retrying"],
+        )
         .await
     }
 
     async fn cancel_job(&self, job: JobId) -> Result<Job, StoreError> {
-        let id = job.to_string();
-        let id = &id;
-        again(|| async move {
-            let now = self.now();
-            let mut conn = self.pool.get().await?;
-            let (client, stmts) = conn.split();
-            let tx = client.transaction().await.pg()?;
-            let current = lock_job(&tx, stmts, id).await?;
-            if current.state.is_terminal() {
-                tx.commit().await.pg()?;
-                return Ok(current);
-            }
-            tx.execute(
-                &prepare(
-                    &tx,
-                    stmts,
-                    "UPDATE jobs SET state = 'cancelled', updated_at = $2, finished_at = $2
-                     WHERE id = $1",
-                )
-                .await?,
-                &[&id, &now],
-            )
-            .await
-            .pg()?;
-            cancel_tasks(&tx, stmts, id, &["scheduled", "queued", "retrying"], now).await?;
-            let out = require_job(&tx, stmts, id).await?;
-            tx.commit().await.pg()?;
-            Ok(out)
-        })
+        // Running tasks learn it at their next heartbeat.
+        self.end_job(
+            job,
+            JobState::Cancelled,
+            None,
+            None,
+            &["scheduled", "queued", "retrying"],
+        )
         .await
     }
 
@@ -2331,6 +2264,50 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// Ends a job that has not ended as `end` (failed or cancelled), with
+    /// its error and ingest report when given, and cancels its tasks in
+    /// `tasks`; an ended job is returned as it is.
+    async fn end_job(
+        &self,
+        job: JobId,
+        end: JobState,
+        error: Option<&str>,
+        ingest: Option<&str>,
+        tasks: &[&str],
+    ) -> Result<Job, StoreError> {
+        let id = job.to_string();
+        let id = &id;
+        again(|| async move {
+            let now = self.now();
+            let mut conn = self.pool.get().await?;
+            let (client, stmts) = conn.split();
+            let tx = client.transaction().await.pg()?;
+            let current = lock_job(&tx, stmts, id).await?;
+            if current.state.is_terminal() {
+                tx.commit().await.pg()?;
+                return Ok(current);
+            }
+            tx.execute(
+                &prepare(
+                    &tx,
+                    stmts,
+                    "UPDATE jobs SET state = $2, error = COALESCE($3, error),
+                            ingest = COALESCE($4, ingest), updated_at = $5, finished_at = $5
+                     WHERE id = $1",
+                )
+                .await?,
+                &[id, &end.as_str(), &error, &ingest, &now],
+            )
+            .await
+            .pg()?;
+            cancel_tasks(&tx, stmts, id, tasks, now).await?;
+            let out = require_job(&tx, stmts, id).await?;
+            tx.commit().await.pg()?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// One attempt at [`Store::report`], in one transaction: the reports'
     /// jobs are locked first, then their tasks are fenced and ended, and the
     /// jobs settled.
