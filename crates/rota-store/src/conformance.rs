@@ -118,6 +118,7 @@ macro_rules! conformance_tests {
             file_records_replace_and_page,
             requeue_brings_dead_and_cancelled_tasks_back,
             ended_jobs_are_deleted_oldest_first,
+            a_job_larger_than_a_deletion_chunk_is_deleted_whole,
             claims_leave_large_payloads_in_the_store,
             duties_have_one_holder_per_term,
             model_based_random_ops,
@@ -163,6 +164,7 @@ pub async fn run_all(h: &dyn Harness) {
     file_records_replace_and_page(h).await;
     requeue_brings_dead_and_cancelled_tasks_back(h).await;
     ended_jobs_are_deleted_oldest_first(h).await;
+    a_job_larger_than_a_deletion_chunk_is_deleted_whole(h).await;
     claims_leave_large_payloads_in_the_store(h).await;
     duties_have_one_holder_per_term(h).await;
     model_based_random_ops(h).await;
@@ -671,6 +673,29 @@ pub async fn duties_have_one_holder_per_term(h: &dyn Harness) {
         .expect("take")
         .expect("duties are apart");
     assert_eq!(other.term, 1);
+}
+
+/// Retention deletes a job of more tasks than it deletes at a time (the
+/// stores delete tasks in chunks) whole, tasks and counts included.
+pub async fn a_job_larger_than_a_deletion_chunk_is_deleted_whole(h: &dyn Harness) {
+    let (clock, store) = setup(h).await;
+    let big = job_with_tasks(&*store, "big", RetryPolicy::default(), 12_000).await;
+    let first = store
+        .list_tasks(big.id, TaskFilter::default())
+        .await
+        .expect("list")[0]
+        .id;
+    store.cancel_job(big.id).await.expect("cancel");
+    clock.advance(Duration::from_secs(60));
+    let cut = rota_core::Clock::now(&*clock);
+    assert_eq!(store.delete_ended(cut, 10).await.expect("delete"), 1);
+    assert!(get_opt(&*store, big.id).await.is_none());
+    assert!(matches!(
+        store.get_payload(first).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let counts = store.task_counts().await.expect("task_counts");
+    assert!(!counts.contains_key("big"), "{counts:?}");
 }
 
 async fn get_opt(store: &dyn Store, id: JobId) -> Option<Job> {

@@ -38,6 +38,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 6;
 
+/// Tasks one write transaction of retention deletes (with their payloads).
+const DELETE_CHUNK: i64 = 5_000;
+
 /// Jobs returned by [`Store::list_jobs`] when the filter's limit is 0.
 pub const DEFAULT_JOB_LIMIT: u32 = 100;
 
@@ -1855,6 +1858,41 @@ impl Store for SqliteStore {
 
     async fn delete_ended(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let before = before.timestamp_millis();
+        // The jobs' tasks go first, a bounded chunk a write transaction (the
+        // write lock is never held for a whole large job), each chunk only
+        // of jobs that are still ended and old.
+        loop {
+            let gone = self
+                .write(move |tx, _| {
+                    let ids: Vec<i64> = tx
+                        .prepare_cached(
+                            "SELECT t.id FROM tasks t
+                             WHERE t.job_id IN (
+                                 SELECT id FROM jobs
+                                 WHERE state IN ('succeeded', 'failed', 'cancelled')
+                                   AND finished_at < ?1
+                                 ORDER BY finished_at, id LIMIT ?2)
+                             LIMIT ?3",
+                        )
+                        .db()?
+                        .query_map(rusqlite::params![before, limit, DELETE_CHUNK], |r| r.get(0))
+                        .db()?
+                        .collect::<rusqlite::Result<_>>()
+                        .db()?;
+                    let list = json(&ids)?;
+                    for sql in [
+                        "DELETE FROM payloads WHERE task_id IN (SELECT value FROM json_each(?1))",
+                        "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))",
+                    ] {
+                        tx.prepare_cached(sql).db()?.execute([&list]).db()?;
+                    }
+                    Ok(i64::try_from(ids.len()).unwrap_or(i64::MAX))
+                })
+                .await?;
+            if gone < DELETE_CHUNK {
+                break;
+            }
+        }
         let ids = self
             .write(move |tx, _| {
                 let ids: Vec<String> = tx

@@ -60,6 +60,10 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// returned (as [`StoreError::Transient`]).
 const TX_ATTEMPTS: u32 = 4;
 
+/// Tasks one statement of retention deletes (with their payloads and
+/// results): no transaction grows with the size of a job.
+const DELETE_CHUNK: i64 = 5_000;
+
 /// Expired leases one rescue transaction handles.
 const RESCUE_BATCH: i64 = 1_000;
 
@@ -1911,9 +1915,62 @@ impl Store for PgStore {
         let before = before.timestamp_millis();
         let mut conn = self.pool.get().await?;
         let (client, stmts) = conn.split();
+        // The jobs' tasks go first, a bounded chunk a statement, each chunk
+        // only of jobs that are still ended and old.
+        let candidates: Vec<String> = client
+            .query(
+                &prepare(
+                    client,
+                    stmts,
+                    "SELECT id FROM jobs
+                     WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
+                     ORDER BY finished_at, id LIMIT $2",
+                )
+                .await?,
+                &[&before, &i64::from(limit)],
+            )
+            .await
+            .pg()?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let gone: i64 = client
+                .query_one(
+                    &prepare(
+                        client,
+                        stmts,
+                        "WITH gone AS (
+                             DELETE FROM tasks WHERE id IN (
+                                 SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id
+                                 WHERE t.job_id = ANY($1)
+                                   AND j.state IN ('succeeded', 'failed', 'cancelled')
+                                   AND j.finished_at < $2
+                                 LIMIT $3)
+                             RETURNING id),
+                         payloads AS (
+                             DELETE FROM task_payloads WHERE task_id IN (SELECT id FROM gone)),
+                         results AS (
+                             DELETE FROM task_results WHERE task_id IN (SELECT id FROM gone))
+                         SELECT count(*) FROM gone",
+                    )
+                    .await?,
+                    &[&candidates, &before, &DELETE_CHUNK],
+                )
+                .await
+                .pg()?
+                .get(0);
+            if gone < DELETE_CHUNK {
+                break;
+            }
+        }
         let tx = client.transaction().await.pg()?;
         // Jobs another node is deleting (or changing) are skipped: every
         // node may run retention at once.
+
         let ids: Vec<String> = tx
             .query(
                 &prepare(
