@@ -10,10 +10,10 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rota_core::{JobId, Store, Task, TaskFilter};
+use rota_core::JobId;
 
 use crate::serve::{get, post};
-use crate::support::{Scratch, finish, runtime, signal, wait_until, write_csv};
+use crate::support::{Scratch, all_tasks, finish, runtime, signal, wait_until, write_csv};
 
 const TOKEN: &str = "nodes-test-token-0123456789";
 
@@ -127,28 +127,6 @@ fn a_worker_on_one_node_gets_work_scheduled_through_another() {
     }
 }
 
-/// Every task of a job, in key order.
-async fn all_tasks(store: &dyn Store, id: JobId) -> Vec<Task> {
-    let mut all: Vec<Task> = Vec::new();
-    loop {
-        let page = store
-            .list_tasks(
-                id,
-                TaskFilter {
-                    after_key: all.last().map(|t| t.key.clone()),
-                    limit: 500,
-                    ..TaskFilter::default()
-                },
-            )
-            .await
-            .expect("list tasks");
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
 /// A node killed in the middle of a batch job's ingest leaves it to another
 /// node, which finishes it once the dead node's claim runs out: the job
 /// then holds exactly what a clean `rota ingest` makes of the file.
@@ -222,23 +200,6 @@ fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
     rt.block_on(async {
         let got = all_tasks(&*store, id).await;
         assert!(got.len() as u64 > before, "node b added the rest");
-        assert_eq!(got.len(), want.len(), "as many tasks as a clean ingest");
-        let mut seen = vec![false; usize::try_from(ROWS).expect("rows") + 1];
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!((&g.key, g.rows), (&w.key, w.rows), "task {}", g.key);
-            let payload = store.get_payload(g.id).await.expect("payload");
-            assert!(
-                payload == theirs.get_payload(w.id).await.expect("payload"),
-                "task {}: payloads differ",
-                g.key
-            );
-            for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let row: serde_json::Value = serde_json::from_slice(line).expect("ndjson");
-                let n = usize::try_from(row["id"].as_u64().expect("id")).expect("id");
-                assert!(!seen[n], "row {n} twice");
-                seen[n] = true;
-            }
-        }
-        assert!(seen[1..].iter().all(|s| *s), "every row once");
+        crate::support::same_as_clean_ingest(&*store, &got, &*theirs, &want, ROWS).await;
     });
 }

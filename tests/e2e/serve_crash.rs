@@ -273,25 +273,8 @@ fn a_batch_job_interrupted_by_a_server_crash_is_finished_after_the_restart() {
     let got = tasks(&s, id);
     let want = tasks(&clean, clean_id);
     assert!(got.len() as u64 > before, "the restart added the rest");
-    assert_eq!(got.len(), want.len(), "as many tasks as a clean ingest");
     let (ours, theirs) = (s.store(), clean.store());
-    runtime().block_on(async {
-        let mut ids = vec![false; usize::try_from(ROWS).expect("rows") + 1];
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!((&g.key, g.rows), (&w.key, w.rows), "task {}", g.key);
-            let payload = ours.get_payload(g.id).await.expect("payload");
-            assert!(
-                payload == theirs.get_payload(w.id).await.expect("payload"),
-                "task {}: payloads differ",
-                g.key
-            );
-            for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let row: serde_json::Value = serde_json::from_slice(line).expect("ndjson");
-                let n = usize::try_from(row["id"].as_u64().expect("id")).expect("id");
-                assert!(!ids[n], "row {n} twice");
-                ids[n] = true;
-            }
-        }
-        assert!(ids[1..].iter().all(|seen| *seen), "every row once");
-    });
+    runtime().block_on(crate::support::same_as_clean_ingest(
+        &*ours, &got, &*theirs, &want, ROWS,
+    ));
 }

@@ -131,28 +131,60 @@ pub(crate) fn job(scratch: &Scratch, id: JobId) -> Job {
 }
 
 pub(crate) fn tasks(scratch: &Scratch, id: JobId) -> Vec<Task> {
-    let store = scratch.store();
-    runtime().block_on(async {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .list_tasks(
-                    id,
-                    TaskFilter {
-                        after_key: after.clone(),
-                        limit: 500,
-                        with_results: true,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .expect("list tasks");
-            let Some(last) = page.last() else { return all };
-            after = Some(last.key.clone());
-            all.extend(page);
+    runtime().block_on(all_tasks(&*scratch.store(), id))
+}
+
+/// Every task of job `id` in `store`, in key order, with its result.
+pub(crate) async fn all_tasks(store: &dyn Store, id: JobId) -> Vec<Task> {
+    let mut all: Vec<Task> = Vec::new();
+    loop {
+        let page = store
+            .list_tasks(
+                id,
+                TaskFilter {
+                    after_key: all.last().map(|t| t.key.clone()),
+                    limit: 500,
+                    with_results: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list tasks");
+        if page.is_empty() {
+            return all;
         }
-    })
+        all.extend(page);
+    }
+}
+
+/// Asserts that the tasks `got` (in `ours`) are those of a clean ingest,
+/// `want` (in `theirs`), key for key and byte for byte, and that their NDJSON
+/// payloads hold every row id from 1 to `rows` once.
+pub(crate) async fn same_as_clean_ingest(
+    ours: &dyn Store,
+    got: &[Task],
+    theirs: &dyn Store,
+    want: &[Task],
+    rows: u64,
+) {
+    assert_eq!(got.len(), want.len(), "as many tasks as a clean ingest");
+    let mut seen = vec![false; usize::try_from(rows).expect("rows") + 1];
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((&g.key, g.rows), (&w.key, w.rows), "task {}", g.key);
+        let payload = ours.get_payload(g.id).await.expect("payload");
+        assert!(
+            payload == theirs.get_payload(w.id).await.expect("payload"),
+            "task {}: payloads differ",
+            g.key
+        );
+        for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let row: serde_json::Value = serde_json::from_slice(line).expect("ndjson");
+            let n = usize::try_from(row["id"].as_u64().expect("id")).expect("id");
+            assert!(!seen[n], "row {n} twice");
+            seen[n] = true;
+        }
+    }
+    assert!(seen[1..].iter().all(|s| *s), "every row once");
 }
 
 pub(crate) fn payload(scratch: &Scratch, task: &Task) -> Vec<u8> {
