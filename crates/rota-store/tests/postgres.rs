@@ -99,7 +99,7 @@ rota_store::conformance_node_tests!(PgHarness);
 /// long before its wait runs out: the wake-up is a notification, not a poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_node_wakes_when_another_node_adds_work() {
-    use rota_core::{JobStart, NewJob, NewTask, PayloadEncoding, RetryPolicy};
+    use rota_core::JobStart;
     use std::time::{Duration, Instant};
 
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
@@ -122,23 +122,9 @@ async fn a_waiting_node_wakes_when_another_node_adds_work() {
         let added = Instant::now();
         nodes[1]
             .create_job_with(
-                NewJob {
-                    key: None,
-                    spec: "wake".into(),
-                    queue: "wake".into(),
-                    params: serde_json::json!({}),
-                    retry: RetryPolicy::default(),
-                    hold: false,
-                    ingest: None,
-                    timing: rota_core::Timing::default(),
-                },
+                new_job(None, "wake"),
                 JobStart {
-                    tasks: vec![NewTask {
-                        key: "only".into(),
-                        payload: b"{}".to_vec(),
-                        encoding: PayloadEncoding::Json,
-                        rows: 1,
-                    }],
+                    tasks: json_tasks(1),
                     ..JobStart::default()
                 },
             )
@@ -189,7 +175,7 @@ async fn store_errors_never_show_the_password() {
 /// that lost their connection reported as transient can be done again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_connections_are_replaced() {
-    use rota_core::{ClaimRequest, JobStart, NewJob, NewTask, PayloadEncoding, RetryPolicy};
+    use rota_core::{ClaimRequest, JobStart};
     use std::time::Duration;
 
     let app = format!("rota_kill_{:08x}", rand_u32());
@@ -208,25 +194,9 @@ async fn terminated_connections_are_replaced() {
     for round in 0..5 {
         let (job, _) = store
             .create_job_with(
-                NewJob {
-                    key: Some(format!("round-{round}")),
-                    spec: "s".into(),
-                    queue: "kill".into(),
-                    params: serde_json::json!({}),
-                    retry: RetryPolicy::default(),
-                    hold: false,
-                    ingest: None,
-                    timing: rota_core::Timing::default(),
-                },
+                new_job(Some(format!("round-{round}")), "kill"),
                 JobStart {
-                    tasks: (0..20)
-                        .map(|i| NewTask {
-                            key: format!("{i:03}"),
-                            payload: b"{}".to_vec(),
-                            encoding: PayloadEncoding::Json,
-                            rows: 1,
-                        })
-                        .collect(),
+                    tasks: json_tasks(20),
                     ..JobStart::default()
                 },
             )
@@ -291,4 +261,30 @@ fn rand_u32() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     nanos ^ std::process::id()
+}
+
+/// A released job on `queue`, with default retries.
+fn new_job(key: Option<String>, queue: &str) -> rota_core::NewJob {
+    rota_core::NewJob {
+        key,
+        spec: queue.into(),
+        queue: queue.into(),
+        params: serde_json::json!({}),
+        retry: rota_core::RetryPolicy::default(),
+        hold: false,
+        ingest: None,
+        timing: rota_core::Timing::default(),
+    }
+}
+
+/// `n` one-row JSON tasks keyed `000`, `001`, ….
+fn json_tasks(n: usize) -> Vec<rota_core::NewTask> {
+    (0..n)
+        .map(|i| rota_core::NewTask {
+            key: format!("{i:03}"),
+            payload: b"{}".to_vec(),
+            encoding: rota_core::PayloadEncoding::Json,
+            rows: 1,
+        })
+        .collect()
 }
