@@ -246,6 +246,13 @@ impl Held {
         rx
     }
 
+    /// When `lease` runs out, as the store last said; `None` once removed.
+    fn expires_at(&self, lease: &rota_core::LeaseRef) -> Option<DateTime<Utc>> {
+        self.lock()
+            .get(&(lease.task, lease.attempt))
+            .map(|h| h.expires_at)
+    }
+
     /// Stops heartbeating `lease`; returns when it runs out, as last told.
     fn remove(&self, lease: &rota_core::LeaseRef) -> Option<DateTime<Utc>> {
         self.lock()
@@ -337,8 +344,25 @@ async fn run_task(
         lease: lease.lease,
         outcome,
     };
-    // Heartbeats go on until the report is in.
-    let reported = store.report(vec![report]).await;
+    // Heartbeats go on until the report is in. A store that is briefly
+    // away (a database restarting, a connection cut) is asked again while
+    // the lease lasts: the work is done, and doing it again costs more.
+    let mut pause = std::time::Duration::from_millis(100);
+    let reported = loop {
+        match store.report(vec![report.clone()]).await {
+            Err(e)
+                if e.is_retryable()
+                    && held
+                        .expires_at(&lease.lease)
+                        .is_some_and(|t| t > Utc::now()) =>
+            {
+                tracing::warn!(%task, error = %e, "report failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => break other,
+        }
+    };
     let expires_at = held.remove(&lease.lease).unwrap_or(lease.expires_at);
     match reported {
         Ok(results) => match results.into_iter().next() {

@@ -92,12 +92,33 @@ impl<T> Pg<T> for Result<T, tokio_postgres::Error> {
                 ]
                 .contains(code),
             };
+            let e = PgError(e);
             if transient {
                 StoreError::Transient(Box::new(e))
             } else {
                 StoreError::Backend(Box::new(e))
             }
         })
+    }
+}
+
+/// A PostgreSQL error shown with what the server said (its code and
+/// message), where the client's own text is only "db error".
+#[derive(Debug)]
+struct PgError(tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "PostgreSQL {}: {}", db.code().code(), db.message()),
+            None => self.0.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -108,8 +129,8 @@ fn rolled_back(err: &StoreError) -> bool {
         return false;
     };
     inner
-        .downcast_ref::<tokio_postgres::Error>()
-        .and_then(tokio_postgres::Error::code)
+        .downcast_ref::<PgError>()
+        .and_then(|e| e.0.code())
         .is_some_and(|c| {
             *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
         })
