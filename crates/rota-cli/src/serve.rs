@@ -130,7 +130,7 @@ pub(crate) struct ServeArgs {
     max_wait: Option<Duration>,
     /// Delete jobs this long after they ended (succeeded, failed or
     /// cancelled), with their tasks, payloads and results: `7d`, `12h`.
-    /// Every node may do it; by default nothing is deleted.
+    /// One node at a time does it; by default nothing is deleted.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     retain: Option<Duration>,
 }
