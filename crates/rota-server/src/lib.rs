@@ -168,7 +168,7 @@ fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Ro
     }
     callbacks::spawn_dispatcher(state.clone());
     retention::spawn(state.clone());
-    retention::spawn_rescue(state.clone());
+    duties::spawn_rescue(state.clone());
     ingests::spawn_resumer(state.clone());
     let router = routes::routes(state.clone())
         .route_layer(axum::middleware::from_fn_with_state(

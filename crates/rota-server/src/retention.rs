@@ -55,20 +55,3 @@ pub(crate) fn spawn(state: State) {
         },
     );
 }
-
-/// How often expired leases are looked for apart from claims.
-const RESCUE_EVERY: Duration = Duration::from_secs(5);
-
-/// Starts the rescue sweep, a singleton duty: leases that ran out are
-/// treated as failed attempts even when no worker claims (so a job whose
-/// workers all died still ends). Claims rescue too; this only keeps jobs
-/// moving when nobody claims.
-pub(crate) fn spawn_rescue(state: State) {
-    crate::duties::spawn(state, "rescue", RESCUE_EVERY, |state, _| async move {
-        match state.store.rescue_expired().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tasks = n, "rescued tasks whose leases ran out"),
-            Err(e) => tracing::warn!(error = %e, "cannot rescue expired leases; will retry"),
-        }
-    });
-}

@@ -513,8 +513,14 @@ fn job_not_found(id: &str) -> StoreError {
     }
 }
 
-fn job_from_row(r: &Row, counts: TaskCounts) -> Result<Job, StoreError> {
+/// A job row selected by [`job_select!`], with its counts.
+fn job_from_row(r: &Row) -> Result<Job, StoreError> {
     let id: String = r.get(0);
+    let by_state: HashMap<String, i64> = from_json(r.get(14), "task counts")?;
+    let mut counts = TaskCounts::default();
+    for (state, n) in by_state {
+        counts.add(parse(&state, "task state")?, to_u64(n));
+    }
     let state: String = r.get(5);
     let params: String = r.get(4);
     let retry: String = r.get(6);
@@ -544,63 +550,33 @@ fn job_from_row(r: &Row, counts: TaskCounts) -> Result<Job, StoreError> {
 
 type Statements = HashMap<&'static str, Statement>;
 
-/// Task counts by state of each of `ids`, from `job_counts`.
-async fn counts_of(
-    c: &impl GenericClient,
-    stmts: &mut Statements,
-    ids: &[String],
-) -> Result<HashMap<String, TaskCounts>, StoreError> {
-    let rows = c
-        .query(
-            &prepare(
-                c,
-                stmts,
-                "SELECT job_id, state, SUM(n)::BIGINT FROM job_counts
-                 WHERE job_id = ANY($1) GROUP BY job_id, state",
-            )
-            .await?,
-            &[&ids],
-        )
-        .await
-        .pg()?;
-    let mut out: HashMap<String, TaskCounts> = HashMap::new();
-    for r in rows {
-        let state: String = r.get(1);
-        let n: i64 = r.get(2);
-        out.entry(r.get(0))
-            .or_default()
-            .add(parse(&state, "task state")?, to_u64(n));
-    }
-    Ok(out)
+/// The columns of a job row and, as a JSON object by state, its task counts
+/// summed from `job_counts`, read by [`job_from_row`]; one statement, so one
+/// snapshot, for both. Append the `WHERE` (and any locking) clause.
+macro_rules! job_select {
+    () => {
+        "SELECT id, key, spec, queue, params, state, retry, released, error, ingest, \
+                created_at, updated_at, finished_at, timing, \
+                (SELECT COALESCE(jsonb_object_agg(state, n), '{}')::TEXT \
+                 FROM (SELECT state, SUM(n) AS n FROM job_counts c \
+                       WHERE c.job_id = jobs.id GROUP BY state) s) \
+         FROM jobs "
+    };
 }
-
-/// Job rows (selected with [`JOB_COLUMNS`]) as jobs with their counts.
-async fn jobs_from_rows(
-    c: &impl GenericClient,
-    stmts: &mut Statements,
-    rows: &[Row],
-) -> Result<Vec<Job>, StoreError> {
-    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let mut counts = counts_of(c, stmts, &ids).await?;
-    rows.iter()
-        .zip(&ids)
-        .map(|(r, id)| job_from_row(r, counts.remove(id).unwrap_or_default()))
-        .collect()
-}
-
-const SELECT_JOB: &str = "SELECT id, key, spec, queue, params, state, retry, released, error, \
-                          ingest, created_at, updated_at, finished_at, timing FROM jobs WHERE id = $1";
 
 async fn load_job(
     c: &impl GenericClient,
     stmts: &mut Statements,
     id: &str,
 ) -> Result<Option<Job>, StoreError> {
-    let rows = c
-        .query(&prepare(c, stmts, SELECT_JOB).await?, &[&id])
-        .await
-        .pg()?;
-    Ok(jobs_from_rows(c, stmts, &rows).await?.pop())
+    c.query_opt(
+        &prepare(c, stmts, concat!(job_select!(), "WHERE id = $1")).await?,
+        &[&id],
+    )
+    .await
+    .pg()?
+    .map(|r| job_from_row(&r))
+    .transpose()
 }
 
 async fn require_job(
@@ -683,24 +659,20 @@ async fn lock_job(
     stmts: &mut Statements,
     id: &str,
 ) -> Result<Job, StoreError> {
-    let rows = tx
-        .query(
-            &prepare(
-                tx,
-                stmts,
-                "SELECT id, key, spec, queue, params, state, retry, released, error, \
-                 ingest, created_at, updated_at, finished_at, timing FROM jobs WHERE id = $1 \
-                 FOR UPDATE",
-            )
-            .await?,
-            &[&id],
+    tx.query_opt(
+        &prepare(
+            tx,
+            stmts,
+            concat!(job_select!(), "WHERE id = $1 FOR UPDATE"),
         )
-        .await
-        .pg()?;
-    jobs_from_rows(tx, stmts, &rows)
-        .await?
-        .pop()
-        .ok_or_else(|| job_not_found(id))
+        .await?,
+        &[&id],
+    )
+    .await
+    .pg()?
+    .map(|r| job_from_row(&r))
+    .transpose()?
+    .ok_or_else(|| job_not_found(id))
 }
 
 /// Ends failed attempts: each task becomes retrying, dead or cancelled by
@@ -1356,17 +1328,7 @@ impl Store for PgStore {
     async fn get_job(&self, job: JobId) -> Result<Option<Job>, StoreError> {
         let mut conn = self.pool.get().await?;
         let (client, stmts) = conn.split();
-        // One snapshot for the job and its counts.
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .pg()?;
-        let out = load_job(&tx, stmts, &job.to_string()).await?;
-        tx.commit().await.pg()?;
-        Ok(out)
+        load_job(client, stmts, &job.to_string()).await
     }
 
     async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
@@ -1377,25 +1339,19 @@ impl Store for PgStore {
         });
         let mut conn = self.pool.get().await?;
         let (client, stmts) = conn.split();
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .pg()?;
-        let rows = tx
+        let rows = client
             .query(
                 &prepare(
-                    &tx,
+                    client,
                     stmts,
-                    "SELECT id, key, spec, queue, params, state, retry, released, error, ingest,
-                            created_at, updated_at, finished_at, timing FROM jobs
-                     WHERE ($1::TEXT IS NULL OR state = $1) AND ($2::TEXT IS NULL OR spec = $2)
-                       AND ($3::TEXT IS NULL OR queue = $3) AND ($4::TEXT IS NULL OR id < $4)
-                       AND ($6::BIGINT IS NULL OR created_at >= $6)
-                       AND ($7::BIGINT IS NULL OR created_at < $7)
-                     ORDER BY id DESC LIMIT $5",
+                    concat!(
+                        job_select!(),
+                        "WHERE ($1::TEXT IS NULL OR state = $1) AND ($2::TEXT IS NULL OR spec = $2)
+                           AND ($3::TEXT IS NULL OR queue = $3) AND ($4::TEXT IS NULL OR id < $4)
+                           AND ($6::BIGINT IS NULL OR created_at >= $6)
+                           AND ($7::BIGINT IS NULL OR created_at < $7)
+                         ORDER BY id DESC LIMIT $5"
+                    ),
                 )
                 .await?,
                 &[
@@ -1410,9 +1366,7 @@ impl Store for PgStore {
             )
             .await
             .pg()?;
-        let jobs = jobs_from_rows(&tx, stmts, &rows).await?;
-        tx.commit().await.pg()?;
-        Ok(jobs)
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn list_tasks(&self, job: JobId, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {

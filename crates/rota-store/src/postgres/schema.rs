@@ -134,13 +134,16 @@ CREATE TABLE callbacks (
 );
 CREATE INDEX callbacks_open ON callbacks (job_id) WHERE NOT done;
 
-CREATE FUNCTION rota_count_inserted() RETURNS trigger LANGUAGE plpgsql
+-- Rows inserted count up, rows deleted count down: one function, the
+-- changed rows under one name in both triggers.
+CREATE FUNCTION rota_count_added_or_removed() RETURNS trigger LANGUAGE plpgsql
     SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO job_counts AS c (job_id, state, shard, queue, n)
-    SELECT d.job_id, d.state, s.shard, d.queue, d.n
+    SELECT d.job_id, d.state, s.shard, d.queue,
+           CASE WHEN TG_OP = 'DELETE' THEN -d.n ELSE d.n END
     FROM (SELECT job_id, state, min(queue) AS queue, count(*) AS n
-          FROM inserted GROUP BY job_id, state) d,
+          FROM changed GROUP BY job_id, state) d,
          (SELECT floor(random() * 8)::smallint AS shard) s
     ORDER BY d.job_id, d.state
     ON CONFLICT (job_id, state, shard) DO UPDATE SET n = c.n + excluded.n;
@@ -161,27 +164,15 @@ BEGIN
     ON CONFLICT (job_id, state, shard) DO UPDATE SET n = c.n + excluded.n;
     RETURN NULL;
 END $$;
-CREATE FUNCTION rota_count_deleted() RETURNS trigger LANGUAGE plpgsql
-    SET search_path FROM CURRENT AS $$
-BEGIN
-    INSERT INTO job_counts AS c (job_id, state, shard, queue, n)
-    SELECT d.job_id, d.state, s.shard, d.queue, -d.n
-    FROM (SELECT job_id, state, min(queue) AS queue, count(*) AS n
-          FROM deleted GROUP BY job_id, state) d,
-         (SELECT floor(random() * 8)::smallint AS shard) s
-    ORDER BY d.job_id, d.state
-    ON CONFLICT (job_id, state, shard) DO UPDATE SET n = c.n + excluded.n;
-    RETURN NULL;
-END $$;
 CREATE TRIGGER tasks_counted_on_insert AFTER INSERT ON tasks
-    REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION rota_count_inserted();
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rota_count_added_or_removed();
 CREATE TRIGGER tasks_counted_on_update AFTER UPDATE ON tasks
     REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rota_count_updated();
 CREATE TRIGGER tasks_counted_on_delete AFTER DELETE ON tasks
-    REFERENCING OLD TABLE AS deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION rota_count_deleted();
+    REFERENCING OLD TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rota_count_added_or_removed();
 "#;
 
 /// Version 2: the holders of singleton duties, one row a duty, each hold a
