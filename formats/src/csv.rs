@@ -15,8 +15,8 @@ use rota_core::{DecodeError, DecodeErrorKind};
 
 use crate::options::FormatOptions;
 use crate::text::{
-    Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
-    one_row_each,
+    Batcher, Found, Frame, FrameError, Framer, Inferred, RecordError, TextDecoder,
+    clean_arrow_message, join, one_row_each,
 };
 
 /// Comma-separated values.
@@ -89,6 +89,16 @@ impl Format for TsvFormat {
 }
 
 fn csv_decoder(options: &DecodeOptions, delimiter: u8) -> Result<Box<dyn Decoder>, DecodeError> {
+    let (framer, batcher) = csv_parts(options, delimiter)?;
+    Ok(Box::new(TextDecoder::new(framer, batcher, options)))
+}
+
+/// The framer and the batcher of a CSV decoder with `options`; `delimiter`
+/// unless they name another.
+pub(crate) fn csv_parts(
+    options: &DecodeOptions,
+    delimiter: u8,
+) -> Result<(CsvFramer, CsvBatcher), DecodeError> {
     let mut opts = FormatOptions::new(options, &["header", "delimiter", "quote"]);
     let header = opts.bool("header", true)?;
     let delimiter = opts.byte("delimiter", delimiter)?;
@@ -109,12 +119,12 @@ fn csv_decoder(options: &DecodeOptions, delimiter: u8) -> Result<Box<dyn Decoder
         decoder: None,
         kinds: None,
     };
-    Ok(Box::new(TextDecoder::new(framer, batcher, options)))
+    Ok((framer, batcher))
 }
 
 /// Finds record ends: a line break outside quotes. A quote opens a quoted
 /// field only at the start of a field, as in RFC 4180; `""` inside is a quote.
-struct CsvFramer {
+pub(crate) struct CsvFramer {
     quote: u8,
     delimiter: u8,
     /// How far past `pos` the current record was scanned.
@@ -241,7 +251,7 @@ impl Framer for CsvFramer {
     }
 }
 
-struct CsvBatcher {
+pub(crate) struct CsvBatcher {
     header: bool,
     delimiter: u8,
     quote: u8,
@@ -256,7 +266,7 @@ struct CsvBatcher {
 /// leading zero (`08123`) or a leading `+` (`+3188…`) is an identifier, not
 /// a number, and stays text; so do numbers a `Float64` would round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CsvKind {
+pub(crate) enum CsvKind {
     /// Only empty fields so far.
     Empty,
     /// `true` or `false`, in any case.
@@ -569,6 +579,18 @@ impl Batcher for CsvBatcher {
         );
         self.kinds = Some(kinds);
         Ok(Arc::new(schema))
+    }
+
+    fn inferred(&self) -> Inferred {
+        self.kinds.clone().map_or(Inferred::Nothing, Inferred::Csv)
+    }
+
+    fn seed(&mut self, inferred: Inferred) {
+        self.kinds = match inferred {
+            Inferred::Csv(kinds) => Some(kinds),
+            _ => None,
+        };
+        self.decoder = None;
     }
 
     fn widen(&mut self, schema: &SchemaRef, record: &[u8]) -> Option<SchemaRef> {

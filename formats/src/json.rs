@@ -14,8 +14,8 @@ use rota_core::{DecodeError, DecodeErrorKind};
 use crate::infer::{ExactDecoders, Kind, kind_of, unescape_surrogates};
 use crate::options::FormatOptions;
 use crate::text::{
-    Batcher, Found, Frame, FrameError, Framer, RecordError, TextDecoder, clean_arrow_message, join,
-    one_row_each, trim_cr,
+    Batcher, Found, Frame, FrameError, Framer, Inferred, RecordError, TextDecoder,
+    clean_arrow_message, join, one_row_each, trim_cr,
 };
 
 /// Newline-delimited JSON: one object per line; blank lines are ignored.
@@ -107,8 +107,8 @@ fn is_json_space(b: u8) -> bool {
 }
 
 /// One record per line.
-struct LineFramer {
-    resume: usize,
+pub(crate) struct LineFramer {
+    pub(crate) resume: usize,
 }
 
 impl Framer for LineFramer {
@@ -367,7 +367,7 @@ impl Framer for ArrayFramer {
     }
 }
 
-struct JsonBatcher {
+pub(crate) struct JsonBatcher {
     batch_size: usize,
     decoder: Option<ArrowJsonDecoder>,
     /// What the records seen need, when the schema is inferred (`None`
@@ -376,7 +376,7 @@ struct JsonBatcher {
 }
 
 impl JsonBatcher {
-    fn new(options: &DecodeOptions) -> Self {
+    pub(crate) fn new(options: &DecodeOptions) -> Self {
         Self {
             batch_size: options.batch_records.max(options.infer_records).max(1),
             decoder: None,
@@ -469,6 +469,18 @@ impl Batcher for JsonBatcher {
         let schema = kind.schema().unwrap_or_else(Schema::empty);
         self.kind = Some(kind);
         Ok(Arc::new(schema))
+    }
+
+    fn inferred(&self) -> Inferred {
+        self.kind.clone().map_or(Inferred::Nothing, Inferred::Json)
+    }
+
+    fn seed(&mut self, inferred: Inferred) {
+        self.kind = match inferred {
+            Inferred::Json(kind) => Some(kind),
+            _ => None,
+        };
+        self.decoder = None;
     }
 
     fn widen(&mut self, schema: &SchemaRef, record: &[u8]) -> Option<SchemaRef> {

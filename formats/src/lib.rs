@@ -27,6 +27,7 @@ pub mod plain;
 pub mod raw;
 pub mod schema;
 pub mod sheet;
+pub mod split;
 mod spool;
 mod text;
 mod thrift;

@@ -507,8 +507,8 @@ fn unrenderable(array: &dyn Array) -> Option<(Vec<bool>, String)> {
 }
 
 /// A decoder whose batches are made plain (see the module documentation).
-pub struct Plain {
-    inner: Box<dyn Decoder>,
+pub struct Plain<D: Decoder + ?Sized = dyn Decoder> {
+    inner: Box<D>,
     location: String,
     on_error: OnError,
     /// Records handed on (or skipped here) so far.
@@ -517,10 +517,10 @@ pub struct Plain {
     schema: Option<arrow_schema::SchemaRef>,
 }
 
-impl Plain {
+impl<D: Decoder + ?Sized> Plain<D> {
     /// Wraps `inner`, which decodes the input at `location`.
     #[must_use]
-    pub fn new(inner: Box<dyn Decoder>, location: &str, on_error: OnError) -> Self {
+    pub fn new(inner: Box<D>, location: &str, on_error: OnError) -> Self {
         Self {
             inner,
             location: location.to_owned(),
@@ -528,6 +528,20 @@ impl Plain {
             records: 0,
             schema: None,
         }
+    }
+
+    /// Counts records from `records` on, for a decoder of a part of the
+    /// input that starts after that many records: errors name the record
+    /// as a read of the whole input would.
+    #[must_use]
+    pub fn starting_at(mut self, records: u64) -> Self {
+        self.records = records;
+        self
+    }
+
+    /// The decoder wrapped.
+    pub fn inner(&self) -> &D {
+        &self.inner
     }
 
     /// Makes the entries `out[from..]` plain.
@@ -650,7 +664,7 @@ impl Plain {
     }
 }
 
-impl Decoder for Plain {
+impl<D: Decoder + ?Sized> Decoder for Plain<D> {
     fn push(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         let from = out.len();
         self.inner.push(bytes, out)?;

@@ -95,6 +95,13 @@ pub(crate) trait Batcher: Send {
         None
     }
 
+    /// What was inferred so far (the kinds the records seen need), for a
+    /// part of the input decoded apart to start from.
+    fn inferred(&self) -> Inferred;
+
+    /// Starts from what another batcher had inferred.
+    fn seed(&mut self, inferred: Inferred);
+
     /// Decodes records into one batch. `contiguous` is the run of bytes from
     /// the first record's start to the last record's terminator, when the
     /// records are adjacent.
@@ -104,6 +111,18 @@ pub(crate) trait Batcher: Send {
         records: &[&[u8]],
         contiguous: Option<&[u8]>,
     ) -> Result<RecordBatch, RecordError>;
+}
+
+/// What a batcher inferred from the records it saw: the state a decoder of
+/// a later part of the input starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Inferred {
+    /// Nothing: the schema was given, or none was inferred yet.
+    Nothing,
+    /// What each CSV column needs.
+    Csv(Vec<crate::csv::CsvKind>),
+    /// What the JSON records need.
+    Json(crate::infer::Kind),
 }
 
 struct Rec {
@@ -160,6 +179,36 @@ impl<F: Framer, B: Batcher> TextDecoder<F, B> {
             data_start: 0,
             bom_checked: false,
         }
+    }
+
+    /// A decoder of one part of the input, after the header: it starts with
+    /// `schema` and what was `inferred` by then, and counts bytes, lines and
+    /// records from the part's start (`offset`, `line`, `records` before it).
+    pub(crate) fn for_part(
+        framer: F,
+        mut batcher: B,
+        opts: &DecodeOptions,
+        start: (SchemaRef, Inferred),
+        offset: u64,
+        line: u64,
+        records: u64,
+    ) -> Self {
+        let (schema, inferred) = start;
+        batcher.seed(inferred);
+        let mut decoder = Self::new(framer, batcher, opts);
+        decoder.header_done = true;
+        decoder.bom_checked = true;
+        decoder.schema = Some(schema);
+        decoder.base = offset;
+        decoder.data_start = offset;
+        decoder.line = line;
+        decoder.records_seen = records;
+        decoder
+    }
+
+    /// The schema and what was inferred so far, once the schema is known.
+    pub(crate) fn inferred(&self) -> Option<(SchemaRef, Inferred)> {
+        Some((self.schema.clone()?, self.batcher.inferred()))
     }
 
     fn position(&self, at: usize, line: u64, record: Option<u64>) -> Position {
