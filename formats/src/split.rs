@@ -354,7 +354,7 @@ impl Cutter {
         if self.header
             || self.records < self.sample
             || at - self.next.start < self.part_bytes
-            || self.records % self.align != 0
+            || !self.records.is_multiple_of(self.align)
         {
             return;
         }

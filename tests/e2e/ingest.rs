@@ -987,3 +987,95 @@ fn an_ingest_resumed_after_a_kill_leaves_no_unreferenced_bytes_in_its_payload_fi
         "no unreferenced bytes in the payload file"
     );
 }
+
+/// Writes a CSV of `rows` records (with quoted line breaks, CRLF line ends
+/// and no final line break) whose `amount` column holds numbers except
+/// one text value in the middle: a whole read widens the column to text
+/// there, and so must a read in parts.
+fn csv_widening_midway(path: &std::path::Path, rows: u64) {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).expect("create csv"));
+    write!(w, "id,amount,note\r\n").expect("write");
+    for i in 1..=rows {
+        let amount = if i == rows / 2 {
+            "n/a".to_owned()
+        } else {
+            format!("{}.{:02}", i % 1000, i % 100)
+        };
+        let note = if i % 7 == 0 {
+            format!("\"line one\r\nline two, {i}\"")
+        } else {
+            format!("note {i}")
+        };
+        let end = if i == rows { "" } else { "\r\n" };
+        write!(w, "{i},{amount},{note}{end}").expect("write");
+    }
+    w.flush().expect("flush");
+}
+
+#[test]
+fn a_file_read_in_parts_gives_exactly_the_tasks_of_a_whole_read_and_a_replay_adds_nothing() {
+    let file_dir = Scratch::new();
+    let csv = file_dir.path("big.csv");
+    csv_widening_midway(&csv, 40_000);
+    let ndjson = file_dir.path("big.ndjson");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&ndjson).expect("create"));
+        for i in 1..=40_000u64 {
+            // A field that first appears halfway widens the schema there.
+            if i > 20_000 && i % 3 == 0 {
+                writeln!(w, r#"{{"id":{i},"s":"a\nb","late":[{i}]}}"#).expect("write");
+            } else {
+                writeln!(w, r#"{{"id":{i},"s":"a\nb"}}"#).expect("write");
+            }
+        }
+    }
+    for file in [&csv, &ndjson] {
+        let args = ["--batch-rows", "500", "--job-key", "parts"];
+        let whole = Scratch::new();
+        let w = whole.ingest(file, &[&args[..], &["--split-bytes", "0"]].concat());
+        let parts = Scratch::new();
+        let p = parts.ingest(file, &[&args[..], &["--split-bytes", "64KiB"]].concat());
+        assert_eq!(p["rows"], 40_000, "{file:?}");
+        assert_eq!(
+            (p["rows"].clone(), p["tasks"].clone()),
+            (w["rows"].clone(), w["tasks"].clone())
+        );
+        let (wt, pt) = (tasks(&whole, job_id(&w)), tasks(&parts, job_id(&p)));
+        // Parts end after whole batches of --batch-rows records, so the
+        // tasks are those of a whole read, payload for payload; their keys
+        // name the part they come from.
+        assert_eq!(pt.len(), wt.len());
+        let starts: std::collections::BTreeSet<&str> =
+            pt.iter().filter_map(|t| t.key.split('#').next()).collect();
+        assert!(
+            starts.len() > 4,
+            "{file:?} was read in {} parts",
+            starts.len()
+        );
+        for (a, b) in pt.iter().zip(&wt) {
+            assert!(a.key.contains('@'), "{}", a.key);
+            assert_eq!(a.rows, b.rows, "{} / {}", a.key, b.key);
+            assert!(
+                payload(&parts, a) == payload(&whole, b),
+                "{} differs from {}",
+                a.key,
+                b.key
+            );
+        }
+        // Run again under the same key: the same parts, nothing added.
+        let again = parts.ingest(file, &[&args[..], &["--split-bytes", "64KiB"]].concat());
+        assert_eq!(again["tasks_added"], 0);
+    }
+    // The widened column is text from the odd value on, as in the whole read.
+    let parts = Scratch::new();
+    let p = parts.ingest(&csv, &["--batch-rows", "500", "--split-bytes", "64KiB"]);
+    let all = tasks(&parts, job_id(&p));
+    let first = String::from_utf8(payload(&parts, &all[0])).expect("utf-8");
+    let last = String::from_utf8(payload(&parts, all.last().expect("tasks"))).expect("utf-8");
+    assert!(first.contains(r#""amount":1.01"#), "{}", &first[..200]);
+    assert!(
+        last.contains(r#""amount":"0.00""#),
+        "{}",
+        &last[last.len() - 200..]
+    );
+}

@@ -116,6 +116,13 @@ pub(crate) struct IngestArgs {
     /// encode stages, and their buffers).
     #[arg(long, value_name = "N", default_value_t = rota_ingest::DEFAULT_PARALLEL_FILES)]
     parallel: usize,
+    /// A CSV, TSV or NDJSON file at least twice this long (a local file,
+    /// uncompressed, UTF-8) is read as parts of
+    /// about this size, decoded at once on every core, with exactly the rows
+    /// of one whole read; 0 reads every file as one stream. Run an ingest
+    /// again under the same --job-key with the same value.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    split_bytes: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -206,6 +213,7 @@ impl IngestArgs {
                 },
             },
             parallel: self.parallel.max(1),
+            split_bytes: self.split_bytes,
         })
     }
 }

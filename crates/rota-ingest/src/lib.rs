@@ -16,9 +16,12 @@ mod payload;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+mod split;
 
 pub use chunker::Chunker;
 pub use error::IngestError;
-pub use pipeline::{DEFAULT_PARALLEL_FILES, IngestRequest, IngestSummary, ingest};
+pub use pipeline::{
+    DEFAULT_PARALLEL_FILES, DEFAULT_SPLIT_BYTES, IngestRequest, IngestSummary, ingest,
+};
 pub use plan::{FilePlan, Plan, PlannedColumn, plan};
 pub use progress::{FileProgress, Progress};

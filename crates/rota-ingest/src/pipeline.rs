@@ -76,7 +76,16 @@ pub struct IngestRequest {
     /// Files ingested at the same time, at most (at least 1). Each file in
     /// flight has its own read, decode and encode stages and their buffers.
     pub parallel: usize,
+    /// A CSV, TSV or NDJSON file at least twice this long (a local file,
+    /// uncompressed, UTF-8) is read as parts of about
+    /// this many bytes, decoded at once on every core; 0 reads every file
+    /// as one stream. Task keys depend on it: an ingest run again under the
+    /// same job key must use the same value.
+    pub split_bytes: u64,
 }
+
+/// [`IngestRequest::split_bytes`] unless a request says otherwise.
+pub const DEFAULT_SPLIT_BYTES: u64 = 32 << 20;
 
 /// Files ingested at the same time unless a request says otherwise.
 pub const DEFAULT_PARALLEL_FILES: usize = 4;
@@ -289,6 +298,36 @@ pub async fn ingest(
     }
 }
 
+/// Stores `tasks` in `job`, several per write; returns the tasks added (new
+/// to the store), the rows and the tasks stored.
+pub(crate) async fn write_group(
+    store: &Arc<dyn Store>,
+    job: JobId,
+    tasks: Vec<NewTask>,
+    progress: &Progress,
+) -> Result<(u64, u64, u64), IngestError> {
+    let (mut added, mut rows, mut made) = (0, 0, 0);
+    let mut tasks = tasks.into_iter().peekable();
+    while tasks.peek().is_some() {
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        while let Some(task) =
+            tasks.next_if(|_| group.len() < TASKS_PER_WRITE && bytes < BYTES_PER_WRITE)
+        {
+            bytes += task.payload.len();
+            group.push(task);
+        }
+        let n = group.len() as u64;
+        let r: u64 = group.iter().map(|t| t.rows).sum();
+        added += store.add_tasks(job, group).await?;
+        rows += r;
+        made += n;
+        Progress::add(&progress.rows, r);
+        Progress::add(&progress.tasks, n);
+    }
+    Ok((added, rows, made))
+}
+
 /// Whether a store failure leaves `job` held rather than failed: when the
 /// store could not write (not when it refused the request) and the job has
 /// a key that an ingest run again can resume it by. A job without a key
@@ -362,17 +401,17 @@ async fn run_entry(
 }
 
 /// What ingesting one file gave.
-struct EntryRun {
+pub(crate) struct EntryRun {
     /// Its record.
-    file: FileReport,
+    pub(crate) file: FileReport,
     /// Why it failed, when it did (the record holds the text).
-    error: Option<IngestError>,
+    pub(crate) error: Option<IngestError>,
     /// Tasks it added to the store.
-    added: u64,
+    pub(crate) added: u64,
     /// A sample of the records it skipped.
-    sample: Vec<SkippedRecord>,
+    pub(crate) sample: Vec<SkippedRecord>,
     /// Whether it was skipped, finished by an earlier run of the ingest.
-    resumed: bool,
+    pub(crate) resumed: bool,
 }
 
 /// Ingests one listed file; never fails itself, the run says how it went.
@@ -403,7 +442,32 @@ async fn ingest_entry(
         sample: Vec::new(),
         resumed: false,
     };
-    let result = match open_file(req, entry, explicit).await {
+    let result = match crate::split::splittable(req, entry, explicit).await {
+        Ok(Some(split)) => {
+            crate::split::run_split(store, req, job, entry, split, progress, &mut run).await
+        }
+        Ok(None) => run_whole(store, req, explicit, job, entry, progress, &mut run).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        run.file.state = FileState::Failed;
+        run.file.error = Some(e.to_string());
+        run.error = Some(e);
+    }
+    run
+}
+
+/// Ingests one file as one stream.
+async fn run_whole(
+    store: &Arc<dyn Store>,
+    req: &IngestRequest,
+    explicit: Option<&Arc<dyn Format>>,
+    job: &Job,
+    entry: &Entry,
+    progress: &Arc<Progress>,
+    run: &mut EntryRun,
+) -> Result<(), IngestError> {
+    match open_file(req, entry, explicit).await {
         Ok(opened) => {
             run.file.format = opened.format.name().to_owned();
             let read = progress.start_file(&entry.relative, entry.size);
@@ -420,13 +484,7 @@ async fn ingest_entry(
             result
         }
         Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        run.file.state = FileState::Failed;
-        run.file.error = Some(e.to_string());
-        run.error = Some(e);
     }
-    run
 }
 
 /// Checks the request, then lists its files; returns the format it names,
@@ -499,9 +557,112 @@ fn unpack_stage(
 }
 
 /// What the decode thread hands the encode thread.
-enum Piece {
+pub(crate) enum Piece {
     Batch(RecordBatch),
     Skipped(SkippedRecord),
+}
+
+impl From<Decoded> for Piece {
+    fn from(d: Decoded) -> Self {
+        match d {
+            Decoded::Batch(b) => Self::Batch(b),
+            Decoded::Skipped { error, excerpt } => Self::Skipped(SkippedRecord {
+                error: error.to_string(),
+                excerpt,
+            }),
+        }
+    }
+}
+
+/// The chunk-and-encode stage: decoded pieces in, tasks out, skipped
+/// records counted and sampled.
+pub(crate) struct Encoder {
+    policy: BatchPolicy,
+    encoding: PayloadEncoding,
+    /// Task keys start with it.
+    prefix: String,
+    /// The file, for error messages.
+    location: String,
+    progress: Arc<Progress>,
+    chunker: Option<Chunker>,
+    /// Records skipped.
+    pub(crate) skipped: u64,
+    /// A sample of them.
+    pub(crate) sample: Vec<SkippedRecord>,
+}
+
+impl Encoder {
+    pub(crate) fn new(
+        policy: BatchPolicy,
+        encoding: PayloadEncoding,
+        prefix: String,
+        location: String,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self {
+            policy,
+            encoding,
+            prefix,
+            location,
+            progress,
+            chunker: None,
+            skipped: 0,
+            sample: Vec::new(),
+        }
+    }
+
+    /// An encoding failure names the file it happened in.
+    fn in_file(location: &str, e: IngestError) -> IngestError {
+        match e {
+            IngestError::Encode(why) => IngestError::Encode(format!("{location}: {why}")),
+            other => other,
+        }
+    }
+
+    /// Takes one piece; appends the tasks that filled up to `tasks`.
+    pub(crate) fn piece(
+        &mut self,
+        piece: Piece,
+        tasks: &mut Vec<NewTask>,
+    ) -> Result<(), IngestError> {
+        match piece {
+            Piece::Batch(batch) => {
+                let chunker = match &mut self.chunker {
+                    Some(c) => c,
+                    slot => slot.insert(
+                        Chunker::new(
+                            self.policy,
+                            self.encoding,
+                            &batch.schema(),
+                            self.prefix.clone(),
+                        )
+                        .map_err(|e| Self::in_file(&self.location, e))?,
+                    ),
+                };
+                chunker
+                    .push(&batch, tasks)
+                    .map_err(|e| Self::in_file(&self.location, e))
+            }
+            Piece::Skipped(record) => {
+                self.skipped += 1;
+                Progress::add(&self.progress.skipped, 1);
+                if self.sample.len() < SKIP_SAMPLE {
+                    self.sample.push(record);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends the last, partial task.
+    pub(crate) fn finish(&mut self, tasks: &mut Vec<NewTask>) -> Result<(), IngestError> {
+        match &mut self.chunker {
+            Some(chunker) => chunker
+                .finish(tasks)
+                .map_err(|e| Self::in_file(&self.location, e)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What one file gave, so far: counted whether or not it was read whole.
@@ -560,17 +721,8 @@ async fn run_file(
 
     // Decode: bytes in, batches and skips out.
     let decode = tokio::task::spawn_blocking(move || {
-        let mut forward = |d: Decoded| {
-            let piece = match d {
-                Decoded::Batch(b) => Piece::Batch(b),
-                Decoded::Skipped { error, excerpt } => Piece::Skipped(SkippedRecord {
-                    error: error.to_string(),
-                    excerpt,
-                }),
-            };
-            // When the encoder stopped, its error wins.
-            piece_tx.send(piece).is_ok()
-        };
+        // When the encoder stopped, its error wins.
+        let mut forward = |d: Decoded| piece_tx.send(Piece::from(d)).is_ok();
         let inside = |e: DecodeError| match packed {
             Some(c) => rota_formats::compression::in_decompressed(e, c),
             None => e,
@@ -589,47 +741,20 @@ async fn run_file(
     let prefix = entry.relative.clone();
     let encode_progress = progress.clone();
     let location = entry.location.clone();
-    // An encoding failure names the file it happened in.
-    let in_file = move |e: IngestError| match e {
-        IngestError::Encode(why) => IngestError::Encode(format!("{location}: {why}")),
-        other => other,
-    };
     let encode = tokio::task::spawn_blocking(move || {
-        let mut chunker: Option<Chunker> = None;
-        let mut skipped = 0u64;
-        let mut sample = Vec::new();
+        let mut encoder = Encoder::new(policy, encoding, prefix, location, encode_progress);
         let mut tasks = Vec::new();
         for piece in piece_rx {
-            match piece {
-                Piece::Batch(batch) => {
-                    let chunker = match &mut chunker {
-                        Some(c) => c,
-                        slot => slot.insert(
-                            Chunker::new(policy, encoding, &batch.schema(), prefix.clone())
-                                .map_err(in_file.clone())?,
-                        ),
-                    };
-                    chunker.push(&batch, &mut tasks).map_err(in_file.clone())?;
-                }
-                Piece::Skipped(record) => {
-                    skipped += 1;
-                    Progress::add(&encode_progress.skipped, 1);
-                    if sample.len() < SKIP_SAMPLE {
-                        sample.push(record);
-                    }
-                }
-            }
+            encoder.piece(piece, &mut tasks)?;
             if !tasks.is_empty() && task_tx.blocking_send(std::mem::take(&mut tasks)).is_err() {
                 break; // the writer stopped; its error wins
             }
         }
-        if let Some(chunker) = &mut chunker {
-            chunker.finish(&mut tasks).map_err(in_file)?;
-        }
+        encoder.finish(&mut tasks)?;
         if !tasks.is_empty() {
             let _ = task_tx.blocking_send(tasks);
         }
-        Ok::<_, IngestError>((skipped, sample))
+        Ok::<_, IngestError>((encoder.skipped, encoder.sample))
     });
 
     // Read: source bytes to the decoder.

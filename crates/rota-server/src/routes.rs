@@ -618,6 +618,7 @@ pub(crate) fn ingest_request(
         payload: batch.payload,
         job,
         parallel: rota_ingest::DEFAULT_PARALLEL_FILES,
+        split_bytes: rota_ingest::DEFAULT_SPLIT_BYTES,
     })
 }
 
