@@ -201,6 +201,7 @@ fn a_resumed_ingest_skips_the_files_its_interrupted_run_finished() {
         tasks: 0,
         skipped: 0,
         error: None,
+        node: None,
     };
     rt.block_on(store.put_files(
         interrupted.id,

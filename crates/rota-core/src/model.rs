@@ -364,8 +364,13 @@ pub enum FileState {
     /// Reading or decoding it failed part way; the tasks made before the
     /// failure are stored, and the error says where it stopped.
     Failed,
+    /// A node is reading it now, under a claim that runs out unless renewed
+    /// (see [`crate::Store::claim_file`]).
+    Running,
 }
-named_enum!(FileState, "file state", { Done => "done", Failed => "failed" });
+named_enum!(FileState, "file state", {
+    Done => "done", Failed => "failed", Running => "running",
+});
 
 /// What became of one file of a batched job's ingest.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -395,6 +400,24 @@ pub struct FileReport {
     pub skipped: u64,
     /// Why it failed, with the position, when it failed.
     pub error: Option<String>,
+    /// The node that read it (or reads it now): the random id a
+    /// `rota serve` process takes at start; `None` for a file read by
+    /// `rota ingest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// What [`crate::Store::claim_file`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileClaim {
+    /// The file is the caller's to read, until its claim runs out.
+    Yours,
+    /// It was read already: its record.
+    Finished(FileReport),
+    /// Another node reads it, under a claim that has not run out.
+    Elsewhere,
+    /// The job no longer waits for its ingest (released, or ended).
+    Closed,
 }
 
 /// Which of a job's file records to list.

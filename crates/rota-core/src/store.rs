@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::id::{JobId, TaskId};
 use crate::model::{
-    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, DutyTerm, FileFilter, FileReport,
-    Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobStart, Lease,
-    NewCallback, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, DutyTerm, FileClaim, FileFilter,
+    FileReport, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter, JobStart,
+    Lease, NewCallback, NewJob, NewTask, Report, Spec, Task, TaskFilter, TaskState,
 };
 
 /// Persistence for specs, jobs and tasks, and the lease protocol on tasks.
@@ -109,6 +109,12 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Vec<IngestClaim>, StoreError>;
 
+    /// Up to `limit` held jobs whose ingest runs now (pending, unreleased,
+    /// created with an ingest plan whose claim has not run out), oldest
+    /// first, with their plans: other nodes join them to read their files
+    /// (see [`Store::claim_file`]). Nothing is claimed.
+    async fn running_ingests(&self, limit: u32) -> Result<Vec<IngestClaim>, StoreError>;
+
     /// Extends `holder`'s claim on the ingest of `job` to `now + lease`.
     /// Returns `false`, changing nothing, when the claim is no longer
     /// `holder`'s (it ran out and another holder took it) or the job no
@@ -158,6 +164,35 @@ pub trait Store: Send + Sync + 'static {
     /// Records what became of files of a job's ingest. A file recorded again
     /// (by its relative path) replaces its earlier record.
     async fn put_files(&self, job: JobId, files: Vec<FileReport>) -> Result<(), StoreError>;
+
+    /// Claims the reading of one file of a held job's ingest (by
+    /// `file.relative`) for `holder` until `now + lease`, recording it as
+    /// [`FileState::Running`] with `file`'s location, size and version tag
+    /// and `holder` as its node. It is the caller's when the job has no
+    /// record of it, or one being read under a claim that ran out or is
+    /// `holder`'s own, or (with `again`) one that is done or failed.
+    /// Otherwise nothing changes and the answer says why: read already
+    /// (with the record), read by another node now, or the job no longer
+    /// waits for its ingest. Several nodes reading one job's files thus
+    /// read each file once, and a file whose node died is read again
+    /// once its claim runs out.
+    async fn claim_file(
+        &self,
+        job: JobId,
+        file: FileReport,
+        holder: &str,
+        lease: Duration,
+        again: bool,
+    ) -> Result<FileClaim, StoreError>;
+
+    /// Extends every claim `holder` has on files of `job` being read to
+    /// `now + lease`; returns how many there were.
+    async fn renew_files(
+        &self,
+        job: JobId,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<u64, StoreError>;
 
     /// A job's file records matching `filter`, by relative path.
     async fn list_files(

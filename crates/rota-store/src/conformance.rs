@@ -28,10 +28,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    CallbackOutcome, ClaimRequest, FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck,
-    IngestPlan, IngestReport, Job, JobFilter, JobId, JobStart, JobState, Lease, LeaseRef,
-    LeaseToken, ManualClock, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding, Report,
-    RetryPolicy, Spec, Store, StoreError, TaskFilter, TaskState,
+    CallbackOutcome, ClaimRequest, FileClaim, FileFilter, FileReport, FileState, Heartbeat,
+    HeartbeatAck, IngestPlan, IngestReport, Job, JobFilter, JobId, JobStart, JobState, Lease,
+    LeaseRef, LeaseToken, ManualClock, NewCallback, NewJob, NewTask, Outcome, PayloadEncoding,
+    Report, RetryPolicy, Spec, Store, StoreError, TaskFilter, TaskState,
 };
 
 /// Makes stores for the scenarios.
@@ -72,6 +72,7 @@ macro_rules! conformance_node_tests {
             nodes_finishing_a_job_together_settle_it,
             nodes_creating_one_key_together_make_one_job,
             nodes_racing_for_a_duty_give_it_to_one,
+            nodes_reading_one_jobs_files_read_each_once,
         );
     };
     (@each $harness:expr; $($name:ident),+ $(,)?) => {
@@ -466,6 +467,7 @@ pub async fn ended_jobs_are_deleted_oldest_first(h: &dyn Harness) {
                 tasks: 3,
                 skipped: 0,
                 error: None,
+                node: None,
             }],
         )
         .await
@@ -873,6 +875,194 @@ pub async fn nodes_racing_for_a_duty_give_it_to_one(h: &dyn NodeHarness) {
         assert_eq!(got[0].term, round, "each round is a new term");
         clock.advance(lease + Duration::from_secs(1));
     }
+}
+
+/// Nodes reading the files of one held job: a file claimed by several at
+/// once goes to one; a finished file is not read again (unless asked, for a
+/// changed file); a claim that ran out goes to another node, and the old
+/// holder's renewal no longer covers it; a released job takes no claims
+/// and is no longer listed as running.
+pub async fn nodes_reading_one_jobs_files_read_each_once(h: &dyn NodeHarness) {
+    let (clock, nodes) = setup_nodes(h, 3).await;
+    let lease = Duration::from_secs(15);
+    let (job, _) = nodes[0]
+        .create_job_with(
+            new_job("q", true, RetryPolicy::default()),
+            JobStart {
+                ingest: Some(IngestPlan {
+                    plan: serde_json::json!({ "source": "/data" }),
+                    holder: "node-0".into(),
+                    lease,
+                }),
+                ..JobStart::default()
+            },
+        )
+        .await
+        .expect("create_job_with");
+    let listed = nodes[1].running_ingests(10).await.expect("running_ingests");
+    assert_eq!(
+        listed.iter().map(|c| c.job.id).collect::<Vec<_>>(),
+        vec![job.id],
+        "another node sees the ingest running"
+    );
+    let file = |relative: &str, node: &str| FileReport {
+        relative: relative.into(),
+        location: format!("/data/{relative}"),
+        size: Some(10),
+        etag: Some("e1".into()),
+        format: String::new(),
+        state: FileState::Running,
+        bytes: 0,
+        rows: 0,
+        tasks: 0,
+        skipped: 0,
+        error: None,
+        node: Some(node.into()),
+    };
+    for i in 0..10 {
+        let relative = format!("f{i}.csv");
+        let mut handles = Vec::new();
+        for (n, node) in nodes.iter().enumerate() {
+            let (store, name) = (Arc::clone(node), format!("node-{n}"));
+            let stub = file(&relative, &name);
+            handles.push(tokio::spawn(async move {
+                let got = store
+                    .claim_file(job.id, stub, &name, lease, false)
+                    .await
+                    .expect("claim_file");
+                (name, got)
+            }));
+        }
+        let mut winners = Vec::new();
+        for handle in handles {
+            let (name, got) = handle.await.expect("claimer panicked");
+            match got {
+                FileClaim::Yours => winners.push(name),
+                FileClaim::Elsewhere => {}
+                other => panic!("{relative}: {name} got {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{relative}: {winners:?}");
+        let winner = &winners[0];
+        let w: usize = winner["node-".len()..].parse().expect("node number");
+        // Its own claim again is its own.
+        assert_eq!(
+            nodes[w]
+                .claim_file(job.id, file(&relative, winner), winner, lease, false)
+                .await
+                .expect("claim again"),
+            FileClaim::Yours
+        );
+        let running = nodes[(w + 1) % 3]
+            .list_files(job.id, FileFilter::default())
+            .await
+            .expect("list_files");
+        let record = running
+            .iter()
+            .find(|f| f.relative == relative)
+            .expect("record");
+        assert_eq!(
+            (record.state, record.node.as_deref()),
+            (FileState::Running, Some(winner.as_str()))
+        );
+        let mut done = file(&relative, winner);
+        done.state = FileState::Done;
+        done.format = "csv".into();
+        done.rows = 5;
+        nodes[w]
+            .put_files(job.id, vec![done.clone()])
+            .await
+            .expect("put_files");
+        let other = (w + 1) % 3;
+        assert_eq!(
+            nodes[other]
+                .claim_file(
+                    job.id,
+                    file(&relative, &format!("node-{other}")),
+                    "x",
+                    lease,
+                    false
+                )
+                .await
+                .expect("claim done"),
+            FileClaim::Finished(done),
+            "a finished file is not read again"
+        );
+    }
+    // A claim that runs out unrenewed goes to another node.
+    let stub = |n: usize| file("slow.csv", &format!("node-{n}"));
+    assert_eq!(
+        nodes[1]
+            .claim_file(job.id, stub(1), "node-1", lease, false)
+            .await
+            .expect("claim"),
+        FileClaim::Yours
+    );
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        nodes[1]
+            .renew_files(job.id, "node-1", lease)
+            .await
+            .expect("renew"),
+        1
+    );
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        nodes[2]
+            .claim_file(job.id, stub(2), "node-2", lease, false)
+            .await
+            .expect("claim"),
+        FileClaim::Elsewhere,
+        "renewed, so still node-1's"
+    );
+    clock.advance(Duration::from_secs(16));
+    assert_eq!(
+        nodes[2]
+            .claim_file(job.id, stub(2), "node-2", lease, false)
+            .await
+            .expect("claim"),
+        FileClaim::Yours,
+        "ran out, so node-2's"
+    );
+    assert_eq!(
+        nodes[1]
+            .renew_files(job.id, "node-1", lease)
+            .await
+            .expect("renew"),
+        0,
+        "node-1 no longer holds it"
+    );
+    // A finished file claimed again (it changed) is the claimer's.
+    let mut done = stub(2);
+    done.state = FileState::Done;
+    nodes[2]
+        .put_files(job.id, vec![done])
+        .await
+        .expect("put_files");
+    assert_eq!(
+        nodes[0]
+            .claim_file(job.id, stub(0), "node-0", lease, true)
+            .await
+            .expect("again"),
+        FileClaim::Yours
+    );
+    // Released: no more claims, and not listed as running.
+    nodes[0].release_job(job.id, None).await.expect("release");
+    assert_eq!(
+        nodes[1]
+            .claim_file(job.id, stub(1), "node-1", lease, false)
+            .await
+            .expect("claim"),
+        FileClaim::Closed
+    );
+    assert!(
+        nodes[2]
+            .running_ingests(10)
+            .await
+            .expect("running_ingests")
+            .is_empty(),
+        "a released job's ingest is not running"
+    );
 }
 
 /// Nodes creating a job under one key at the same moment make one job; every
@@ -2678,6 +2868,7 @@ pub async fn file_records_replace_and_page(h: &dyn Harness) {
         tasks: rows.div_ceil(2),
         skipped: 0,
         error: (state == FileState::Failed).then(|| format!("{relative}: line 3: bad")),
+        node: None,
     };
     assert!(
         store

@@ -16,11 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rota_core::{
-    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, DutyTerm, FileFilter,
-    FileReport, FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter,
-    JobId, JobStart, JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob, NewTask, Outcome,
-    PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
-    TaskId, TaskState, Timing,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, DutyTerm, FileClaim,
+    FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job,
+    JobFilter, JobId, JobStart, JobState, Lease, LeaseRef, LeaseToken, NewCallback, NewJob,
+    NewTask, Outcome, PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task,
+    TaskCounts, TaskFilter, TaskId, TaskState, Timing,
 };
 use rusqlite::types::Value;
 
@@ -36,7 +36,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, Trans
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Tasks one write transaction of retention deletes (with their payloads).
 const DELETE_CHUNK: i64 = 5_000;
@@ -122,6 +122,8 @@ CREATE TABLE IF NOT EXISTS job_files (
     tasks    INTEGER NOT NULL,
     skipped  INTEGER NOT NULL,
     error    TEXT,
+    node     TEXT,
+    until    INTEGER,
     PRIMARY KEY (job_id, relative)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS callbacks (
@@ -254,7 +256,10 @@ impl SqliteStore {
         // priority, and adds `callbacks`, which the schema above creates.
         // Version 5 keeps a held job's ingest plan and who runs it, until when.
         // Version 6 adds `duties`, which the schema above creates.
+        // Version 7 records which node reads a file, and its claim.
         for (table, column, ty) in [
+            ("job_files", "node", "TEXT"),
+            ("job_files", "until", "INTEGER"),
             ("tasks", "progress", "TEXT"),
             ("tasks", "priority", "INTEGER NOT NULL DEFAULT 0"),
             ("tasks", "deadline", "INTEGER"),
@@ -1060,6 +1065,39 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn running_ingests(&self, limit: u32) -> Result<Vec<IngestClaim>, StoreError> {
+        self.run(move |conn, now| {
+            let now = now.timestamp_millis();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .db()?;
+            let ids: Vec<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT id, ingest_plan FROM jobs
+                     WHERE ingest_plan IS NOT NULL AND released = 0 AND state = 'pending'
+                       AND ingest_until > ?1
+                     ORDER BY created_at, id LIMIT ?2",
+                )
+                .db()?
+                .query_map(rusqlite::params![now, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .db()?
+                .collect::<rusqlite::Result<_>>()
+                .db()?;
+            let mut running = Vec::with_capacity(ids.len());
+            for (id, plan) in ids {
+                running.push(IngestClaim {
+                    job: require_job(&tx, &id)?,
+                    plan: from_json(&plan, "ingest plan")?,
+                });
+            }
+            tx.commit().db()?;
+            Ok(running)
+        })
+        .await
+    }
+
     async fn renew_ingest(
         &self,
         job: JobId,
@@ -1339,8 +1377,8 @@ impl Store for SqliteStore {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO job_files (job_id, relative, location, size, etag,
-                            format, state, bytes, rows, tasks, skipped, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                            format, state, bytes, rows, tasks, skipped, error, node, until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL)",
                 )
                 .db()?;
             for f in &files {
@@ -1358,10 +1396,110 @@ impl Store for SqliteStore {
                         to_i64(f.tasks, "tasks")?,
                         to_i64(f.skipped, "skipped")?,
                         f.error,
+                        f.node,
                     ])
                     .db()?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn claim_file(
+        &self,
+        job: JobId,
+        file: FileReport,
+        holder: &str,
+        lease: Duration,
+        again: bool,
+    ) -> Result<FileClaim, StoreError> {
+        let holder = holder.to_owned();
+        let lease = millis(lease);
+        self.write(move |tx, now| {
+            let id = job.to_string();
+            let open: Option<bool> = tx
+                .query_row(
+                    "SELECT released = 0 AND state = 'pending' FROM jobs WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db()?;
+            match open {
+                None => return Err(job_not_found(&id)),
+                Some(false) => return Ok(FileClaim::Closed),
+                Some(true) => {}
+            }
+            let before = tx
+                .prepare_cached(
+                    "SELECT relative, location, size, etag, format, state, bytes, rows, tasks,
+                            skipped, error, node, until
+                     FROM job_files WHERE job_id = ?1 AND relative = ?2",
+                )
+                .db()?
+                .query_row(rusqlite::params![id, file.relative], |r| {
+                    Ok((file_record(r), r.get::<_, Option<i64>>(12)?))
+                })
+                .optional()
+                .db()?;
+            if let Some((record, until)) = before {
+                let record = record?;
+                match record.state {
+                    FileState::Running
+                        if record.node.as_deref() != Some(holder.as_str())
+                            && until.is_some_and(|u| u > now) =>
+                    {
+                        return Ok(FileClaim::Elsewhere);
+                    }
+                    FileState::Done | FileState::Failed if !again => {
+                        return Ok(FileClaim::Finished(record));
+                    }
+                    _ => {}
+                }
+            }
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO job_files (job_id, relative, location, size, etag,
+                        format, state, bytes, rows, tasks, skipped, error, node, until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '', 'running', 0, 0, 0, 0, NULL, ?6, ?7)",
+            )
+            .db()?
+            .execute(rusqlite::params![
+                id,
+                file.relative,
+                file.location,
+                file.size.map(|n| to_i64(n, "file size")).transpose()?,
+                file.etag,
+                holder,
+                now.saturating_add(lease),
+            ])
+            .db()?;
+            Ok(FileClaim::Yours)
+        })
+        .await
+    }
+
+    async fn renew_files(
+        &self,
+        job: JobId,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        let holder = holder.to_owned();
+        let lease = millis(lease);
+        self.write(move |tx, now| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE job_files SET until = ?3
+                     WHERE job_id = ?1 AND node = ?2 AND state = 'running'",
+                )
+                .db()?
+                .execute(rusqlite::params![
+                    job.to_string(),
+                    holder,
+                    now.saturating_add(lease)
+                ])
+                .db()?;
+            Ok(changed as u64)
         })
         .await
     }
@@ -1382,7 +1520,7 @@ impl Store for SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT relative, location, size, etag, format, state, bytes, rows, tasks,
-                            skipped, error
+                            skipped, error, node
                      FROM job_files
                      WHERE job_id = ?1 AND (?2 IS NULL OR state = ?2)
                        AND (?3 IS NULL OR relative > ?3)
@@ -1399,20 +1537,7 @@ impl Store for SqliteStore {
                 .db()?;
             let mut files = Vec::new();
             while let Some(r) = rows.next().db()? {
-                let state: String = r.get(5).db()?;
-                files.push(FileReport {
-                    relative: r.get(0).db()?,
-                    location: r.get(1).db()?,
-                    size: r.get::<_, Option<i64>>(2).db()?.map(to_u64),
-                    etag: r.get(3).db()?,
-                    format: r.get(4).db()?,
-                    state: parse(&state, "file state")?,
-                    bytes: to_u64(r.get(6).db()?),
-                    rows: to_u64(r.get(7).db()?),
-                    tasks: to_u64(r.get(8).db()?),
-                    skipped: to_u64(r.get(9).db()?),
-                    error: r.get(10).db()?,
-                });
+                files.push(file_record(r)?);
             }
             Ok(files)
         })
@@ -2133,4 +2258,24 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// A file record from a row whose first columns are `relative, location,
+/// size, etag, format, state, bytes, rows, tasks, skipped, error, node`.
+fn file_record(r: &rusqlite::Row<'_>) -> Result<FileReport, StoreError> {
+    let state: String = r.get(5).db()?;
+    Ok(FileReport {
+        relative: r.get(0).db()?,
+        location: r.get(1).db()?,
+        size: r.get::<_, Option<i64>>(2).db()?.map(to_u64),
+        etag: r.get(3).db()?,
+        format: r.get(4).db()?,
+        state: parse(&state, "file state")?,
+        bytes: to_u64(r.get(6).db()?),
+        rows: to_u64(r.get(7).db()?),
+        tasks: to_u64(r.get(8).db()?),
+        skipped: to_u64(r.get(9).db()?),
+        error: r.get(10).db()?,
+        node: r.get(11).db()?,
+    })
 }

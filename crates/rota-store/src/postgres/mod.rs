@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rota_core::{
-    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, DutyTerm, FileFilter,
-    FileReport, FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job, JobFilter,
-    JobId, JobStart, JobState, Lease, LeaseRef, NewCallback, NewJob, NewTask, Outcome,
+    CallbackDue, CallbackOutcome, CallbackStatus, ClaimRequest, Clock, DutyTerm, FileClaim,
+    FileFilter, FileReport, FileState, Heartbeat, HeartbeatAck, IngestClaim, IngestReport, Job,
+    JobFilter, JobId, JobStart, JobState, Lease, LeaseRef, NewCallback, NewJob, NewTask, Outcome,
     PayloadEncoding, Report, RetryPolicy, Spec, Store, StoreError, Task, TaskCounts, TaskFilter,
     TaskId, TaskState, Timing,
 };
@@ -504,6 +504,26 @@ struct Failure {
     max_attempts: u32,
     retryable: bool,
     error: String,
+}
+
+/// A file record from a row whose first columns are `relative, location,
+/// size, etag, format, state, bytes, rows, tasks, skipped, error, node`.
+fn file_record(r: &tokio_postgres::Row) -> Result<FileReport, StoreError> {
+    let state: String = r.get(5);
+    Ok(FileReport {
+        relative: r.get(0),
+        location: r.get(1),
+        size: r.get::<_, Option<i64>>(2).map(to_u64),
+        etag: r.get(3),
+        format: r.get(4),
+        state: parse(&state, "file state")?,
+        bytes: to_u64(r.get(6)),
+        rows: to_u64(r.get(7)),
+        tasks: to_u64(r.get(8)),
+        skipped: to_u64(r.get(9)),
+        error: r.get(10),
+        node: r.get(11),
+    })
 }
 
 fn job_not_found(id: &str) -> StoreError {
@@ -1147,6 +1167,36 @@ impl Store for PgStore {
         Ok(claimed)
     }
 
+    async fn running_ingests(&self, limit: u32) -> Result<Vec<IngestClaim>, StoreError> {
+        let now = self.now();
+        let mut conn = self.pool.get().await?;
+        let (client, stmts) = conn.split();
+        let rows = client
+            .query(
+                &prepare(
+                    client,
+                    stmts,
+                    "SELECT id, ingest_plan FROM jobs
+                     WHERE ingest_plan IS NOT NULL AND NOT released AND state = 'pending'
+                       AND ingest_until > $1
+                     ORDER BY created_at, id LIMIT $2",
+                )
+                .await?,
+                &[&now, &i64::from(limit)],
+            )
+            .await
+            .pg()?;
+        let mut running = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (id, plan): (String, String) = (row.get(0), row.get(1));
+            running.push(IngestClaim {
+                job: require_job(client, stmts, &id).await?,
+                plan: from_json(&plan, "ingest plan")?,
+            });
+        }
+        Ok(running)
+    }
+
     async fn renew_ingest(
         &self,
         job: JobId,
@@ -1421,13 +1471,13 @@ impl Store for PgStore {
             &tx,
             stmts,
             "INSERT INTO job_files (job_id, relative, location, size, etag, format, state, bytes,
-                                    rows, tasks, skipped, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                    rows, tasks, skipped, error, node, until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL)
              ON CONFLICT (job_id, relative) DO UPDATE SET
                  location = excluded.location, size = excluded.size, etag = excluded.etag,
                  format = excluded.format, state = excluded.state, bytes = excluded.bytes,
                  rows = excluded.rows, tasks = excluded.tasks, skipped = excluded.skipped,
-                 error = excluded.error",
+                 error = excluded.error, node = excluded.node, until = NULL",
         )
         .await?;
         for f in &files {
@@ -1446,6 +1496,7 @@ impl Store for PgStore {
                     &to_i64(f.tasks, "tasks")?,
                     &to_i64(f.skipped, "skipped")?,
                     &f.error,
+                    &f.node,
                 ],
             )
             .await
@@ -1453,6 +1504,120 @@ impl Store for PgStore {
         }
         tx.commit().await.pg()?;
         Ok(())
+    }
+
+    async fn claim_file(
+        &self,
+        job: JobId,
+        file: FileReport,
+        holder: &str,
+        lease: Duration,
+        again: bool,
+    ) -> Result<FileClaim, StoreError> {
+        let id = job.to_string();
+        let now = self.now();
+        let until = now.saturating_add(millis(lease));
+        let mut conn = self.pool.get().await?;
+        let (client, stmts) = conn.split();
+        let tx = client.transaction().await.pg()?;
+        // Shared: files of one job are claimed side by side, but not while
+        // the job is cancelled or failed.
+        let job_row = tx
+            .query_opt(
+                &prepare(
+                    &tx,
+                    stmts,
+                    "SELECT NOT released AND state = 'pending' FROM jobs WHERE id = $1 FOR SHARE",
+                )
+                .await?,
+                &[&id],
+            )
+            .await
+            .pg()?;
+        match job_row.map(|r| r.get::<_, bool>(0)) {
+            None => return Err(job_not_found(&id)),
+            Some(false) => return Ok(FileClaim::Closed),
+            Some(true) => {}
+        }
+        // The insert waits for a claim being made at the same time and then
+        // checks the row that claim left: one of them gets the file.
+        let claimed = tx
+            .query_opt(
+                &prepare(
+                    &tx,
+                    stmts,
+                    "INSERT INTO job_files (job_id, relative, location, size, etag, format, state,
+                                            bytes, rows, tasks, skipped, error, node, until)
+                     VALUES ($1, $2, $3, $4, $5, '', 'running', 0, 0, 0, 0, NULL, $6, $7)
+                     ON CONFLICT (job_id, relative) DO UPDATE SET
+                         location = excluded.location, size = excluded.size,
+                         etag = excluded.etag, format = '', state = 'running', bytes = 0,
+                         rows = 0, tasks = 0, skipped = 0, error = NULL, node = excluded.node,
+                         until = excluded.until
+                     WHERE (job_files.state = 'running'
+                            AND (job_files.node = excluded.node OR job_files.until <= $8))
+                        OR ($9 AND job_files.state <> 'running')
+                     RETURNING 1",
+                )
+                .await?,
+                &[
+                    &id,
+                    &file.relative,
+                    &file.location,
+                    &file.size.map(|n| to_i64(n, "file size")).transpose()?,
+                    &file.etag,
+                    &holder,
+                    &until,
+                    &now,
+                    &again,
+                ],
+            )
+            .await
+            .pg()?;
+        let answer = if claimed.is_some() {
+            FileClaim::Yours
+        } else {
+            let row = tx
+                .query_one(
+                    &prepare(
+                        &tx,
+                        stmts,
+                        "SELECT relative, location, size, etag, format, state, bytes, rows, tasks,
+                                skipped, error, node
+                         FROM job_files WHERE job_id = $1 AND relative = $2",
+                    )
+                    .await?,
+                    &[&id, &file.relative],
+                )
+                .await
+                .pg()?;
+            let record = file_record(&row)?;
+            if record.state == FileState::Running {
+                FileClaim::Elsewhere
+            } else {
+                FileClaim::Finished(record)
+            }
+        };
+        tx.commit().await.pg()?;
+        Ok(answer)
+    }
+
+    async fn renew_files(
+        &self,
+        job: JobId,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        let until = self.now().saturating_add(millis(lease));
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(
+                "UPDATE job_files SET until = $3
+                 WHERE job_id = $1 AND node = $2 AND state = 'running'",
+                &[&job.to_string(), &holder, &until],
+            )
+            .await
+            .pg()
     }
 
     async fn list_files(
@@ -1475,7 +1640,7 @@ impl Store for PgStore {
                     client,
                     stmts,
                     "SELECT relative, location, size, etag, format, state, bytes, rows, tasks,
-                            skipped, error
+                            skipped, error, node
                      FROM job_files
                      WHERE job_id = $1 AND ($2::TEXT IS NULL OR state = $2)
                        AND ($3::TEXT IS NULL OR relative > $3)
@@ -1491,24 +1656,7 @@ impl Store for PgStore {
             )
             .await
             .pg()?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.get(5);
-                Ok(FileReport {
-                    relative: r.get(0),
-                    location: r.get(1),
-                    size: r.get::<_, Option<i64>>(2).map(to_u64),
-                    etag: r.get(3),
-                    format: r.get(4),
-                    state: parse(&state, "file state")?,
-                    bytes: to_u64(r.get(6)),
-                    rows: to_u64(r.get(7)),
-                    tasks: to_u64(r.get(8)),
-                    skipped: to_u64(r.get(9)),
-                    error: r.get(10),
-                })
-            })
-            .collect()
+        rows.iter().map(file_record).collect()
     }
 
     async fn get_payload(&self, task: TaskId) -> Result<Vec<u8>, StoreError> {

@@ -5,7 +5,7 @@
 //! what ran.
 
 /// The migrations, by version (1-based: `MIGRATIONS[0]` is version 1).
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The advisory lock every migration runs under (`rota` + `migr` in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x726f_7461_6d69_6772;
@@ -184,4 +184,10 @@ CREATE TABLE duties (
     term   BIGINT NOT NULL,
     until  BIGINT NOT NULL
 );
+"#;
+
+/// Version 3: the node that reads (or read) a file of an ingest, and until
+/// when its claim on a file it reads lasts.
+const V3: &str = r#"
+ALTER TABLE job_files ADD COLUMN node TEXT, ADD COLUMN until BIGINT;
 "#;
