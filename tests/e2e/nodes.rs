@@ -1,7 +1,8 @@
 //! Several `rota serve` nodes on one PostgreSQL database, with nothing else
 //! between them: a worker attached to one node gets the work scheduled
-//! through another, and a job scheduled twice under one key through two
-//! nodes is one job.
+//! through another, a job scheduled twice under one key through two nodes
+//! is one job, the files of a batch job are read by every node, and a
+//! node's death mid-ingest loses nothing.
 //!
 //! The database is `ROTA_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), each test in a schema of its
@@ -188,8 +189,11 @@ fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
     let (status, log) = finish(b, Duration::from_secs(20));
     assert!(status.success(), "{log}");
     let log = std::fs::read_to_string(s.path("b.log")).expect("node b's log");
+    // Node b took the file over once node a's claim on it ran out, as a
+    // helper of the running ingest or resuming it.
     assert!(
-        log.contains("resuming the interrupted batch ingest"),
+        log.contains("resuming the interrupted batch ingest")
+            || log.contains("helping read the files of a batch job"),
         "{log}"
     );
 
@@ -202,4 +206,95 @@ fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
         assert!(got.len() as u64 > before, "node b added the rest");
         crate::support::same_as_clean_ingest(&*store, &got, &*theirs, &want, ROWS).await;
     });
+}
+
+/// A batch job over a directory, scheduled through one of three nodes, is
+/// read by all three: each file once, by one node, whose id its record
+/// names; the job's tasks are those `rota ingest` makes of the directory.
+#[test]
+fn a_batch_job_over_a_directory_is_read_by_all_three_nodes() {
+    // Enough work that the two nodes the job was not scheduled through
+    // join before the first node alone is done (they look every second).
+    const FILES: u64 = 60;
+    const ROWS: u64 = 20_000;
+    let s = Scratch::new();
+    let data = s.path("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    for i in 0..FILES {
+        write_csv(&data.join(format!("part-{i:02}.csv")), ROWS);
+    }
+    let store_url = store_url();
+    let allow = ["--allow-source", data.to_str().expect("path")];
+    let nodes: Vec<(Child, String)> = ["a.log", "b.log", "c.log"]
+        .iter()
+        .map(|log| node_with(&s, &store_url, log, &allow))
+        .collect();
+    let made = post(
+        &nodes[0].1,
+        "/schedule",
+        TOKEN,
+        &serde_json::json!({ "spec": "test", "batch": {
+            "source": data.to_str().expect("path"), "max_rows": 30, "payload": "ndjson" } }),
+    );
+    let id: JobId = made["jobs"][0]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("job id");
+    let rt = runtime();
+    let store = rt
+        .block_on(rota_store::open_store(&store_url))
+        .expect("open the store");
+    wait_until(Duration::from_secs(120), "the job was ingested", || {
+        let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
+        assert!(!job.state.is_terminal(), "{job:?}");
+        job.released
+    });
+    let files = rt
+        .block_on(store.list_files(id, rota_core::FileFilter::default()))
+        .expect("list files");
+    assert_eq!(files.len() as u64, FILES);
+    let mut by_node = std::collections::BTreeMap::<String, u64>::new();
+    for f in &files {
+        assert_eq!(f.state, rota_core::FileState::Done, "{f:?}");
+        assert_eq!(f.rows, ROWS, "{f:?}");
+        *by_node.entry(f.node.clone().expect("a node")).or_default() += 1;
+    }
+    assert_eq!(by_node.len(), 3, "files read by node: {by_node:?}");
+    let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
+    let report = job.ingest.expect("the ingest report");
+    assert_eq!((report.files, report.rows), (FILES, FILES * ROWS));
+    for ((mut child, _), log) in nodes.into_iter().zip(["a.log", "b.log", "c.log"]) {
+        signal(&child, "TERM");
+        let started = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let log = std::fs::read_to_string(s.path(log)).unwrap_or_default();
+                panic!("node {log} did not stop:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    let clean = Scratch::new();
+    let summary = clean.ingest(&data, &["--batch-rows", "30", "--payload", "ndjson"]);
+    let want = crate::support::tasks(&clean, crate::support::job_id(&summary));
+    let theirs = clean.store();
+    rt.block_on(async {
+        let got = all_tasks(&*store, id).await;
+        assert_eq!(got.len(), want.len(), "as many tasks as rota ingest makes");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.key, g.rows), (&w.key, w.rows));
+        }
+        // Payloads: one task in 97, spread over every file.
+        for (g, w) in got.iter().zip(&want).step_by(97) {
+            assert!(
+                store.get_payload(g.id).await.expect("payload")
+                    == theirs.get_payload(w.id).await.expect("payload"),
+                "task {}: payloads differ",
+                g.key
+            );
+        }
+    });
+    eprintln!("files read by node: {by_node:?}");
 }

@@ -214,6 +214,7 @@ impl IngestArgs {
             },
             parallel: self.parallel.max(1),
             split_bytes: self.split_bytes,
+            node: None,
         })
     }
 }

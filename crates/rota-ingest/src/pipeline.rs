@@ -19,8 +19,8 @@ use futures::{FutureExt, StreamExt};
 use rota_core::format::{DecodeOptions, Decoded, Format};
 use rota_core::source::{Entry, EntryStream};
 use rota_core::{
-    BatchPolicy, DecodeError, FileFilter, FileReport, FileState, IngestReport, Job, JobId,
-    JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store, StoreError,
+    BatchPolicy, DecodeError, FileClaim, FileFilter, FileReport, FileState, IngestReport, Job,
+    JobId, JobState, NewJob, NewTask, OnError, PayloadEncoding, SkippedRecord, Store, StoreError,
 };
 use rota_formats::drive::{DriveError, drive};
 use tokio::sync::mpsc;
@@ -82,6 +82,13 @@ pub struct IngestRequest {
     /// as one stream. Task keys depend on it: an ingest run again under the
     /// same job key must use the same value.
     pub split_bytes: u64,
+    /// The node this ingest runs on, when several nodes read the same
+    /// job's files (`rota serve` on a shared store): each file is read by
+    /// the node that claims it ([`Store::claim_file`]), renewed while it
+    /// reads; a node waits for the files others read (and reads those
+    /// whose node stopped renewing), and the first to see every file done
+    /// releases the job. Its file records name it.
+    pub node: Option<String>,
 }
 
 /// [`IngestRequest::split_bytes`] unless a request says otherwise.
@@ -193,14 +200,20 @@ pub async fn ingest(
     let mut records: Vec<FileReport> = Vec::new();
     let mut listing = Some(listing);
     let mut next = Some(first);
+    // With several nodes on the job: files another node reads now, and
+    // those to claim again (their node may have died).
+    let mut elsewhere: Vec<Entry> = Vec::new();
+    let mut again: Vec<Entry> = Vec::new();
+    let mut closed = false;
     let result = async {
         let parallel = req.parallel.max(1);
         let mut running = futures::stream::FuturesUnordered::new();
         let mut tick = tokio::time::interval(FILE_RECORD_INTERVAL);
+        let mut renew = tokio::time::interval(FILE_RENEW_EVERY);
         loop {
             // Keep `parallel` files in flight while the listing has more.
-            while running.len() < parallel {
-                let entry = match next.take() {
+            while running.len() < parallel && !closed {
+                let entry = match again.pop().or_else(|| next.take()) {
                     Some(entry) => entry,
                     None => match listing.as_mut() {
                         Some(l) => match l.next_entry().await? {
@@ -213,18 +226,52 @@ pub async fn ingest(
                         None => break,
                     },
                 };
+                if let Some(node) = &req.node {
+                    match claim(store.as_ref(), job.id, &entry, node).await? {
+                        Claimed::Read => {}
+                        Claimed::Skip => continue,
+                        Claimed::Elsewhere => {
+                            elsewhere.push(entry);
+                            continue;
+                        }
+                        Claimed::Closed => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
                 running.push(
                     run_entry(entry, &store, &req, explicit.as_ref(), &job, &progress, &finished)
                         .boxed(),
                 );
             }
+            if running.is_empty() {
+                if closed {
+                    break;
+                }
+                if listing.is_none() && again.is_empty() {
+                    if elsewhere.is_empty() {
+                        break;
+                    }
+                    // Wait for the other nodes' files; claim any whose node
+                    // stopped renewing.
+                    tokio::time::sleep(ELSEWHERE_POLL).await;
+                    again.append(&mut elsewhere);
+                    continue;
+                }
+            }
             let run = tokio::select! {
                 run = running.next() => match run {
                     Some(run) => run,
-                    None => break,
+                    None => continue,
                 },
                 _ = tick.tick(), if !records.is_empty() => {
                     store.put_files(job.id, std::mem::take(&mut records)).await?;
+                    continue;
+                }
+                _ = renew.tick(), if req.node.is_some() => {
+                    let node = req.node.as_deref().unwrap_or_default();
+                    store.renew_files(job.id, node, FILE_LEASE).await?;
                     continue;
                 }
             };
@@ -254,7 +301,8 @@ pub async fn ingest(
             }
             Progress::add(&progress.files, 1);
             records.push(file);
-            if records.len() >= FILE_RECORDS_PER_WRITE {
+            // Other nodes wait for a file's record: it is written at once.
+            if records.len() >= FILE_RECORDS_PER_WRITE || req.node.is_some() {
                 store.put_files(job.id, std::mem::take(&mut records)).await?;
             }
         }
@@ -263,6 +311,35 @@ pub async fn ingest(
     .await;
     report.format = formats_seen.join(",");
     let recorded = store.put_files(job.id, records).await;
+    if closed && result.is_ok() && recorded.is_ok() {
+        // Another node ended the job's ingest (it read the last file) or
+        // the job ended.
+        let job = store
+            .get_job(job.id)
+            .await?
+            .ok_or_else(|| IngestError::Conflict(format!("job {} was deleted", job.id)))?;
+        if !job.released {
+            return Err(IngestError::Conflict(format!(
+                "job {} is {} and no longer waits for its ingest",
+                job.id, job.state
+            )));
+        }
+        return Ok(IngestSummary {
+            report: job.ingest.clone().unwrap_or_default(),
+            job,
+            created,
+            already_ingested: false,
+            added,
+            elapsed: started.elapsed(),
+        });
+    }
+    // With several nodes, the report counts every node's files.
+    let result = match (result, &req.node) {
+        (Ok(()), Some(_)) => whole_report(store.as_ref(), job.id, &mut report)
+            .await
+            .map_err(IngestError::from),
+        (result, _) => result,
+    };
 
     match result.and(recorded.map_err(IngestError::from)) {
         Ok(()) => {
@@ -326,6 +403,109 @@ pub(crate) async fn write_group(
         Progress::add(&progress.tasks, n);
     }
     Ok((added, rows, made))
+}
+
+/// How long a node's claim on a file it reads lasts unless renewed: a file
+/// whose node died is read again by another this long after, at most.
+const FILE_LEASE: Duration = Duration::from_secs(15);
+/// How often a node renews its claims on the files it reads.
+const FILE_RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How often a node that read all it could looks whether the files other
+/// nodes read are done.
+const ELSEWHERE_POLL: Duration = Duration::from_millis(500);
+
+/// What to do with a listed file when several nodes read the job's files.
+enum Claimed {
+    /// Read it: this node has the claim.
+    Read,
+    /// Leave it: read already, unchanged since.
+    Skip,
+    /// Another node reads it now.
+    Elsewhere,
+    /// The job no longer waits for its ingest.
+    Closed,
+}
+
+/// Claims `entry` for `node`, or says why not.
+async fn claim(
+    store: &dyn Store,
+    job: JobId,
+    entry: &Entry,
+    node: &str,
+) -> Result<Claimed, StoreError> {
+    let stub = FileReport {
+        relative: entry.relative.clone(),
+        location: rota_sources::redact(&entry.location),
+        size: entry.size,
+        etag: entry.etag.clone(),
+        format: String::new(),
+        state: FileState::Running,
+        bytes: 0,
+        rows: 0,
+        tasks: 0,
+        skipped: 0,
+        error: None,
+        node: Some(node.to_owned()),
+    };
+    let mut answer = store
+        .claim_file(job, stub.clone(), node, FILE_LEASE, false)
+        .await?;
+    if let FileClaim::Finished(before) = &answer
+        && !unchanged(before, entry)
+    {
+        // Changed since it was read: read it again.
+        answer = store.claim_file(job, stub, node, FILE_LEASE, true).await?;
+    }
+    Ok(match answer {
+        FileClaim::Yours => Claimed::Read,
+        FileClaim::Finished(_) => Claimed::Skip,
+        FileClaim::Elsewhere => Claimed::Elsewhere,
+        FileClaim::Closed => Claimed::Closed,
+    })
+}
+
+/// Fills `report`'s counts from every file record of `job`: with several
+/// nodes, each read some of the files.
+async fn whole_report(
+    store: &dyn Store,
+    job: JobId,
+    report: &mut IngestReport,
+) -> Result<(), StoreError> {
+    let (mut files, mut failed, mut bytes, mut rows, mut tasks, mut skipped) = (0, 0, 0, 0, 0, 0);
+    let mut formats: Vec<String> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_files(
+                job,
+                FileFilter {
+                    after: after.take(),
+                    ..FileFilter::default()
+                },
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.relative.clone());
+        for f in &page {
+            files += 1;
+            failed += u64::from(f.state == FileState::Failed);
+            bytes += f.bytes;
+            rows += f.rows;
+            tasks += f.tasks;
+            skipped += f.skipped;
+            if !f.format.is_empty() && !formats.contains(&f.format) {
+                formats.push(f.format.clone());
+            }
+        }
+    }
+    report.files = files;
+    report.files_failed = failed;
+    report.bytes = bytes;
+    report.rows = rows;
+    report.tasks = tasks;
+    report.skipped = skipped;
+    report.format = formats.join(",");
+    Ok(())
 }
 
 /// Whether a store failure leaves `job` held rather than failed: when the
@@ -436,6 +616,7 @@ async fn ingest_entry(
             tasks: 0,
             skipped: 0,
             error: None,
+            node: req.node.clone(),
         },
         error: None,
         added: 0,

@@ -34,8 +34,9 @@ pub(crate) const LEASE: Duration = Duration::from_secs(15);
 /// How often a running ingest renews its claim.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
-/// How often a server looks for ingests to resume.
-const SCAN_EVERY: Duration = Duration::from_secs(2);
+/// How often a server looks for ingests to resume, and for ingests other
+/// servers run to read some of their files.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Ingests one server resumes at once, at most.
 const RESUME_AT_ONCE: usize = 4;
@@ -186,6 +187,7 @@ pub(crate) fn spawn_resumer(state: State) {
                     continue;
                 }
             };
+            let room = room.saturating_sub(claims.len());
             for claim in claims {
                 if state.ingests.running().contains(&claim.job.id) {
                     continue; // ours, running; its renewal came late
@@ -198,6 +200,33 @@ pub(crate) fn spawn_resumer(state: State) {
                     *resumed = resumed.saturating_sub(1);
                 });
             }
+            if room == 0 {
+                continue;
+            }
+            // Ingests other nodes run: this one reads some of their files.
+            let running = match state
+                .store
+                .running_ingests(u32::try_from(room).unwrap_or(u32::MAX))
+                .await
+            {
+                Ok(running) => running,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for ingests to help with; will retry");
+                    continue;
+                }
+            };
+            for claim in running {
+                if state.ingests.running().contains(&claim.job.id) {
+                    continue;
+                }
+                *state.ingests.resumed() += 1;
+                let state = state.clone();
+                tokio::spawn(async move {
+                    help(&state, claim).await;
+                    let mut resumed = state.ingests.resumed();
+                    *resumed = resumed.saturating_sub(1);
+                });
+            }
         }
     });
 }
@@ -205,9 +234,50 @@ pub(crate) fn spawn_resumer(state: State) {
 /// Runs again the ingest of a held job whose claim this server took, or
 /// fails the job saying why it cannot be.
 async fn resume(state: &State, claim: IngestClaim) {
+    let id = claim.job.id;
+    match from_plan(state, claim) {
+        Ok(ingest) => {
+            tracing::info!(job = %id, "resuming the interrupted batch ingest of a held job");
+            run(state, ingest, id).await;
+        }
+        Err(why) => {
+            let error = format!(
+                "the batch ingest was interrupted (the server stopped) and cannot resume: {why}; \
+                 schedule the job again"
+            );
+            tracing::warn!(job = %id, error = %error, "cannot resume a batch ingest");
+            if let Err(e) = state.store.fail_job(id, error, None).await {
+                tracing::error!(job = %id, error = %e, "could not mark the job failed");
+            }
+            state.work.notify_waiters();
+        }
+    }
+}
+
+/// Reads files of a held job whose ingest another node runs, beside it:
+/// each file is read by the node that claims it first, and the last node to
+/// see every file done releases the job (see `IngestRequest::node`). A job
+/// whose plan cannot be run here is left to the node that runs it.
+async fn help(state: &State, claim: IngestClaim) {
+    let id = claim.job.id;
+    let Ok(ingest) = from_plan(state, claim) else {
+        return;
+    };
+    if !state.ingests.running().insert(id) {
+        return; // already running here
+    }
+    let turn = state.ingest_turns.acquire().await;
+    tracing::info!(job = %id, "helping read the files of a batch job another node ingests");
+    let _ = crate::routes::run_ingest(state, ingest, id, true).await;
+    drop(turn);
+    state.ingests.running().remove(&id);
+}
+
+/// The ingest of a held job, from the plan stored with it, or why it
+/// cannot run again.
+fn from_plan(state: &State, claim: IngestClaim) -> Result<rota_ingest::IngestRequest, String> {
     let job = claim.job;
-    let id = job.id;
-    let made = (|| -> Result<rota_ingest::IngestRequest, String> {
+    (|| -> Result<rota_ingest::IngestRequest, String> {
         let plan: Plan = serde_json::from_value(claim.plan)
             .map_err(|e| format!("its ingest plan is unreadable ({e})"))?;
         if plan.secret_dropped {
@@ -236,22 +306,5 @@ async fn resume(state: &State, claim: IngestClaim) {
             timing: job.timing,
         };
         crate::routes::ingest_request(state, &plan.batch, new_job).map_err(|e| e.message)
-    })();
-    match made {
-        Ok(ingest) => {
-            tracing::info!(job = %id, "resuming the interrupted batch ingest of a held job");
-            run(state, ingest, id).await;
-        }
-        Err(why) => {
-            let error = format!(
-                "the batch ingest was interrupted (the server stopped) and cannot resume: {why}; \
-                 schedule the job again"
-            );
-            tracing::warn!(job = %id, error = %error, "cannot resume a batch ingest");
-            if let Err(e) = state.store.fail_job(id, error, None).await {
-                tracing::error!(job = %id, error = %e, "could not mark the job failed");
-            }
-            state.work.notify_waiters();
-        }
-    }
+    })()
 }

@@ -619,6 +619,7 @@ pub(crate) fn ingest_request(
         job,
         parallel: rota_ingest::DEFAULT_PARALLEL_FILES,
         split_bytes: rota_ingest::DEFAULT_SPLIT_BYTES,
+        node: Some(state.node.clone()),
     })
 }
 

@@ -1535,8 +1535,14 @@ impl Store for PgStore {
             .await
             .pg()?;
         match job_row.map(|r| r.get::<_, bool>(0)) {
-            None => return Err(job_not_found(&id)),
-            Some(false) => return Ok(FileClaim::Closed),
+            None => {
+                tx.rollback().await.pg()?;
+                return Err(job_not_found(&id));
+            }
+            Some(false) => {
+                tx.rollback().await.pg()?;
+                return Ok(FileClaim::Closed);
+            }
             Some(true) => {}
         }
         // The insert waits for a claim being made at the same time and then
