@@ -122,7 +122,11 @@ struct PartRun {
 }
 
 /// Ingests `entry` as parts, decoded on as many threads as the machine has
-/// cores. Never fails itself; the run says how it went.
+/// cores, counting what it stored in `run` (also when it fails part way).
+///
+/// # Errors
+/// A failed read, store write or decode (under `on_error = fail`, or a
+/// framing error under either), as a whole read of the file fails.
 pub(crate) async fn run_split(
     store: &Arc<dyn Store>,
     req: &IngestRequest,
@@ -220,18 +224,8 @@ pub(crate) async fn run_split(
             while running.len() < window {
                 let part = match waiting.pop_front() {
                     Some(p) => p,
-                    None if parts_done => break,
                     None => match part_rx.try_recv() {
                         Ok(p) => p,
-                        Err(mpsc::error::TryRecvError::Empty) if running.is_empty() => {
-                            match part_rx.recv().await {
-                                Some(p) => p,
-                                None => {
-                                    parts_done = true;
-                                    break;
-                                }
-                            }
-                        }
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
                             parts_done = true;
@@ -241,8 +235,10 @@ pub(crate) async fn run_split(
                 };
                 if part.index == 0 {
                     // The guess for later parts: what the head's sample gives.
-                    let (splitter, read, end) = (Arc::clone(&splitter), Arc::clone(&split.read), part.end);
-                    let head = tokio::task::spawn_blocking(move || splitter.guess(read.as_ref(), end));
+                    let (splitter, read) = (Arc::clone(&splitter), Arc::clone(&split.read));
+                    let end = part.end;
+                    let head =
+                        tokio::task::spawn_blocking(move || splitter.guess(read.as_ref(), end));
                     running.push_back(start_part(part, None));
                     guess = head.await.ok().flatten();
                     continue;
@@ -258,15 +254,33 @@ pub(crate) async fn run_split(
                 };
                 running.push_back(start_part(part, Some(from)));
             }
-            let Some(next) = running.pop_front() else {
+            let room = running.len() < window && waiting.is_empty() && !parts_done;
+            let Some(front) = running.front_mut() else {
                 if parts_done && waiting.is_empty() {
                     return Ok::<_, IngestError>(());
                 }
+                // Nothing runs: wait for the cutter's next part.
+                match part_rx.recv().await {
+                    Some(p) => waiting.push_back(p),
+                    None => parts_done = true,
+                }
                 continue;
             };
-            let mut done = next
-                .await
-                .map_err(|e| IngestError::Encode(format!("decoder thread failed: {e}")))?;
+            // The first part in flight is stored first; parts the cutter
+            // finds meanwhile start on idle cores.
+            let done = tokio::select! {
+                done = front => done,
+                part = part_rx.recv(), if room => {
+                    match part {
+                        Some(p) => waiting.push_back(p),
+                        None => parts_done = true,
+                    }
+                    continue;
+                }
+            };
+            running.pop_front();
+            let mut done =
+                done.map_err(|e| IngestError::Encode(format!("decoder thread failed: {e}")))?;
             if done.part.index > 0 {
                 let Some(exact) = exact_end.clone() else {
                     return Err(no_start(entry, &done.part));
