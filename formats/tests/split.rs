@@ -410,6 +410,21 @@ fn ndjson_parts_read_as_the_whole_file_whatever_the_cut() {
     check_many("ndjson", 600, ndjson_file);
 }
 
+/// The parts of a CSV `bytes` (schema inferred from `infer` records) cut
+/// at `part_bytes`, aligned to `align` records, pushed whole.
+fn csv_parts(bytes: &[u8], infer: usize, part_bytes: u64, align: u64) -> Vec<Part> {
+    let options = DecodeOptions {
+        infer_records: infer,
+        ..DecodeOptions::default()
+    };
+    let splitter = Splitter::new("csv", &options).unwrap().unwrap();
+    let mut cutter = splitter.cutter(part_bytes, align).unwrap();
+    let mut parts = Vec::new();
+    cutter.push(bytes, &mut parts);
+    cutter.finish(bytes.len() as u64, &mut parts);
+    parts
+}
+
 #[test]
 fn parts_end_at_record_boundaries_never_inside_a_quoted_field_or_a_crlf() {
     // A quoted field holding line breaks (LF and CRLF) where every cut would
@@ -419,16 +434,8 @@ fn parts_end_at_record_boundaries_never_inside_a_quoted_field_or_a_crlf() {
         text.push_str(&format!("{i},\"x\r\ny\nz\"\r\n"));
     }
     let bytes = text.into_bytes();
-    let options = DecodeOptions {
-        infer_records: 1,
-        ..DecodeOptions::default()
-    };
-    let splitter = Splitter::new("csv", &options).unwrap().unwrap();
     for part_bytes in 1..40 {
-        let mut cutter = splitter.cutter(part_bytes, 1).unwrap();
-        let mut parts = Vec::new();
-        cutter.push(&bytes, &mut parts);
-        cutter.finish(bytes.len() as u64, &mut parts);
+        let parts = csv_parts(&bytes, 1, part_bytes, 1);
         assert!(parts.len() > 5, "{part_bytes}: {parts:?}");
         for p in &parts[1..] {
             let at = usize::try_from(p.start).unwrap();
@@ -463,15 +470,7 @@ fn aligned_parts_hold_whole_batches() {
         text.push_str(&format!("{i}\n"));
     }
     let bytes = text.into_bytes();
-    let options = DecodeOptions {
-        infer_records: 10,
-        ..DecodeOptions::default()
-    };
-    let splitter = Splitter::new("csv", &options).unwrap().unwrap();
-    let mut cutter = splitter.cutter(100, 64).unwrap();
-    let mut parts = Vec::new();
-    cutter.push(&bytes, &mut parts);
-    cutter.finish(bytes.len() as u64, &mut parts);
+    let parts = csv_parts(&bytes, 10, 100, 64);
     assert!(parts.len() > 5, "{parts:?}");
     for p in &parts {
         assert_eq!(p.records % 64, 0, "{p:?}");

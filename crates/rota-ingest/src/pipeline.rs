@@ -433,20 +433,7 @@ async fn claim(
     entry: &Entry,
     node: &str,
 ) -> Result<Claimed, StoreError> {
-    let stub = FileReport {
-        relative: entry.relative.clone(),
-        location: rota_sources::redact(&entry.location),
-        size: entry.size,
-        etag: entry.etag.clone(),
-        format: String::new(),
-        state: FileState::Running,
-        bytes: 0,
-        rows: 0,
-        tasks: 0,
-        skipped: 0,
-        error: None,
-        node: Some(node.to_owned()),
-    };
+    let stub = empty_record(entry, FileState::Running, Some(node.to_owned()));
     let mut answer = store
         .claim_file(job, stub.clone(), node, FILE_LEASE, false)
         .await?;
@@ -462,6 +449,24 @@ async fn claim(
         FileClaim::Elsewhere => Claimed::Elsewhere,
         FileClaim::Closed => Claimed::Closed,
     })
+}
+
+/// The record of `entry` before anything of it was read.
+fn empty_record(entry: &Entry, state: FileState, node: Option<String>) -> FileReport {
+    FileReport {
+        relative: entry.relative.clone(),
+        location: rota_sources::redact(&entry.location),
+        size: entry.size,
+        etag: entry.etag.clone(),
+        format: String::new(),
+        state,
+        bytes: 0,
+        rows: 0,
+        tasks: 0,
+        skipped: 0,
+        error: None,
+        node,
+    }
 }
 
 /// Fills `report`'s counts from every file record of `job`: with several
@@ -604,20 +609,7 @@ async fn ingest_entry(
     progress: &Arc<Progress>,
 ) -> EntryRun {
     let mut run = EntryRun {
-        file: FileReport {
-            relative: entry.relative.clone(),
-            location: rota_sources::redact(&entry.location),
-            size: entry.size,
-            etag: entry.etag.clone(),
-            format: String::new(),
-            state: FileState::Done,
-            bytes: 0,
-            rows: 0,
-            tasks: 0,
-            skipped: 0,
-            error: None,
-            node: req.node.clone(),
-        },
+        file: empty_record(entry, FileState::Done, req.node.clone()),
         error: None,
         added: 0,
         sample: Vec::new(),
