@@ -69,11 +69,12 @@ pub(crate) enum JobsCommand {
         states: Vec<TaskState>,
     },
     /// The files a job's ingest read, by path: state, bytes, rows, tasks,
-    /// skipped records and, for a failed file, its error.
+    /// skipped records, the node that read it (for a job of `rota serve`)
+    /// and, for a failed file, its error.
     Files {
         /// The job id.
         id: JobId,
-        /// Only files in this state (done, failed).
+        /// Only files in this state (done, failed, running).
         #[arg(long, value_parser = |s: &str| s.parse::<FileState>())]
         state: Option<FileState>,
         /// Only files whose path sorts after this one (the next page).
@@ -196,6 +197,9 @@ fn file_line(f: &FileReport) -> String {
         f.tasks,
         f.skipped
     );
+    if let Some(node) = &f.node {
+        line.push_str(&format!("  node {node}"));
+    }
     if let Some(e) = &f.error {
         line.push_str(&format!(
             "  error: {}",
