@@ -13,7 +13,9 @@ It builds nothing; build and install first:
 
 DIR defaults to $CARGO_TARGET_DIR, else ./target. URL is a PostgreSQL
 database the runs may create and drop schemas in (default
-postgres://postgres@127.0.0.1:5432/test); each Rota run works in a schema of
+postgres://postgres@127.0.0.1:5432/test?sslmode=disable: both Rota and
+graphile-worker's node-postgres then talk to it without TLS, as node-postgres
+does by default); each Rota run works in a schema of
 its own (rota_bench_...), graphile-worker in graphile_worker, dropped before
 and after.
 
@@ -77,7 +79,7 @@ def main():
     ap.add_argument("--tasks", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
     a = ap.parse_args()
 

@@ -22,7 +22,7 @@ use rota_store::DEFAULT_STORE_URL;
 struct Cli {
     /// The job store: a SQLite file path, `sqlite://PATH` or `sqlite::memory:`
     /// (one machine), or `postgres://USER@HOST/DB` (any number of nodes; with
-    /// `?pool_size=N`, `schema=NAME`, `poll_only=true`, `sslmode=…`); either
+    /// `?pool_size=N`, `schema=NAME`, `poll_only=true`, `sslmode=…`, `sslrootcert=FILE`); either
     /// with `?compress=lz4` to store text payloads compressed
     /// [default: ./rota.db].
     #[arg(long, global = true, env = "ROTA_STORE")]

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use rota_core::{Store, StoreError, SystemClock};
 
 pub use postgres::{
-    DEFAULT_POOL_SIZE, PG_SCHEMA_VERSION, PgOptions, PgStore, parse_url, unique_schema,
+    DEFAULT_POOL_SIZE, PG_SCHEMA_VERSION, PgOptions, PgStore, PgTls, TlsMode, parse_url,
+    unique_schema,
 };
 pub use sqlite::{
     BUSY_TIMEOUT, DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT, SCHEMA_VERSION,
@@ -31,9 +32,10 @@ pub const DEFAULT_STORE_URL: &str = "./rota.db";
 /// Opens the store named by `url`, on the system clock.
 ///
 /// `postgres://…` (or `postgresql://…`) opens a [`PgStore`]: the URL's
-/// parameters are the PostgreSQL client's (`sslmode`, `application_name`,
-/// `connect_timeout`, …) plus the store's own `pool_size=N`, `schema=NAME`
-/// and `compress=lz4` (see [`parse_url`]); its schema is migrated on open.
+/// parameters are the PostgreSQL client's (`application_name`,
+/// `connect_timeout`, …), TLS as libpq reads it (`sslmode`, `sslrootcert`)
+/// and the store's own `pool_size=N`, `schema=NAME` and `compress=lz4` (see
+/// [`parse_url`]); its schema is migrated on open.
 ///
 /// SQLite forms: `sqlite::memory:` (a private in-memory database),
 /// `sqlite://PATH`, `sqlite:PATH`, or a plain file path such as `./rota.db`;

@@ -152,7 +152,8 @@ async fn store_errors_never_show_the_password() {
         "postgres://rota@127.0.0.1:1/test?password=s3cret-pw&connect_timeout=2",
         "postgres://rota:s3cret-pw@127.0.0.1/test?pool_size=0",
         "postgres://rota:s3cret-pw@127.0.0.1/test?nonsense=s3cret-pw",
-        "postgres://rota:s3cret-pw@127.0.0.1/test?sslmode=require",
+        "postgres://rota:s3cret-pw@127.0.0.1:1/test?sslmode=require&connect_timeout=2",
+        "postgres://rota:s3cret-pw@127.0.0.1/test?sslmode=verify&sslrootcert=s3cret-pw",
     ] {
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let Err(err) = PgStore::connect(url, clock).await else {
@@ -160,13 +161,129 @@ async fn store_errors_never_show_the_password() {
         };
         let text = format!("{err} {err:?}");
         assert!(!text.contains("s3cret"), "{url}: {text}");
-        if url.contains("sslmode=require") {
-            assert!(
-                matches!(err, rota_core::StoreError::Invalid { .. })
-                    && text.contains("not supported"),
-                "TLS is refused as unsupported, not as a passing failure: {text}"
-            );
+    }
+}
+
+/// `sslmode` and `sslrootcert` mean what they mean to libpq: TLS is used
+/// when offered (`prefer`, the default), insisted on (`require`), and the
+/// server's certificate checked against the roots (`verify-ca`) and for the
+/// host's name (`verify-full`); a certificate that fails the check fails
+/// the connection, saying why.
+///
+/// The test server must offer TLS with a certificate for `localhost`, given
+/// by `ROTA_TEST_POSTGRES_CA` (default: Debian's snakeoil certificate, which
+/// Debian's PostgreSQL serves out of the box).
+#[tokio::test]
+async fn tls_follows_sslmode_and_checks_the_certificate() {
+    sweep().await;
+    let ca = std::env::var("ROTA_TEST_POSTGRES_CA")
+        .unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".to_owned());
+    assert!(
+        std::path::Path::new(&ca).exists(),
+        "{ca} is missing: set ROTA_TEST_POSTGRES_CA to the test server's certificate"
+    );
+    let base = base_url();
+    assert!(
+        base.contains("@127.0.0.1"),
+        "the TLS test connects to the test server as 127.0.0.1 and as localhost: {base}"
+    );
+    let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    let localhost = base.replace("@127.0.0.1", "@localhost");
+    let cases: [(&str, String, Option<bool>); 8] = [
+        ("disable", with(&base, "sslmode=disable"), Some(false)),
+        ("the default", base.clone(), Some(true)),
+        ("require", with(&base, "sslmode=require"), Some(true)),
+        (
+            "verify-ca",
+            with(&base, &format!("sslmode=verify-ca&sslrootcert={ca}")),
+            Some(true),
+        ),
+        (
+            "verify-full",
+            with(&localhost, &format!("sslmode=verify-full&sslrootcert={ca}")),
+            Some(true),
+        ),
+        (
+            "verify-full for another name",
+            with(&base, &format!("sslmode=verify-full&sslrootcert={ca}")),
+            None,
+        ),
+        (
+            "sslrootcert=system",
+            with(&base, "sslmode=verify-ca&sslrootcert=system"),
+            None,
+        ),
+        (
+            "require with other roots",
+            with(
+                &base,
+                "sslmode=require&sslrootcert=/etc/ssl/certs/ca-certificates.crt",
+            ),
+            None,
+        ),
+    ];
+    for (i, (what, url, encrypted)) in cases.into_iter().enumerate() {
+        let app = format!("rota_tls_{:08x}_{i}", rand_u32());
+        let url = with(
+            &url,
+            &format!(
+                "schema={}&pool_size=1&application_name={app}&connect_timeout=5",
+                rota_store::unique_schema("rota_test")
+            ),
+        );
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let opened = PgStore::connect(&url, clock).await;
+        match (encrypted, opened) {
+            (Some(want), Ok(store)) => {
+                // A call leaves its connection idle in the store's pool.
+                store.list_specs().await.expect("list specs");
+                let ssl: Option<bool> = admin
+                    .query_one(
+                        "SELECT bool_or(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a
+                         USING (pid) WHERE a.application_name = $1",
+                        &[&app],
+                    )
+                    .await
+                    .expect("pg_stat_ssl")
+                    .get(0);
+                assert_eq!(
+                    ssl,
+                    Some(want),
+                    "{what}: encrypted {ssl:?} (the test server must offer TLS)"
+                );
+                drop(store);
+            }
+            (Some(_), Err(e)) => panic!("{what}: {e}"),
+            (None, Ok(_)) => panic!("{what}: connected with a certificate it should refuse"),
+            (None, Err(e)) => {
+                let text = e.to_string();
+                eprintln!("{what}: {text}");
+                assert!(
+                    text.contains("certificate") || text.contains("sslrootcert"),
+                    "{what}: {text}"
+                );
+            }
         }
+    }
+    for (url, says) in [
+        ("sslmode=sometimes", "sslmode must be"),
+        ("sslcert=client.pem", "client certificates"),
+        (
+            "sslmode=verify-ca&sslrootcert=/nonexistent.pem",
+            "/nonexistent.pem",
+        ),
+    ] {
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let Err(e) = PgStore::connect(&with(&base, url), clock).await else {
+            panic!("{url} opened a store");
+        };
+        assert!(
+            matches!(e, rota_core::StoreError::Invalid { .. }) && e.to_string().contains(says),
+            "{url}: {e}"
+        );
     }
 }
 
@@ -253,6 +370,12 @@ async fn terminated_connections_are_replaced() {
         done += 20;
     }
     assert_eq!(done, 100);
+}
+
+/// `url` with the query parameters `params` added.
+fn with(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
 }
 
 fn rand_u32() -> u32 {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Notify, oneshot};
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The channel work is announced on; the payload is the queue's name.
 pub(super) const CHANNEL: &str = "rota_work";
@@ -19,15 +20,17 @@ pub(super) const CHANNEL: &str = "rota_work";
 /// first waited on and stopped when the store is dropped.
 pub(super) struct Listener {
     config: Config,
+    tls: MakeRustlsConnect,
     wake: Arc<Notify>,
     /// Dropping it stops the listening task.
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Listener {
-    pub(super) fn new(config: Config) -> Self {
+    pub(super) fn new(config: Config, tls: MakeRustlsConnect) -> Self {
         Self {
             config,
+            tls,
             wake: Arc::new(Notify::new()),
             stop: Mutex::new(None),
         }
@@ -47,7 +50,12 @@ impl Listener {
         }
         let (tx, rx) = oneshot::channel();
         *stop = Some(tx);
-        tokio::spawn(listen(self.config.clone(), Arc::clone(&self.wake), rx));
+        tokio::spawn(listen(
+            self.config.clone(),
+            self.tls.clone(),
+            Arc::clone(&self.wake),
+            rx,
+        ));
     }
 }
 
@@ -55,11 +63,16 @@ impl Listener {
 /// after a pause whenever the connection breaks; every notification, and
 /// every new connection (notifications may have been missed), wakes the
 /// waiters.
-async fn listen(config: Config, wake: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
+async fn listen(
+    config: Config,
+    tls: MakeRustlsConnect,
+    wake: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut pause = Duration::from_millis(100);
     loop {
         let session = async {
-            let Ok((client, mut connection)) = config.connect(NoTls).await else {
+            let Ok((client, mut connection)) = config.connect(tls.clone()).await else {
                 return false;
             };
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

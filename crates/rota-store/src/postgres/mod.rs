@@ -25,6 +25,7 @@
 mod listen;
 mod pool;
 mod schema;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use crate::shared::{
 use crate::{DEFAULT_FILE_LIMIT, DEFAULT_JOB_LIMIT, DEFAULT_TASK_LIMIT};
 use listen::Listener;
 use pool::{Pool, prepare, quote_ident};
+pub use tls::{PgTls, TlsMode};
 
 /// The schema version this code writes (the number of migrations).
 pub const PG_SCHEMA_VERSION: i32 = schema::MIGRATIONS.len() as i32;
@@ -103,16 +105,24 @@ impl<T> Pg<T> for Result<T, tokio_postgres::Error> {
 }
 
 /// A PostgreSQL error shown with what the server said (its code and
-/// message), where the client's own text is only "db error".
+/// message), where the client's own text is only "db error", and with its
+/// causes, where the client's text is only "error performing TLS
+/// handshake" or "error connecting to server".
 #[derive(Debug)]
-struct PgError(tokio_postgres::Error);
+pub(super) struct PgError(pub(super) tokio_postgres::Error);
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.as_db_error() {
-            Some(db) => write!(f, "PostgreSQL {}: {}", db.code().code(), db.message()),
-            None => self.0.fmt(f),
+        if let Some(db) = self.0.as_db_error() {
+            return write!(f, "PostgreSQL {}: {}", db.code().code(), db.message());
         }
+        self.0.fmt(f)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
     }
 }
 
@@ -191,6 +201,8 @@ pub struct PgOptions {
     /// transaction mode (PgBouncer), which cannot keep a listening session.
     /// Waiting workers then see other nodes' work when they next poll.
     pub poll_only: bool,
+    /// TLS (`sslmode`, `sslrootcert`), as libpq reads them.
+    pub tls: PgTls,
 }
 
 impl Default for PgOptions {
@@ -200,14 +212,16 @@ impl Default for PgOptions {
             schema: None,
             compress: false,
             poll_only: false,
+            tls: PgTls::default(),
         }
     }
 }
 
 /// Splits a `postgres://` URL into the connection's configuration and the
-/// store's own options (`pool_size`, `schema`, `compress`, `poll_only`), which the
+/// store's own options (`pool_size`, `schema`, `compress`, `poll_only`,
+/// and TLS: `sslmode`, `sslrootcert`, read as libpq reads them), which the
 /// PostgreSQL client would not accept. Every other parameter
-/// (`sslmode`, `application_name`, `connect_timeout`, …) is the client's.
+/// (`application_name`, `connect_timeout`, …) is the client's.
 ///
 /// # Errors
 /// [`StoreError::Invalid`] for a URL the client cannot parse or a bad
@@ -258,6 +272,7 @@ pub fn parse_url(url: &str) -> Result<(Config, PgOptions), StoreError> {
                     }
                 }
             }
+            _ if options.tls.option(key, &rota_url::percent_decode(value))? => {}
             _ => kept.push(pair),
         }
     }
@@ -271,13 +286,7 @@ pub fn parse_url(url: &str) -> Result<(Config, PgOptions), StoreError> {
             .map_err(|e: tokio_postgres::Error| StoreError::Invalid {
                 message: format!("the PostgreSQL store URL is not valid: {e}"),
             })?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(StoreError::Invalid {
-            message: "TLS to PostgreSQL (sslmode=require) is not supported yet: use \
-                      sslmode=disable over a private network, or a TLS tunnel"
-                .into(),
-        });
-    }
+    config.ssl_mode(options.tls.client_mode());
     if config.get_application_name().is_none() {
         config.application_name("rota");
     }
@@ -297,9 +306,11 @@ impl PgStore {
     /// a newer schema than this build knows.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let (config, options) = parse_url(url)?;
-        let listener = (!options.poll_only).then(|| Arc::new(Listener::new(config.clone())));
+        let tls = options.tls.connector()?;
+        let listener =
+            (!options.poll_only).then(|| Arc::new(Listener::new(config.clone(), tls.clone())));
         let store = Self {
-            pool: Arc::new(Pool::new(config, options.schema, options.pool_size)),
+            pool: Arc::new(Pool::new(config, tls, options.schema, options.pool_size)),
             clock,
             compress: options.compress,
             listener,

@@ -5,7 +5,8 @@ use std::sync::{Mutex, PoisonError};
 
 use rota_core::StoreError;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::Pg;
 
@@ -42,6 +43,8 @@ impl Conn {
 /// caller opens a new one.
 pub(super) struct Pool {
     config: Config,
+    /// TLS, as the URL's `sslmode` asks.
+    tls: MakeRustlsConnect,
     /// `SET search_path` to this schema on every connection, when given.
     schema: Option<String>,
     idle: Mutex<Vec<Conn>>,
@@ -88,9 +91,15 @@ impl Drop for Pooled<'_> {
 }
 
 impl Pool {
-    pub(super) fn new(config: Config, schema: Option<String>, size: usize) -> Self {
+    pub(super) fn new(
+        config: Config,
+        tls: MakeRustlsConnect,
+        schema: Option<String>,
+        size: usize,
+    ) -> Self {
         Self {
             config,
+            tls,
             schema,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
@@ -135,9 +144,9 @@ impl Pool {
     pub(super) async fn connect(&self) -> Result<Conn, StoreError> {
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
-            .map_err(|e| StoreError::Transient(Box::new(e)))?;
+            .map_err(|e| StoreError::Transient(Box::new(super::PgError(e))))?;
         tokio::spawn(async move {
             // Ends when the client is dropped or the server goes away; the
             // next call on the client then fails and the pool drops it.
