@@ -119,9 +119,11 @@ pub(crate) struct IngestArgs {
     /// A CSV, TSV or NDJSON file at least twice this long (a local file,
     /// uncompressed, UTF-8) is read as parts of
     /// about this size, decoded at once on every core, with exactly the rows
-    /// of one whole read; 0 reads every file as one stream. Run an ingest
-    /// again under the same --job-key with the same value.
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    /// of one whole read; 0 (the default) reads every file as one stream.
+    /// Worth it with more than 2 cores (try 8MiB); memory grows with the
+    /// size and the cores. Run an ingest again under the same --job-key with
+    /// the same value.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     split_bytes: u64,
     /// Print the summary as JSON.
     #[arg(long)]

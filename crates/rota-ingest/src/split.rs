@@ -34,6 +34,9 @@ use crate::progress::Progress;
 /// Bytes read from the file at a time, by the cutter and by each part.
 const READ_PIECE: usize = 1 << 20;
 
+/// Parts decoded at once, at most, however many cores there are.
+const MAX_THREADS: usize = 8;
+
 /// A file that can be read as parts, and how.
 pub(crate) struct Splittable {
     splitter: Splitter,
@@ -182,7 +185,9 @@ pub(crate) async fn run_split(
     };
 
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let window = threads + 1;
+    // Parts decoding or decoded and not yet stored each hold their tasks:
+    // memory grows with the window.
+    let window = threads.min(MAX_THREADS) + 1;
     let prefix = |part: &Part| format!("{}@{:012}", entry.relative, part.start);
     let start_part = |part: Part, from: Option<Start>| -> JoinHandle<PartRun> {
         let splitter = Arc::clone(&splitter);
