@@ -163,6 +163,7 @@ fn build(store: Arc<dyn Store>, mut config: Config) -> std::io::Result<(axum::Ro
         ingests: Arc::default(),
         node: format!("node-{}", uuid::Uuid::new_v4()),
     };
+    tracing::info!(node = %state.node, "this server's node id (named in file records and duty terms)");
     if let Some(uploads) = &uploads {
         uploads.resume(&state);
     }
