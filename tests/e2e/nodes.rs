@@ -298,3 +298,119 @@ fn a_batch_job_over_a_directory_is_read_by_all_three_nodes() {
     });
     eprintln!("files read by node: {by_node:?}");
 }
+
+/// Connections cut while an upload is decoded into its job (as a database
+/// restart or a failover cuts them) stop its ingest part way; the ingest is
+/// run again until it finishes, and the job holds exactly what a clean
+/// `rota ingest` makes of the file: nothing the client sent is lost.
+#[test]
+fn an_upload_whose_store_connections_are_cut_mid_ingest_loses_nothing() {
+    const ROWS: u64 = 100_000;
+    let s = Scratch::new();
+    let file = s.path("big.csv");
+    write_csv(&file, ROWS);
+    let app = format!("rota_cut_{}", std::process::id());
+    let store_url = format!("{}&application_name={app}", store_url());
+    let (node, url) = node(&s, &store_url, "a.log");
+    let state = s.path("state");
+    let mut upload = s.command(&[
+        "upload",
+        file.to_str().expect("path"),
+        "--server",
+        &url,
+        "--spec",
+        "test",
+        "--batch-rows",
+        "5",
+        "--payload",
+        "ndjson",
+        "--chunk-size",
+        "64KiB",
+        "--state-dir",
+        state.to_str().expect("path"),
+        "--json",
+    ]);
+    upload
+        .env("ROTA_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let rt = runtime();
+    let base = std::env::var("ROTA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let admin = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .expect("admin connection");
+        tokio::spawn(connection);
+        client
+    });
+    // The server's connections are cut again and again while the upload
+    // is sent and decoded (a rota upload that fails is run again: it
+    // resumes where the server has the bytes).
+    let mut cuts = 0i64;
+    let mut sent = None;
+    for _ in 0..20 {
+        let mut child = upload.spawn().expect("spawn rota upload");
+        let started = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "rota upload did not end"
+            );
+            cuts += rt
+                .block_on(admin.query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE application_name = $1",
+                    &[&app],
+                ))
+                .expect("terminate")
+                .get::<_, i64>(0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("rota upload");
+        if out.status.success() {
+            sent = Some(out);
+            break;
+        }
+    }
+    let out = sent.expect("rota upload never completed");
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id: JobId = done["job_id"]
+        .as_str()
+        .expect("job id")
+        .parse()
+        .expect("job id");
+    let store = rt
+        .block_on(rota_store::open_store(&store_url))
+        .expect("open the store");
+    wait_until(
+        Duration::from_secs(120),
+        "the upload's job was released",
+        || {
+            let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
+            assert!(
+                !job.state.is_terminal(),
+                "{job:?}\n{}",
+                std::fs::read_to_string(s.path("a.log")).unwrap_or_default()
+            );
+            job.released
+        },
+    );
+    signal(&node, "TERM");
+    let (status, log) = finish(node, Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    let log = std::fs::read_to_string(s.path("a.log")).expect("the node's log");
+    assert!(
+        cuts > 0 && log.contains("the upload's ingest stopped on a store error; running it again"),
+        "no cut landed in the middle of the upload's ingest ({cuts} connections cut):\n{log}"
+    );
+
+    let clean = Scratch::new();
+    let summary = clean.ingest(&file, &["--batch-rows", "5", "--payload", "ndjson"]);
+    let want = crate::support::tasks(&clean, crate::support::job_id(&summary));
+    let theirs = clean.store();
+    rt.block_on(async {
+        let got = all_tasks(&*store, id).await;
+        crate::support::same_as_clean_ingest(&*store, &got, &*theirs, &want, ROWS).await;
+    });
+}

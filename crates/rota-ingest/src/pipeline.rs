@@ -283,7 +283,13 @@ pub async fn ingest(
                 let fatal = req.decode.on_error == OnError::Fail
                     || matches!(e, IngestError::Store(_) | IngestError::Conflict(_));
                 if fatal {
-                    records.push(file);
+                    // A file cut short by a store that could not take a
+                    // write is not failed: the ingest run again reads it
+                    // (its record stays `running`, under a claim that runs
+                    // out), as it reads the files it had not reached.
+                    if !matches!(&e, IngestError::Store(cause) if keep_held(&job, cause)) {
+                        records.push(file);
+                    }
                     return Err(e);
                 }
                 tracing::warn!(error = %e, "a file failed part way; going on with the others");

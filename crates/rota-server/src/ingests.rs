@@ -142,7 +142,10 @@ async fn run(state: &State, ingest: rota_ingest::IngestRequest, job: JobId) {
                 }
             };
             tokio::select! {
-                _ = crate::routes::run_ingest(state, ingest, job, true) => {}
+                // A store error part way leaves the job held: its claim runs
+                // out unrenewed, and the ingest is run again (by this server
+                // or another) where it stopped.
+                _ = crate::routes::run_ingest(state, ingest, job) => {}
                 () = renew => {
                     tracing::warn!(job = %job, "the job no longer waits for this ingest (cancelled, or resumed by another server); stopped it");
                 }
@@ -268,7 +271,7 @@ async fn help(state: &State, claim: IngestClaim) {
     }
     let turn = state.ingest_turns.acquire().await;
     tracing::info!(job = %id, "helping read the files of a batch job another node ingests");
-    let _ = crate::routes::run_ingest(state, ingest, id, true).await;
+    let _ = crate::routes::run_ingest(state, ingest, id).await;
     drop(turn);
     state.ingests.running().remove(&id);
 }

@@ -623,17 +623,26 @@ pub(crate) fn ingest_request(
     })
 }
 
+/// Why an ingest [`run_ingest`] ran did not finish.
+pub(crate) struct Unfinished {
+    /// What went wrong.
+    pub(crate) error: String,
+    /// A store write failed part way and the job was left held: the same
+    /// ingest run again once the store answers finishes it, each row once.
+    pub(crate) held: bool,
+}
+
 /// Runs a batch job's ingest to its end, logging how it went. A failure
-/// before the ingest reached the job (a missing path) still fails the job,
-/// with the reason; a store write that failed part way leaves a
-/// `resumable` job held, for its ingest to be run again. Waiting claims
-/// are woken when it ends.
+/// before the ingest reached the job (a missing path) fails the job, with
+/// the reason; a store write that failed part way leaves the job held
+/// (with nothing claimable), for its ingest to be run again: by whichever
+/// server resumes it, for a batch job, or by the upload's own ingest.
+/// Waiting claims are woken when it ends.
 pub(crate) async fn run_ingest(
     state: &State,
     ingest: rota_ingest::IngestRequest,
     id: JobId,
-    resumable: bool,
-) -> Result<rota_ingest::IngestSummary, String> {
+) -> Result<rota_ingest::IngestSummary, Unfinished> {
     let result =
         rota_ingest::ingest(state.store.clone(), ingest, state.metrics.ingest.clone()).await;
     let out = match result {
@@ -641,18 +650,27 @@ pub(crate) async fn run_ingest(
             tracing::info!(job = %id, rows = summary.report.rows, tasks = summary.report.tasks, "batch ingested");
             Ok(summary)
         }
-        Err(e @ rota_ingest::IngestError::StoreHeld { .. }) if resumable => {
-            // Its claim runs out unrenewed, and the ingest is run again (by
-            // this server or another on the store) where it stopped.
+        // The store went away part way, or before the ingest reached the
+        // job (a restart, a failover): the job is left held, not failed.
+        Err(
+            e @ (rota_ingest::IngestError::StoreHeld { .. }
+            | rota_ingest::IngestError::Store(rota_core::StoreError::Transient(_))),
+        ) => {
             tracing::warn!(job = %id, error = %e, "batch ingest stopped on a store error; the job stays held and resumes");
-            Err(e.to_string())
+            Err(Unfinished {
+                error: e.to_string(),
+                held: true,
+            })
         }
         Err(e) => {
             tracing::warn!(job = %id, error = %e, "batch ingest failed");
             if let Err(fail) = state.store.fail_job(id, e.to_string(), None).await {
                 tracing::error!(job = %id, error = %fail, "could not mark the job failed");
             }
-            Err(e.to_string())
+            Err(Unfinished {
+                error: e.to_string(),
+                held: false,
+            })
         }
     };
     state.work.notify_waiters();

@@ -60,6 +60,10 @@ const READ_CHUNK: usize = 1 << 20;
 /// How often expired uploads are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// The longest pause before an upload's ingest that stopped on a store
+/// error is run again.
+const INGEST_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Where uploads are kept, and their limits.
 #[derive(Clone, Debug)]
 pub struct UploadConfig {
@@ -1137,15 +1141,20 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
-/// Starts the ingest that fills the upload's job from its bytes.
+/// Starts the ingest that fills the upload's job from its bytes. When the
+/// store fails part way (a restart, a lost connection), the job is left
+/// held and the ingest is run again, after a pause that doubles up to
+/// [`INGEST_RETRY_MAX`], until it ends one way or the other: the bytes are
+/// kept until then, so a store outage loses nothing the client sent.
 fn start_ingest(
     state: &State,
     uploads: &Arc<Uploads>,
     upload: &Arc<Upload>,
 ) -> Result<(), ApiError> {
     let meta = upload.meta();
-    let req = job_request(meta.source(), &meta.metadata)?;
-    let (job, id) = (meta.job, meta.id.clone());
+    // A request that cannot be made is refused before anything runs.
+    job_request(meta.source(), &meta.metadata)?;
+    let id = meta.id.clone();
     let state = state.clone();
     let handle = {
         let upload = upload.clone();
@@ -1153,27 +1162,22 @@ fn start_ingest(
             uploads: Arc::downgrade(uploads),
         });
         tokio::spawn(async move {
-            let made = async {
-                let (mut new_job, batch) = crate::routes::new_job(&state, req).await?;
-                new_job.key = state
-                    .store
-                    .get_job(job)
-                    .await?
-                    .and_then(|j| j.key)
-                    .or(new_job.key);
-                let batch = batch.ok_or_else(|| internal("no batch".to_owned()))?;
-                let mut ingest = crate::routes::ingest_request(&state, &batch, new_job)?;
-                ingest.sources.extra = rota_sources::ExtraSources(vec![source]);
-                Ok::<_, ApiError>(ingest)
-            }
-            .await;
-            let outcome = match made {
-                Ok(ingest) => crate::routes::run_ingest(&state, ingest, job, false)
-                    .await
-                    .map(|_| ()),
-                Err(e) => {
-                    let _ = state.store.fail_job(job, e.message.clone(), None).await;
-                    Err(e.message)
+            let mut pause = Duration::from_secs(1);
+            let outcome = loop {
+                let outcome = ingest_once(&state, &upload, &source).await;
+                match outcome {
+                    Err(unfinished) if unfinished.held => {
+                        if upload.gone.load(std::sync::atomic::Ordering::SeqCst)
+                            || *state.stopping.borrow()
+                        {
+                            // Forgotten, or resumed when the server starts again.
+                            return;
+                        }
+                        tracing::warn!(upload = %id, error = %unfinished.error, ?pause, "the upload's ingest stopped on a store error; running it again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(INGEST_RETRY_MAX);
+                    }
+                    other => break other.map_err(|u| u.error),
                 }
             };
             if upload.gone.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1202,6 +1206,49 @@ fn start_ingest(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
     Ok(())
+}
+
+/// One run of an upload's ingest into its job `job`. A store that does not
+/// answer while the run is set up leaves the job held, as one that fails
+/// part way does; any other failure fails the job.
+async fn ingest_once(
+    state: &State,
+    upload: &Upload,
+    source: &Arc<dyn Source>,
+) -> Result<(), crate::routes::Unfinished> {
+    let meta = upload.meta();
+    let job = meta.job;
+    let made = async {
+        let req = job_request(meta.source(), &meta.metadata)?;
+        let (mut new_job, batch) = crate::routes::new_job(state, req).await?;
+        new_job.key = state
+            .store
+            .get_job(job)
+            .await?
+            .and_then(|j| j.key)
+            .or(new_job.key);
+        let batch = batch.ok_or_else(|| internal("no batch".to_owned()))?;
+        let mut ingest = crate::routes::ingest_request(state, &batch, new_job)?;
+        ingest.sources.extra = rota_sources::ExtraSources(vec![Arc::clone(source)]);
+        Ok::<_, ApiError>(ingest)
+    }
+    .await;
+    match made {
+        Ok(ingest) => crate::routes::run_ingest(state, ingest, job)
+            .await
+            .map(|_| ()),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Err(crate::routes::Unfinished {
+            error: e.message,
+            held: true,
+        }),
+        Err(e) => {
+            let _ = state.store.fail_job(job, e.message.clone(), None).await;
+            Err(crate::routes::Unfinished {
+                error: e.message,
+                held: false,
+            })
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/uploads", tag = "uploads", params(("Tus-Resumable" = crate::openapi::TusVersion, Header, description = "The tus version: 1.0.0"), ("Upload-Length" = Option<u64>, Header, description = "The size, or"), ("Upload-Defer-Length" = Option<u8>, Header, minimum = 1, maximum = 1, description = "1: the size comes later"), ("Upload-Metadata" = Option<String>, Header, description = "key base64(value) pairs, comma-separated: spec (required), format, max_rows, …")), responses((status = 201, description = "The upload, at `Location`", body = crate::openapi::UploadCreated), (status = 400, description = "The request is malformed (code invalid)", body = crate::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::openapi::ErrorBody), (status = 403, description = "The token lacks the scope", body = crate::openapi::ErrorBody), (status = 404, description = "Uploads are not enabled", body = crate::openapi::ErrorBody), (status = 412, description = "Not tus 1.0.0", body = crate::openapi::ErrorBody), (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody), (status = 429, description = "A quota of the token is reached; Retry-After says when to try again", body = crate::openapi::ErrorBody), (status = 503, description = "The server holds the most unfinished uploads it takes; Retry-After", body = crate::openapi::ErrorBody), (status = 507, description = "The upload directory is (nearly) full; Retry-After", body = crate::openapi::ErrorBody)))]
