@@ -1073,6 +1073,26 @@ async fn make_upload(
     };
     let (job, created) = state.store.create_job_with(new_job, start).await?;
     if !created {
+        // The same request again, its answer lost (the server died after
+        // making the upload, the connection broke, or the client stopped
+        // before it learnt how the upload ended): the upload it made, when
+        // this server still holds it for the same caller and length, is
+        // the answer, for the client to resume from its offset (or to find
+        // it complete).
+        let again = uploads
+            .lock()
+            .by_id
+            .values()
+            .find(|u| {
+                let m = u.meta();
+                m.job == job.id
+                    && m.length == length
+                    && m.owner.as_deref() == Some(caller.id.as_str())
+            })
+            .cloned();
+        if let Some(upload) = again {
+            return Ok(upload);
+        }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",

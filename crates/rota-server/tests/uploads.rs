@@ -1106,3 +1106,45 @@ async fn a_write_the_disk_refuses_answers_507_keeps_the_offset_and_resumes_later
     let (_, all) = s.payloads(job.id).await;
     assert!(all == data, "every row once, in order");
 }
+
+/// Creating an upload again under the same idempotency key (its first
+/// answer lost) answers with the upload the first request made, so the
+/// client resumes it or finds it complete; a different length is another
+/// upload, refused.
+#[tokio::test]
+async fn a_creation_sent_again_under_its_key_answers_the_same_upload() {
+    let s = Server::start(|_| {}).await;
+    let meta = [
+        ("spec", "s"),
+        ("format", "ndjson"),
+        ("idempotency_key", "once"),
+    ];
+    let (first, job) = s.create(Some(20), &meta).await;
+    let resp = s
+        .patch(&first, 0, b"{\"id\":1}\n")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (again, same_job) = s.create(Some(20), &meta).await;
+    assert_eq!((&again, same_job), (&first, job));
+    assert_eq!(s.offset(&again).await, 9, "the client resumes where it was");
+    let resp = s.creation(Some(21), &meta).send().await.expect("create");
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let resp = s
+        .patch(&first, 9, b"{\"id\":22}\n\n")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let done = s.ingested(job).await;
+    assert_eq!(done.counts.total, 1, "{done:?}");
+    let (ended, _) = s.create(Some(20), &meta).await;
+    assert_eq!(ended, first);
+    assert_eq!(
+        s.offset(&ended).await,
+        20,
+        "complete: nothing to send again"
+    );
+    assert_eq!(s.job(job).await.counts.total, 1, "nothing added");
+}
