@@ -412,6 +412,24 @@ fn write_meta(dir: &FsPath, meta: &Meta) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join("meta.json"))
 }
 
+/// Where a creation notes the upload it makes for the job under `key`
+/// until the upload is on disk (a file, which [`Uploads::open`] passes by).
+fn creating(dir: &FsPath, key: &str) -> PathBuf {
+    let digest = sha1::Sha1::digest(key.as_bytes());
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!(".creating-{name}"))
+}
+
+/// Writes `bytes` to `path` (making its directory) and syncs both.
+fn write_synced(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(path);
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn internal(message: String) -> ApiError {
     tracing::error!(error = %message, "upload failure");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -420,6 +438,9 @@ fn internal(message: String) -> ApiError {
 /// The uploads a server holds.
 pub(crate) struct Uploads {
     config: UploadConfig,
+    /// When this server opened its uploads: a creation noted before was
+    /// interrupted by the end of an earlier server.
+    opened: std::time::SystemTime,
     open: Mutex<Held>,
     metrics: Arc<crate::metrics::Metrics>,
     writers: Arc<Writers>,
@@ -487,6 +508,7 @@ impl Uploads {
         }
         Ok(Arc::new(Self {
             config,
+            opened: std::time::SystemTime::now(),
             open: Mutex::new(Held {
                 by_id: open,
                 making: HashMap::new(),
@@ -1071,8 +1093,47 @@ async fn make_upload(
             .collect(),
         ingest: None,
     };
+    // Noted on disk before the job is made, so that a server that dies
+    // between the two makes the upload when the creation is sent again.
+    let note = creating(
+        &uploads.config.dir,
+        new_job.key.as_deref().unwrap_or_default(),
+    );
+    let earlier = {
+        let (note, noted, opened) = (note.clone(), id.clone(), uploads.opened);
+        uploads
+            .writers
+            .run(move || {
+                // Noted by an earlier server, not by a creation running now.
+                let earlier = std::fs::metadata(&note)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at < opened);
+                write_synced(&note, noted.as_bytes()).map(|()| earlier)
+            })
+            .await?
+            .map_err(|e| io_failure("note", &id, &e))?
+    };
     let (job, created) = state.store.create_job_with(new_job, start).await?;
-    if !created {
+    let made_here = |u: &Arc<Upload>| {
+        let m = u.meta();
+        m.job == job.id && m.length == length && m.owner.as_deref() == Some(caller.id.as_str())
+    };
+    let interrupted = !created
+        && earlier
+        && !job.released
+        && !job.state.is_terminal()
+        && job.counts.total == 0
+        && !uploads.lock().by_id.values().any(&made_here);
+    if interrupted {
+        // The job was made, and the server died before its upload was:
+        // the upload is made now.
+        tracing::info!(upload = %id, job = %job.id, "making the upload of a creation a crash interrupted");
+    } else if !created {
+        let note = note.clone();
+        let _ = uploads
+            .writers
+            .run(move || std::fs::remove_file(note))
+            .await;
         // The same request again, its answer lost (the server died after
         // making the upload, the connection broke, or the client stopped
         // before it learnt how the upload ended): the upload it made, when
@@ -1083,12 +1144,7 @@ async fn make_upload(
             .lock()
             .by_id
             .values()
-            .find(|u| {
-                let m = u.meta();
-                m.job == job.id
-                    && m.length == length
-                    && m.owner.as_deref() == Some(caller.id.as_str())
-            })
+            .find(|u| made_here(u))
             .cloned();
         if let Some(upload) = again {
             return Ok(upload);
@@ -1146,6 +1202,10 @@ async fn make_upload(
             .await;
         return Err(io_failure("store", &id, &e));
     }
+    let _ = uploads
+        .writers
+        .run(move || std::fs::remove_file(note))
+        .await;
     let upload = Arc::new(new_upload(&uploads.config, &uploads.writers, dir, meta));
     uploads.lock().by_id.insert(id, upload.clone());
     drop(reserved);
@@ -1228,7 +1288,7 @@ fn start_ingest(
     Ok(())
 }
 
-/// One run of an upload's ingest into its job `job`. A store that does not
+/// One run of an upload's ingest into its job. A store that does not
 /// answer while the run is set up leaves the job held, as one that fails
 /// part way does; any other failure fails the job.
 async fn ingest_once(

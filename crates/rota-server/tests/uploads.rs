@@ -1148,3 +1148,108 @@ async fn a_creation_sent_again_under_its_key_answers_the_same_upload() {
     );
     assert_eq!(s.job(job).await.counts.total, 1, "nothing added");
 }
+
+/// A server that dies after making an upload's job and before making the
+/// upload leaves a note of the creation; when the creation is sent again
+/// to the next server, the upload is made then, into the same job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_a_crash_interrupted_is_made_when_sent_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = rota_store::open_store(&dir.path().join("rota.db").to_string_lossy())
+        .await
+        .expect("store");
+    let meta = [
+        ("spec", "s"),
+        ("format", "ndjson"),
+        ("idempotency_key", "k"),
+    ];
+    // The first server runs on a runtime of its own, dropped to end it as a
+    // crash would: none of its tasks runs on.
+    let (made, job) = {
+        let (store, config) = (store.clone(), common::with_uploads(dir.path(), |_| {}));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let made = rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let url = format!("http://{}", listener.local_addr().expect("addr"));
+                let serving = store.clone();
+                tokio::spawn(async move {
+                    let _ =
+                        rota_server::serve(listener, serving, config, std::future::pending()).await;
+                });
+                let first = Server {
+                    url,
+                    client: reqwest::Client::new(),
+                    _dir: tempfile::tempdir().expect("tempdir"),
+                    store,
+                };
+                first.create(Some(20), &meta).await
+            });
+            rt.shutdown_background();
+            made
+        })
+        .join()
+        .expect("the first server")
+    };
+    // As if it had died before the upload was on disk: only the job and
+    // the note of its creation are left.
+    let id = made.rsplit('/').next().expect("id");
+    // (Its writer threads may still be finishing a write.)
+    let upload = dir.path().join("uploads").join(id);
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(&upload).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!upload.exists(), "the upload is removed");
+    let key = store.get_job(job).await.expect("get").expect("job").key;
+    let digest = sha1::Sha1::digest(key.expect("a key").as_bytes());
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let note = dir.path().join("uploads").join(format!(".creating-{name}"));
+    std::fs::write(&note, id).expect("note");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (serving, config) = (store.clone(), common::with_uploads(dir.path(), |_| {}));
+    tokio::spawn(async move {
+        rota_server::serve(listener, serving, config, std::future::pending())
+            .await
+            .expect("serve");
+    });
+    let next = Server {
+        url,
+        client: reqwest::Client::new(),
+        _dir: tempfile::tempdir().expect("tempdir"),
+        store: store.clone(),
+    };
+    let (again, same) = next.create(Some(20), &meta).await;
+    assert_eq!(same, job, "the same job");
+    assert_eq!(next.offset(&again).await, 0);
+    let resp = next
+        .patch(&again, 0, b"{\"id\":1}\n{\"id\":22}\n\n")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let done = next.ingested(job).await;
+    assert_eq!(
+        (
+            done.released,
+            done.counts.total,
+            done.ingest.map(|r| r.rows)
+        ),
+        (true, 1, Some(2)),
+        "{:?}",
+        next.job(job).await
+    );
+    assert!(!note.exists(), "the note is gone once the upload is made");
+    // Sent again once more, it is the upload just made, not another.
+    let (third, _) = next.create(Some(20), &meta).await;
+    assert_eq!(third, again);
+}
