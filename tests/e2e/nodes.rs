@@ -197,15 +197,28 @@ fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
         "{log}"
     );
 
+    let tasks = same_as_clean_ingest_of(&rt, &*store, id, &file, ROWS);
+    assert!(tasks as u64 > before, "node b added the rest");
+}
+
+/// Asserts that job `id` holds exactly the tasks a clean `rota ingest` of
+/// `file` into 5-row NDJSON tasks makes, of `rows` rows; returns how many.
+fn same_as_clean_ingest_of(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn rota_core::Store,
+    id: JobId,
+    file: &std::path::Path,
+    rows: u64,
+) -> usize {
     let clean = Scratch::new();
-    let summary = clean.ingest(&file, &["--batch-rows", "5", "--payload", "ndjson"]);
+    let summary = clean.ingest(file, &["--batch-rows", "5", "--payload", "ndjson"]);
     let want = crate::support::tasks(&clean, crate::support::job_id(&summary));
     let theirs = clean.store();
     rt.block_on(async {
-        let got = all_tasks(&*store, id).await;
-        assert!(got.len() as u64 > before, "node b added the rest");
-        crate::support::same_as_clean_ingest(&*store, &got, &*theirs, &want, ROWS).await;
-    });
+        let got = all_tasks(store, id).await;
+        crate::support::same_as_clean_ingest(store, &got, &*theirs, &want, rows).await;
+        got.len()
+    })
 }
 
 /// A batch job over a directory, scheduled through one of three nodes, is
@@ -405,12 +418,5 @@ fn an_upload_whose_store_connections_are_cut_mid_ingest_loses_nothing() {
         "no cut landed in the middle of the upload's ingest ({cuts} connections cut):\n{log}"
     );
 
-    let clean = Scratch::new();
-    let summary = clean.ingest(&file, &["--batch-rows", "5", "--payload", "ndjson"]);
-    let want = crate::support::tasks(&clean, crate::support::job_id(&summary));
-    let theirs = clean.store();
-    rt.block_on(async {
-        let got = all_tasks(&*store, id).await;
-        crate::support::same_as_clean_ingest(&*store, &got, &*theirs, &want, ROWS).await;
-    });
+    same_as_clean_ingest_of(&rt, &*store, id, &file, ROWS);
 }
