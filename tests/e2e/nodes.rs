@@ -176,14 +176,12 @@ fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
         "the kill did not land mid-ingest: {job:?}"
     );
     let before = job.counts.total;
-    wait_until(
-        Duration::from_secs(120),
+    wait_released(
+        &rt,
+        &*store,
+        id,
         "node b finished the ingest",
-        || {
-            let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
-            assert!(!job.state.is_terminal(), "{job:?}");
-            job.released
-        },
+        &s.path("b.log"),
     );
     signal(&b, "TERM");
     let (status, log) = finish(b, Duration::from_secs(20));
@@ -199,6 +197,26 @@ fn a_batch_job_whose_node_dies_mid_ingest_is_finished_by_another() {
 
     let tasks = same_as_clean_ingest_of(&rt, &*store, id, &file, ROWS);
     assert!(tasks as u64 > before, "node b added the rest");
+}
+
+/// Waits (up to 2 min) until job `id` is released, failing with the job
+/// and the node log `log` if it ends first.
+fn wait_released(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn rota_core::Store,
+    id: JobId,
+    what: &str,
+    log: &std::path::Path,
+) {
+    wait_until(Duration::from_secs(120), what, || {
+        let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
+        assert!(
+            !job.state.is_terminal(),
+            "{job:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        job.released
+    });
 }
 
 /// Asserts that job `id` holds exactly the tasks a clean `rota ingest` of
@@ -258,11 +276,7 @@ fn a_batch_job_over_a_directory_is_read_by_all_three_nodes() {
     let store = rt
         .block_on(rota_store::open_store(&store_url))
         .expect("open the store");
-    wait_until(Duration::from_secs(120), "the job was ingested", || {
-        let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
-        assert!(!job.state.is_terminal(), "{job:?}");
-        job.released
-    });
+    wait_released(&rt, &*store, id, "the job was ingested", &s.path("a.log"));
     let files = rt
         .block_on(store.list_files(id, rota_core::FileFilter::default()))
         .expect("list files");
@@ -396,18 +410,12 @@ fn an_upload_whose_store_connections_are_cut_mid_ingest_loses_nothing() {
     let store = rt
         .block_on(rota_store::open_store(&store_url))
         .expect("open the store");
-    wait_until(
-        Duration::from_secs(120),
+    wait_released(
+        &rt,
+        &*store,
+        id,
         "the upload's job was released",
-        || {
-            let job = rt.block_on(store.get_job(id)).expect("get").expect("job");
-            assert!(
-                !job.state.is_terminal(),
-                "{job:?}\n{}",
-                std::fs::read_to_string(s.path("a.log")).unwrap_or_default()
-            );
-            job.released
-        },
+        &s.path("a.log"),
     );
     signal(&node, "TERM");
     let (status, log) = finish(node, Duration::from_secs(20));

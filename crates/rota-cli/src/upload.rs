@@ -140,9 +140,10 @@ pub(crate) async fn run(client: rota_client::Client, args: UploadArgs) -> anyhow
     // for again while the server or its store is away, since running the
     // command again would start another upload under the same key.
     let job = if args.wait {
-        again(|| client.wait(id, std::time::Duration::from_secs(365 * 24 * 3600))).await
+        rota_client::retrying(|| client.wait(id, std::time::Duration::from_secs(365 * 24 * 3600)))
+            .await
     } else {
-        again(|| client.job(id)).await
+        rota_client::retrying(|| client.job(id)).await
     }
     .with_context(|| {
         format!("the upload is complete, into job {id}, but the job cannot be read")
@@ -172,25 +173,4 @@ pub(crate) async fn run(client: rota_client::Client, args: UploadArgs) -> anyhow
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// `call`, tried again while it fails in a way that may pass (the server or
-/// its store away), up to 8 times with a pause doubling from 1 s to 30 s.
-async fn again<T, F, Fut>(mut call: F) -> Result<T, rota_client::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, rota_client::Error>>,
-{
-    let mut pause = std::time::Duration::from_secs(1);
-    for _ in 0..8 {
-        match call().await {
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "cannot read the upload's job; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(30));
-            }
-            other => return other,
-        }
-    }
-    call().await
 }

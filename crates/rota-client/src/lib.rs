@@ -29,7 +29,7 @@ use reqwest::{Method, StatusCode};
 use rota_core::{Job, JobId, JobState, TaskState};
 use serde_json::Value;
 
-pub use upload::{UploadOptions, UploadProgress};
+pub use upload::{UploadOptions, UploadProgress, retrying};
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]

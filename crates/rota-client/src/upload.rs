@@ -69,6 +69,33 @@ fn backoff(attempt: u32, asked: Option<Duration>) -> Duration {
     asked.map_or(doubling, |a| a.max(doubling)).min(MAX_BACKOFF)
 }
 
+/// Runs `call` until it succeeds or fails in a way that will not pass, trying
+/// again [`RETRIES`] times at most when it fails in a way that may (see
+/// [`Error::is_retryable`]: the server or its store away), with the waits
+/// uploads use between tries. For the calls around an upload: reading the
+/// job a finished upload fills, which must not fail only because the server
+/// restarted when the upload is done (running it again would start another).
+///
+/// # Errors
+/// The last error of `call`.
+pub async fn retrying<T, F, Fut>(mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    for attempt in 1..=RETRIES {
+        match call().await {
+            Err(e) if e.is_retryable() => {
+                let wait = backoff(attempt, None);
+                tracing::warn!(error = %e, attempt, wait_s = wait.as_secs_f64(), "request failed; trying again");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
 /// How to upload.
 #[derive(Clone, Debug)]
 pub struct UploadOptions {
